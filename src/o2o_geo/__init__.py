@@ -1,0 +1,41 @@
+"""o2o_geo: nearest stores, offer ranking and push dispatch for online-to-offline commerce.
+
+The public surface is this module; everything else lives in private modules.
+
+Examples
+--------
+>>> import o2o_geo as og
+>>> index = og.StoreIndex.from_records([
+...     {"store_id": "a", "lat": 31.2304, "lon": 121.4737},
+...     {"store_id": "b", "lat": 31.2243, "lon": 121.4768}])
+>>> index.nearest(31.2290, 121.4750, k=1).store_id.tolist()
+['a']
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
+from ._index import StoreIndex
+from ._io import FORMAT_VERSION
+from ._results import Matches, Neighbors
+from ._sample import sample_stores
+from ._stores import StoreSet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Matches",
+    "Neighbors",
+    "StoreIndex",
+    "StoreSet",
+    "WGS84_A_M",
+    "WGS84_B_M",
+    "WGS84_F",
+    "__version__",
+    "errors",
+    "geodesic_distance_m",
+    "latlon_to_ecef_m",
+    "sample_stores",
+]

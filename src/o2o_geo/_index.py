@@ -1,0 +1,844 @@
+"""StoreIndex: exact WGS84 nearest, radius and service-area queries over stores.
+
+How a query stays exact and fast
+--------------------------------
+Stores live as earth-centred (ECEF) points in a kd-tree.  A query asks the tree
+for a few more candidates than it needs by chord (straight-line) distance, turns
+each candidate's chord into its geodesic distance (:mod:`._geodesy`), and then
+checks a certificate: every store the tree did not return is at least as far
+by chord as the last one it did, and a geodesic is never shorter than its
+chord, so once the k-th geodesic distance is below that last chord no other
+store can enter the top k.  Rows whose certificate fails ask again with more
+candidates; candidates whose distances are closer than the conversion's error
+bound are settled by GeographicLib.  The answer is therefore the brute-force
+GeographicLib ranking, ties broken by store position.
+
+Live updates
+------------
+``add`` puts new stores in a small delta tree and ``remove`` marks stores dead;
+queries merge the main and delta trees and skip dead stores.  When the delta
+or the dead outgrow :attr:`StoreIndex.compact_fraction` of the index, the next
+update compacts it into one tree (an amortised cost, or call :meth:`compact`
+yourself at a quiet moment).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+from scipy.spatial import cKDTree
+
+from ._geodesy import (
+    CHORD_SERIES_MAX_M,
+    CHORD_SLACK_M,
+    _D_INV2,
+    _INV_A2,
+    _ecef,
+    _ecef_scalar,
+    _normal_norm,
+    chord_error_bound_m,
+    chord_to_geodesic_m,
+    geodesic_inverse_m,
+)
+from ._results import Matches, Neighbors
+from ._stores import StoreSet
+from ._types import FloatArray, IntArray, Where
+from ._validate import as_latlon, check_distance_m, check_k
+from .errors import InvalidParameterError, ShapeMismatchError
+
+__all__ = ["StoreIndex"]
+
+_EMPTY_I = np.empty(0, dtype=np.int64)
+_EMPTY_F = np.empty(0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A kd-tree over some slots; ``slots[i]`` is the slot of tree point ``i``."""
+
+    tree: cKDTree
+    slots: IntArray
+
+    @property
+    def n(self) -> int:
+        return int(self.slots.shape[0])
+
+
+def _segment(xyz: FloatArray, slots: IntArray) -> _Segment | None:
+    if slots.shape[0] == 0:
+        return None
+    return _Segment(cKDTree(xyz[slots], leafsize=16, balanced_tree=False, compact_nodes=False), slots)
+
+
+class StoreIndex:
+    """Spatial index over store locations with exact WGS84 geodesic answers.
+
+    Parameters
+    ----------
+    stores : StoreSet
+        The stores to index.
+    workers : int, default -1
+        Threads for batch queries (``-1``: all cores).  Scalar queries use one.
+    compact_fraction : float, default 0.05
+        Compact automatically when stores added or removed since the last
+        compaction exceed this fraction of the index (and 4,096 stores).
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([
+    ...     {"store_id": "bund", "lat": 31.2400, "lon": 121.4900, "category": "coffee"},
+    ...     {"store_id": "plaza", "lat": 31.2330, "lon": 121.4750, "category": "coffee"},
+    ...     {"store_id": "tea1", "lat": 31.2320, "lon": 121.4760, "category": "tea"},
+    ... ])
+    >>> nb = index.nearest(31.2310, 121.4740, k=2)
+    >>> nb.store_id.tolist()
+    ['tea1', 'plaza']
+    >>> print(nb.distance_m.round(1))
+    [211.1 230.2]
+    >>> index.nearest(31.2310, 121.4740, k=1, where={"category": "coffee"}).store_id.tolist()
+    ['plaza']
+    """
+
+    def __init__(self, stores: StoreSet, *, workers: int = -1, compact_fraction: float = 0.05) -> None:
+        if not isinstance(stores, StoreSet):
+            raise InvalidParameterError(
+                f"StoreIndex takes a StoreSet; got {type(stores).__name__} (use StoreIndex.from_records)"
+            )
+        if not isinstance(workers, int) or workers == 0 or workers < -1:
+            raise InvalidParameterError(f"workers must be -1 or a positive int; got {workers!r}")
+        if not 0.0 < float(compact_fraction) <= 1.0:
+            raise InvalidParameterError(f"compact_fraction must be in (0, 1]; got {compact_fraction!r}")
+        self.workers = workers
+        self.compact_fraction = float(compact_fraction)
+        self._lock = threading.RLock()
+        self._load(stores)
+
+    # ------------------------------------------------------------ building
+    def _load(self, stores: StoreSet) -> None:
+        """(Re)build every structure from a live store set (slots = rows)."""
+        n = len(stores)
+        self._chunks: list[StoreSet] = [stores]
+        self._ids = stores.store_id.copy()
+        self._lat = stores.lat.copy()
+        self._lon = stores.lon.copy()
+        self._xyz = _ecef(self._lat, self._lon)
+        self._gn = _normal_norm(self._xyz)
+        self._areas = stores.service_area_geometry.copy()
+        self._radius = stores.service_radius_m.copy()
+        self._alive = np.ones(n, dtype=bool)
+        self._n_dead = 0
+        self._main_end = n
+        self._id_to_slot: dict[Any, int] = {sid: i for i, sid in enumerate(self._ids.tolist())}
+        self._main = _segment(self._xyz, np.arange(n, dtype=np.int64))
+        self._delta: _Segment | None = None
+        self._version = 0
+        self._caches: dict[Any, Any] = {}
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], **kwargs: Any) -> StoreIndex:
+        """Build an index straight from store records (see :meth:`StoreSet.from_records`).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> len(og.StoreIndex.from_records([{"store_id": 1, "lat": 0.0, "lon": 0.0}]))
+        1
+        """
+        repair = kwargs.pop("repair_service_areas", False)
+        return cls(StoreSet.from_records(records, repair_service_areas=repair), **kwargs)
+
+    def __len__(self) -> int:
+        return int(self._alive.shape[0] - self._n_dead)
+
+    def __repr__(self) -> str:
+        return f"StoreIndex({len(self)} stores)"
+
+    def __contains__(self, store_id: object) -> bool:
+        return store_id in self._id_to_slot
+
+    # ------------------------------------------------------------ live view
+    def _cached(self, key: Any, build: Any) -> Any:
+        entry = self._caches.get(key)
+        if entry is None or entry[0] != self._version:
+            entry = (self._version, build())
+            self._caches[key] = entry
+        return entry[1]
+
+    def _physical(self) -> StoreSet:
+        """Every slot (dead ones included) as one StoreSet."""
+        return self._cached("physical", lambda: StoreSet._concat(self._chunks))
+
+    def _slot_to_pos(self) -> IntArray:
+        return self._cached("slot_to_pos", lambda: np.where(self._alive, np.cumsum(self._alive) - 1, -1))
+
+    def _live_ids(self) -> np.ndarray:
+        return self._cached("live_ids", lambda: self._ids[self._alive])
+
+    @property
+    def stores(self) -> StoreSet:
+        """The live stores; ``position`` in every result is a row of this table."""
+        return self._cached(
+            "stores",
+            lambda: self._chunks[0] if len(self._chunks) == 1 and self._n_dead == 0
+            else self._physical()._take(np.flatnonzero(self._alive)),
+        )
+
+    # ------------------------------------------------------------ updates
+    def add(self, records: StoreSet | Iterable[Mapping[str, Any]]) -> None:
+        """Add stores (a StoreSet or records); all or nothing.
+
+        Every record is checked before anything changes, so a failed ``add``
+        leaves the index exactly as it was.
+
+        Parameters
+        ----------
+        records : StoreSet or iterable of mapping
+            The new stores; their ids must not be in the index yet.
+
+        Raises
+        ------
+        DuplicateStoreError
+            An id is already in the index, or given twice.
+        InvalidCoordinateError, InvalidRecordError, InvalidGeometryError
+            A record is bad (nothing is added).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 0.0, "lon": 0.0}])
+        >>> index.add([{"store_id": "b", "lat": 0.0, "lon": 0.001}])
+        >>> index.nearest(0.0, 0.0009, k=1).store_id.tolist()
+        ['b']
+        """
+        new = records if isinstance(records, StoreSet) else StoreSet.from_records(records)
+        if len(new) == 0:
+            return
+        from ._stores import _check_unique
+
+        _check_unique(new.store_id, self._id_to_slot)
+        with self._lock:
+            start = self._alive.shape[0]
+            xyz = _ecef(new.lat, new.lon)
+            self._chunks.append(new)
+            self._ids = np.concatenate([self._ids, new.store_id])
+            self._lat = np.concatenate([self._lat, new.lat])
+            self._lon = np.concatenate([self._lon, new.lon])
+            self._xyz = np.concatenate([self._xyz, xyz])
+            self._gn = np.concatenate([self._gn, _normal_norm(xyz)])
+            self._areas = np.concatenate([self._areas, new.service_area_geometry])
+            self._radius = np.concatenate([self._radius, new.service_radius_m])
+            self._alive = np.concatenate([self._alive, np.ones(len(new), dtype=bool)])
+            for i, sid in enumerate(new.store_id.tolist()):
+                self._id_to_slot[sid] = start + i
+            self._delta = _segment(self._xyz, np.arange(self._main_end, self._alive.shape[0], dtype=np.int64))
+            self._changed()
+
+    def remove(self, store_ids: Any) -> None:
+        """Remove stores by id; all or nothing.
+
+        Parameters
+        ----------
+        store_ids : str, int or iterable of them
+            Ids of stores in the index.
+
+        Raises
+        ------
+        UnknownStoreError
+            An id is not in the index (nothing is removed).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a", "lat": 0.0, "lon": 0.0}, {"store_id": "b", "lat": 0.0, "lon": 0.001}])
+        >>> index.remove("b")
+        >>> index.nearest(0.0, 0.0009, k=1).store_id.tolist(), len(index)
+        (['a'], 1)
+        """
+        from .errors import UnknownStoreError
+
+        ids = [store_ids] if isinstance(store_ids, (str, int, np.integer)) else list(store_ids)
+        slots = []
+        seen = set()
+        for i, sid in enumerate(ids):
+            key = int(sid) if isinstance(sid, np.integer) else sid
+            slot = self._id_to_slot.get(key)
+            if slot is None:
+                raise UnknownStoreError(f"store_id {sid!r} (item {i}) is not in the index; nothing was removed")
+            if key not in seen:
+                seen.add(key)
+                slots.append(slot)
+        if not slots:
+            return
+        with self._lock:
+            self._alive[np.asarray(slots, dtype=np.int64)] = False
+            self._n_dead += len(slots)
+            for key in seen:
+                del self._id_to_slot[key]
+            self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+        churn = self._n_dead + (self._alive.shape[0] - self._main_end)
+        if churn > max(4096, self.compact_fraction * max(len(self), 1)):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild one tree over the live stores (drops dead slots, merges the delta).
+
+        Positions do not change: they are rows of :attr:`stores` before and after.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": i, "lat": 0.0, "lon": i / 1000} for i in range(3)])
+        >>> index.remove(1); index.compact(); len(index)
+        2
+        """
+        with self._lock:
+            self._load(self.stores)
+
+    # ------------------------------------------------------------ segments
+    def _segments_for(self, where: Where) -> tuple[list[_Segment], np.ndarray | None]:
+        """Trees to search and the slots to skip in them (``None``: skip nothing)."""
+        segs = [s for s in (self._main, self._delta) if s is not None]
+        dead = None if self._n_dead == 0 else ~self._alive
+        if where is None:
+            return segs, dead
+        key = _where_key(where)
+        if key is not None:
+            return self._cached(("where", key), lambda: self._filtered(self._eligible(where)))
+        return self._filtered(self._eligible(where))
+
+    def _filtered(self, eligible: np.ndarray) -> tuple[list[_Segment], np.ndarray | None]:
+        n_ok = int(eligible.sum())
+        segs = [s for s in (self._main, self._delta) if s is not None]
+        if n_ok >= 0.5 * len(self):
+            return segs, ~eligible
+        seg = _segment(self._xyz, np.flatnonzero(eligible).astype(np.int64))
+        return ([seg] if seg is not None else []), None
+
+    def _eligible(self, where: Where) -> np.ndarray:
+        """Boolean mask over slots: alive and passing the filter."""
+        n_live = len(self)
+        if callable(where):
+            mask = np.asarray(where(self.stores.table()))
+            return self._live_mask_to_slots(mask, n_live, "where(...) returned")
+        if isinstance(where, Mapping):
+            table = self._physical()
+            mask = np.ones(self._alive.shape[0], dtype=bool)
+            for col, want in where.items():
+                if col not in table.columns:
+                    raise InvalidParameterError(f"where= names column {col!r}; the stores have {table.columns}")
+                values = table[col]
+                if isinstance(want, (list, tuple, set, frozenset, np.ndarray)):
+                    mask &= np.isin(values, np.asarray(list(want), dtype=values.dtype if values.dtype != object else object))
+                else:
+                    mask &= values == want
+            return mask & self._alive
+        return self._live_mask_to_slots(np.asarray(where), n_live, "where mask has")
+
+    def _live_mask_to_slots(self, mask: np.ndarray, n_live: int, what: str) -> np.ndarray:
+        if mask.dtype != bool or mask.shape != (n_live,):
+            raise InvalidParameterError(
+                f"{what} dtype {mask.dtype} shape {mask.shape}; expected a boolean mask of shape ({n_live},) "
+                "over index.stores"
+            )
+        out = np.zeros(self._alive.shape[0], dtype=bool)
+        out[self._alive] = mask
+        return out
+
+    # ------------------------------------------------------------ distances
+    def _pair_distance_m(
+        self, q_xyz: FloatArray, q_gn: FloatArray, q_lat: FloatArray, q_lon: FloatArray,
+        slots: IntArray, chord_m: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Geodesic distance and its error bound for (query, slot) pairs, flat arrays."""
+        dz = self._xyz[slots, 2] - q_xyz[:, 2]
+        dist = chord_to_geodesic_m(chord_m, dz, 0.5 * (q_gn + self._gn[slots]))
+        err = chord_error_bound_m(chord_m)
+        far = chord_m > CHORD_SERIES_MAX_M
+        if far.any():
+            dist[far] = geodesic_inverse_m(q_lat[far], q_lon[far], self._lat[slots[far]], self._lon[slots[far]])
+            err[far] = 0.0
+        return dist, err
+
+    # ------------------------------------------------------------ nearest
+    def nearest(
+        self,
+        lat: Any,
+        lon: Any,
+        k: int = 5,
+        max_distance_m: float | None = None,
+        where: Where = None,
+    ) -> Neighbors:
+        """The k stores nearest to each point by WGS84 geodesic distance.
+
+        Exact: the stores returned are those a brute-force GeographicLib
+        ranking returns, ties broken by store position.
+
+        Parameters
+        ----------
+        lat, lon : float or array_like of shape (n,)
+            Query points, degrees (numpy arrays or pandas Series).
+        k : int, default 5
+            Number of stores per point.
+        max_distance_m : float, optional
+            Ignore stores farther than this many metres.
+        where : mapping, boolean mask or callable, optional
+            Only stores passing this filter: ``{"category": "coffee"}``,
+            ``{"category": ["coffee", "tea"]}``, a boolean mask over
+            :attr:`stores`, or a callable taking the store table and returning
+            one.  Mapping filters are cached until the index changes.
+
+        Returns
+        -------
+        Neighbors
+            Arrays of shape (k,) for a scalar point, (n, k) for n points.
+            Missing neighbours have ``distance_m = inf``, ``position = -1``,
+            ``store_id = None``.
+
+        Raises
+        ------
+        InvalidCoordinateError, ShapeMismatchError, InvalidParameterError
+            Bad points, lengths, ``k``, distance or filter.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a", "lat": 0.0, "lon": 179.999},
+        ...     {"store_id": "b", "lat": 0.0, "lon": -179.99}])
+        >>> nb = index.nearest([0.0, 0.0], [-179.999, 179.99], k=1)
+        >>> nb.store_id.tolist(), nb.shape
+        ([['a'], ['a']], (2, 1))
+        >>> index.nearest(0.0, 0.0, k=1, max_distance_m=1000).store_id.tolist()
+        [None]
+        """
+        lat_a, lon_a, is_scalar = as_latlon(lat, lon)
+        k = check_k(k)
+        max_d = check_distance_m(max_distance_m, "max_distance_m", allow_none=True)
+        with self._lock:
+            if is_scalar and where is None and self._delta is None and self._n_dead == 0 and self._main is not None:
+                fast = self._nearest_scalar(float(lat_a[0]), float(lon_a[0]), k, max_d)
+                if fast is not None:
+                    return fast
+            segs, skip = self._segments_for(where)
+            dist, slots = self._knn(lat_a, lon_a, k, max_d, segs, skip)
+            pos = np.where(slots >= 0, self._slot_to_pos()[slots], -1)
+            ids = self._live_ids()
+        if is_scalar:
+            return Neighbors(dist[0], pos[0], ids)
+        return Neighbors(dist, pos, ids)
+
+    def _nearest_scalar(self, lat: float, lon: float, k: int, max_d: float | None) -> Neighbors | None:
+        """Pure-Python path for one point; ``None`` when the batch path must settle it.
+
+        The same rule as :meth:`_knn` for one row with k + 1 candidates: give up
+        on any near-tie, a borderline ``max_distance_m`` or a long chord.
+        """
+        seg = self._main
+        assert seg is not None
+        x, y, z, gn = _ecef_scalar(lat, lon)
+        kk = k + 1
+        kq = min(kk, seg.n)
+        ub = math.inf if max_d is None else max_d + 1.0
+        chords, idx = seg.tree.query((x, y, z), k=kq, distance_upper_bound=ub)
+        chords = np.atleast_1d(chords).tolist()
+        idx = np.atleast_1d(idx).tolist()
+        xyz_z = self._xyz[:, 2]
+        gns = self._gn
+        prev_hi = -math.inf
+        dist: list[float] = []
+        errs: list[float] = []
+        for c, i in zip(chords, idx):
+            if c == math.inf:
+                break
+            if c > CHORD_SERIES_MAX_M:
+                return None
+            dz = float(xyz_z[i]) - z
+            tz2 = dz * dz / (c * c) if c > 0.0 else 0.0
+            kap = (_INV_A2 + tz2 * _D_INV2) / (0.5 * (gn + float(gns[i])))
+            t = c * c * kap * kap
+            s = c * (1.0 + t * (1.0 / 24.0 + t * (3.0 / 640.0)))
+            e = float(chord_error_bound_m(c))
+            if s - e <= prev_hi or (max_d is not None and abs(s - max_d) <= e):
+                return None
+            if max_d is not None and s > max_d:
+                break
+            prev_hi = s + e
+            dist.append(s)
+            errs.append(e)
+        c_next = chords[-1] if kq == kk else math.inf
+        thr = dist[k - 1] + errs[k - 1] if len(dist) >= k else math.inf
+        if max_d is not None:
+            thr = min(thr, max_d)
+        if not (c_next == math.inf or c_next - CHORD_SLACK_M > thr):
+            return None
+        m = min(k, len(dist))
+        out_d = np.full(k, np.inf)
+        out_p = np.full(k, -1, dtype=np.int64)
+        out_d[:m] = dist[:m]
+        out_p[:m] = idx[:m]
+        return Neighbors(out_d, out_p, self._ids)
+
+    def _candidates(
+        self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None
+    ) -> tuple[FloatArray, IntArray, FloatArray]:
+        """kk nearest by chord from each segment: chords, slots (-1: none/skipped), next-chord bound."""
+        n = q_xyz.shape[0]
+        chords, slots = [], []
+        c_next = np.full(n, np.inf)
+        for seg in segs:
+            kq = min(kk, seg.n)
+            d, i = seg.tree.query(q_xyz, k=kq, distance_upper_bound=ub, workers=self.workers)
+            d = d.reshape(n, kq)
+            i = i.reshape(n, kq)
+            found = i < seg.n
+            s = np.where(found, seg.slots[np.minimum(i, seg.n - 1)], -1)
+            if skip is not None:
+                s[found & skip[np.maximum(s, 0)]] = -1
+            if kq == kk:  # the segment may hold more: its last chord bounds the rest
+                np.minimum(c_next, d[:, -1], out=c_next)
+            chords.append(d)
+            slots.append(s)
+        if not chords:
+            return np.full((n, 0), np.inf), np.full((n, 0), -1, dtype=np.int64), c_next
+        if len(chords) == 1:
+            return chords[0], slots[0], c_next
+        return np.concatenate(chords, axis=1), np.concatenate(slots, axis=1), c_next
+
+    def _knn(
+        self, lat: FloatArray, lon: FloatArray, k: int, max_d: float | None,
+        segs: list[_Segment], skip: np.ndarray | None,
+    ) -> tuple[FloatArray, IntArray]:
+        n = lat.shape[0]
+        out_d = np.full((n, k), np.inf)
+        out_s = np.full((n, k), -1, dtype=np.int64)
+        total = sum(s.n for s in segs)
+        if n == 0 or total == 0:
+            return out_d, out_s
+        q_xyz = _ecef(lat, lon)
+        q_gn = _normal_norm(q_xyz)
+        ub = math.inf if max_d is None else max_d + 1.0
+        n_skip = 0 if skip is None else int(skip[np.concatenate([s.slots for s in segs])].sum())
+        frac_ok = max(0.05, 1.0 - n_skip / total)
+        kk = min(int(math.ceil((k + 1) / frac_ok)) + (0 if n_skip == 0 else 2), total)
+        rows = np.arange(n)
+        while rows.size:
+            c, s, c_next = self._candidates(q_xyz[rows], kk, ub, segs, skip)
+            dist, slots, err = self._rank_rows(c, s, rows, q_xyz, q_gn, lat, lon, max_d)
+            kcol = min(k, dist.shape[1])
+            # certificate: every store not returned is farther (by chord, so by geodesic)
+            # than the k-th found, or than max_distance_m
+            if kcol == k:
+                thr = dist[:, k - 1] + err[:, k - 1]
+            else:
+                thr = np.full(rows.size, np.inf)
+            if max_d is not None:
+                thr = np.minimum(thr, max_d)
+            done = (c_next == np.inf) | (c_next - CHORD_SLACK_M > thr) | (kk >= total)
+            r = rows[done]
+            out_d[r, :kcol] = dist[done, :kcol]
+            out_s[r, :kcol] = slots[done, :kcol]
+            rows = rows[~done]
+            kk = min(kk * 2, total)
+        return out_d, out_s
+
+    def _rank_rows(
+        self, c: FloatArray, s: IntArray, rows: IntArray,
+        q_xyz: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray, max_d: float | None,
+    ) -> tuple[FloatArray, IntArray, FloatArray]:
+        """Sort candidates of each row by exact geodesic distance, ties by slot."""
+        r, m = s.shape
+        valid = s >= 0
+        dist = np.full((r, m), np.inf)
+        err = np.zeros((r, m))
+        if valid.all():
+            qi = np.broadcast_to(rows[:, None], (r, m)).ravel()
+            d, e = self._pair_distance_m(q_xyz[qi], q_gn[qi], lat[qi], lon[qi], s.ravel(), c.ravel())
+            dist = d.reshape(r, m)
+            err = e.reshape(r, m)
+        else:
+            vr, vc = np.nonzero(valid)
+            qi = rows[vr]
+            d, e = self._pair_distance_m(q_xyz[qi], q_gn[qi], lat[qi], lon[qi], s[vr, vc], c[vr, vc])
+            dist[vr, vc] = d
+            err[vr, vc] = e
+        if max_d is not None:
+            over = dist - err > max_d
+            dist[over] = np.inf
+            s = np.where(over, -1, s)
+        # rows already in order, every neighbour pair separated by the error bounds
+        ok = _separated(dist, err)
+        if max_d is not None:
+            ok &= ~np.any(np.abs(dist - max_d) <= err, axis=1)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            sub_d, sub_s, sub_e = dist[bad], s[bad], err[bad]
+            order = np.lexsort((sub_s, sub_d), axis=-1)
+            sub_d = np.take_along_axis(sub_d, order, 1)
+            sub_s = np.take_along_axis(sub_s, order, 1)
+            sub_e = np.take_along_axis(sub_e, order, 1)
+            still = ~_separated(sub_d, sub_e)
+            if max_d is not None:
+                still |= np.any(np.abs(sub_d - max_d) <= sub_e, axis=1)
+            if still.any():
+                # near-ties (or max_distance_m borderline): settle with GeographicLib
+                fix = np.flatnonzero(still)
+                fs = sub_s[fix]
+                vr, vc = np.nonzero(fs >= 0)
+                qi = rows[bad[fix][vr]]
+                exact = np.full(fs.shape, np.inf)
+                exact[vr, vc] = geodesic_inverse_m(lat[qi], lon[qi], self._lat[fs[vr, vc]], self._lon[fs[vr, vc]])
+                if max_d is not None:
+                    exact[exact > max_d] = np.inf
+                fs = np.where(np.isinf(exact), -1, fs)
+                o2 = np.lexsort((np.where(fs < 0, np.iinfo(np.int64).max, fs), exact), axis=-1)
+                sub_d[fix] = np.take_along_axis(exact, o2, 1)
+                sub_s[fix] = np.take_along_axis(fs, o2, 1)
+                sub_e[fix] = 0.0
+            dist[bad], s[bad], err[bad] = sub_d, sub_s, sub_e
+        s = np.where(np.isinf(dist), -1, s)
+        return dist, s, err
+
+    # ------------------------------------------------------------ within
+    def within(self, lat: Any, lon: Any, radius_m: float, where: Where = None) -> Neighbors | Matches:
+        """Every store within ``radius_m`` metres (WGS84 geodesic) of each point, nearest first.
+
+        Parameters
+        ----------
+        lat, lon : float or array_like of shape (n,)
+            Query points, degrees.
+        radius_m : float
+            Search radius in metres; a store exactly at the radius is included.
+        where : mapping, boolean mask or callable, optional
+            Filter, as in :meth:`nearest`.
+
+        Returns
+        -------
+        Neighbors or Matches
+            For a scalar point, a :class:`Neighbors` of variable length; for
+            arrays, a :class:`Matches` (flat arrays sorted by query, then distance).
+
+        Raises
+        ------
+        InvalidCoordinateError, ShapeMismatchError, InvalidParameterError
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": i, "lat": 0.0, "lon": i * 0.001} for i in range(5)])
+        >>> res = index.within(0.0, 0.0021, radius_m=150)
+        >>> res.store_id.tolist(), res.distance_m.round(1).tolist()
+        [[2, 3], [11.1, 100.2]]
+        """
+        lat_a, lon_a, is_scalar = as_latlon(lat, lon)
+        radius = check_distance_m(radius_m, "radius_m")
+        assert radius is not None
+        with self._lock:
+            segs, skip = self._segments_for(where)
+            q_xyz = _ecef(lat_a, lon_a)
+            q_gn = _normal_norm(q_xyz)
+            qs, sl = [], []
+            for seg in segs:
+                lists = seg.tree.query_ball_point(q_xyz, r=radius + 1.0, workers=self.workers)
+                counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+                flat = np.fromiter((j for x in lists for j in x), dtype=np.int64, count=int(counts.sum()))
+                qs.append(np.repeat(np.arange(lat_a.shape[0]), counts))
+                sl.append(seg.slots[flat])
+            q = np.concatenate(qs) if qs else _EMPTY_I
+            s = np.concatenate(sl) if sl else _EMPTY_I
+            if skip is not None and s.size:
+                keep = ~skip[s]
+                q, s = q[keep], s[keep]
+            dist, pos, offsets = self._finish_pairs(q, s, q_xyz, q_gn, lat_a, lon_a, radius_m=radius)
+            q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
+            ids = self._live_ids()
+        if is_scalar:
+            return Neighbors(dist, pos, ids)
+        return Matches(q, dist, pos, offsets, ids)
+
+    def _finish_pairs(
+        self, q: IntArray, s: IntArray, q_xyz: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray,
+        radius_m: float | FloatArray | None,
+    ) -> tuple[FloatArray, IntArray, IntArray]:
+        """Exact distances for (query, slot) pairs, filtered by radius and sorted; returns dist, position, offsets."""
+        n = lat.shape[0]
+        dist = _EMPTY_F
+        if q.size:
+            d = self._xyz[s] - q_xyz[q]
+            chord = np.sqrt(np.einsum("ij,ij->i", d, d))
+            dist, err = self._pair_distance_m(q_xyz[q], q_gn[q], lat[q], lon[q], s, chord)
+            near = np.zeros(q.shape, dtype=bool)
+            if radius_m is not None:
+                rad = radius_m if np.isscalar(radius_m) else np.asarray(radius_m)[s]
+                near = np.abs(dist - rad) <= err
+            order = np.lexsort((s, dist, q))
+            q, s, dist, err, near = q[order], s[order], dist[order], err[order], near[order]
+            same = q[1:] == q[:-1]
+            tie = same & (dist[1:] - err[1:] <= dist[:-1] + err[:-1])
+            fix = near.copy()
+            fix[1:] |= tie
+            fix[:-1] |= tie
+            if fix.any():
+                dist[fix] = geodesic_inverse_m(lat[q[fix]], lon[q[fix]], self._lat[s[fix]], self._lon[s[fix]])
+                order = np.lexsort((s, dist, q))
+                q, s, dist = q[order], s[order], dist[order]
+            if radius_m is not None:
+                rad = radius_m if np.isscalar(radius_m) else np.asarray(radius_m)[s]
+                keep = dist <= rad
+                q, s, dist = q[keep], s[keep], dist[keep]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(q, minlength=n), out=offsets[1:])
+        return dist, self._slot_to_pos()[s], offsets
+
+    # ------------------------------------------------------------ serving
+    def serving(self, lat: Any, lon: Any) -> Neighbors | Matches:
+        """Stores whose service area contains each point, nearest store first.
+
+        A polygon area contains the points inside it or on its boundary
+        ((lon, lat) planar, as GeoJSON; antimeridian-crossing polygons are
+        split on load); a radius area contains the points within that many
+        metres (WGS84 geodesic) of the store.  Stores with no service area
+        never serve.
+
+        Parameters
+        ----------
+        lat, lon : float or array_like of shape (n,)
+            Query points, degrees.
+
+        Returns
+        -------
+        Neighbors or Matches
+            As :meth:`within`: ``distance_m`` is the distance to the store.
+
+        Raises
+        ------
+        InvalidCoordinateError, ShapeMismatchError
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> from shapely.geometry import box
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "zone", "lat": 0.0, "lon": 0.0, "service_area": box(-0.01, -0.01, 0.01, 0.01)},
+        ...     {"store_id": "ring", "lat": 0.0, "lon": 0.02, "service_area": 1500.0},
+        ...     {"store_id": "none", "lat": 0.0, "lon": 0.005}])
+        >>> index.serving(0.0, 0.008).store_id.tolist()
+        ['zone', 'ring']
+        """
+        lat_a, lon_a, is_scalar = as_latlon(lat, lon)
+        with self._lock:
+            q_xyz = _ecef(lat_a, lon_a)
+            q_gn = _normal_norm(q_xyz)
+            poly_tree, poly_slots = self._cached("poly_tree", self._build_poly_tree)
+            qs, sl = [], []
+            if poly_slots.size:
+                pts = shapely.points(lon_a, lat_a)
+                pairs = poly_tree.query(pts, predicate="intersects")
+                qs.append(pairs[0].astype(np.int64))
+                sl.append(poly_slots[pairs[1]])
+            radius = np.where(self._alive, self._radius, np.nan)
+            has_r = ~np.isnan(radius)
+            q_poly = np.concatenate(qs) if qs else _EMPTY_I
+            s_poly = np.concatenate(sl) if sl else _EMPTY_I
+            d_poly, p_poly, o_poly = self._finish_pairs(q_poly, s_poly, q_xyz, q_gn, lat_a, lon_a, None)
+            if has_r.any():
+                r_max = float(radius[has_r].max())
+                seg = self._cached("radius_seg", lambda: _segment(self._xyz, np.flatnonzero(has_r).astype(np.int64)))
+                lists = seg.tree.query_ball_point(q_xyz, r=r_max + 1.0, workers=self.workers)
+                counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+                flat = np.fromiter((j for x in lists for j in x), dtype=np.int64, count=int(counts.sum()))
+                q_r = np.repeat(np.arange(lat_a.shape[0]), counts)
+                s_r = seg.slots[flat]
+                d_r, p_r, o_r = self._finish_pairs(q_r, s_r, q_xyz, q_gn, lat_a, lon_a, np.nan_to_num(radius, nan=-1.0))
+            else:
+                d_r, p_r, o_r = _EMPTY_F, _EMPTY_I, np.zeros(lat_a.shape[0] + 1, dtype=np.int64)
+            q = np.concatenate([np.repeat(np.arange(lat_a.shape[0]), np.diff(o_poly)),
+                                np.repeat(np.arange(lat_a.shape[0]), np.diff(o_r))])
+            dist = np.concatenate([d_poly, d_r])
+            pos = np.concatenate([p_poly, p_r])
+            order = np.lexsort((pos, dist, q))
+            q, dist, pos = q[order], dist[order], pos[order]
+            offsets = o_poly + o_r
+            ids = self._live_ids()
+        if is_scalar:
+            return Neighbors(dist, pos, ids)
+        return Matches(q, dist, pos, offsets, ids)
+
+    def _build_poly_tree(self) -> tuple[Any, IntArray]:
+        has = np.flatnonzero(self._alive & np.not_equal(self._areas, None))
+        return shapely.STRtree(self._areas[has]), has.astype(np.int64)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the live stores to ``path`` in the documented o2o_geo index format.
+
+        See :mod:`o2o_geo._io` for the format (a zip of numpy arrays with a JSON
+        header; no pickle).  The file is written atomically: a crash mid-write
+        leaves any previous file at ``path`` intact.
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 1.0, "lon": 2.0, "category": "tea"}])
+        >>> p = os.path.join(tempfile.mkdtemp(), "stores.o2oidx")
+        >>> index.save(p)
+        >>> og.StoreIndex.load(p).stores["category"].tolist()
+        ['tea']
+        """
+        from ._io import save_stores
+
+        with self._lock:
+            save_stores(self.stores, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> StoreIndex:
+        """Read an index written by :meth:`save`.
+
+        Raises
+        ------
+        IndexFormatError
+            The file is corrupt, truncated, of a newer format version, or not an o2o_geo index.
+        """
+        from ._io import load_stores
+
+        return cls(load_stores(path), **kwargs)
+
+
+def _separated(dist: FloatArray, err: FloatArray) -> np.ndarray:
+    """Rows whose finite distances increase with every neighbour pair's error intervals apart.
+
+    Infinite (missing) entries must all come after the finite ones.
+    """
+    if dist.shape[1] < 2:
+        return np.ones(dist.shape[0], dtype=bool)
+    lo = dist[:, 1:] - err[:, 1:]
+    hi = dist[:, :-1] + err[:, :-1]
+    with np.errstate(invalid="ignore"):
+        step_ok = (lo > hi) | np.isinf(dist[:, 1:])
+    return step_ok.all(axis=1)
+
+
+def _where_key(where: Where) -> Any:
+    """A hashable cache key for mapping filters; ``None`` for masks and callables."""
+    if not isinstance(where, Mapping):
+        return None
+    items = []
+    for col, want in sorted(where.items(), key=lambda kv: str(kv[0])):
+        if isinstance(want, (list, tuple, set, frozenset, np.ndarray)):
+            want = ("in", tuple(sorted(map(repr, want))))
+        else:
+            want = ("eq", repr(want))
+        items.append((col, want))
+    return tuple(items)

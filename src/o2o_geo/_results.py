@@ -1,0 +1,148 @@
+"""Result containers returned by the index: fixed-k neighbours and ragged matches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._types import FloatArray, IntArray
+
+__all__ = ["Matches", "Neighbors"]
+
+
+def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:
+    out = np.full(position.shape, None, dtype=object)
+    found = position >= 0
+    out[found] = ids[position[found]]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Neighbors:
+    """Stores found for one query point or for each of n query points.
+
+    Attributes
+    ----------
+    distance_m : ndarray of shape (k,) or (n, k)
+        WGS84 geodesic distance to each store in metres, nearest first;
+        ``inf`` where no store was found.
+    position : ndarray of int64, same shape
+        Row of the store in ``index.stores`` at query time; ``-1`` where none.
+    store_id : ndarray of object, same shape
+        Store id (str or int); ``None`` where none.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([
+    ...     {"store_id": "a", "lat": 0.0, "lon": 0.0},
+    ...     {"store_id": "b", "lat": 0.0, "lon": 0.01}])
+    >>> nb = index.nearest(0.0, 0.004, k=3)
+    >>> nb.store_id.tolist(), nb.position.tolist()
+    (['a', 'b', None], [0, 1, -1])
+    >>> print(nb.distance_m.round(2))
+    [445.28 667.92   inf]
+    """
+
+    distance_m: FloatArray
+    position: IntArray
+    _ids: np.ndarray = field(repr=False)
+
+    @property
+    def store_id(self) -> np.ndarray:
+        """Store ids, object array shaped like ``position``; ``None`` where no store."""
+        return _gather_ids(self._ids, self.position)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the result arrays."""
+        return tuple(self.position.shape)
+
+    def __len__(self) -> int:
+        return int(self.position.shape[0])
+
+    def to_dataframe(self) -> Any:
+        """Long-form pandas DataFrame of the stores found (one row per query and rank).
+
+        Columns ``query`` (only for array queries), ``rank``, ``store_id``,
+        ``position``, ``distance_m``; rows with no store are left out.
+        """
+        import pandas as pd
+
+        pos = np.atleast_2d(self.position)
+        dist = np.atleast_2d(self.distance_m)
+        q, r = np.nonzero(pos >= 0)
+        cols: dict[str, Any] = {}
+        if self.position.ndim == 2:
+            cols["query"] = q
+        cols.update(rank=r, store_id=self._ids[pos[q, r]], position=pos[q, r], distance_m=dist[q, r])
+        return pd.DataFrame(cols)
+
+
+@dataclass(frozen=True, eq=False)
+class Matches:
+    """Every store matched by each of n query points (a ragged result, flat arrays).
+
+    Pairs are sorted by query, then by distance, then by position.  The
+    matches of query ``i`` are ``offsets[i]:offsets[i + 1]``, or ``matches[i]``.
+
+    Attributes
+    ----------
+    query : ndarray of int64, shape (m,)
+        Index of the query point of each match.
+    distance_m : ndarray of shape (m,)
+        WGS84 geodesic distance from the query point to the store, metres.
+    position : ndarray of int64, shape (m,)
+        Row of the store in ``index.stores`` at query time.
+    offsets : ndarray of int64, shape (n + 1,)
+        Start of each query's matches in the flat arrays.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([
+    ...     {"store_id": "a", "lat": 0.0, "lon": 0.0},
+    ...     {"store_id": "b", "lat": 0.0, "lon": 0.01}])
+    >>> m = index.within([0.0, 0.0], [0.0, 0.02], radius_m=1500)
+    >>> m.query.tolist(), m.store_id.tolist(), m.counts.tolist()
+    ([0, 0, 1], ['a', 'b', 'b'], [2, 1])
+    >>> m[1].store_id.tolist()
+    ['b']
+    """
+
+    query: IntArray
+    distance_m: FloatArray
+    position: IntArray
+    offsets: IntArray
+    _ids: np.ndarray = field(repr=False)
+
+    @property
+    def store_id(self) -> np.ndarray:
+        """Store id of each match, object array of shape (m,)."""
+        return _gather_ids(self._ids, self.position)
+
+    @property
+    def counts(self) -> IntArray:
+        """Number of matches of each query point, shape (n,)."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    def __getitem__(self, i: int) -> Neighbors:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"query {i} out of range for {n} queries")
+        i %= n
+        sl = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return Neighbors(self.distance_m[sl], self.position[sl], self._ids)
+
+    def to_dataframe(self) -> Any:
+        """pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"query": self.query, "store_id": self.store_id, "position": self.position, "distance_m": self.distance_m}
+        )

@@ -1,0 +1,550 @@
+"""StoreSet: the columnar table of stores the index is built over."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._areas import normalize_service_areas
+from ._types import FloatArray, StoreId
+from ._validate import as_latlon
+from .errors import DuplicateStoreError, InvalidRecordError, ShapeMismatchError
+
+__all__ = ["StoreSet"]
+
+#: Columns with a meaning of their own; every other column is a free attribute.
+CORE_COLUMNS = ("store_id", "lat", "lon", "merchant_id", "category", "service_area")
+
+
+def _ids_to_array(ids: Any) -> np.ndarray:
+    """Store ids as an object array of Python ``str`` or ``int``, checked."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        arr = np.asarray(list(ids), dtype=object)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64).astype(object)
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    out = np.empty(arr.shape[0], dtype=object)
+    for i, v in enumerate(arr):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, np.integer, np.str_)):
+            raise InvalidRecordError(
+                f"store_id[{i}] = {v!r} is a {type(v).__name__}; a store id must be a str or an int"
+            )
+        out[i] = str(v) if isinstance(v, (str, np.str_)) else int(v)
+    return out
+
+
+def _check_unique(ids: np.ndarray, existing: Mapping[StoreId, int] | None = None) -> dict[StoreId, int]:
+    """Return ``{id: row}``; raise :class:`DuplicateStoreError` naming the first repeat."""
+    lookup: dict[StoreId, int] = {}
+    for row, sid in enumerate(ids.tolist()):
+        if sid in lookup:
+            raise DuplicateStoreError(f"store_id {sid!r} appears twice (rows {lookup[sid]} and {row})")
+        if existing is not None and sid in existing:
+            raise DuplicateStoreError(f"store_id {sid!r} (row {row}) is already in the index")
+        lookup[sid] = row
+    return lookup
+
+
+def _column(values: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        arr = np.empty(n, dtype=object)
+        arr[:] = list(values)
+    if arr.shape[0] != n:
+        raise ShapeMismatchError(f"column {name!r} has {arr.shape[0]} values but there are {n} stores")
+    if arr.dtype.kind == "U":
+        arr = arr.astype(object)
+    return arr
+
+
+class StoreSet:
+    """An immutable, columnar table of stores.
+
+    Every store has a unique ``store_id`` (str or int) and a WGS84 position;
+    ``merchant_id``, ``category`` and ``service_area`` are optional, and any
+    other column is a free attribute that ``where=`` filters can use.
+
+    A service area is a shapely ``Polygon``/``MultiPolygon``, a GeoJSON
+    geometry mapping, or a number (a radius in metres around the store,
+    measured geodesically); ``None`` means the store has none.  Polygons are in
+    (lon, lat) degrees as in GeoJSON; one that crosses the antimeridian (an
+    edge jumping more than 180 degrees of longitude, or longitudes beyond 180)
+    is split into parts on either side of it.
+
+    Build one with :meth:`from_records`, :meth:`from_columns`,
+    :meth:`from_dataframe`, :meth:`from_csv` or :meth:`from_geojson`.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> stores = og.StoreSet.from_records([
+    ...     {"store_id": "a", "lat": 31.2304, "lon": 121.4737, "category": "coffee"},
+    ...     {"store_id": "b", "lat": 31.2243, "lon": 121.4768, "category": "tea",
+    ...      "service_area": 1500.0},
+    ... ])
+    >>> len(stores), stores.store_id.tolist(), stores.columns
+    (2, ['a', 'b'], ['store_id', 'lat', 'lon', 'category', 'service_area'])
+    """
+
+    __slots__ = ("_cols", "_lookup", "_areas", "_radius_m")
+
+    def __init__(self) -> None:  # use the from_* constructors
+        self._cols: dict[str, np.ndarray] = {}
+        self._lookup: dict[StoreId, int] = {}
+        self._areas: np.ndarray = np.empty(0, dtype=object)
+        self._radius_m: FloatArray = np.empty(0)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_columns(
+        cls,
+        store_id: Any,
+        lat: Any,
+        lon: Any,
+        *,
+        repair_service_areas: bool = False,
+        **columns: Any,
+    ) -> StoreSet:
+        """Build from whole columns: the fast path for large tables.
+
+        Parameters
+        ----------
+        store_id : array_like of shape (n,)
+            Unique store ids, str or int.
+        lat, lon : array_like of shape (n,)
+            WGS84 position of each store, degrees.
+        repair_service_areas : bool, default False
+            Repair invalid (e.g. self-intersecting) service-area polygons with
+            shapely's ``make_valid`` instead of raising.
+        **columns : array_like of shape (n,)
+            ``merchant_id``, ``category``, ``service_area`` and free attributes.
+
+        Returns
+        -------
+        StoreSet
+
+        Raises
+        ------
+        InvalidCoordinateError, ShapeMismatchError, InvalidRecordError,
+        DuplicateStoreError, InvalidGeometryError
+            Bad input, named by row and store id.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> s = og.StoreSet.from_columns([1, 2], [10.0, 10.1], [20.0, 20.1], category=["x", "y"])
+        >>> s.store_id.tolist(), s["category"].tolist()
+        ([1, 2], ['x', 'y'])
+        """
+        ids = _ids_to_array(store_id)
+        n = ids.shape[0]
+        lat_a, lon_a, _ = as_latlon(lat, lon, what="store ", labels=ids)
+        if lat_a.shape[0] != n:
+            raise ShapeMismatchError(f"{n} store ids but {lat_a.shape[0]} positions")
+        lookup = _check_unique(ids)
+        self = cls()
+        self._cols = {"store_id": ids, "lat": lat_a.copy(), "lon": lon_a.copy()}
+        self._lookup = lookup
+        areas_in = columns.pop("service_area", None)
+        for name, values in columns.items():
+            if name in ("store_id", "lat", "lon"):
+                continue
+            self._cols[name] = _column(values, n, name)
+        if areas_in is None:
+            self._areas = np.full(n, None, dtype=object)
+            self._radius_m = np.full(n, np.nan)
+        else:
+            areas_col = _column(areas_in, n, "service_area")
+            self._areas, self._radius_m = normalize_service_areas(areas_col, ids, repair=repair_service_areas)
+            self._cols["service_area"] = areas_col
+        return self
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], *, repair_service_areas: bool = False) -> StoreSet:
+        """Build from an iterable of mappings, one per store.
+
+        Each record needs ``store_id``, ``lat`` and ``lon``; a column that some
+        records lack is ``None`` for them.
+
+        Parameters
+        ----------
+        records : iterable of mapping
+            One mapping per store.
+        repair_service_areas : bool, default False
+            See :meth:`from_columns`.
+
+        Returns
+        -------
+        StoreSet
+
+        Raises
+        ------
+        InvalidRecordError
+            A record lacks ``store_id``, ``lat`` or ``lon``, or is not a mapping.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> len(og.StoreSet.from_records([{"store_id": 7, "lat": 0.0, "lon": 0.0}]))
+        1
+        """
+        recs = list(records)
+        names: dict[str, None] = {"store_id": None, "lat": None, "lon": None}
+        for row, rec in enumerate(recs):
+            if not isinstance(rec, Mapping):
+                raise InvalidRecordError(f"record {row} is a {type(rec).__name__}, not a mapping")
+            for req in ("store_id", "lat", "lon"):
+                if req not in rec:
+                    raise InvalidRecordError(f"record {row} has no {req!r} field; got fields {sorted(rec)}")
+            for key in rec:
+                names.setdefault(key, None)
+        cols: dict[str, Any] = {}
+        for name in names:
+            col = np.empty(len(recs), dtype=object)
+            col[:] = [rec.get(name) for rec in recs]
+            cols[name] = col
+        ids = cols.pop("store_id")
+        lat = _float_column(cols.pop("lat"), "lat", ids)
+        lon = _float_column(cols.pop("lon"), "lon", ids)
+        for name in list(cols):
+            cols[name] = _tighten(cols[name])
+        return cls.from_columns(ids, lat, lon, repair_service_areas=repair_service_areas, **cols)
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: Any,
+        *,
+        store_id: str = "store_id",
+        lat: str = "lat",
+        lon: str = "lon",
+        repair_service_areas: bool = False,
+    ) -> StoreSet:
+        """Build from a pandas DataFrame (or any mapping of column name to array).
+
+        Parameters
+        ----------
+        df : pandas.DataFrame or mapping
+            One row per store.
+        store_id, lat, lon : str
+            Names of the id and position columns.
+        repair_service_areas : bool, default False
+            See :meth:`from_columns`.
+
+        Returns
+        -------
+        StoreSet
+
+        Examples
+        --------
+        >>> import pandas as pd, o2o_geo as og
+        >>> df = pd.DataFrame({"id": ["a", "b"], "y": [1.0, 2.0], "x": [3.0, 4.0]})
+        >>> og.StoreSet.from_dataframe(df, store_id="id", lat="y", lon="x").store_id.tolist()
+        ['a', 'b']
+        """
+        names = list(df.keys())
+        for req in (store_id, lat, lon):
+            if req not in names:
+                raise InvalidRecordError(f"no column {req!r}; columns are {names}")
+        cols = {}
+        for name in names:
+            if name in (store_id, lat, lon):
+                continue
+            values = df[name]
+            cols[str(name)] = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+        ids = df[store_id].to_numpy() if hasattr(df[store_id], "to_numpy") else df[store_id]
+        return cls.from_columns(ids, np.asarray(df[lat], dtype=np.float64), np.asarray(df[lon], dtype=np.float64),
+                                repair_service_areas=repair_service_areas, **cols)
+
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        store_id: str = "store_id",
+        lat: str = "lat",
+        lon: str = "lon",
+        repair_service_areas: bool = False,
+    ) -> StoreSet:
+        """Build from a CSV file with a header row.
+
+        Columns whose every value parses as a number become float columns;
+        ``store_id`` becomes int when every id is an integer literal, else str.
+        A ``service_area`` column may hold a radius in metres or a GeoJSON
+        geometry as JSON text; empty cells are ``None``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The CSV file (UTF-8).
+        store_id, lat, lon : str
+            Names of the id and position columns.
+        repair_service_areas : bool, default False
+            See :meth:`from_columns`.
+
+        Returns
+        -------
+        StoreSet
+
+        Examples
+        --------
+        >>> import tempfile, os, o2o_geo as og
+        >>> d = tempfile.mkdtemp(); p = os.path.join(d, "s.csv")
+        >>> _ = open(p, "w").write("store_id,lat,lon,category\\n1,31.2,121.4,coffee\\n2,31.3,121.5,tea\\n")
+        >>> og.StoreSet.from_csv(p).store_id.tolist()
+        [1, 2]
+        """
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None:
+                raise InvalidRecordError(f"{os.fspath(path)!r} is empty: no header row")
+            rows = list(reader)
+            fields = list(reader.fieldnames)
+        for req in (store_id, lat, lon):
+            if req not in fields:
+                raise InvalidRecordError(f"{os.fspath(path)!r} has no column {req!r}; columns are {fields}")
+        cols: dict[str, Any] = {}
+        for name in fields:
+            raw = [r[name] for r in rows]
+            if name == "service_area":
+                cols[name] = [_parse_area_cell(v) for v in raw]
+            elif name == store_id:
+                cols[name] = [int(v) for v in raw] if raw and all(_is_int_literal(v) for v in raw) else raw
+            else:
+                cols[name] = _parse_cells(raw, name, name in (lat, lon))
+        ids = cols.pop(store_id)
+        la = cols.pop(lat)
+        lo = cols.pop(lon)
+        return cls.from_columns(ids, la, lo, repair_service_areas=repair_service_areas, **cols)
+
+    @classmethod
+    def from_geojson(cls, obj: Any, *, repair_service_areas: bool = False) -> StoreSet:
+        """Build from a GeoJSON FeatureCollection of Point features (a mapping, JSON text or a file path).
+
+        The store id is the feature's ``id`` or its ``store_id`` property; the
+        other properties become columns, and a ``service_area`` property may be
+        a radius in metres or a GeoJSON geometry.
+
+        Parameters
+        ----------
+        obj : mapping, str or path-like
+            The FeatureCollection, its JSON text, or the path of a file.
+        repair_service_areas : bool, default False
+            See :meth:`from_columns`.
+
+        Returns
+        -------
+        StoreSet
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> fc = {"type": "FeatureCollection", "features": [
+        ...     {"type": "Feature", "id": "s1", "geometry": {"type": "Point", "coordinates": [121.47, 31.23]},
+        ...      "properties": {"category": "coffee"}}]}
+        >>> s = og.StoreSet.from_geojson(fc)
+        >>> s.store_id.tolist(), float(s.lat[0]), float(s.lon[0])
+        (['s1'], 31.23, 121.47)
+        """
+        if isinstance(obj, (str, os.PathLike)):
+            text = str(obj)
+            if isinstance(obj, os.PathLike) or not text.lstrip().startswith("{"):
+                with open(obj, encoding="utf-8") as fh:
+                    text = fh.read()
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidRecordError(f"not valid GeoJSON text: {exc}") from exc
+        if not isinstance(obj, Mapping) or obj.get("type") != "FeatureCollection":
+            raise InvalidRecordError("expected a GeoJSON FeatureCollection of Point features")
+        records = []
+        for row, feat in enumerate(obj.get("features", [])):
+            geom = feat.get("geometry") or {}
+            if geom.get("type") != "Point":
+                raise InvalidRecordError(f"feature {row} has geometry {geom.get('type')!r}; stores must be Points")
+            coords = geom.get("coordinates") or []
+            if len(coords) < 2:
+                raise InvalidRecordError(f"feature {row} has point coordinates {coords!r}; expected [lon, lat]")
+            props = dict(feat.get("properties") or {})
+            if "store_id" not in props:
+                if feat.get("id") is None:
+                    raise InvalidRecordError(f"feature {row} has neither an 'id' nor a 'store_id' property")
+                props["store_id"] = feat["id"]
+            props["lon"], props["lat"] = coords[0], coords[1]
+            records.append(props)
+        return cls.from_records(records, repair_service_areas=repair_service_areas)
+
+    # ----------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return int(self._cols["store_id"].shape[0]) if self._cols else 0
+
+    def __repr__(self) -> str:
+        return f"StoreSet({len(self)} stores, columns={self.columns})"
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names, ``store_id``, ``lat``, ``lon`` first."""
+        return list(self._cols)
+
+    @property
+    def store_id(self) -> np.ndarray:
+        """Store ids, an object array of str or int, shape (n,)."""
+        return self._cols["store_id"]
+
+    @property
+    def lat(self) -> FloatArray:
+        """Latitudes in degrees, shape (n,)."""
+        return self._cols["lat"]
+
+    @property
+    def lon(self) -> FloatArray:
+        """Longitudes in degrees, shape (n,)."""
+        return self._cols["lon"]
+
+    @property
+    def service_area_geometry(self) -> np.ndarray:
+        """Normalised service-area polygons (object array of shapely geometries or ``None``)."""
+        return self._areas
+
+    @property
+    def service_radius_m(self) -> FloatArray:
+        """Service-area radius in metres where one was given, else NaN; shape (n,)."""
+        return self._radius_m
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._cols[name]
+
+    def __contains__(self, store_id: object) -> bool:
+        return store_id in self._lookup
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The columns as a dict of arrays (what ``where=`` callables receive)."""
+        return dict(self._cols)
+
+    def position_of(self, store_ids: Any) -> np.ndarray:
+        """Rows of the given store ids; raise :class:`UnknownStoreError` for any unknown one.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> s = og.StoreSet.from_columns(["a", "b"], [0.0, 1.0], [0.0, 1.0])
+        >>> s.position_of(["b", "a"]).tolist()
+        [1, 0]
+        """
+        from .errors import UnknownStoreError
+
+        ids = [store_ids] if isinstance(store_ids, (str, int, np.integer)) else list(store_ids)
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, sid in enumerate(ids):
+            key = int(sid) if isinstance(sid, np.integer) else sid
+            row = self._lookup.get(key)
+            if row is None:
+                raise UnknownStoreError(f"store_id {sid!r} (item {i}) is not in this store set")
+            out[i] = row
+        return out
+
+    # --------------------------------------------------------- internal use
+    def _take(self, rows: np.ndarray) -> StoreSet:
+        out = StoreSet()
+        out._cols = {k: v[rows] for k, v in self._cols.items()}
+        out._lookup = {sid: i for i, sid in enumerate(out._cols["store_id"].tolist())}
+        out._areas = self._areas[rows]
+        out._radius_m = self._radius_m[rows]
+        return out
+
+    @staticmethod
+    def _concat(parts: Sequence[StoreSet]) -> StoreSet:
+        """Concatenate store sets (ids must already be unique across them)."""
+        parts = [p for p in parts if len(p)] or list(parts[:1])
+        out = StoreSet()
+        names: dict[str, None] = {}
+        for p in parts:
+            for k in p._cols:
+                names.setdefault(k, None)
+        cols = {}
+        for name in names:
+            chunks = []
+            for p in parts:
+                if name in p._cols:
+                    chunks.append(p._cols[name])
+                else:
+                    chunks.append(np.full(len(p), None, dtype=object))
+            if len({c.dtype for c in chunks}) > 1:
+                chunks = [c.astype(object) for c in chunks]
+            cols[name] = np.concatenate(chunks)
+        out._cols = cols
+        lookup: dict[StoreId, int] = {}
+        for p in parts:
+            base = len(lookup)
+            lookup.update({sid: base + i for sid, i in p._lookup.items()})
+        out._lookup = lookup
+        out._areas = np.concatenate([p._areas for p in parts])
+        out._radius_m = np.concatenate([p._radius_m for p in parts])
+        return out
+
+
+def _float_column(col: np.ndarray, name: str, ids: np.ndarray) -> FloatArray:
+    out = np.empty(col.shape[0])
+    for i, v in enumerate(col):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            raise InvalidRecordError(
+                f"{name} of store {ids[i]!r} (row {i}) = {v!r} is not a number"
+            ) from None
+    return out
+
+
+def _tighten(col: np.ndarray) -> np.ndarray:
+    """Give an object column a numeric dtype when every value is a plain number."""
+    vals = col.tolist()
+    if vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return np.asarray(vals, dtype=np.float64 if any(isinstance(v, float) for v in vals) else np.int64)
+    if vals and all(isinstance(v, bool) for v in vals):
+        return np.asarray(vals, dtype=bool)
+    return col
+
+
+def _is_int_literal(text: str) -> bool:
+    t = text.strip()
+    return t.lstrip("-").isdigit()
+
+
+def _parse_cells(raw: list[str], name: str, required_float: bool) -> Any:
+    try:
+        return np.asarray([float(v) for v in raw], dtype=np.float64)
+    except ValueError:
+        if required_float:
+            bad = next(i for i, v in enumerate(raw) if not _is_float(v))
+            raise InvalidRecordError(f"column {name!r} row {bad} = {raw[bad]!r} is not a number") from None
+        return np.asarray(raw, dtype=object)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_area_cell(text: str) -> Any:
+    t = text.strip()
+    if not t:
+        return None
+    if t.startswith("{"):
+        try:
+            return json.loads(t)
+        except json.JSONDecodeError as exc:
+            raise InvalidRecordError(f"service_area cell is not valid GeoJSON: {exc}") from exc
+    try:
+        return float(t)
+    except ValueError:
+        raise InvalidRecordError(f"service_area cell {t!r} is neither a radius in metres nor GeoJSON") from None

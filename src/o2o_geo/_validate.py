@@ -1,0 +1,89 @@
+"""Validation declared once per parameter kind, used by every public function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._types import FloatArray
+from .errors import InvalidCoordinateError, InvalidParameterError, ShapeMismatchError
+
+__all__ = ["as_latlon", "check_k", "check_distance_m"]
+
+
+def _as_float_array(value: Any, name: str) -> FloatArray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidCoordinateError(f"{name} must be numbers; got {value!r:.80}") from exc
+    return arr
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask.ravel())[0])
+
+
+def as_latlon(
+    lat: Any, lon: Any, *, what: str = "", labels: np.ndarray | None = None
+) -> tuple[FloatArray, FloatArray, bool]:
+    """Return ``(lat, lon, is_scalar)`` as 1-D float64 arrays, checked.
+
+    Latitudes must lie in [-90, 90] and longitudes in [-180, 180]: o2o_geo does
+    not wrap longitudes silently, since an out-of-range value is far more often
+    a swapped (lon, lat) pair than a deliberate 190 degrees.  ``labels``
+    (e.g. store ids) are named in the message next to the bad row.
+    """
+    prefix = f"{what}" if what else ""
+    lat_a = _as_float_array(lat, f"{prefix}lat")
+    lon_a = _as_float_array(lon, f"{prefix}lon")
+    is_scalar = lat_a.ndim == 0 and lon_a.ndim == 0
+    if lat_a.ndim > 1 or lon_a.ndim > 1:
+        raise ShapeMismatchError(
+            f"{prefix}lat and {prefix}lon must be scalars or 1-D arrays; got shapes {lat_a.shape} and {lon_a.shape}"
+        )
+    lat_a = np.atleast_1d(lat_a)
+    lon_a = np.atleast_1d(lon_a)
+    if lat_a.shape != lon_a.shape:
+        raise ShapeMismatchError(
+            f"{prefix}lat has {lat_a.shape[0]} values but {prefix}lon has {lon_a.shape[0]}; give one lon per lat"
+        )
+    for arr, name, bound in ((lat_a, "lat", 90.0), (lon_a, "lon", 180.0)):
+        bad = ~(np.abs(arr) <= bound)  # also catches NaN
+        if bad.any():
+            i = _first_bad(bad)
+            where = "" if is_scalar else f"[{i}]"
+            if labels is not None and i < len(labels):
+                where += f" (store_id {labels[i]!r})"
+            val = arr[i]
+            hint = ""
+            if np.isfinite(val) and name == "lat" and abs(val) <= 180:
+                hint = "; did you pass (lon, lat) instead of (lat, lon)?"
+            elif np.isfinite(val) and name == "lon":
+                hint = "; wrap it first, e.g. ((lon + 180) % 360) - 180"
+            raise InvalidCoordinateError(
+                f"{prefix}{name}{where} = {val!r} is outside [-{bound:g}, {bound:g}]{hint}"
+                if np.isfinite(val)
+                else f"{prefix}{name}{where} = {val!r} is not a finite number"
+            )
+    return lat_a, lon_a, is_scalar
+
+
+def check_k(k: Any) -> int:
+    """Return ``k`` as a positive int or raise :class:`InvalidParameterError`."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidParameterError(f"k must be a positive integer; got {k!r}")
+    return int(k)
+
+
+def check_distance_m(value: Any, name: str, *, allow_none: bool = False) -> float | None:
+    """Return a non-negative, non-NaN distance in metres (``inf`` allowed)."""
+    if value is None and allow_none:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"{name} must be a number of metres; got {value!r}") from exc
+    if not out >= 0.0:
+        raise InvalidParameterError(f"{name} must be >= 0 metres; got {value!r}")
+    return out
