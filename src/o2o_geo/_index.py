@@ -433,7 +433,9 @@ class StoreIndex:
                     return fast
             segs, skip = self._segments_for(where)
             dist, slots = self._knn(lat_a, lon_a, k, max_d, segs, skip)
-            pos = np.where(slots >= 0, self._slot_to_pos()[slots], -1)
+            pos = np.full(slots.shape, -1, dtype=np.int64)
+            found = slots >= 0
+            pos[found] = self._slot_to_pos()[slots[found]]
             ids = self._live_ids()
         if is_scalar:
             return Neighbors(dist[0], pos[0], ids)

@@ -55,7 +55,7 @@ def as_latlon(
             where = "" if is_scalar else f"[{i}]"
             if labels is not None and i < len(labels):
                 where += f" (store_id {labels[i]!r})"
-            val = arr[i]
+            val = float(arr[i])
             hint = ""
             if np.isfinite(val) and name == "lat" and abs(val) <= 180:
                 hint = "; did you pass (lon, lat) instead of (lat, lon)?"

@@ -1,0 +1,274 @@
+"""StoreIndex queries against brute-force GeographicLib."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import brute_distances_m, brute_nearest, brute_within, make_index, random_stores
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import o2o_geo as og
+from o2o_geo.errors import (
+    DuplicateStoreError,
+    InvalidCoordinateError,
+    InvalidParameterError,
+    ShapeMismatchError,
+    UnknownStoreError,
+)
+
+
+def assert_matches_brute(index, slat, slon, qlat, qlon, k, max_distance_m=None, mask=None):
+    nb = index.nearest(qlat, qlon, k=k, max_distance_m=max_distance_m, where=mask)
+    assert nb.shape == (len(qlat), k)
+    for i in range(len(qlat)):
+        d, p = brute_nearest(slat, slon, qlat[i], qlon[i], k, max_distance_m, mask)
+        np.testing.assert_array_equal(nb.position[i], p, err_msg=f"query {i} ({qlat[i]}, {qlon[i]})")
+        np.testing.assert_allclose(nb.distance_m[i], d, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["globe", "city", "pole", "antimeridian"])
+@pytest.mark.parametrize("k", [1, 5, 17])
+def test_nearest_equals_brute_force(rng, kind, k):
+    slat, slon = random_stores(rng, 3000, kind)
+    qlat, qlon = random_stores(rng, 150, kind)
+    assert_matches_brute(make_index(slat, slon), slat, slon, qlat, qlon, k)
+
+
+def test_nearest_on_sparse_world_uses_long_geodesics(rng):
+    # 40 stores on the whole globe: most neighbours are thousands of km away
+    slat, slon = random_stores(rng, 40, "globe")
+    qlat, qlon = random_stores(rng, 200, "globe")
+    assert_matches_brute(make_index(slat, slon), slat, slon, qlat, qlon, 6)
+
+
+def test_near_ties_and_duplicates_rank_like_geographiclib(rng):
+    # stores on a ring of equal spherical radius around the query, plus exact duplicates:
+    # the ellipsoid separates the ring by micrometres to metres, duplicates tie exactly
+    qlat, qlon = 45.0, 10.0
+    az = np.linspace(0, 360, 64, endpoint=False)
+    lon2, lat2, _ = og.geodesic_distance_m.__globals__["_GEOD"].fwd(np.full(64, qlon), np.full(64, qlat), az,
+                                                                     np.full(64, 1234.5))
+    slat = np.concatenate([lat2, lat2[:10], [qlat, qlat]])
+    slon = np.concatenate([lon2, lon2[:10], [qlon, qlon]])
+    index = make_index(slat, slon)
+    for k in (1, 3, 12, 80):
+        d, p = brute_nearest(slat, slon, qlat, qlon, k)
+        nb = index.nearest(qlat, qlon, k=k)
+        np.testing.assert_array_equal(nb.position, p)
+        nb2 = index.nearest(np.array([qlat]), np.array([qlon]), k=k)
+        np.testing.assert_array_equal(nb2.position[0], p)
+    # the two exact duplicates at the query point come first, lower position first
+    assert index.nearest(qlat, qlon, k=2).position.tolist() == [74, 75]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    qlat=st.floats(-90, 90), qlon=st.floats(-180, 180),
+    seed=st.integers(0, 2**32 - 1), n=st.integers(0, 60), k=st.integers(1, 70),
+    spread=st.sampled_from([1e-4, 0.01, 1.0, 30.0]),
+)
+def test_nearest_property(qlat, qlon, seed, n, k, spread):
+    r = np.random.default_rng(seed)
+    slat = np.clip(qlat + r.normal(0, spread, n), -90, 90)
+    slon = (qlon + r.normal(0, spread, n) + 180) % 360 - 180
+    # some exact duplicates
+    if n > 4:
+        slat[:2], slon[:2] = slat[2], slon[2]
+    index = make_index(slat, slon)
+    d, p = brute_nearest(slat, slon, qlat, qlon, k)
+    nb = index.nearest(qlat, qlon, k=k)
+    np.testing.assert_array_equal(nb.position, p)
+    np.testing.assert_allclose(nb.distance_m, d, rtol=0, atol=1e-3)
+    assert [s for s in nb.store_id if s is not None] == [int(x) for x in p if x >= 0]
+
+
+def test_k_larger_than_store_count_and_empty_index(rng):
+    slat, slon = random_stores(rng, 3, "city")
+    nb = make_index(slat, slon).nearest(31.2, 121.4, k=5)
+    assert nb.position[3:].tolist() == [-1, -1]
+    assert np.isinf(nb.distance_m[3:]).all() and nb.store_id[3:].tolist() == [None, None]
+    empty = og.StoreIndex(og.StoreSet.from_records([]))
+    nb = empty.nearest([1.0, 2.0], [3.0, 4.0], k=2)
+    assert nb.position.tolist() == [[-1, -1], [-1, -1]] and np.isinf(nb.distance_m).all()
+    assert len(empty.within(1.0, 2.0, 1e6)) == 0
+    assert len(empty.serving(1.0, 2.0)) == 0
+
+
+@pytest.mark.parametrize("max_d", [0.0, 500.0, 3000.0, 2e6])
+def test_max_distance(rng, max_d):
+    slat, slon = random_stores(rng, 2000, "city")
+    qlat, qlon = random_stores(rng, 60, "city")
+    assert_matches_brute(make_index(slat, slon), slat, slon, qlat, qlon, 4, max_distance_m=max_d)
+
+
+def test_max_distance_boundary_is_inclusive():
+    index = make_index(np.array([0.0]), np.array([0.01]))
+    d = brute_distances_m([0.0], [0.01], 0.0, 0.0)[0]
+    assert index.nearest(0.0, 0.0, k=1, max_distance_m=d).position.tolist() == [0]
+    assert index.nearest(0.0, 0.0, k=1, max_distance_m=d - 1e-6).position.tolist() == [-1]
+
+
+def test_scalar_and_batch_agree(rng):
+    slat, slon = random_stores(rng, 5000, "city")
+    qlat, qlon = random_stores(rng, 200, "city")
+    index = make_index(slat, slon)
+    batch = index.nearest(qlat, qlon, k=5)
+    for i in range(len(qlat)):
+        one = index.nearest(float(qlat[i]), float(qlon[i]), k=5)
+        np.testing.assert_array_equal(one.position, batch.position[i])
+        np.testing.assert_array_equal(one.distance_m, batch.distance_m[i])
+
+
+def test_pandas_series_in():
+    pd = pytest.importorskip("pandas")
+    index = make_index(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    nb = index.nearest(pd.Series([0.1, 0.9]), pd.Series([0.1, 0.9]), k=1)
+    assert nb.position[:, 0].tolist() == [0, 1]
+
+
+def test_where_filters_match_brute_force(rng):
+    slat, slon = random_stores(rng, 3000, "city")
+    cats = rng.choice(["coffee", "tea", "grocery", "rare"], 3000, p=[0.5, 0.3, 0.19, 0.01])
+    rating = rng.uniform(1, 5, 3000)
+    index = make_index(slat, slon, category=cats, rating=rating)
+    qlat, qlon = random_stores(rng, 40, "city")
+    for where, mask in [
+        ({"category": "coffee"}, cats == "coffee"),
+        ({"category": "rare"}, cats == "rare"),
+        ({"category": ["tea", "rare"]}, np.isin(cats, ["tea", "rare"])),
+        (rating > 4.5, rating > 4.5),
+        (lambda t: t["rating"] < 2.0, rating < 2.0),
+        ({"category": "nothing"}, np.zeros(3000, bool)),
+    ]:
+        assert_matches_brute(index, slat, slon, qlat, qlon, 3, mask=mask, ) if False else None
+        nb = index.nearest(qlat, qlon, k=3, where=where)
+        for i in range(len(qlat)):
+            _, p = brute_nearest(slat, slon, qlat[i], qlon[i], 3, mask=mask)
+            np.testing.assert_array_equal(nb.position[i], p)
+        one = index.nearest(float(qlat[0]), float(qlon[0]), k=3, where=where)
+        np.testing.assert_array_equal(one.position, nb.position[0])
+
+
+def test_within_equals_brute_force(rng):
+    slat, slon = random_stores(rng, 3000, "city")
+    qlat, qlon = random_stores(rng, 50, "city")
+    index = make_index(slat, slon)
+    res = index.within(qlat, qlon, radius_m=1500)
+    assert len(res) == 50
+    for i in range(50):
+        d, p = brute_within(slat, slon, qlat[i], qlon[i], 1500)
+        np.testing.assert_array_equal(res[i].position, p)
+        np.testing.assert_allclose(res[i].distance_m, d, atol=1e-3, rtol=0)
+    one = index.within(float(qlat[3]), float(qlon[3]), radius_m=1500)
+    np.testing.assert_array_equal(one.position, res[3].position)
+    cats = np.where(np.arange(3000) % 3 == 0, "a", "b")
+    index = make_index(slat, slon, category=cats)
+    res = index.within(qlat, qlon, radius_m=2500, where={"category": "a"})
+    for i in range(0, 50, 7):
+        _, p = brute_within(slat, slon, qlat[i], qlon[i], 2500, mask=cats == "a")
+        np.testing.assert_array_equal(res[i].position, p)
+
+
+def test_within_across_antimeridian_and_pole():
+    slat = np.array([0.0, 0.0, 89.999, 89.999, 90.0])
+    slon = np.array([179.9995, -179.9995, 0.0, 180.0, 0.0])
+    index = make_index(slat, slon)
+    assert sorted(index.within(0.0, 180.0, radius_m=100).position.tolist()) == [0, 1]
+    near_pole = index.within(90.0, 0.0, radius_m=200)
+    assert near_pole.position.tolist() == [4, 2, 3]
+    d = brute_distances_m(slat, slon, 90.0, 0.0)[[4, 2, 3]]
+    np.testing.assert_allclose(near_pole.distance_m, d, atol=1e-3, rtol=0)
+
+
+def test_add_and_remove_equal_a_rebuilt_index(rng):
+    slat, slon = random_stores(rng, 6000, "city")
+    ids = [f"s{i}" for i in range(6000)]
+    index = og.StoreIndex(og.StoreSet.from_columns(ids[:4000], slat[:4000], slon[:4000]))
+    index.add([{"store_id": ids[i], "lat": slat[i], "lon": slon[i]} for i in range(4000, 4300)])
+    removed = set(rng.choice(4300, 150, replace=False).tolist())
+    index.remove([ids[i] for i in removed])
+    keep = np.array([i for i in range(4300) if i not in removed])
+    assert index.stores.store_id.tolist() == [ids[i] for i in keep]
+    qlat, qlon = random_stores(rng, 80, "city")
+    assert_matches_brute(index, slat[keep], slon[keep], qlat, qlon, 5)
+    res = index.within(qlat, qlon, 800)
+    for i in range(0, 80, 9):
+        _, p = brute_within(slat[keep], slon[keep], qlat[i], qlon[i], 800)
+        np.testing.assert_array_equal(res[i].position, p)
+    # a removed id can come back; compaction keeps the same answers
+    gone = ids[next(iter(removed))]
+    index.add([{"store_id": gone, "lat": 31.0, "lon": 121.0}])
+    before = index.nearest(qlat, qlon, k=5)
+    index.compact()
+    after = index.nearest(qlat, qlon, k=5)
+    np.testing.assert_array_equal(before.store_id, after.store_id)
+    np.testing.assert_array_equal(before.distance_m, after.distance_m)
+
+
+def test_many_updates_trigger_compaction_and_stay_exact(rng):
+    slat, slon = random_stores(rng, 12000, "city")
+    index = og.StoreIndex(og.StoreSet.from_columns(np.arange(2000), slat[:2000], slon[:2000]))
+    for start in range(2000, 12000, 1000):
+        index.add(og.StoreSet.from_columns(np.arange(start, start + 1000), slat[start:start + 1000],
+                                           slon[start:start + 1000]))
+    index.remove(np.arange(0, 12000, 2))
+    keep = np.arange(1, 12000, 2)
+    assert len(index) == 6000
+    qlat, qlon = random_stores(rng, 50, "city")
+    assert_matches_brute(index, slat[keep], slon[keep], qlat, qlon, 3)
+
+
+def test_failed_add_and_remove_leave_index_unchanged(rng):
+    slat, slon = random_stores(rng, 100, "city")
+    index = make_index(slat, slon)
+    qlat, qlon = random_stores(rng, 20, "city")
+    before = index.nearest(qlat, qlon, k=4)
+    bad_batches = [
+        [{"store_id": 1000, "lat": 31.0, "lon": 121.0}, {"store_id": 5, "lat": 31.0, "lon": 121.0}],
+        [{"store_id": 1000, "lat": 31.0, "lon": 121.0}, {"store_id": 1001, "lat": 95.0, "lon": 121.0}],
+        [{"store_id": 1000, "lat": 31.0, "lon": 121.0}, {"store_id": 1000, "lat": 31.0, "lon": 121.0}],
+        [{"store_id": 1000, "lat": 31.0, "lon": 121.0}, {"store_id": 1001, "lat": float("nan"), "lon": 1.0}],
+    ]
+    for batch in bad_batches:
+        with pytest.raises(og.errors.O2OGeoError):
+            index.add(batch)
+        assert len(index) == 100 and 1000 not in index
+    with pytest.raises(UnknownStoreError, match="nothing was removed"):
+        index.remove([3, 4, 99999])
+    assert len(index) == 100 and 3 in index
+    after = index.nearest(qlat, qlon, k=4)
+    np.testing.assert_array_equal(before.position, after.position)
+    np.testing.assert_array_equal(before.distance_m, after.distance_m)
+
+
+def test_bad_query_input_errors():
+    index = make_index(np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+    with pytest.raises(InvalidCoordinateError, match=r"lat\[1\] = 91.0 is outside \[-90, 90\]"):
+        index.nearest([0.0, 91.0], [0.0, 0.0])
+    with pytest.raises(InvalidCoordinateError, match="did you pass"):
+        index.nearest(120.0, 30.0)
+    with pytest.raises(InvalidCoordinateError, match=r"lon = 181.0 .*wrap it"):
+        index.nearest(0.0, 181.0)
+    with pytest.raises(InvalidCoordinateError, match="not a finite number"):
+        index.within([0.0, float("nan")], [0.0, 0.0], 10)
+    with pytest.raises(InvalidCoordinateError, match="not a finite number"):
+        index.serving(0.0, float("inf"))
+    with pytest.raises(ShapeMismatchError, match="lat has 2 values but lon has 3"):
+        index.nearest([0.0, 1.0], [0.0, 1.0, 2.0])
+    with pytest.raises(InvalidCoordinateError, match="must be numbers"):
+        index.nearest("north", 0.0)
+    with pytest.raises(InvalidParameterError, match="k must be a positive integer"):
+        index.nearest(0.0, 0.0, k=0)
+    with pytest.raises(InvalidParameterError, match="k must be a positive integer"):
+        index.nearest(0.0, 0.0, k=2.5)
+    with pytest.raises(InvalidParameterError, match="max_distance_m must be >= 0"):
+        index.nearest(0.0, 0.0, max_distance_m=-1)
+    with pytest.raises(InvalidParameterError, match="radius_m must be >= 0"):
+        index.within(0.0, 0.0, radius_m=float("nan"))
+    with pytest.raises(InvalidParameterError, match="where= names column 'colour'"):
+        index.nearest(0.0, 0.0, where={"colour": "red"})
+    with pytest.raises(InvalidParameterError, match=r"boolean mask of shape \(2,\)"):
+        index.nearest(0.0, 0.0, where=np.array([True]))
+    with pytest.raises(DuplicateStoreError, match="store_id 0 .* already in the index"):
+        index.add([{"store_id": 0, "lat": 0.0, "lon": 0.0}])
