@@ -129,14 +129,25 @@ def chord_to_geodesic_m(chord_m: FloatArray, dz_m: FloatArray, gnorm_mean: Float
     ``dz_m`` is the chord's z component and ``gnorm_mean`` the mean of the
     ellipsoid normal norms (:func:`_normal_norm`) at the chord's two ends (the
     mean of the ends is more accurate than the norm at the chord's middle,
-    which lies below the surface).  Zero chords give zero.
+    which lies below the surface).  Zero chords give zero.  Arrays broadcast;
+    ``dz_m`` and ``gnorm_mean`` must be fresh temporaries of the result's
+    shape: they are overwritten (this is the index's hot path).
     """
-    c2 = chord_m * chord_m
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tz2 = np.where(c2 > 0.0, dz_m * dz_m / c2, 0.0)
-    kappa = (_INV_A2 + tz2 * _D_INV2) / gnorm_mean
-    x = c2 * kappa * kappa  # (c kappa)^2
-    return chord_m * (1.0 + x * (1.0 / 24.0 + x * (3.0 / 640.0)))
+    with np.errstate(over="ignore", invalid="ignore"):  # masked-out entries may overflow
+        c2 = chord_m * chord_m
+        kappa = np.multiply(dz_m, dz_m, out=dz_m)
+        kappa /= c2 + 1e-300  # tz^2: squared z share of the chord direction
+        kappa *= _D_INV2
+        kappa += _INV_A2
+        kappa /= gnorm_mean  # normal curvature along the chord, 1/m
+        x = np.multiply(kappa, kappa, out=kappa)
+        x *= c2  # (c kappa)^2
+        poly = np.multiply(x, 3.0 / 640.0, out=gnorm_mean)
+        poly += 1.0 / 24.0
+        poly *= x
+        poly += 1.0
+        poly *= chord_m
+    return poly
 
 
 def chord_error_bound_m(chord_m: FloatArray | float) -> FloatArray | float:
@@ -209,7 +220,7 @@ def _distance_m(la1: FloatArray, lo1: FloatArray, la2: FloatArray, lo2: FloatArr
     q = _ecef(la2, lo2)
     d = q - p
     chord = np.sqrt(np.einsum("ij,ij->i", d, d))
-    out = chord_to_geodesic_m(chord, d[:, 2], 0.5 * (_normal_norm(p) + _normal_norm(q)))
+    out = chord_to_geodesic_m(chord, d[:, 2].copy(), 0.5 * (_normal_norm(p) + _normal_norm(q)))
     far = chord > CHORD_SERIES_MAX_M
     if far.any():
         out[far] = geodesic_inverse_m(la1[far], lo1[far], la2[far], lo2[far])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,25 @@ from .errors import InvalidParameterError, ShapeMismatchError
 
 __all__ = ["StoreIndex"]
 
+#: Batch queries are cut into chunks of this many points (cache-sized) run on a thread pool.
+_CHUNK = 16_384
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _n_threads(workers: int) -> int:
+    return (os.cpu_count() or 1) if workers == -1 else workers
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide thread pool per size (numpy and cKDTree release the GIL)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="o2o_geo")
+        return pool
+
+
 _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
@@ -65,6 +85,7 @@ class _Segment:
 
     tree: cKDTree
     slots: IntArray
+    identity: bool = False  # slots == arange(n): tree points are the slots
 
     @property
     def n(self) -> int:
@@ -74,7 +95,8 @@ class _Segment:
 def _segment(xyz: FloatArray, slots: IntArray) -> _Segment | None:
     if slots.shape[0] == 0:
         return None
-    return _Segment(cKDTree(xyz[slots], leafsize=16, balanced_tree=False, compact_nodes=False), slots)
+    identity = bool(slots[0] == 0 and slots[-1] == slots.shape[0] - 1)  # slots are sorted and unique
+    return _Segment(cKDTree(xyz[slots], leafsize=32), slots, identity)
 
 
 class StoreIndex:
@@ -130,6 +152,7 @@ class StoreIndex:
         self._lat = stores.lat.copy()
         self._lon = stores.lon.copy()
         self._xyz = _ecef(self._lat, self._lon)
+        self._z = self._xyz[:, 2].copy()
         self._gn = _normal_norm(self._xyz)
         self._areas = stores.service_area_geometry.copy()
         self._radius = stores.service_radius_m.copy()
@@ -232,6 +255,7 @@ class StoreIndex:
             self._lat = np.concatenate([self._lat, new.lat])
             self._lon = np.concatenate([self._lon, new.lon])
             self._xyz = np.concatenate([self._xyz, xyz])
+            self._z = self._xyz[:, 2].copy()
             self._gn = np.concatenate([self._gn, _normal_norm(xyz)])
             self._areas = np.concatenate([self._areas, new.service_area_geometry])
             self._radius = np.concatenate([self._radius, new.service_radius_m])
@@ -361,14 +385,44 @@ class StoreIndex:
         self, q_xyz: FloatArray, q_gn: FloatArray, q_lat: FloatArray, q_lon: FloatArray,
         slots: IntArray, chord_m: FloatArray,
     ) -> tuple[FloatArray, FloatArray]:
-        """Geodesic distance and its error bound for (query, slot) pairs, flat arrays."""
-        dz = self._xyz[slots, 2] - q_xyz[:, 2]
-        dist = chord_to_geodesic_m(chord_m, dz, 0.5 * (q_gn + self._gn[slots]))
+        """Geodesic distance and its error bound for (query, slot) pairs given as flat arrays."""
+        dist = chord_to_geodesic_m(chord_m, self._z[slots] - q_xyz[:, 2], 0.5 * (q_gn + self._gn[slots]))
         err = chord_error_bound_m(chord_m)
         far = chord_m > CHORD_SERIES_MAX_M
         if far.any():
             dist[far] = geodesic_inverse_m(q_lat[far], q_lon[far], self._lat[slots[far]], self._lon[slots[far]])
             err[far] = 0.0
+        return dist, err
+
+    def _block_distance_m(
+        self, c: FloatArray, s: IntArray, rows: IntArray,
+        q_z: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Geodesic distances of an (r, m) block of candidates (``inf`` where ``s < 0``).
+
+        Returns the distances and one error bound per row (the bound at the
+        row's longest chord, which bounds every entry of the row).
+        """
+        valid_all = bool((s >= 0).all())
+        sv = s if valid_all else np.maximum(s, 0)
+        cv = c if valid_all else np.where(s >= 0, c, 0.0)
+        dz = self._z[sv]
+        dz -= q_z[rows][:, None]
+        gnm = self._gn[sv]
+        gnm += q_gn[rows][:, None]
+        gnm *= 0.5
+        dist = chord_to_geodesic_m(cv, dz, gnm)
+        c_max = cv.max(axis=1) if cv.shape[1] else np.zeros(cv.shape[0])
+        err = np.asarray(chord_error_bound_m(c_max), dtype=np.float64)
+        long_rows = np.flatnonzero(c_max > CHORD_SERIES_MAX_M)
+        if long_rows.size:
+            sub_c = cv[long_rows]
+            fr, fc = np.nonzero(sub_c > CHORD_SERIES_MAX_M)
+            rr = long_rows[fr]
+            qi = rows[rr]
+            dist[rr, fc] = geodesic_inverse_m(lat[qi], lon[qi], self._lat[sv[rr, fc]], self._lon[sv[rr, fc]])
+        if not valid_all:
+            dist[s < 0] = np.inf
         return dist, err
 
     # ------------------------------------------------------------ nearest
@@ -493,7 +547,7 @@ class StoreIndex:
         return Neighbors(out_d, out_p, self._ids)
 
     def _candidates(
-        self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None
+        self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None, workers: int
     ) -> tuple[FloatArray, IntArray, FloatArray]:
         """kk nearest by chord from each segment: chords, slots (-1: none/skipped), next-chord bound."""
         n = q_xyz.shape[0]
@@ -501,13 +555,16 @@ class StoreIndex:
         c_next = np.full(n, np.inf)
         for seg in segs:
             kq = min(kk, seg.n)
-            d, i = seg.tree.query(q_xyz, k=kq, distance_upper_bound=ub, workers=self.workers)
+            d, i = seg.tree.query(q_xyz, k=kq, distance_upper_bound=ub, workers=workers)
             d = d.reshape(n, kq)
             i = i.reshape(n, kq)
-            found = i < seg.n
-            s = np.where(found, seg.slots[np.minimum(i, seg.n - 1)], -1)
+            if seg.identity and (ub == math.inf or np.isfinite(d[:, -1]).all()):
+                s = i  # every candidate found, tree points are slots
+            else:
+                found = i < seg.n
+                s = np.where(found, seg.slots[np.minimum(i, seg.n - 1)], -1)
             if skip is not None:
-                s[found & skip[np.maximum(s, 0)]] = -1
+                s[(s >= 0) & skip[np.maximum(s, 0)]] = -1
             if kq == kk:  # the segment may hold more: its last chord bounds the rest
                 np.minimum(c_next, d[:, -1], out=c_next)
             chords.append(d)
@@ -520,15 +577,26 @@ class StoreIndex:
 
     def _knn(
         self, lat: FloatArray, lon: FloatArray, k: int, max_d: float | None,
-        segs: list[_Segment], skip: np.ndarray | None,
+        segs: list[_Segment], skip: np.ndarray | None, workers: int = 1,
     ) -> tuple[FloatArray, IntArray]:
+        """k nearest slots of each point; large batches run in chunks on a thread pool."""
         n = lat.shape[0]
+        threads = _n_threads(self.workers)
+        if n >= 2 * _CHUNK and threads > 1:
+            bounds = list(range(0, n, _CHUNK)) + [n]
+            parts = _pool(threads).map(
+                lambda ab: self._knn(lat[ab[0]:ab[1]], lon[ab[0]:ab[1]], k, max_d, segs, skip),
+                zip(bounds[:-1], bounds[1:]),
+            )
+            ds, ss = zip(*parts)
+            return np.concatenate(ds), np.concatenate(ss)
         out_d = np.full((n, k), np.inf)
         out_s = np.full((n, k), -1, dtype=np.int64)
         total = sum(s.n for s in segs)
         if n == 0 or total == 0:
             return out_d, out_s
         q_xyz = _ecef(lat, lon)
+        q_z = q_xyz[:, 2].copy()
         q_gn = _normal_norm(q_xyz)
         ub = math.inf if max_d is None else max_d + 1.0
         n_skip = 0 if skip is None else int(skip[np.concatenate([s.slots for s in segs])].sum())
@@ -536,13 +604,13 @@ class StoreIndex:
         kk = min(int(math.ceil((k + 1) / frac_ok)) + (0 if n_skip == 0 else 2), total)
         rows = np.arange(n)
         while rows.size:
-            c, s, c_next = self._candidates(q_xyz[rows], kk, ub, segs, skip)
-            dist, slots, err = self._rank_rows(c, s, rows, q_xyz, q_gn, lat, lon, max_d)
+            c, s, c_next = self._candidates(q_xyz[rows], kk, ub, segs, skip, workers)
+            dist, slots, err = self._rank_rows(c, s, rows, q_z, q_gn, lat, lon, max_d)
             kcol = min(k, dist.shape[1])
             # certificate: every store not returned is farther (by chord, so by geodesic)
             # than the k-th found, or than max_distance_m
             if kcol == k:
-                thr = dist[:, k - 1] + err[:, k - 1]
+                thr = dist[:, k - 1] + err
             else:
                 thr = np.full(rows.size, np.inf)
             if max_d is not None:
@@ -557,44 +625,34 @@ class StoreIndex:
 
     def _rank_rows(
         self, c: FloatArray, s: IntArray, rows: IntArray,
-        q_xyz: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray, max_d: float | None,
+        q_z: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray, max_d: float | None,
     ) -> tuple[FloatArray, IntArray, FloatArray]:
-        """Sort candidates of each row by exact geodesic distance, ties by slot."""
-        r, m = s.shape
-        valid = s >= 0
-        dist = np.full((r, m), np.inf)
-        err = np.zeros((r, m))
-        if valid.all():
-            qi = np.broadcast_to(rows[:, None], (r, m)).ravel()
-            d, e = self._pair_distance_m(q_xyz[qi], q_gn[qi], lat[qi], lon[qi], s.ravel(), c.ravel())
-            dist = d.reshape(r, m)
-            err = e.reshape(r, m)
-        else:
-            vr, vc = np.nonzero(valid)
-            qi = rows[vr]
-            d, e = self._pair_distance_m(q_xyz[qi], q_gn[qi], lat[qi], lon[qi], s[vr, vc], c[vr, vc])
-            dist[vr, vc] = d
-            err[vr, vc] = e
+        """Sort each row's candidates by exact geodesic distance, ties by slot.
+
+        Returns distances (``inf`` and slot ``-1`` past the last store found),
+        slots, and each row's error bound (0 for rows settled by GeographicLib).
+        """
+        dist, err = self._block_distance_m(c, s, rows, q_z, q_gn, lat, lon)
         if max_d is not None:
-            over = dist - err > max_d
-            dist[over] = np.inf
-            s = np.where(over, -1, s)
-        # rows already in order, every neighbour pair separated by the error bounds
+            over = dist - err[:, None] > max_d
+            if over.any():
+                dist[over] = np.inf
+                s = np.where(over, -1, s)
+        # rows already in order, every neighbour pair apart by more than the error bounds
         ok = _separated(dist, err)
         if max_d is not None:
-            ok &= ~np.any(np.abs(dist - max_d) <= err, axis=1)
+            ok &= ~np.any(np.abs(dist - max_d) <= err[:, None], axis=1)
         if not ok.all():
             bad = np.flatnonzero(~ok)
             sub_d, sub_s, sub_e = dist[bad], s[bad], err[bad]
             order = np.lexsort((sub_s, sub_d), axis=-1)
             sub_d = np.take_along_axis(sub_d, order, 1)
             sub_s = np.take_along_axis(sub_s, order, 1)
-            sub_e = np.take_along_axis(sub_e, order, 1)
             still = ~_separated(sub_d, sub_e)
             if max_d is not None:
-                still |= np.any(np.abs(sub_d - max_d) <= sub_e, axis=1)
+                still |= np.any(np.abs(sub_d - max_d) <= sub_e[:, None], axis=1)
             if still.any():
-                # near-ties (or max_distance_m borderline): settle with GeographicLib
+                # near-ties (or a borderline max_distance_m): settle them with GeographicLib
                 fix = np.flatnonzero(still)
                 fs = sub_s[fix]
                 vr, vc = np.nonzero(fs >= 0)
@@ -609,7 +667,8 @@ class StoreIndex:
                 sub_s[fix] = np.take_along_axis(fs, o2, 1)
                 sub_e[fix] = 0.0
             dist[bad], s[bad], err[bad] = sub_d, sub_s, sub_e
-        s = np.where(np.isinf(dist), -1, s)
+        if not (s >= 0).all() or np.isinf(dist[:, -1:]).any():
+            s = np.where(np.isinf(dist), -1, s)
         return dist, s, err
 
     # ------------------------------------------------------------ within
@@ -819,16 +878,15 @@ class StoreIndex:
 
 
 def _separated(dist: FloatArray, err: FloatArray) -> np.ndarray:
-    """Rows whose finite distances increase with every neighbour pair's error intervals apart.
+    """Rows whose finite distances increase by more than twice the row's error bound at each step.
 
     Infinite (missing) entries must all come after the finite ones.
     """
     if dist.shape[1] < 2:
         return np.ones(dist.shape[0], dtype=bool)
-    lo = dist[:, 1:] - err[:, 1:]
-    hi = dist[:, :-1] + err[:, :-1]
-    with np.errstate(invalid="ignore"):
-        step_ok = (lo > hi) | np.isinf(dist[:, 1:])
+    with np.errstate(invalid="ignore"):  # inf - inf between two missing entries
+        lo = dist[:, 1:] - dist[:, :-1]
+        step_ok = (lo > 2.0 * err[:, None]) | np.isinf(dist[:, 1:])
     return step_ok.all(axis=1)
 
 
