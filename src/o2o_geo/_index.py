@@ -507,25 +507,27 @@ class StoreIndex:
         kk = k + 1
         kq = min(kk, seg.n)
         ub = math.inf if max_d is None else max_d + 1.0
-        chords, idx = seg.tree.query((x, y, z), k=kq, distance_upper_bound=ub)
-        chords = np.atleast_1d(chords).tolist()
-        idx = np.atleast_1d(idx).tolist()
-        xyz_z = self._xyz[:, 2]
-        gns = self._gn
+        chords_a, idx_a = seg.tree.query((x, y, z), k=kq, distance_upper_bound=ub)
+        chords = np.atleast_1d(chords_a).tolist()
+        idx = np.atleast_1d(idx_a).tolist()
+        if chords[-1] == math.inf:
+            found = np.asarray([i for c, i in zip(chords, idx) if c != math.inf], dtype=np.int64)
+        else:
+            found = np.atleast_1d(idx_a)
+        zs = self._z.take(found).tolist()
+        gns = self._gn.take(found).tolist()
         prev_hi = -math.inf
         dist: list[float] = []
         errs: list[float] = []
-        for c, i in zip(chords, idx):
-            if c == math.inf:
-                break
+        for c, zi, gi in zip(chords, zs, gns):
             if c > CHORD_SERIES_MAX_M:
                 return None
-            dz = float(xyz_z[i]) - z
+            dz = zi - z
             tz2 = dz * dz / (c * c) if c > 0.0 else 0.0
-            kap = (_INV_A2 + tz2 * _D_INV2) / (0.5 * (gn + float(gns[i])))
+            kap = (_INV_A2 + tz2 * _D_INV2) / (0.5 * (gn + gi))
             t = c * c * kap * kap
             s = c * (1.0 + t * (1.0 / 24.0 + t * (3.0 / 640.0)))
-            e = float(chord_error_bound_m(c))
+            e = 2e-8 + 1e-31 * c**5  # chord_error_bound_m, inlined
             if s - e <= prev_hi or (max_d is not None and abs(s - max_d) <= e):
                 return None
             if max_d is not None and s > max_d:
@@ -540,10 +542,9 @@ class StoreIndex:
         if not (c_next == math.inf or c_next - CHORD_SLACK_M > thr):
             return None
         m = min(k, len(dist))
-        out_d = np.full(k, np.inf)
-        out_p = np.full(k, -1, dtype=np.int64)
-        out_d[:m] = dist[:m]
-        out_p[:m] = idx[:m]
+        pad = k - m
+        out_d = np.array(dist[:m] + [math.inf] * pad)
+        out_p = np.array(idx[:m] + [-1] * pad, dtype=np.int64)
         return Neighbors(out_d, out_p, self._ids)
 
     def _candidates(

@@ -34,6 +34,8 @@ def as_latlon(
     a swapped (lon, lat) pair than a deliberate 190 degrees.  ``labels``
     (e.g. store ids) are named in the message next to the bad row.
     """
+    if type(lat) is float and type(lon) is float and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+        return np.array([lat]), np.array([lon]), True  # the scalar hot path skips the generic checks
     prefix = f"{what}" if what else ""
     lat_a = _as_float_array(lat, f"{prefix}lat")
     lon_a = _as_float_array(lon, f"{prefix}lon")
