@@ -124,7 +124,7 @@ class StoreIndex:
     >>> nb.store_id.tolist()
     ['tea1', 'plaza']
     >>> print(nb.distance_m.round(1))
-    [211.1 230.2]
+    [220.5 241.3]
     >>> index.nearest(31.2310, 121.4740, k=1, where={"category": "coffee"}).store_id.tolist()
     ['plaza']
     """
@@ -702,7 +702,7 @@ class StoreIndex:
         ...     {"store_id": i, "lat": 0.0, "lon": i * 0.001} for i in range(5)])
         >>> res = index.within(0.0, 0.0021, radius_m=150)
         >>> res.store_id.tolist(), res.distance_m.round(1).tolist()
-        [[2, 3], [11.1, 100.2]]
+        ([2, 3, 1], [11.1, 100.2, 122.5])
         """
         lat_a, lon_a, is_scalar = as_latlon(lat, lon)
         radius = check_distance_m(radius_m, "radius_m")

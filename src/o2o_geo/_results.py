@@ -43,7 +43,7 @@ class Neighbors:
     >>> nb.store_id.tolist(), nb.position.tolist()
     (['a', 'b', None], [0, 1, -1])
     >>> print(nb.distance_m.round(2))
-    [445.28 667.92   inf]
+    [445.28 667.92    inf]
     """
 
     distance_m: FloatArray

@@ -297,7 +297,8 @@ class StoreSet:
         --------
         >>> import tempfile, os, o2o_geo as og
         >>> d = tempfile.mkdtemp(); p = os.path.join(d, "s.csv")
-        >>> _ = open(p, "w").write("store_id,lat,lon,category\\n1,31.2,121.4,coffee\\n2,31.3,121.5,tea\\n")
+        >>> with open(p, "w") as fh:
+        ...     _ = fh.write("store_id,lat,lon,category\\n1,31.2,121.4,coffee\\n2,31.3,121.5,tea\\n")
         >>> og.StoreSet.from_csv(p).store_id.tolist()
         [1, 2]
         """

@@ -1,0 +1,31 @@
+"""The public surface is exactly __all__, and every public name is documented with an example."""
+
+from __future__ import annotations
+
+import inspect
+
+import o2o_geo as og
+
+
+def test_all_is_the_public_surface():
+    public = {name for name in vars(og) if not name.startswith("_")} | {"__version__"}
+    assert set(og.__all__) == public
+    assert og.__all__ == sorted(og.__all__, key=str)
+
+
+def test_every_public_callable_has_examples():
+    for name in og.__all__:
+        obj = getattr(og, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert "Examples" in (obj.__doc__ or ""), name
+
+
+def test_errors_tree():
+    from o2o_geo import errors
+
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, errors.O2OGeoError)
+        if cls is not errors.O2OGeoError:
+            assert issubclass(cls, (ValueError, KeyError)), name
+        assert name in errors.__doc__
