@@ -272,3 +272,17 @@ def test_bad_query_input_errors():
         index.nearest(0.0, 0.0, where=np.array([True]))
     with pytest.raises(DuplicateStoreError, match="store_id 0 .* already in the index"):
         index.add([{"store_id": 0, "lat": 0.0, "lon": 0.0}])
+
+
+def test_large_batches_take_the_threaded_chunked_path_and_agree(rng):
+    slat, slon = random_stores(rng, 20000, "globe")
+    qlat, qlon = random_stores(rng, 70000, "globe")
+    threaded = og.StoreIndex(og.StoreSet.from_columns(np.arange(20000), slat, slon), workers=2)
+    serial = og.StoreIndex(og.StoreSet.from_columns(np.arange(20000), slat, slon), workers=1)
+    a = threaded.nearest(qlat, qlon, k=4)
+    b = serial.nearest(qlat, qlon, k=4)
+    np.testing.assert_array_equal(a.position, b.position)
+    np.testing.assert_array_equal(a.distance_m, b.distance_m)
+    for i in rng.choice(70000, 25, replace=False):
+        _, p = brute_nearest(slat, slon, qlat[i], qlon[i], 4)
+        np.testing.assert_array_equal(a.position[i], p)

@@ -1,0 +1,26 @@
+"""Every script in examples/ runs, so the README's quick start never rots."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script, tmp_path):
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip()
+
+
+def test_quickstart_output_is_right():
+    res = subprocess.run([sys.executable, str(EXAMPLES[0].parent / "quickstart.py")], capture_output=True,
+                         text=True, timeout=300, check=True)
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("['tea-7' 'plaza-2']")
+    assert lines[-1] == "reloaded: ['new-1' 'tea-7']"
