@@ -572,9 +572,19 @@ class StoreIndex:
             slots.append(s)
         if not chords:
             return np.full((n, 0), np.inf), np.full((n, 0), -1, dtype=np.int64), c_next
-        if len(chords) == 1:
-            return chords[0], slots[0], c_next
-        return np.concatenate(chords, axis=1), np.concatenate(slots, axis=1), c_next
+        if len(chords) == 1 and skip is None:
+            return chords[0], slots[0], c_next  # already in chord order
+        c = np.concatenate(chords, axis=1) if len(chords) > 1 else chords[0]
+        s = np.concatenate(slots, axis=1) if len(slots) > 1 else slots[0]
+        # chord order, skipped entries last: most rows then need no sort by distance
+        c = np.where(s >= 0, c, np.inf)
+        order = np.argsort(c, axis=1)
+        c = np.take_along_axis(c, order, 1)
+        s = np.take_along_axis(s, order, 1)
+        if c.shape[1] > kk:  # keep kk; the first one dropped bounds everything not kept
+            np.minimum(c_next, c[:, kk], out=c_next)
+            c, s = c[:, :kk], s[:, :kk]
+        return c, s, c_next
 
     def _knn(
         self, lat: FloatArray, lon: FloatArray, k: int, max_d: float | None,
