@@ -151,7 +151,7 @@ def main() -> None:
     rate_ckd = n_pings / statistics.median(t_ckd)
     rate_ours = n_pings / statistics.median(t_ours)
     rate_ball = n_ball / statistics.median(t_ball)
-    per_run_ratio = statistics.median(a / b for a, b in zip(t_ckd, t_ours))
+    per_run_ratio = statistics.median(a / b for a, b in zip(t_ckd, t_ours, strict=True))
 
     # ---------------------------------------------------------------- exactness
     ours = index.nearest(qlat, qlon, k=k)
@@ -220,8 +220,10 @@ def main() -> None:
         ("sklearn BallTree haversine (spherical)", rate_ball, f"ours {rate_ours / rate_ball:,.0f}x"),
         ("brute-force GeographicLib (exact)", rate_brute, f"ours {rate_ours / rate_brute:,.0f}x"),
     ]
-    print(f"Batch nearest, k={k}, {n_pings:,} pings (median of {args.repeat}; BallTree on {n_ball:,},"
-          f" brute force on {n_brute})")
+    print(
+        f"Batch nearest, k={k}, {n_pings:,} pings (median of {args.repeat}; BallTree on {n_ball:,},"
+        f" brute force on {n_brute})"
+    )
     print(f"| {'method':44} | {'queries/s':>12} | {'ratio':>14} |")
     print(f"|{'-' * 46}|{'-' * 14}|{'-' * 16}|")
     for name, rate, ratio in rows:
@@ -230,24 +232,36 @@ def main() -> None:
     print(f"ours/BallTree-haversine: {rate_ours / rate_ball:,.0f}x  (target >= 50x)")
     print()
     print("Exactness")
-    print(f"- spherical top-1 differs from WGS84 top-1 on {disagree.size:,} of {n_pings:,} pings "
-          f"(1 in {n_pings / max(disagree.size, 1):,.0f}); o2o_geo wrong on {wrong_on_disagree} of them")
-    print(f"- full brute-force GeographicLib on {n_brute} pings: {wrong_brute} rankings differ; "
-          f"max distance error {max_err_m * 1000:.6f} mm")
+    print(
+        f"- spherical top-1 differs from WGS84 top-1 on {disagree.size:,} of {n_pings:,} pings "
+        f"(1 in {n_pings / max(disagree.size, 1):,.0f}); o2o_geo wrong on {wrong_on_disagree} of them"
+    )
+    print(
+        f"- full brute-force GeographicLib on {n_brute} pings: {wrong_brute} rankings differ; "
+        f"max distance error {max_err_m * 1000:.6f} mm"
+    )
     print()
     print("Scalar nearest (one point per call, k=5)")
-    print(f"- o2o_geo p50 {p50_ours:.1f} us, p99 {p99_ours:.1f} us; raw cKDTree single query p50 {p50_raw:.1f} us"
-          f" -> {p50_ours / p50_raw:.2f}x raw (target p50 <= 25 us)")
+    print(
+        f"- o2o_geo p50 {p50_ours:.1f} us, p99 {p99_ours:.1f} us; raw cKDTree single query p50 {p50_raw:.1f} us"
+        f" -> {p50_ours / p50_raw:.2f}x raw (target p50 <= 25 us)"
+    )
     print()
     print("Build and memory")
-    print(f"- geonames index build: o2o_geo {t_build * 1000:.0f} ms, cKDTree {t_ckd_build * 1000:.0f} ms, "
-          f"BallTree {t_ball_build * 1000:.0f} ms; memory ~{mem_per_store:.0f} B/store (RSS delta)")
-    print(f"- {big_lat.shape[0]:,} stores: StoreSet.from_columns {t_big_set:.2f} s + StoreIndex {t_big_index:.2f} s "
-          f"= {t_big_set + t_big_index:.2f} s (target < 2 s); index memory ~{big_mem:.0f} B/store")
+    print(
+        f"- geonames index build: o2o_geo {t_build * 1000:.0f} ms, cKDTree {t_ckd_build * 1000:.0f} ms, "
+        f"BallTree {t_ball_build * 1000:.0f} ms; memory ~{mem_per_store:.0f} B/store (RSS delta)"
+    )
+    print(
+        f"- {big_lat.shape[0]:,} stores: StoreSet.from_columns {t_big_set:.2f} s + StoreIndex {t_big_index:.2f} s "
+        f"= {t_big_set + t_big_index:.2f} s (target < 2 s); index memory ~{big_mem:.0f} B/store"
+    )
     print()
     print("Live updates (1,000 single-store add() calls on the geonames index)")
-    print(f"- add() p50 {statistics.median(add_ns) / 1e6:.2f} ms, max {max(add_ns) / 1e6:.1f} ms; "
-          f"batch nearest with a 1,000-store delta: {t_after_add / t_plain:.2f}x the time of a compact index")
+    print(
+        f"- add() p50 {statistics.median(add_ns) / 1e6:.2f} ms, max {max(add_ns) / 1e6:.1f} ms; "
+        f"batch nearest with a 1,000-store delta: {t_after_add / t_plain:.2f}x the time of a compact index"
+    )
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ import numpy as np
 
 import o2o_geo as og
 
-index = og.StoreIndex.from_records([
-    {"store_id": "bund-1", "lat": 31.2400, "lon": 121.4900, "category": "coffee", "service_area": 2000.0},
-    {"store_id": "plaza-2", "lat": 31.2330, "lon": 121.4750, "category": "coffee"},
-    {"store_id": "tea-7", "lat": 31.2320, "lon": 121.4760, "category": "tea"},
-])
+index = og.StoreIndex.from_records(
+    [
+        {"store_id": "bund-1", "lat": 31.2400, "lon": 121.4900, "category": "coffee", "service_area": 2000.0},
+        {"store_id": "plaza-2", "lat": 31.2330, "lon": 121.4750, "category": "coffee"},
+        {"store_id": "tea-7", "lat": 31.2320, "lon": 121.4760, "category": "tea"},
+    ]
+)
 nb = index.nearest(31.2310, 121.4740, k=2)  # one user: arrays of shape (k,)
 print(nb.store_id, nb.distance_m.round(1))
 nb = index.nearest(np.array([31.23, 31.24]), np.array([121.47, 121.49]), k=3, where={"category": "coffee"})

@@ -17,8 +17,12 @@ def brute_distances_m(store_lat, store_lon, lat, lon):
     n = len(store_lat)
     if n == 0:
         return np.empty(0)
-    _, _, d = GEOD.inv(np.full(n, lon, dtype=float), np.full(n, lat, dtype=float),
-                       np.asarray(store_lon, float), np.asarray(store_lat, float))
+    _, _, d = GEOD.inv(
+        np.full(n, lon, dtype=float),
+        np.full(n, lat, dtype=float),
+        np.asarray(store_lon, float),
+        np.asarray(store_lat, float),
+    )
     return np.asarray(d)
 
 

@@ -14,8 +14,9 @@ from o2o_geo._sample import LANDMARKS
 
 
 def test_demo_runs_and_reports_true_nearest_stores():
-    out = subprocess.run([sys.executable, "-m", "o2o_geo", "demo"], capture_output=True, text=True, check=True,
-                         timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "o2o_geo", "demo"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
     stores = og.sample_stores(7)
     for place, (lat, lon) in LANDMARKS.items():
         d, p = brute_nearest(stores.lat, stores.lon, lat, lon, 1)

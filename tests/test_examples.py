@@ -19,8 +19,13 @@ def test_example_runs(script, tmp_path):
 
 
 def test_quickstart_output_is_right():
-    res = subprocess.run([sys.executable, str(EXAMPLES[0].parent / "quickstart.py")], capture_output=True,
-                         text=True, timeout=300, check=True)
+    res = subprocess.run(
+        [sys.executable, str(EXAMPLES[0].parent / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     lines = res.stdout.splitlines()
     assert lines[0].startswith("['tea-7' 'plaza-2']")
     assert lines[-1] == "reloaded: ['new-1' 'tea-7']"

@@ -49,11 +49,19 @@ def test_error_bound_holds_on_a_million_pairs():
 
 
 def test_antimeridian_poles_and_identity():
-    cases = [(0.0, 179.9999, 0.0, -179.9999), (89.9999, 0.0, 89.9999, 180.0), (90.0, 0.0, 90.0, 123.0),
-             (-90.0, 0.0, -89.0, 45.0), (10.0, 20.0, 10.0, 20.0), (0.0, 0.0, 0.5, 179.5), (0.0, 0.0, 0.0, 180.0)]
+    cases = [
+        (0.0, 179.9999, 0.0, -179.9999),
+        (89.9999, 0.0, 89.9999, 180.0),
+        (90.0, 0.0, 90.0, 123.0),
+        (-90.0, 0.0, -89.0, 45.0),
+        (10.0, 20.0, 10.0, 20.0),
+        (0.0, 0.0, 0.5, 179.5),
+        (0.0, 0.0, 0.0, 180.0),
+    ]
     for la1, lo1, la2, lo2 in cases:
-        assert og.geodesic_distance_m(la1, lo1, la2, lo2) == pytest.approx(geographiclib_m(la1, lo1, la2, lo2),
-                                                                          abs=1e-3)
+        assert og.geodesic_distance_m(la1, lo1, la2, lo2) == pytest.approx(
+            geographiclib_m(la1, lo1, la2, lo2), abs=1e-3
+        )
     assert og.geodesic_distance_m(90.0, 0.0, 90.0, 123.0) == pytest.approx(0.0, abs=1e-6)
 
 

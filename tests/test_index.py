@@ -47,8 +47,9 @@ def test_near_ties_and_duplicates_rank_like_geographiclib(rng):
     # the ellipsoid separates the ring by micrometres to metres, duplicates tie exactly
     qlat, qlon = 45.0, 10.0
     az = np.linspace(0, 360, 64, endpoint=False)
-    lon2, lat2, _ = og.geodesic_distance_m.__globals__["_GEOD"].fwd(np.full(64, qlon), np.full(64, qlat), az,
-                                                                     np.full(64, 1234.5))
+    lon2, lat2, _ = og.geodesic_distance_m.__globals__["_GEOD"].fwd(
+        np.full(64, qlon), np.full(64, qlat), az, np.full(64, 1234.5)
+    )
     slat = np.concatenate([lat2, lat2[:10], [qlat, qlat]])
     slon = np.concatenate([lon2, lon2[:10], [qlon, qlon]])
     index = make_index(slat, slon)
@@ -64,8 +65,11 @@ def test_near_ties_and_duplicates_rank_like_geographiclib(rng):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    qlat=st.floats(-90, 90), qlon=st.floats(-180, 180),
-    seed=st.integers(0, 2**32 - 1), n=st.integers(0, 60), k=st.integers(1, 70),
+    qlat=st.floats(-90, 90),
+    qlon=st.floats(-180, 180),
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 60),
+    k=st.integers(1, 70),
     spread=st.sampled_from([1e-4, 0.01, 1.0, 30.0]),
 )
 def test_nearest_property(qlat, qlon, seed, n, k, spread):
@@ -141,7 +145,15 @@ def test_where_filters_match_brute_force(rng):
         (lambda t: t["rating"] < 2.0, rating < 2.0),
         ({"category": "nothing"}, np.zeros(3000, bool)),
     ]:
-        assert_matches_brute(index, slat, slon, qlat, qlon, 3, mask=mask, ) if False else None
+        assert_matches_brute(
+            index,
+            slat,
+            slon,
+            qlat,
+            qlon,
+            3,
+            mask=mask,
+        ) if False else None
         nb = index.nearest(qlat, qlon, k=3, where=where)
         for i in range(len(qlat)):
             _, p = brute_nearest(slat, slon, qlat[i], qlon[i], 3, mask=mask)
@@ -210,8 +222,11 @@ def test_many_updates_trigger_compaction_and_stay_exact(rng):
     slat, slon = random_stores(rng, 12000, "city")
     index = og.StoreIndex(og.StoreSet.from_columns(np.arange(2000), slat[:2000], slon[:2000]))
     for start in range(2000, 12000, 1000):
-        index.add(og.StoreSet.from_columns(np.arange(start, start + 1000), slat[start:start + 1000],
-                                           slon[start:start + 1000]))
+        index.add(
+            og.StoreSet.from_columns(
+                np.arange(start, start + 1000), slat[start : start + 1000], slon[start : start + 1000]
+            )
+        )
     index.remove(np.arange(0, 12000, 2))
     keep = np.arange(1, 12000, 2)
     assert len(index) == 6000

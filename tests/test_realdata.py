@@ -47,8 +47,8 @@ def test_spherical_disagreements_come_out_right(places):
     # oracle: GeographicLib over every place within 1 % beyond the spherical nearest (a superset:
     # ellipsoidal and spherical distances differ by < 0.6 %), ties by position
     for q in disagree:
-        d_sph = np.linalg.norm(unit(qlat[q:q + 1], qlon[q:q + 1])[0] - tree.data[sph[q]])
-        cand = np.asarray(tree.query_ball_point(unit(qlat[q:q + 1], qlon[q:q + 1])[0], d_sph * 1.01 + 1e-9))
+        d_sph = np.linalg.norm(unit(qlat[q : q + 1], qlon[q : q + 1])[0] - tree.data[sph[q]])
+        cand = np.asarray(tree.query_ball_point(unit(qlat[q : q + 1], qlon[q : q + 1])[0], d_sph * 1.01 + 1e-9))
         _, _, d = GEOD.inv(np.full(cand.size, qlon[q]), np.full(cand.size, qlat[q]), slon[cand], slat[cand])
         best = cand[np.lexsort((cand, d))[0]]
         assert ours[q] == best, f"ping {q}"

@@ -12,7 +12,6 @@ Examples
 ['a']
 """
 
-
 from . import errors
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._index import StoreIndex

@@ -23,7 +23,9 @@ def _as_geometry(value: Any, sid: Any) -> Any:
         try:
             value = shape(value)
         except Exception as exc:  # shapely raises several types for bad GeoJSON
-            raise InvalidGeometryError(f"service_area of store {sid!r} is not a readable GeoJSON geometry: {exc}") from exc
+            raise InvalidGeometryError(
+                f"service_area of store {sid!r} is not a readable GeoJSON geometry: {exc}"
+            ) from exc
     if not isinstance(value, (Polygon, MultiPolygon)):
         raise InvalidGeometryError(
             f"service_area of store {sid!r} is a {type(value).__name__}; expected a Polygon, "
@@ -55,6 +57,7 @@ def split_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
     for part in parts:
         ext = np.asarray(part.exterior.coords)
         if np.any(np.abs(np.diff(ext[:, 0])) > 180.0):
+
             def shift(ring: Any) -> FloatArray:
                 xy = np.asarray(ring.coords).copy()
                 xy[xy[:, 0] < 0.0, 0] += 360.0
@@ -76,9 +79,7 @@ def split_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
     return out
 
 
-def normalize_service_areas(
-    areas: np.ndarray, ids: np.ndarray, *, repair: bool
-) -> tuple[np.ndarray, FloatArray]:
+def normalize_service_areas(areas: np.ndarray, ids: np.ndarray, *, repair: bool) -> tuple[np.ndarray, FloatArray]:
     """Split a ``service_area`` column into polygons and radii.
 
     Returns ``(geoms, radius_m)``: an object array of normalised shapely
@@ -108,7 +109,9 @@ def normalize_service_areas(
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             r = float(value)
             if not r >= 0.0 or not np.isfinite(r):
-                raise InvalidGeometryError(f"service_area radius of store {sid!r} is {value!r} m; it must be a finite number >= 0")
+                raise InvalidGeometryError(
+                    f"service_area radius of store {sid!r} is {value!r} m; it must be a finite number >= 0"
+                )
             radius[i] = r
             continue
         geom = _as_geometry(value, sid)

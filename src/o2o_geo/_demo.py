@@ -15,10 +15,10 @@ __all__ = ["run_demo"]
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False))
     rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
+    body = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=False)) for r in rows]
     return "\n".join([line, rule, *body])
 
 
@@ -48,26 +48,43 @@ def run_demo(seed: int = 7, out: IO[str] | None = None) -> None:
     lat0, lon0 = LANDMARKS["People's Square"]
     coffee = index.within(lat0, lon0, radius_m=3000, where={"category": "coffee"})
     say("2. Coffee shops within 3 km of People's Square, nearest first")
-    say(_table([[sid, names[p], f"{d:,.0f}"] for sid, p, d in zip(coffee.store_id, coffee.position, coffee.distance_m)],
-               ["store_id", "name", "distance_m"]))
+    say(
+        _table(
+            [
+                [sid, names[p], f"{d:,.0f}"]
+                for sid, p, d in zip(coffee.store_id, coffee.position, coffee.distance_m, strict=False)
+            ],
+            ["store_id", "name", "distance_m"],
+        )
+    )
     say()
     rows = []
     for place, (la, lo) in LANDMARKS.items():
         srv = index.serving(la, lo)
-        cats = stores["category"][srv.position] if len(srv) else []
-        rows.append([place, len(srv), ", ".join(f"{s} ({c})" for s, c in list(zip(srv.store_id, cats))[:3]) or "-"])
+        cats: list[str] = stores["category"][srv.position].tolist() if len(srv) else []
+        rows.append(
+            [
+                place,
+                len(srv),
+                ", ".join(f"{s} ({c})" for s, c in list(zip(srv.store_id, cats, strict=False))[:3]) or "-",
+            ]
+        )
     say("3. Who can deliver here? Stores whose service area (radius or zone polygon) covers each landmark")
     say(_table(rows, ["landmark", "stores", "nearest three of them"]))
     say()
     first = nb.store_id[0, 0]
     index.remove(first)
     after = index.nearest(lat0, lon0, k=1)
-    say(f"4. Live update: store {first} closes; nearest to People's Square is now "
-        f"{after.store_id[0]} at {after.distance_m[0]:,.0f} m (no rebuild)")
+    say(
+        f"4. Live update: store {first} closes; nearest to People's Square is now "
+        f"{after.store_id[0]} at {after.distance_m[0]:,.0f} m (no rebuild)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "shanghai.o2oidx")
         index.save(path)
         again = StoreIndex.load(path).nearest(lat0, lon0, k=1)
         size_kb = os.path.getsize(path) / 1024
-    say(f"5. Saved and loaded ({size_kb:.0f} KiB, no pickle): nearest is still {again.store_id[0]} "
-        f"at {again.distance_m[0]:,.0f} m")
+    say(
+        f"5. Saved and loaded ({size_kb:.0f} KiB, no pickle): nearest is still {again.store_id[0]} "
+        f"at {again.distance_m[0]:,.0f} m"
+    )

@@ -208,9 +208,7 @@ def geodesic_distance_m(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> FloatArra
     except ValueError as exc:
         from .errors import ShapeMismatchError
 
-        raise ShapeMismatchError(
-            f"cannot pair {la1.shape[0]} first points with {la2.shape[0]} second points"
-        ) from exc
+        raise ShapeMismatchError(f"cannot pair {la1.shape[0]} first points with {la2.shape[0]} second points") from exc
     out = _distance_m(la1, lo1, la2, lo2)
     return float(out[0]) if (s1 and s2) else out
 

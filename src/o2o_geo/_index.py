@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,10 @@ import shapely
 from scipy.spatial import cKDTree
 
 from ._geodesy import (
-    CHORD_SERIES_MAX_M,
-    CHORD_SLACK_M,
     _D_INV2,
     _INV_A2,
+    CHORD_SERIES_MAX_M,
+    CHORD_SLACK_M,
     _ecef,
     _ecef_scalar,
     _normal_norm,
@@ -52,7 +52,7 @@ from ._results import Matches, Neighbors
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
 from ._validate import as_latlon, check_distance_m, check_k
-from .errors import InvalidParameterError, ShapeMismatchError
+from .errors import InvalidParameterError
 
 __all__ = ["StoreIndex"]
 
@@ -210,8 +210,11 @@ class StoreIndex:
         """The live stores; ``position`` in every result is a row of this table."""
         return self._cached(
             "stores",
-            lambda: self._chunks[0] if len(self._chunks) == 1 and self._n_dead == 0
-            else self._physical()._take(np.flatnonzero(self._alive)),
+            lambda: (
+                self._chunks[0]
+                if len(self._chunks) == 1 and self._n_dead == 0
+                else self._physical()._take(np.flatnonzero(self._alive))
+            ),
         )
 
     # ------------------------------------------------------------ updates
@@ -364,7 +367,9 @@ class StoreIndex:
                     raise InvalidParameterError(f"where= names column {col!r}; the stores have {table.columns}")
                 values = table[col]
                 if isinstance(want, (list, tuple, set, frozenset, np.ndarray)):
-                    mask &= np.isin(values, np.asarray(list(want), dtype=values.dtype if values.dtype != object else object))
+                    mask &= np.isin(
+                        values, np.asarray(list(want), dtype=values.dtype if values.dtype != object else object)
+                    )
                 else:
                     mask &= values == want
             return mask & self._alive
@@ -382,12 +387,17 @@ class StoreIndex:
 
     # ------------------------------------------------------------ distances
     def _pair_distance_m(
-        self, q_xyz: FloatArray, q_gn: FloatArray, q_lat: FloatArray, q_lon: FloatArray,
-        slots: IntArray, chord_m: FloatArray,
+        self,
+        q_xyz: FloatArray,
+        q_gn: FloatArray,
+        q_lat: FloatArray,
+        q_lon: FloatArray,
+        slots: IntArray,
+        chord_m: FloatArray,
     ) -> tuple[FloatArray, FloatArray]:
         """Geodesic distance and its error bound for (query, slot) pairs given as flat arrays."""
         dist = chord_to_geodesic_m(chord_m, self._z[slots] - q_xyz[:, 2], 0.5 * (q_gn + self._gn[slots]))
-        err = chord_error_bound_m(chord_m)
+        err = np.asarray(chord_error_bound_m(chord_m), dtype=np.float64)
         far = chord_m > CHORD_SERIES_MAX_M
         if far.any():
             dist[far] = geodesic_inverse_m(q_lat[far], q_lon[far], self._lat[slots[far]], self._lon[slots[far]])
@@ -395,8 +405,14 @@ class StoreIndex:
         return dist, err
 
     def _block_distance_m(
-        self, c: FloatArray, s: IntArray, rows: IntArray,
-        q_z: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray,
+        self,
+        c: FloatArray,
+        s: IntArray,
+        rows: IntArray,
+        q_z: FloatArray,
+        q_gn: FloatArray,
+        lat: FloatArray,
+        lon: FloatArray,
     ) -> tuple[FloatArray, FloatArray]:
         """Geodesic distances of an (r, m) block of candidates (``inf`` where ``s < 0``).
 
@@ -511,7 +527,7 @@ class StoreIndex:
         chords = np.atleast_1d(chords_a).tolist()
         idx = np.atleast_1d(idx_a).tolist()
         if chords[-1] == math.inf:
-            found = np.asarray([i for c, i in zip(chords, idx) if c != math.inf], dtype=np.int64)
+            found = np.asarray([i for c, i in zip(chords, idx, strict=False) if c != math.inf], dtype=np.int64)
         else:
             found = np.atleast_1d(idx_a)
         zs = self._z.take(found).tolist()
@@ -519,7 +535,7 @@ class StoreIndex:
         prev_hi = -math.inf
         dist: list[float] = []
         errs: list[float] = []
-        for c, zi, gi in zip(chords, zs, gns):
+        for c, zi, gi in zip(chords, zs, gns, strict=False):
             if c > CHORD_SERIES_MAX_M:
                 return None
             dz = zi - z
@@ -550,7 +566,7 @@ class StoreIndex:
     def _candidates(
         self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None, workers: int
     ) -> tuple[FloatArray, IntArray, FloatArray]:
-        """kk nearest by chord from each segment: chords, slots (-1: none/skipped), next-chord bound."""
+        """Kk nearest by chord from each segment: chords, slots (-1: none/skipped), next-chord bound."""
         n = q_xyz.shape[0]
         chords, slots = [], []
         c_next = np.full(n, np.inf)
@@ -587,10 +603,16 @@ class StoreIndex:
         return c, s, c_next
 
     def _knn(
-        self, lat: FloatArray, lon: FloatArray, k: int, max_d: float | None,
-        segs: list[_Segment], skip: np.ndarray | None, workers: int = 1,
+        self,
+        lat: FloatArray,
+        lon: FloatArray,
+        k: int,
+        max_d: float | None,
+        segs: list[_Segment],
+        skip: np.ndarray | None,
+        workers: int = 1,
     ) -> tuple[FloatArray, IntArray]:
-        """k nearest slots of each point; large batches run in chunks on a thread pool."""
+        """K nearest slots of each point; large batches run in chunks on a thread pool."""
         n = lat.shape[0]
         threads = _n_threads(self.workers)
         if n >= 2 * _CHUNK and threads > 1:
@@ -600,10 +622,10 @@ class StoreIndex:
             lat_s, lon_s = lat[order], lon[order]
             bounds = list(range(0, n, _CHUNK)) + [n]
             parts = _pool(threads).map(
-                lambda ab: self._knn(lat_s[ab[0]:ab[1]], lon_s[ab[0]:ab[1]], k, max_d, segs, skip),
-                zip(bounds[:-1], bounds[1:]),
+                lambda ab: self._knn(lat_s[ab[0] : ab[1]], lon_s[ab[0] : ab[1]], k, max_d, segs, skip),
+                zip(bounds[:-1], bounds[1:], strict=False),
             )
-            ds, ss = zip(*parts)
+            ds, ss = zip(*parts, strict=False)
             out_d = np.empty((n, k))
             out_s = np.empty((n, k), dtype=np.int64)
             out_d[order] = np.concatenate(ds)
@@ -643,8 +665,15 @@ class StoreIndex:
         return out_d, out_s
 
     def _rank_rows(
-        self, c: FloatArray, s: IntArray, rows: IntArray,
-        q_z: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray, max_d: float | None,
+        self,
+        c: FloatArray,
+        s: IntArray,
+        rows: IntArray,
+        q_z: FloatArray,
+        q_gn: FloatArray,
+        lat: FloatArray,
+        lon: FloatArray,
+        max_d: float | None,
     ) -> tuple[FloatArray, IntArray, FloatArray]:
         """Sort each row's candidates by exact geodesic distance, ties by slot.
 
@@ -749,7 +778,13 @@ class StoreIndex:
         return Matches(q, dist, pos, offsets, ids)
 
     def _finish_pairs(
-        self, q: IntArray, s: IntArray, q_xyz: FloatArray, q_gn: FloatArray, lat: FloatArray, lon: FloatArray,
+        self,
+        q: IntArray,
+        s: IntArray,
+        q_xyz: FloatArray,
+        q_gn: FloatArray,
+        lat: FloatArray,
+        lon: FloatArray,
         radius_m: float | FloatArray | None,
     ) -> tuple[FloatArray, IntArray, IntArray]:
         """Exact distances for (query, slot) pairs, filtered by radius and sorted; returns dist, position, offsets."""
@@ -761,7 +796,7 @@ class StoreIndex:
             dist, err = self._pair_distance_m(q_xyz[q], q_gn[q], lat[q], lon[q], s, chord)
             near = np.zeros(q.shape, dtype=bool)
             if radius_m is not None:
-                rad = radius_m if np.isscalar(radius_m) else np.asarray(radius_m)[s]
+                rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
                 near = np.abs(dist - rad) <= err
             order = np.lexsort((s, dist, q))
             q, s, dist, err, near = q[order], s[order], dist[order], err[order], near[order]
@@ -775,7 +810,7 @@ class StoreIndex:
                 order = np.lexsort((s, dist, q))
                 q, s, dist = q[order], s[order], dist[order]
             if radius_m is not None:
-                rad = radius_m if np.isscalar(radius_m) else np.asarray(radius_m)[s]
+                rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
                 keep = dist <= rad
                 q, s, dist = q[keep], s[keep], dist[keep]
         offsets = np.zeros(n + 1, dtype=np.int64)
@@ -844,8 +879,12 @@ class StoreIndex:
                 d_r, p_r, o_r = self._finish_pairs(q_r, s_r, q_xyz, q_gn, lat_a, lon_a, np.nan_to_num(radius, nan=-1.0))
             else:
                 d_r, p_r, o_r = _EMPTY_F, _EMPTY_I, np.zeros(lat_a.shape[0] + 1, dtype=np.int64)
-            q = np.concatenate([np.repeat(np.arange(lat_a.shape[0]), np.diff(o_poly)),
-                                np.repeat(np.arange(lat_a.shape[0]), np.diff(o_r))])
+            q = np.concatenate(
+                [
+                    np.repeat(np.arange(lat_a.shape[0]), np.diff(o_poly)),
+                    np.repeat(np.arange(lat_a.shape[0]), np.diff(o_r)),
+                ]
+            )
             dist = np.concatenate([d_poly, d_r])
             pos = np.concatenate([p_poly, p_r])
             order = np.lexsort((pos, dist, q))
@@ -857,7 +896,8 @@ class StoreIndex:
         return Matches(q, dist, pos, offsets, ids)
 
     def _build_poly_tree(self) -> tuple[Any, IntArray]:
-        has = np.flatnonzero(self._alive & np.not_equal(self._areas, None))
+        has_area = np.fromiter((g is not None for g in self._areas.tolist()), dtype=bool, count=self._areas.shape[0])
+        has = np.flatnonzero(self._alive & has_area)
         return shapely.STRtree(self._areas[has]), has.astype(np.int64)
 
     # ------------------------------------------------------------ persistence
@@ -912,7 +952,7 @@ def _separated(dist: FloatArray, err: FloatArray) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # inf - inf between two missing entries
         lo = dist[:, 1:] - dist[:, :-1]
         step_ok = (lo > 2.0 * err[:, None]) | np.isinf(dist[:, 1:])
-    return step_ok.all(axis=1)
+    return np.asarray(step_ok.all(axis=1))
 
 
 def _where_key(where: Where) -> Any:

@@ -58,7 +58,7 @@ def _decode_text(data: np.ndarray, offsets: np.ndarray, n: int, name: str) -> li
     raw = data.tobytes()
     bounds = offsets.tolist()
     try:
-        return [raw[bounds[i]:bounds[i + 1]].decode("utf-8") for i in range(n)]
+        return [raw[bounds[i] : bounds[i + 1]].decode("utf-8") for i in range(n)]
     except UnicodeDecodeError as exc:
         raise IndexFormatError(f"text column {name!r} is not valid UTF-8") from exc
 
@@ -150,11 +150,14 @@ def load_stores(path: str | os.PathLike[str]) -> StoreSet:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexFormatError(f"{where!r} has an unreadable header") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{where!r} is not an o2o_geo index (format {header.get('format') if isinstance(header, dict) else None!r})")
+        raise IndexFormatError(
+            f"{where!r} is not an o2o_geo index (format {header.get('format') if isinstance(header, dict) else None!r})"
+        )
     version = header.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise IndexFormatError(
-            f"{where!r} has index format version {version!r}; this o2o_geo reads versions 1 to {FORMAT_VERSION}: upgrade o2o_geo"
+            f"{where!r} has index format version {version!r}; "
+            f"this o2o_geo reads versions 1 to {FORMAT_VERSION}: upgrade o2o_geo"
         )
     try:
         return _from_arrays(arrays, header, where)
@@ -191,7 +194,9 @@ def _from_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], where: s
         if kind in ("float64", "int64", "bool"):
             arr = arrays[member]
             if arr.shape != (n,) or arr.dtype != np.dtype(kind):
-                raise IndexFormatError(f"{where!r}: column {name!r} has {arr.dtype} {arr.shape}, expected {kind} ({n},)")
+                raise IndexFormatError(
+                    f"{where!r}: column {name!r} has {arr.dtype} {arr.shape}, expected {kind} ({n},)"
+                )
             cols[name] = arr
         elif kind == "str":
             cols[name] = np.asarray(text(member), dtype=object)

@@ -140,7 +140,7 @@ class Matches:
         return Neighbors(self.distance_m[sl], self.position[sl], self._ids)
 
     def to_dataframe(self) -> Any:
-        """pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``."""
+        """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``."""
         import pandas as pd
 
         return pd.DataFrame(

@@ -68,14 +68,16 @@ def sample_stores(seed: int = 7) -> StoreSet:
             lon = centre_lon + r_km * 1000 * np.sin(theta) / (111_320.0 * np.cos(np.radians(centre_lat)))
             radius_m = float(rng.uniform(1500.0, 3000.0))
             area = radius_m if area_kind == "radius" else _hexagon(lat, lon, radius_m, rng.uniform(0, np.pi))
-            records.append({
-                "store_id": f"{merchant_id[2:]}-{j + 1:02d}",
-                "lat": round(float(lat), 6),
-                "lon": round(float(lon), 6),
-                "merchant_id": merchant_id,
-                "name": f"{name} #{j + 1}",
-                "category": category,
-                "service_area": area,
-                "rating": round(float(rng.uniform(3.5, 5.0)), 1),
-            })
+            records.append(
+                {
+                    "store_id": f"{merchant_id[2:]}-{j + 1:02d}",
+                    "lat": round(float(lat), 6),
+                    "lon": round(float(lon), 6),
+                    "merchant_id": merchant_id,
+                    "name": f"{name} #{j + 1}",
+                    "category": category,
+                    "service_area": area,
+                    "rating": round(float(rng.uniform(3.5, 5.0)), 1),
+                }
+            )
     return StoreSet.from_records(records)

@@ -260,8 +260,13 @@ class StoreSet:
             values = df[name]
             cols[str(name)] = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
         ids = df[store_id].to_numpy() if hasattr(df[store_id], "to_numpy") else df[store_id]
-        return cls.from_columns(ids, np.asarray(df[lat], dtype=np.float64), np.asarray(df[lon], dtype=np.float64),
-                                repair_service_areas=repair_service_areas, **cols)
+        return cls.from_columns(
+            ids,
+            np.asarray(df[lat], dtype=np.float64),
+            np.asarray(df[lon], dtype=np.float64),
+            repair_service_areas=repair_service_areas,
+            **cols,
+        )
 
     @classmethod
     def from_csv(
@@ -273,7 +278,7 @@ class StoreSet:
         lon: str = "lon",
         repair_service_areas: bool = False,
     ) -> StoreSet:
-        """Build from a CSV file with a header row.
+        r"""Build from a CSV file with a header row.
 
         Columns whose every value parses as a number become float columns;
         ``store_id`` becomes int when every id is an integer literal, else str.
@@ -298,7 +303,7 @@ class StoreSet:
         >>> import tempfile, os, o2o_geo as og
         >>> d = tempfile.mkdtemp(); p = os.path.join(d, "s.csv")
         >>> with open(p, "w") as fh:
-        ...     _ = fh.write("store_id,lat,lon,category\\n1,31.2,121.4,coffee\\n2,31.3,121.5,tea\\n")
+        ...     _ = fh.write("store_id,lat,lon,category\n1,31.2,121.4,coffee\n2,31.3,121.5,tea\n")
         >>> og.StoreSet.from_csv(p).store_id.tolist()
         [1, 2]
         """
@@ -497,9 +502,7 @@ def _float_column(col: np.ndarray, name: str, ids: np.ndarray) -> FloatArray:
         try:
             out[i] = float(v)
         except (TypeError, ValueError):
-            raise InvalidRecordError(
-                f"{name} of store {ids[i]!r} (row {i}) = {v!r} is not a number"
-            ) from None
+            raise InvalidRecordError(f"{name} of store {ids[i]!r} (row {i}) = {v!r} is not a number") from None
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,8 +15,8 @@ ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 #: A store id is a string or an integer.
-StoreId = Union[str, int]
+StoreId = str | int
 #: A filter over the store table: ``{"column": value or list of values}``, a
 #: boolean mask over the stores, or a callable taking the table (a mapping of
 #: column name to array) and returning such a mask.
-Where = Union[Mapping[str, Any], npt.NDArray[np.bool_], Callable[[Mapping[str, np.ndarray]], Any], None]
+Where = Mapping[str, Any] | npt.NDArray[np.bool_] | Callable[[Mapping[str, np.ndarray]], Any] | None
