@@ -301,3 +301,26 @@ def test_large_batches_take_the_threaded_chunked_path_and_agree(rng):
     for i in rng.choice(70000, 25, replace=False):
         _, p = brute_nearest(slat, slon, qlat[i], qlon[i], 4)
         np.testing.assert_array_equal(a.position[i], p)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    qlat=st.floats(-90, 90),
+    qlon=st.floats(-180, 180),
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 80),
+    radius=st.sampled_from([0.0, 10.0, 500.0, 5e4, 3e5]),
+)
+def test_within_property(qlat, qlon, seed, n, radius):
+    r = np.random.default_rng(seed)
+    slat = np.clip(qlat + r.normal(0, 0.5, n), -90, 90)
+    slon = (qlon + r.normal(0, 0.5, n) + 180) % 360 - 180
+    if n > 3:  # one store exactly at the radius, one exactly at the point
+        lon2, lat2, _ = og.geodesic_distance_m.__globals__["_GEOD"].fwd(qlon, qlat, 33.0, radius)
+        slat[0], slon[0] = lat2, lon2
+        slat[1], slon[1] = qlat, qlon
+    index = make_index(slat, slon)
+    d, p = brute_within(slat, slon, qlat, qlon, radius)
+    res = index.within(qlat, qlon, radius_m=radius)
+    np.testing.assert_array_equal(res.position, p)
+    np.testing.assert_allclose(res.distance_m, d, atol=1e-3, rtol=0)
