@@ -324,3 +324,38 @@ def test_within_property(qlat, qlon, seed, n, radius):
     res = index.within(qlat, qlon, radius_m=radius)
     np.testing.assert_array_equal(res.position, p)
     np.testing.assert_allclose(res.distance_m, d, atol=1e-3, rtol=0)
+
+
+def test_queries_from_threads_during_updates_stay_consistent(rng):
+    import threading
+
+    slat, slon = random_stores(rng, 4000, "city")
+    index = og.StoreIndex(og.StoreSet.from_columns(np.arange(2000), slat[:2000], slon[:2000]))
+    qlat, qlon = random_stores(rng, 300, "city")
+    errors = []
+
+    def query():
+        try:
+            for _ in range(30):
+                nb = index.nearest(qlat, qlon, k=3)
+                ids = nb.store_id
+                assert all(s is not None for s in ids.ravel())
+                assert np.all(np.diff(nb.distance_m, axis=1) >= 0)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=query) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for start in range(2000, 4000, 100):
+        index.add(
+            og.StoreSet.from_columns(
+                np.arange(start, start + 100), slat[start : start + 100], slon[start : start + 100]
+            )
+        )
+        index.remove(np.arange(start - 2000, start - 1900))
+    for t in threads:
+        t.join()
+    assert not errors
+    keep = np.arange(2000, 4000)
+    assert_matches_brute(index, slat[keep], slon[keep], qlat[:40], qlon[:40], 3)
