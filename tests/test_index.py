@@ -359,3 +359,26 @@ def test_queries_from_threads_during_updates_stay_consistent(rng):
     assert not errors
     keep = np.arange(2000, 4000)
     assert_matches_brute(index, slat[keep], slon[keep], qlat[:40], qlon[:40], 3)
+
+
+def test_results_to_dataframe(rng):
+    pd = pytest.importorskip("pandas")
+    slat, slon = random_stores(rng, 50, "city")
+    index = make_index(slat, slon, ids=[f"s{i}" for i in range(50)])
+    qlat, qlon = random_stores(rng, 4, "city")
+    nb = index.nearest(qlat, qlon, k=3, max_distance_m=4000)
+    df = nb.to_dataframe()
+    assert isinstance(df, pd.DataFrame)
+    assert len(df) == int((nb.position >= 0).sum())
+    for row in df.itertuples():
+        assert nb.store_id[row.query, row.rank] == row.store_id
+        assert nb.distance_m[row.query, row.rank] == row.distance_m
+    m = index.within(qlat, qlon, radius_m=3000)
+    mdf = m.to_dataframe()
+    assert mdf["query"].tolist() == m.query.tolist() and mdf["store_id"].tolist() == m.store_id.tolist()
+    assert list(index.nearest(float(qlat[0]), float(qlon[0]), k=2).to_dataframe().columns) == [
+        "rank",
+        "store_id",
+        "position",
+        "distance_m",
+    ]
