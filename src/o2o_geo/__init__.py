@@ -14,6 +14,7 @@ Examples
 
 from . import errors
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
+from ._history import Event, UserHistory
 from ._index import StoreIndex
 from ._io import FORMAT_VERSION
 from ._results import Matches, Neighbors
@@ -23,11 +24,13 @@ from ._stores import StoreSet
 __version__ = "0.1.0"
 
 __all__ = [
+    "Event",
     "FORMAT_VERSION",
     "Matches",
     "Neighbors",
     "StoreIndex",
     "StoreSet",
+    "UserHistory",
     "WGS84_A_M",
     "WGS84_B_M",
     "WGS84_F",

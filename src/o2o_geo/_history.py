@@ -1,0 +1,359 @@
+"""Events and the incremental per-user history the offer scorer reads.
+
+Every feature is kept as a running, recency-weighted sum: a value ``S`` with
+the time ``t0`` it refers to, read at time ``t`` as ``S * 2**(-(t - t0) / h)``
+for a half-life ``h``.  Adding an event updates one such sum in O(1), in any
+time order (an event older than ``t0`` is added already decayed), so adding an
+event never rescans the log and the result does not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from .errors import InvalidParameterError, InvalidRecordError
+
+__all__ = ["Event", "EventKind", "UserHistory", "to_epoch_s"]
+
+#: What happened: the engine pushed an offer, the user opened or clicked it,
+#: redeemed it in store, visited the store, or dismissed the push.
+EventKind = Literal["push", "open", "click", "redeem", "visit", "dismiss"]
+_KINDS = frozenset(get_args(EventKind))
+SECONDS_PER_DAY = 86_400.0
+
+
+def to_epoch_s(ts: Any, name: str = "ts") -> float:
+    """Epoch seconds (UTC) from epoch seconds or a timezone-aware datetime.
+
+    Naive datetimes are refused rather than guessed: a naive local time read
+    as UTC moves every event by hours and silently breaks quiet hours and
+    recency.
+
+    Raises
+    ------
+    InvalidParameterError
+        A naive datetime, a non-finite number, or something else.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> from o2o_geo._history import to_epoch_s
+    >>> to_epoch_s(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    1767225600.0
+    >>> to_epoch_s(1767225600)
+    1767225600.0
+    """
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
+            raise InvalidParameterError(
+                f"{name} = {ts!r} has no timezone; pass an aware datetime (e.g. tzinfo=timezone.utc) or epoch seconds"
+            )
+        return ts.timestamp()
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) and not hasattr(ts, "__float__"):
+        raise InvalidParameterError(f"{name} must be epoch seconds or an aware datetime; got {ts!r}")
+    out = float(ts)
+    if not math.isfinite(out):
+        raise InvalidParameterError(f"{name} = {ts!r} is not a finite time")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing a user did (or the engine did to a user), at a time.
+
+    Parameters
+    ----------
+    kind : {"push", "open", "click", "redeem", "visit", "dismiss"}
+        What happened.
+    user_id : str or int
+        Who.
+    ts : float or datetime
+        When: epoch seconds, or a timezone-aware datetime (stored as epoch seconds).
+    offer_id, store_id, merchant_id, category, push_id : optional
+        What it was about.  ``merchant_id`` and ``category`` feed the user's
+        affinities; the scorer fills them in from its offers and stores.
+    amount : float, optional
+        Money spent (redeem), in the merchant's currency.
+    discount_depth : float, optional
+        Share of the price the offer took off (0.2 for 20 % off), for the
+        user's discount sensitivity.
+    distance_m : float, optional
+        Distance from the user to the store when pushed or redeemed, metres.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> e = og.Event("redeem", "u1", 1767225600, offer_id="o1", category="coffee", amount=32.0)
+    >>> e.kind, e.ts, e.category
+    ('redeem', 1767225600.0, 'coffee')
+    """
+
+    kind: EventKind
+    user_id: Any
+    ts: float
+    offer_id: Any = None
+    store_id: Any = None
+    merchant_id: Any = None
+    category: Any = None
+    push_id: Any = None
+    amount: float | None = None
+    discount_depth: float | None = None
+    distance_m: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise InvalidRecordError(f"event kind {self.kind!r} is not one of {sorted(_KINDS)}")
+        if self.user_id is None or isinstance(self.user_id, bool) or not isinstance(self.user_id, (str, int)):
+            raise InvalidRecordError(f"event user_id must be a str or an int; got {self.user_id!r}")
+        object.__setattr__(self, "ts", to_epoch_s(self.ts, "event ts"))
+        for name in ("amount", "distance_m"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise InvalidRecordError(f"event {name} must be a finite number >= 0; got {v!r}")
+        d = self.discount_depth
+        if d is not None and not (isinstance(d, (int, float)) and 0.0 <= d < 1.0):
+            raise InvalidRecordError(f"event discount_depth must be in [0, 1); got {d!r}")
+
+
+@dataclass(slots=True)
+class _Decayed:
+    """A recency-weighted sum: ``value`` as of time ``t0``."""
+
+    value: float = 0.0
+    t0: float = -math.inf
+
+    def add(self, w: float, t: float, half_life_s: float) -> None:
+        if self.t0 == -math.inf:
+            self.value, self.t0 = w, t
+        elif t >= self.t0:
+            self.value = self.value * 2.0 ** (-(t - self.t0) / half_life_s) + w
+            self.t0 = t
+        else:
+            self.value += w * 2.0 ** (-(self.t0 - t) / half_life_s)
+
+    def at(self, t: float, half_life_s: float) -> float:
+        if self.t0 == -math.inf:
+            return 0.0
+        return self.value * 2.0 ** (-max(t - self.t0, 0.0) / half_life_s)
+
+
+@dataclass(slots=True)
+class _UserState:
+    category: dict[Any, _Decayed] = field(default_factory=dict)
+    merchant: dict[Any, _Decayed] = field(default_factory=dict)
+    engaged: _Decayed = field(default_factory=_Decayed)  # redeems + visits, decayed
+    pushes: _Decayed = field(default_factory=_Decayed)
+    counts: dict[str, int] = field(default_factory=dict)
+    # redeem distances: decayed weight, sum of log-distance, sum of squared log-distance
+    dist_w: _Decayed = field(default_factory=_Decayed)
+    dist_log: _Decayed = field(default_factory=_Decayed)
+    # discount depth of what was redeemed vs what was pushed
+    redeem_depth: _Decayed = field(default_factory=_Decayed)
+    redeem_n: _Decayed = field(default_factory=_Decayed)
+    push_depth: _Decayed = field(default_factory=_Decayed)
+    push_n: _Decayed = field(default_factory=_Decayed)
+    last_ts: float = -math.inf
+
+
+#: Weight of each kind in the category and merchant affinities.
+DEFAULT_KIND_WEIGHTS: Mapping[str, float] = {"redeem": 1.0, "visit": 0.5, "click": 0.2, "open": 0.1}
+
+
+class UserHistory:
+    """Incremental per-user and per-merchant features from a stream of events.
+
+    Parameters
+    ----------
+    half_life_days : float, default 30
+        Recency weighting: an event counts half as much this many days later.
+    kind_weights : mapping, optional
+        Weight of each event kind in the affinities (default: redeem 1, visit
+        0.5, click 0.2, open 0.1; pushes and dismissals add none).
+    prior_pushes : float, default 50
+        Shrinkage of merchant redemption rates towards the global rate: a
+        merchant's rate is ``(redeems + prior_pushes * global_rate) /
+        (pushes + prior_pushes)``, so 1 redemption out of 1 push does not beat
+        900 out of 1,000.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> h = og.UserHistory(half_life_days=7)
+    >>> day = 86400
+    >>> h.add(og.Event("redeem", "u1", 0, merchant_id="m1", category="coffee"))
+    >>> h.add(og.Event("redeem", "u1", 7 * day, merchant_id="m1", category="coffee"))
+    >>> round(h.category_affinity("u1", "coffee", now=7 * day), 3)
+    1.5
+    >>> round(h.category_affinity("u1", "coffee", now=14 * day), 3)
+    0.75
+    >>> h.category_affinity("nobody", "coffee", now=0)
+    0.0
+    """
+
+    def __init__(
+        self,
+        half_life_days: float = 30.0,
+        kind_weights: Mapping[str, float] | None = None,
+        prior_pushes: float = 50.0,
+    ) -> None:
+        if not (isinstance(half_life_days, (int, float)) and half_life_days > 0 and math.isfinite(half_life_days)):
+            raise InvalidParameterError(f"half_life_days must be a positive number of days; got {half_life_days!r}")
+        if not prior_pushes >= 0:
+            raise InvalidParameterError(f"prior_pushes must be >= 0; got {prior_pushes!r}")
+        weights = dict(DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights)
+        for kind, w in weights.items():
+            if kind not in _KINDS or not (isinstance(w, (int, float)) and w >= 0):
+                raise InvalidParameterError(f"kind_weights[{kind!r}] = {w!r}: kinds are {sorted(_KINDS)}, weights >= 0")
+        self.half_life_days = float(half_life_days)
+        self.kind_weights = weights
+        self.prior_pushes = float(prior_pushes)
+        self._h = self.half_life_days * SECONDS_PER_DAY
+        self._users: dict[Any, _UserState] = {}
+        self._merchant_pushes: dict[Any, int] = {}
+        self._merchant_redeems: dict[Any, int] = {}
+        self._n_pushes = 0
+        self._n_redeems = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event] | Any, **kwargs: Any) -> UserHistory:
+        """Build from events: an iterable of :class:`Event`, or a DataFrame with their fields as columns.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> h = og.UserHistory.from_events([og.Event("visit", 1, 0, merchant_id="m", category="tea")])
+        >>> h.n_events(1, "visit")
+        1
+        """
+        h = cls(**kwargs)
+        if hasattr(events, "to_dict") and hasattr(events, "columns"):
+            events = [
+                Event(**{k: (None if _is_missing(v) else v) for k, v in rec.items()})
+                for rec in events.to_dict("records")
+            ]
+        for e in events:
+            h.add(e)
+        return h
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._users
+
+    def add(self, event: Event) -> None:
+        """Fold one event into the features, in O(1); events may arrive in any order."""
+        if not isinstance(event, Event):
+            raise InvalidRecordError(f"UserHistory.add takes an Event; got {type(event).__name__}")
+        h = self._h
+        t = event.ts
+        with self._lock:
+            st = self._users.get(event.user_id)
+            if st is None:
+                st = self._users[event.user_id] = _UserState()
+            st.counts[event.kind] = st.counts.get(event.kind, 0) + 1
+            st.last_ts = max(st.last_ts, t)
+            w = self.kind_weights.get(event.kind, 0.0)
+            if w > 0:
+                if event.category is not None:
+                    st.category.setdefault(event.category, _Decayed()).add(w, t, h)
+                if event.merchant_id is not None:
+                    st.merchant.setdefault(event.merchant_id, _Decayed()).add(w, t, h)
+            if event.kind in ("redeem", "visit"):
+                st.engaged.add(1.0, t, h)
+            if event.kind == "push":
+                st.pushes.add(1.0, t, h)
+                self._n_pushes += 1
+                if event.merchant_id is not None:
+                    self._merchant_pushes[event.merchant_id] = self._merchant_pushes.get(event.merchant_id, 0) + 1
+                if event.discount_depth is not None:
+                    st.push_depth.add(event.discount_depth, t, h)
+                    st.push_n.add(1.0, t, h)
+            if event.kind == "redeem":
+                self._n_redeems += 1
+                if event.merchant_id is not None:
+                    self._merchant_redeems[event.merchant_id] = self._merchant_redeems.get(event.merchant_id, 0) + 1
+                if event.distance_m is not None:
+                    st.dist_w.add(1.0, t, h)
+                    st.dist_log.add(math.log(max(event.distance_m, 1.0)), t, h)
+                if event.discount_depth is not None:
+                    st.redeem_depth.add(event.discount_depth, t, h)
+                    st.redeem_n.add(1.0, t, h)
+
+    def forget_user(self, user_id: Any) -> bool:
+        """Erase a user's features; returns whether there were any.
+
+        Merchant-level counts keep the user's past pushes and redemptions as
+        anonymous aggregates.
+        """
+        with self._lock:
+            return self._users.pop(user_id, None) is not None
+
+    # ------------------------------------------------------------ features
+    def n_events(self, user_id: Any, kind: str) -> int:
+        """How many events of this kind the user has (not decayed)."""
+        st = self._users.get(user_id)
+        return 0 if st is None else st.counts.get(kind, 0)
+
+    def category_affinity(self, user_id: Any, category: Any, now: Any) -> float:
+        """Recency-weighted engagement of the user with a category at ``now`` (0 when none)."""
+        st = self._users.get(user_id)
+        d = None if st is None else st.category.get(category)
+        return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
+
+    def merchant_affinity(self, user_id: Any, merchant_id: Any, now: Any) -> float:
+        """Recency-weighted engagement of the user with a merchant at ``now`` (0 when none)."""
+        st = self._users.get(user_id)
+        d = None if st is None else st.merchant.get(merchant_id)
+        return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
+
+    def activity(self, user_id: Any, now: Any) -> float:
+        """Recency-weighted count of the user's redemptions and visits at ``now``."""
+        st = self._users.get(user_id)
+        return 0.0 if st is None else st.engaged.at(to_epoch_s(now, "now"), self._h)
+
+    def usual_distance_m(self, user_id: Any, default_m: float = 1000.0) -> float:
+        """Recency-weighted geometric mean distance of the user's past redemptions (``default_m`` when none)."""
+        st = self._users.get(user_id)
+        if st is None or st.dist_w.t0 == -math.inf:
+            return float(default_m)
+        t = st.dist_w.t0 if st.dist_w.t0 >= st.dist_log.t0 else st.dist_log.t0
+        w = st.dist_w.at(t, self._h)
+        return math.exp(st.dist_log.at(t, self._h) / w) if w > 0 else float(default_m)
+
+    def discount_sensitivity(self, user_id: Any, prior_n: float = 2.0) -> float:
+        """How much deeper the user's redeemed discounts are than the pushed ones, shrunk to 0.
+
+        Positive: the user redeems the deep discounts; 0 with no evidence.
+        """
+        st = self._users.get(user_id)
+        if st is None or st.redeem_n.t0 == -math.inf or st.push_n.t0 == -math.inf:
+            return 0.0
+        t = max(st.redeem_n.t0, st.push_n.t0)
+        rn, pn = st.redeem_n.at(t, self._h), st.push_n.at(t, self._h)
+        if rn <= 0 or pn <= 0:
+            return 0.0
+        gap = st.redeem_depth.at(t, self._h) / rn - st.push_depth.at(t, self._h) / pn
+        return gap * rn / (rn + prior_n)
+
+    def merchant_redemption_rate(self, merchant_id: Any) -> float:
+        """Redemptions per push of a merchant, shrunk towards the global rate (see ``prior_pushes``)."""
+        global_rate = self._n_redeems / self._n_pushes if self._n_pushes else 0.0
+        p = self._merchant_pushes.get(merchant_id, 0)
+        r = self._merchant_redeems.get(merchant_id, 0)
+        denom = p + self.prior_pushes
+        return (r + self.prior_pushes * global_rate) / denom if denom > 0 else global_rate
+
+    def merchant_popularity(self, merchant_id: Any) -> int:
+        """Redemptions of a merchant, all users, not decayed."""
+        return self._merchant_redeems.get(merchant_id, 0)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
