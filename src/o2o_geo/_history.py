@@ -233,10 +233,8 @@ class UserHistory:
         """
         h = cls(**kwargs)
         if hasattr(events, "to_dict") and hasattr(events, "columns"):
-            events = [
-                Event(**{k: (None if _is_missing(v) else v) for k, v in rec.items()})
-                for rec in events.to_dict("records")
-            ]
+            records: list[dict[str, Any]] = events.to_dict("records")
+            events = [Event(**_present(rec)) for rec in records]
         for e in events:
             h.add(e)
         return h
@@ -353,6 +351,11 @@ class UserHistory:
     def merchant_popularity(self, merchant_id: Any) -> int:
         """Redemptions of a merchant, all users, not decayed."""
         return self._merchant_redeems.get(merchant_id, 0)
+
+
+def _present(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A DataFrame row as Event fields, with NaN/None cells left out."""
+    return {k: v for k, v in rec.items() if not _is_missing(v)}
 
 
 def _is_missing(v: Any) -> bool:
