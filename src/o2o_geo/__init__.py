@@ -17,6 +17,7 @@ from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon
 from ._history import Event, UserHistory
 from ._index import StoreIndex
 from ._io import FORMAT_VERSION
+from ._offers import Offer, OfferSet
 from ._results import Matches, Neighbors
 from ._sample import sample_stores
 from ._stores import StoreSet
@@ -28,6 +29,8 @@ __all__ = [
     "FORMAT_VERSION",
     "Matches",
     "Neighbors",
+    "Offer",
+    "OfferSet",
     "StoreIndex",
     "StoreSet",
     "UserHistory",

@@ -11,6 +11,8 @@ callers can catch either the library's type or the familiar one::
     ├── InvalidRecordError       (ValueError)   a store record that cannot be read
     ├── DuplicateStoreError      (ValueError)   a store id given twice
     ├── UnknownStoreError        (KeyError)     a store id the index does not hold
+    ├── DuplicateOfferError      (ValueError)   an offer id given twice
+    ├── UnknownOfferError        (KeyError)     an offer id the offer set does not hold
     ├── InvalidGeometryError     (ValueError)   an invalid service-area polygon
     └── IndexFormatError         (ValueError)   a saved index file that is corrupt or foreign
 
@@ -30,6 +32,7 @@ InvalidCoordinateError True
 from __future__ import annotations
 
 __all__ = [
+    "DuplicateOfferError",
     "DuplicateStoreError",
     "IndexFormatError",
     "InvalidCoordinateError",
@@ -38,6 +41,7 @@ __all__ = [
     "InvalidRecordError",
     "O2OGeoError",
     "ShapeMismatchError",
+    "UnknownOfferError",
     "UnknownStoreError",
 ]
 
@@ -70,6 +74,17 @@ class UnknownStoreError(O2OGeoError, KeyError):
     """A ``store_id`` that the index does not hold."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateOfferError(O2OGeoError, ValueError):
+    """The same ``offer_id`` was given twice."""
+
+
+class UnknownOfferError(O2OGeoError, KeyError):
+    """An ``offer_id`` that the offer set does not hold."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 

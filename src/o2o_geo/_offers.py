@@ -1,0 +1,257 @@
+"""Offers (coupons, deals) and the columnar OfferSet."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ._history import to_epoch_s
+from ._types import FloatArray, IntArray
+from .errors import DuplicateOfferError, InvalidRecordError, UnknownOfferError
+
+__all__ = ["Offer", "OfferSet"]
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One merchant offer: a coupon or a deal.
+
+    Give the discount either as ``discount_rate`` (the share of the price
+    paid: 0.8 is 20 % off) or as ``spend_amount`` and ``off_amount`` ("spend
+    100, get 20 off").
+
+    Parameters
+    ----------
+    offer_id : str or int
+        Unique id.
+    merchant_id : str or int
+        The merchant that funds it.
+    category : str, optional
+        What it is for ("coffee", "grocery", ...).
+    discount_rate : float, optional
+        Share of the price paid, in (0, 1].
+    spend_amount, off_amount : float, optional
+        Threshold form: ``off_amount`` off a spend of at least ``spend_amount``.
+    valid_from, valid_until : float or datetime, optional
+        Validity window (epoch seconds or aware datetimes); open-ended when ``None``.
+    store_ids : sequence, optional
+        Stores where it can be redeemed; ``None``: every store of the merchant.
+    max_distance_m : float, optional
+        Only offered to users within this many metres of the store.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> og.Offer("o1", "m1", category="coffee", discount_rate=0.8).discount_depth
+    0.2
+    >>> og.Offer("o2", "m1", spend_amount=100, off_amount=20).discount_depth
+    0.2
+    """
+
+    offer_id: Any
+    merchant_id: Any
+    category: Any = None
+    discount_rate: float | None = None
+    spend_amount: float | None = None
+    off_amount: float | None = None
+    valid_from: Any = None
+    valid_until: Any = None
+    store_ids: tuple[Any, ...] | None = None
+    max_distance_m: float | None = None
+
+    def __post_init__(self) -> None:
+        oid = self.offer_id
+        if oid is None or isinstance(oid, bool) or not isinstance(oid, (str, int)):
+            raise InvalidRecordError(f"offer_id must be a str or an int; got {oid!r}")
+        if self.merchant_id is None:
+            raise InvalidRecordError(f"offer {oid!r} has no merchant_id")
+        rate, spend, off = self.discount_rate, self.spend_amount, self.off_amount
+        if rate is not None:
+            if spend is not None or off is not None:
+                raise InvalidRecordError(f"offer {oid!r}: give discount_rate or spend_amount/off_amount, not both")
+            if not (isinstance(rate, (int, float)) and 0.0 < rate <= 1.0):
+                raise InvalidRecordError(
+                    f"offer {oid!r} has discount_rate {rate!r}; it is the share of the price paid, in (0, 1] "
+                    "(0.8 = 20 % off)"
+                )
+        elif spend is not None or off is not None:
+            if not (_nonneg(spend) and _nonneg(off) and spend and 0 < off <= spend):  # type: ignore[operator]
+                raise InvalidRecordError(
+                    f"offer {oid!r} has spend_amount {spend!r} and off_amount {off!r}; "
+                    "need 0 < off_amount <= spend_amount"
+                )
+        vf = None if self.valid_from is None else to_epoch_s(self.valid_from, f"offer {oid!r} valid_from")
+        vu = None if self.valid_until is None else to_epoch_s(self.valid_until, f"offer {oid!r} valid_until")
+        if vf is not None and vu is not None and vu < vf:
+            raise InvalidRecordError(f"offer {oid!r} ends (valid_until) before it starts (valid_from)")
+        object.__setattr__(self, "valid_from", vf)
+        object.__setattr__(self, "valid_until", vu)
+        if self.store_ids is not None:
+            ids = (self.store_ids,) if isinstance(self.store_ids, (str, int)) else tuple(self.store_ids)
+            if not ids:
+                raise InvalidRecordError(f"offer {oid!r} has an empty store_ids list; use None for all stores")
+            object.__setattr__(self, "store_ids", ids)
+        md = self.max_distance_m
+        if md is not None and not (isinstance(md, (int, float)) and md >= 0 and not math.isnan(md)):
+            raise InvalidRecordError(f"offer {oid!r} has max_distance_m {md!r}; it must be >= 0 metres")
+
+    @property
+    def discount_depth(self) -> float:
+        """Share of the price taken off (0.2 for 20 % off, or for "spend 100 get 20"); 0 with no discount."""
+        if self.discount_rate is not None:
+            return round(1.0 - float(self.discount_rate), 12)
+        if self.spend_amount is not None and self.off_amount is not None:
+            return float(self.off_amount) / float(self.spend_amount)
+        return 0.0
+
+    def is_valid_at(self, now: Any) -> bool:
+        """Whether ``now`` is inside the validity window (ends inclusive)."""
+        t = to_epoch_s(now, "now")
+        return (self.valid_from is None or self.valid_from <= t) and (self.valid_until is None or t <= self.valid_until)
+
+
+def _nonneg(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+_FIELDS = tuple(f.name for f in fields(Offer))
+
+
+class OfferSet:
+    """A columnar set of offers, unique by ``offer_id``.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> offers = og.OfferSet.from_records([
+    ...     {"offer_id": "o1", "merchant_id": "m-lucky", "category": "coffee", "discount_rate": 0.8},
+    ...     {"offer_id": "o2", "merchant_id": "m-tea", "category": "tea", "spend_amount": 50, "off_amount": 10,
+    ...      "valid_until": 1767225600}])
+    >>> len(offers), offers.discount_depth.tolist()
+    (2, [0.2, 0.2])
+    >>> offers.valid_at(1767225601).tolist()
+    [True, False]
+    """
+
+    def __init__(self, offers: Sequence[Offer]) -> None:
+        lookup: dict[Any, int] = {}
+        for i, o in enumerate(offers):
+            if not isinstance(o, Offer):
+                raise InvalidRecordError(f"OfferSet takes Offer objects; item {i} is a {type(o).__name__}")
+            if o.offer_id in lookup:
+                raise DuplicateOfferError(f"offer_id {o.offer_id!r} appears twice (items {lookup[o.offer_id]} and {i})")
+            lookup[o.offer_id] = i
+        self._offers = tuple(offers)
+        self._lookup = lookup
+        n = len(self._offers)
+        self.offer_id = np.empty(n, dtype=object)
+        self.offer_id[:] = [o.offer_id for o in self._offers]
+        self.merchant_id = np.empty(n, dtype=object)
+        self.merchant_id[:] = [o.merchant_id for o in self._offers]
+        self.category = np.empty(n, dtype=object)
+        self.category[:] = [o.category for o in self._offers]
+        self.discount_depth: FloatArray = np.array([o.discount_depth for o in self._offers], dtype=np.float64)
+        self.valid_from_s: FloatArray = np.array(
+            [-math.inf if o.valid_from is None else o.valid_from for o in self._offers], dtype=np.float64
+        )
+        self.valid_until_s: FloatArray = np.array(
+            [math.inf if o.valid_until is None else o.valid_until for o in self._offers], dtype=np.float64
+        )
+        self.max_distance_m: FloatArray = np.array(
+            [math.inf if o.max_distance_m is None else o.max_distance_m for o in self._offers], dtype=np.float64
+        )
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]]) -> OfferSet:
+        """Build from mappings with :class:`Offer`'s field names.
+
+        Raises
+        ------
+        InvalidRecordError
+            An unknown field, or a field with a bad value (named with the offer id).
+        DuplicateOfferError
+            The same ``offer_id`` twice.
+        """
+        offers = []
+        for row, rec in enumerate(records):
+            if not isinstance(rec, Mapping):
+                raise InvalidRecordError(f"offer record {row} is a {type(rec).__name__}, not a mapping")
+            extra = set(rec) - set(_FIELDS)
+            if extra:
+                raise InvalidRecordError(
+                    f"offer record {row} has unknown fields {sorted(extra)}; known: {list(_FIELDS)}"
+                )
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            offers.append(Offer(**clean))
+        return cls(offers)
+
+    @classmethod
+    def from_dataframe(cls, df: Any) -> OfferSet:
+        """Build from a pandas DataFrame with :class:`Offer`'s field names as columns.
+
+        Examples
+        --------
+        >>> import pandas as pd, o2o_geo as og
+        >>> df = pd.DataFrame({"offer_id": ["a", "b"], "merchant_id": ["m", "m"], "discount_rate": [0.9, 0.7]})
+        >>> og.OfferSet.from_dataframe(df).discount_depth.round(2).tolist()
+        [0.1, 0.3]
+        """
+        return cls.from_records(df.to_dict("records"))
+
+    def __len__(self) -> int:
+        return len(self._offers)
+
+    def __iter__(self) -> Any:
+        return iter(self._offers)
+
+    def __getitem__(self, offer_id: Any) -> Offer:
+        i = self._lookup.get(offer_id)
+        if i is None:
+            raise UnknownOfferError(f"offer_id {offer_id!r} is not in this offer set")
+        return self._offers[i]
+
+    def __contains__(self, offer_id: object) -> bool:
+        return offer_id in self._lookup
+
+    def valid_at(self, now: Any) -> np.ndarray:
+        """Boolean mask of the offers valid at ``now``, shape (n_offers,)."""
+        t = to_epoch_s(now, "now")
+        return (self.valid_from_s <= t) & (t <= self.valid_until_s)
+
+    def redeemable_positions(self, stores_merchant_id: np.ndarray, stores_id: np.ndarray) -> tuple[IntArray, IntArray]:
+        """Store rows where each offer can be redeemed, as CSR ``(offsets, positions)``.
+
+        ``stores_merchant_id`` and ``stores_id`` are the columns of the store
+        table (e.g. ``index.stores["merchant_id"]`` and ``index.stores.store_id``).
+
+        Raises
+        ------
+        InvalidRecordError
+            An offer names a store that is not in the table, or has no store at all.
+        """
+        by_merchant: dict[Any, list[int]] = {}
+        for pos, m in enumerate(stores_merchant_id.tolist()):
+            by_merchant.setdefault(m, []).append(pos)
+        row_of = {sid: i for i, sid in enumerate(stores_id.tolist())}
+        offsets = np.zeros(len(self._offers) + 1, dtype=np.int64)
+        chunks: list[list[int]] = []
+        for i, o in enumerate(self._offers):
+            if o.store_ids is None:
+                rows = by_merchant.get(o.merchant_id, [])
+            else:
+                missing = [s for s in o.store_ids if s not in row_of]
+                if missing:
+                    raise InvalidRecordError(f"offer {o.offer_id!r} names stores not in the index: {missing[:5]}")
+                rows = sorted(row_of[s] for s in o.store_ids)
+            if not rows:
+                raise InvalidRecordError(
+                    f"offer {o.offer_id!r} has no store in the index (merchant {o.merchant_id!r} has none)"
+                )
+            chunks.append(rows)
+            offsets[i + 1] = offsets[i] + len(rows)
+        positions = np.fromiter((p for rows in chunks for p in rows), dtype=np.int64, count=int(offsets[-1]))
+        return offsets, positions
