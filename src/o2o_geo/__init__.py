@@ -12,7 +12,7 @@ Examples
 ['a']
 """
 
-from . import errors
+from . import errors, simulate
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._history import Event, UserHistory
 from ._index import StoreIndex
@@ -42,4 +42,5 @@ __all__ = [
     "geodesic_distance_m",
     "latlon_to_ecef_m",
     "sample_stores",
+    "simulate",
 ]
