@@ -20,6 +20,7 @@ from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
 from ._results import Matches, Neighbors
 from ._sample import sample_stores
+from ._scoring import OfferScorer, ScoredOffer
 from ._stores import StoreSet
 
 __version__ = "0.1.0"
@@ -30,7 +31,9 @@ __all__ = [
     "Matches",
     "Neighbors",
     "Offer",
+    "OfferScorer",
     "OfferSet",
+    "ScoredOffer",
     "StoreIndex",
     "StoreSet",
     "UserHistory",

@@ -1,0 +1,560 @@
+"""OfferScorer: rank offers for a user by a calibrated probability of redemption.
+
+The score of offer ``o`` at store ``s`` for user ``u`` is
+``sigmoid(sum_i w_i * f_i)`` over the features of :data:`FEATURES`; each term
+``w_i * f_i`` is what :meth:`ScoredOffer.explain` reports, so the explanation
+adds up to the logit exactly.  ``fit`` learns the weights from logged pushes
+and their outcomes by L2-regularised logistic regression (Newton's method),
+replaying the log in time order so that every push is scored with the
+history as it stood before it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from ._history import Event, UserHistory, to_epoch_s
+from ._index import StoreIndex
+from ._offers import OfferSet
+from ._types import FloatArray, IntArray
+from ._validate import as_latlon, check_k
+from .errors import InvalidParameterError, InvalidRecordError, UnknownOfferError
+
+__all__ = ["FEATURES", "OfferScorer", "ScoredOffer"]
+
+#: Feature names, in the order of the weight vector.
+FEATURES = (
+    "intercept",
+    "distance",
+    "beyond_usual_distance",
+    "category_affinity",
+    "merchant_affinity",
+    "merchant_rate",
+    "discount",
+    "discount_x_sensitivity",
+    "activity",
+    "attraction",
+)
+#: Default weights: a sensible prior before ``fit`` (logit units per feature unit).
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "intercept": -3.0,
+    "distance": 0.8,
+    "beyond_usual_distance": 0.5,
+    "category_affinity": 1.0,
+    "merchant_affinity": 0.7,
+    "merchant_rate": 0.5,
+    "discount": 2.0,
+    "discount_x_sensitivity": 3.0,
+    "activity": 0.2,
+    "attraction": 1.0,
+}
+Decay = Literal["power", "exponential", "logistic"]
+_NOW_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class ScoredOffer:
+    """One ranked offer for one user: where to redeem it, and why it scored so.
+
+    Attributes
+    ----------
+    offer_id, store_id, merchant_id, category
+        The offer and the store chosen for this user.
+    score : float
+        Probability of redemption.
+    distance_m : float
+        WGS84 distance from the user to the store, metres.
+    """
+
+    offer_id: Any
+    store_id: Any
+    merchant_id: Any
+    category: Any
+    score: float
+    distance_m: float
+    _terms: tuple[tuple[str, float], ...] = field(repr=False)
+
+    @property
+    def logit(self) -> float:
+        """Log-odds of the score: the sum of :meth:`explain`'s terms."""
+        return math.fsum(v for _, v in self._terms)
+
+    def explain(self) -> dict[str, float]:
+        """Each feature's contribution (weight times value) to the logit, largest magnitude first."""
+        return dict(sorted(self._terms, key=lambda kv: -abs(kv[1])))
+
+
+def _logit(p: FloatArray) -> FloatArray:
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+class OfferScorer:
+    """Rank offers for users by distance, their history and the offer itself.
+
+    Parameters
+    ----------
+    index : StoreIndex
+        The stores; needs a ``merchant_id`` column.
+    offers : OfferSet
+        The offers.
+    history : UserHistory, optional
+        Past events; a new empty one when omitted (every user is then a cold start).
+    decay : {"power", "exponential", "logistic"}, default "power"
+        Distance decay: power ``-log(d / scale)`` (Huff's ``d**-beta``, beta is the
+        ``distance`` weight), exponential ``-d / scale``, or logistic
+        ``-log(1 + exp((d - scale) / (scale / 4)))``.
+    distance_scale_m : float, default 1000
+        Scale of the decay, metres.
+    search_radius_m : float, default 5000
+        Offers at stores farther than this are not candidates (an offer's own
+        ``max_distance_m`` can only narrow it).
+    attraction_column : str, optional
+        Store column with a positive attractiveness (e.g. ``rating``); its log is
+        the ``attraction`` feature and Huff's ``A`` when choosing the store.
+    weights : mapping, optional
+        Initial weights by feature name (defaults: :data:`DEFAULT_WEIGHTS`).
+    max_per_merchant, max_per_category : int, optional
+        Diversity caps within each user's top k.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_features,)
+        Current weights (defaults until :meth:`fit`).
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8),
+    ...                       og.Offer("milk-tea", "m-teagarden", category="tea", discount_rate=0.9)])
+    >>> scorer = og.OfferScorer(index, offers)
+    >>> top = scorer.rank("u1", 31.2304, 121.4737, now=1767225600, k=2)
+    >>> [(s.offer_id, s.store_id) for s in top]
+    [('latte', 'lucky-09'), ('milk-tea', 'teagarden-07')]
+    >>> abs(sum(top[0].explain().values()) - top[0].logit) < 1e-12
+    True
+    """
+
+    def __init__(
+        self,
+        index: StoreIndex,
+        offers: OfferSet,
+        history: UserHistory | None = None,
+        *,
+        decay: Decay = "power",
+        distance_scale_m: float = 1000.0,
+        search_radius_m: float = 5000.0,
+        attraction_column: str | None = None,
+        weights: Mapping[str, float] | None = None,
+        max_per_merchant: int | None = None,
+        max_per_category: int | None = None,
+    ) -> None:
+        if not isinstance(index, StoreIndex) or not isinstance(offers, OfferSet):
+            raise InvalidParameterError("OfferScorer takes a StoreIndex and an OfferSet")
+        if decay not in ("power", "exponential", "logistic"):
+            raise InvalidParameterError(f"decay must be 'power', 'exponential' or 'logistic'; got {decay!r}")
+        for name, v in (("distance_scale_m", distance_scale_m), ("search_radius_m", search_radius_m)):
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise InvalidParameterError(f"{name} must be a positive number of metres; got {v!r}")
+        for name, cap in (("max_per_merchant", max_per_merchant), ("max_per_category", max_per_category)):
+            if cap is not None and (not isinstance(cap, int) or cap < 1):
+                raise InvalidParameterError(f"{name} must be a positive int or None; got {cap!r}")
+        w = dict(DEFAULT_WEIGHTS)
+        for k_, v in (weights or {}).items():
+            if k_ not in w:
+                raise InvalidParameterError(f"unknown feature {k_!r} in weights; features are {list(FEATURES)}")
+            w[k_] = float(v)
+        if "merchant_id" not in index.stores.columns:
+            raise InvalidParameterError("the index's stores need a 'merchant_id' column to match offers to stores")
+        if attraction_column is not None and attraction_column not in index.stores.columns:
+            raise InvalidParameterError(f"attraction_column {attraction_column!r} is not a store column")
+        self.index = index
+        self.offers = offers
+        self.history = history if history is not None else UserHistory()
+        self.decay = decay
+        self.distance_scale_m = float(distance_scale_m)
+        self.search_radius_m = float(search_radius_m)
+        self.attraction_column = attraction_column
+        self.max_per_merchant = max_per_merchant
+        self.max_per_category = max_per_category
+        self.weights_ = np.array([w[f] for f in FEATURES], dtype=np.float64)
+        self._prepare()
+
+    # ------------------------------------------------------------ structure
+    def _prepare(self) -> None:
+        stores = self.index.stores
+        self._stores_version = self.index._version, len(stores)
+        offsets, positions = self.offers.redeemable_positions(stores["merchant_id"], stores.store_id)
+        # invert: store position -> offers redeemable there (CSR)
+        offer_of = np.repeat(np.arange(len(self.offers)), np.diff(offsets))
+        order = np.lexsort((offer_of, positions))
+        self._store_offers = offer_of[order]
+        self._store_offsets = np.zeros(len(stores) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(positions, minlength=len(stores)), out=self._store_offsets[1:])
+        if self.attraction_column is not None:
+            a = np.asarray(stores[self.attraction_column], dtype=np.float64)
+            if not np.all(a > 0):
+                raise InvalidParameterError(f"attraction column {self.attraction_column!r} must be > 0 for every store")
+            self._log_attr = np.log(a)
+        else:
+            self._log_attr = np.zeros(len(stores))
+        self._store_ids = stores.store_id
+
+    def _decay(self, d: FloatArray) -> FloatArray:
+        x = np.maximum(d, 10.0) / self.distance_scale_m
+        if self.decay == "power":
+            return -np.log(x)
+        if self.decay == "exponential":
+            return -x
+        return -np.logaddexp(0.0, (x - 1.0) * 4.0)
+
+    # ------------------------------------------------------------ features
+    def _user_features(self, user_ids: list[Any], t: float) -> dict[str, FloatArray]:
+        h = self.history
+        usual = np.array([h.usual_distance_m(u) for u in user_ids])
+        sens = np.array([h.discount_sensitivity(u) for u in user_ids])
+        act = np.array([h.activity(u, t) for u in user_ids])
+        return {"usual": usual, "sensitivity": sens, "activity": act}
+
+    def _features(
+        self,
+        users: list[Any],
+        uq: IntArray,
+        offer: IntArray,
+        dist: FloatArray,
+        store: IntArray,
+        t: float,
+        ufeat: dict[str, FloatArray],
+    ) -> FloatArray:
+        """Feature matrix (n_pairs, n_features) for (user row, offer, distance, store) pairs."""
+        h = self.history
+        n = offer.shape[0]
+        cats = self.offers.category
+        merch = self.offers.merchant_id
+        cat_aff = np.fromiter(
+            (h.category_affinity(users[q], cats[o], t) for q, o in zip(uq.tolist(), offer.tolist(), strict=True)),
+            dtype=np.float64,
+            count=n,
+        )
+        mer_aff = np.fromiter(
+            (h.merchant_affinity(users[q], merch[o], t) for q, o in zip(uq.tolist(), offer.tolist(), strict=True)),
+            dtype=np.float64,
+            count=n,
+        )
+        rates = {m: h.merchant_redemption_rate(m) for m in set(merch.tolist())}
+        mrate = _logit(np.array([rates[m] for m in merch.tolist()]))[offer] if n else np.empty(0)
+        depth = self.offers.discount_depth[offer]
+        X = np.empty((n, len(FEATURES)))
+        X[:, 0] = 1.0
+        X[:, 1] = self._decay(dist)
+        X[:, 2] = -np.log1p(dist / ufeat["usual"][uq])
+        X[:, 3] = np.log1p(cat_aff)
+        X[:, 4] = np.log1p(mer_aff)
+        X[:, 5] = mrate
+        X[:, 6] = depth
+        X[:, 7] = depth * ufeat["sensitivity"][uq]
+        X[:, 8] = np.log1p(ufeat["activity"][uq])
+        X[:, 9] = self._log_attr[store]
+        return X
+
+    # ------------------------------------------------------------ ranking
+    def _candidates(
+        self, lat: FloatArray, lon: FloatArray, t: float
+    ) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
+        """(query, offer, store position, distance) with the best store per (query, offer)."""
+        if self._stores_version != (self.index._version, len(self.index.stores)):
+            self._prepare()
+        near = self.index.within(lat, lon, radius_m=self.search_radius_m)
+        q = np.atleast_1d(getattr(near, "query", np.zeros(len(near.position), dtype=np.int64)))
+        pos, dist = near.position, near.distance_m
+        counts = self._store_offsets[pos + 1] - self._store_offsets[pos]
+        rows = np.repeat(np.arange(pos.shape[0]), counts)
+        starts = np.repeat(self._store_offsets[pos], counts)
+        within = np.arange(rows.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+        offer = self._store_offers[starts + within]
+        q, pos, dist = q[rows], pos[rows], dist[rows]
+        valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
+        q, offer, pos, dist = q[valid], offer[valid], pos[valid], dist[valid]
+        # Huff: the store with the best attraction for this user, A**alpha * d**-beta (alpha = beta = 1 here)
+        attract = self._log_attr[pos] - np.log(np.maximum(dist, 10.0))
+        order = np.lexsort((pos, -attract, offer, q))
+        q, offer, pos, dist = q[order], offer[order], pos[order], dist[order]
+        first = np.ones(q.shape[0], dtype=bool)
+        first[1:] = (q[1:] != q[:-1]) | (offer[1:] != offer[:-1])
+        return q[first], offer[first], pos[first], dist[first]
+
+    def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
+        logit = X @ self.weights_
+        return logit, 0.5 * (1.0 + np.tanh(0.5 * logit))
+
+    def _top_k(self, q: IntArray, offer: IntArray, logit: FloatArray, k: int) -> IntArray:
+        """Rows of each query's top k by score, honouring the diversity caps; sorted by query then score."""
+        order = np.lexsort((offer, -logit, q))
+        keep = np.ones(order.shape[0], dtype=bool)
+        for cap, col in (
+            (self.max_per_merchant, self.offers.merchant_id),
+            (self.max_per_category, self.offers.category),
+        ):
+            if cap is None:
+                continue
+            group = np.unique(col.astype(str), return_inverse=True)[1][offer[order]]
+            keep &= _rank_within(q[order], group, keep) < cap
+        order = order[keep]
+        rank = _rank_within(q[order], np.zeros(order.shape[0], dtype=np.int64), np.ones(order.shape[0], dtype=bool))
+        return order[rank < k]
+
+    def rank(self, user_id: Any, lat: float, lon: float, now: Any = None, k: int = 10) -> list[ScoredOffer]:
+        """The k best offers for one user at one place, best first, each with its store.
+
+        Parameters
+        ----------
+        user_id : str or int
+            The user; an unknown user is a cold start (no error).
+        lat, lon : float
+            Where the user is, degrees.
+        now : float or datetime, optional
+            Time of the ranking (epoch seconds or aware datetime); default: the current time.
+        k : int, default 10
+            How many offers.
+
+        Returns
+        -------
+        list of ScoredOffer
+            Never the same offer twice.
+        """
+        res = self._rank_arrays([user_id], np.atleast_1d(lat), np.atleast_1d(lon), now, k)
+        out = []
+        for j in range(res["offer"].shape[0]):
+            o = int(res["offer"][j])
+            terms = tuple(zip(FEATURES, (res["X"][j] * self.weights_).tolist(), strict=True))
+            out.append(
+                ScoredOffer(
+                    offer_id=self.offers.offer_id[o],
+                    store_id=self._store_ids[res["store"][j]],
+                    merchant_id=self.offers.merchant_id[o],
+                    category=self.offers.category[o],
+                    score=float(res["score"][j]),
+                    distance_m=float(res["distance_m"][j]),
+                    _terms=terms,
+                )
+            )
+        return out
+
+    def rank_many(self, user_ids: Any, lats: Any, lons: Any, now: Any = None, k: int = 10) -> Any:
+        """Rank for many users at once (vectorised); one row per (user, offer), best first per user.
+
+        Returns
+        -------
+        pandas.DataFrame or dict of arrays
+            Columns ``query`` (row of the input), ``user_id``, ``rank``, ``offer_id``,
+            ``store_id``, ``score``, ``distance_m``; a dict when pandas is missing.
+        """
+        users = list(np.asarray(user_ids, dtype=object).ravel())
+        res = self._rank_arrays(users, lats, lons, now, k)
+        cols = {
+            "query": res["query"],
+            "user_id": np.asarray(users, dtype=object)[res["query"]] if len(users) else np.empty(0, dtype=object),
+            "rank": res["rank"],
+            "offer_id": self.offers.offer_id[res["offer"]],
+            "store_id": self._store_ids[res["store"]],
+            "score": res["score"],
+            "distance_m": res["distance_m"],
+        }
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is optional
+            return cols
+        return pd.DataFrame(cols)
+
+    def _rank_arrays(self, users: list[Any], lats: Any, lons: Any, now: Any, k: int) -> dict[str, Any]:
+        k = check_k(k)
+        lat_a, lon_a, _ = as_latlon(lats, lons)
+        if len(users) != lat_a.shape[0]:
+            raise InvalidParameterError(f"{len(users)} user ids but {lat_a.shape[0]} positions")
+        t = _now(now)
+        q, offer, pos, dist = self._candidates(lat_a, lon_a, t)
+        ufeat = self._user_features(users, t)
+        X = self._features(users, q, offer, dist, pos, t, ufeat)
+        logit, score = self._score_pairs(X)
+        top = self._top_k(q, offer, logit, k)
+        qt = q[top]
+        rank = _rank_within(qt, np.zeros(qt.shape[0], dtype=np.int64), np.ones(qt.shape[0], dtype=bool))
+        return {
+            "query": qt,
+            "rank": rank,
+            "offer": offer[top],
+            "store": pos[top],
+            "distance_m": dist[top],
+            "score": score[top],
+            "X": X[top],
+            "n_candidates": q.shape[0],
+        }
+
+    # ------------------------------------------------------------ learning
+    def fit(self, events: Iterable[Event], *, window_days: float = 7.0, l2: float = 1.0) -> OfferScorer:
+        """Learn the weights from logged pushes and their outcomes.
+
+        Every ``push`` event (with ``offer_id``, ``store_id`` and ``distance_m``)
+        is an example; it is positive when the same user redeems the same
+        offer within ``window_days`` after it, negative otherwise.  Events are
+        replayed in time order into a fresh history, so each push's features
+        are those the scorer would have seen when it was sent.  Afterwards
+        :attr:`history` holds every event.
+
+        Parameters
+        ----------
+        events : iterable of Event
+            Pushes and outcomes (redeem, visit, open, ...).
+        window_days : float, default 7
+            Attribution window.
+        l2 : float, default 1.0
+            L2 penalty on the weights (not the intercept).
+
+        Returns
+        -------
+        OfferScorer
+            ``self``.
+        """
+        evs = sorted(events, key=lambda e: e.ts)
+        if not evs:
+            raise InvalidParameterError("fit needs events; got none")
+        window_s = float(window_days) * 86_400.0
+        redeem_times: dict[tuple[Any, Any], list[float]] = {}
+        for e in evs:
+            if e.kind == "redeem" and e.offer_id is not None:
+                redeem_times.setdefault((e.user_id, e.offer_id), []).append(e.ts)
+        hist = UserHistory(self.history.half_life_days, self.history.kind_weights, self.history.prior_pushes)
+        saved = self.history
+        self.history = hist
+        rows: list[FloatArray] = []
+        labels: list[bool] = []
+        offer_row = {oid: i for i, oid in enumerate(self.offers.offer_id.tolist())}
+        store_row = {sid: i for i, sid in enumerate(self._store_ids.tolist())}
+        try:
+            for e in evs:
+                e = self._enrich(e, offer_row)
+                if e.kind == "push":
+                    if e.offer_id not in offer_row or e.store_id not in store_row or e.distance_m is None:
+                        raise InvalidRecordError(
+                            f"push at ts {e.ts} needs a known offer_id and store_id and a distance_m; got "
+                            f"offer {e.offer_id!r}, store {e.store_id!r}, distance {e.distance_m!r}"
+                        )
+                    o = offer_row[e.offer_id]
+                    X = self._features(
+                        [e.user_id],
+                        np.zeros(1, dtype=np.int64),
+                        np.array([o]),
+                        np.array([e.distance_m]),
+                        np.array([store_row[e.store_id]]),
+                        e.ts,
+                        self._user_features([e.user_id], e.ts),
+                    )
+                    rows.append(X[0])
+                    times = redeem_times.get((e.user_id, e.offer_id), ())
+                    labels.append(any(e.ts <= r <= e.ts + window_s for r in times))
+                hist.add(e)
+        except BaseException:
+            self.history = saved
+            raise
+        if not rows:
+            self.history = saved
+            raise InvalidParameterError("fit found no push events to learn from")
+        X = np.vstack(rows)
+        y = np.asarray(labels, dtype=np.float64)
+        self.weights_ = _logistic_newton(X, y, l2=l2, w0=self.weights_)
+        self.n_fit_examples_ = int(y.shape[0])
+        return self
+
+    def _enrich(self, e: Event, offer_row: Mapping[Any, int]) -> Event:
+        """Fill merchant, category and discount depth of an event from its offer."""
+        o = offer_row.get(e.offer_id)
+        if o is None:
+            if e.offer_id is not None and e.kind in ("push", "redeem"):
+                raise UnknownOfferError(f"event at ts {e.ts} names offer_id {e.offer_id!r}, which is not in the offers")
+            return e
+        if e.merchant_id is not None and e.category is not None and e.discount_depth is not None:
+            return e
+        return Event(
+            e.kind,
+            e.user_id,
+            e.ts,
+            offer_id=e.offer_id,
+            store_id=e.store_id,
+            merchant_id=e.merchant_id if e.merchant_id is not None else self.offers.merchant_id[o],
+            category=e.category if e.category is not None else self.offers.category[o],
+            push_id=e.push_id,
+            amount=e.amount,
+            discount_depth=e.discount_depth if e.discount_depth is not None else float(self.offers.discount_depth[o]),
+            distance_m=e.distance_m,
+        )
+
+    def record(self, event: Event) -> None:
+        """Add an outcome to the history (merchant, category and discount filled in from the offer)."""
+        offer_row = {oid: i for i, oid in enumerate(self.offers.offer_id.tolist())}
+        self.history.add(self._enrich(event, offer_row))
+
+
+def _now(now: Any) -> float:
+    if now is None:
+        import time
+
+        return time.time()
+    return to_epoch_s(now, "now")
+
+
+def _rank_within(q: IntArray, group: IntArray, mask: np.ndarray) -> IntArray:
+    """For rows sorted by query, the 0-based rank of each row among earlier masked rows of the same (query, group)."""
+    n = q.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    key_order = np.lexsort((np.arange(n), group, q))
+    qs, gs, ms = q[key_order], group[key_order], mask[key_order].astype(np.int64)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (qs[1:] != qs[:-1]) | (gs[1:] != gs[:-1])
+    csum = np.cumsum(ms) - ms  # masked rows before this one, overall
+    start = np.maximum.accumulate(np.where(new, csum, 0))
+    out = np.empty(n, dtype=np.int64)
+    out[key_order] = csum - start
+    return out
+
+
+def _logistic_newton(X: FloatArray, y: FloatArray, *, l2: float, w0: FloatArray, max_iter: int = 100) -> FloatArray:
+    """L2-regularised logistic regression by damped Newton steps (the intercept, column 0, unpenalised).
+
+    Each step is halved until the penalised log-loss decreases, so the
+    iteration cannot diverge on separable or badly scaled data.
+    """
+    pen = np.full(X.shape[1], float(l2))
+    pen[0] = 0.0
+
+    def loss(w: FloatArray) -> float:
+        z = X @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * w * w))
+
+    w = np.zeros(X.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)
+    cur = loss(w)
+    for _ in range(max_iter):
+        z = X @ w
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow
+        g = X.T @ (p - y) + pen * w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + np.diag(pen + 1e-6)
+        step = np.linalg.solve(hess, g)
+        t = 1.0
+        while t > 1e-8:
+            cand = w - t * step
+            new = loss(cand)
+            if new <= cur:
+                break
+            t *= 0.5
+        else:
+            break
+        w, improvement, cur = cand, cur - new, new
+        if improvement < 1e-10 * max(1.0, abs(cur)):
+            break
+    return w
