@@ -179,6 +179,9 @@ class UserHistory:
         merchant's rate is ``(redeems + prior_pushes * global_rate) /
         (pushes + prior_pushes)``, so 1 redemption out of 1 push does not beat
         900 out of 1,000.
+    prior_rate : float, default 0.05
+        Redemptions per push assumed before any data; the global rate is
+        shrunk towards it the same way.
 
     Examples
     --------
@@ -200,11 +203,14 @@ class UserHistory:
         half_life_days: float = 30.0,
         kind_weights: Mapping[str, float] | None = None,
         prior_pushes: float = 50.0,
+        prior_rate: float = 0.05,
     ) -> None:
         if not (isinstance(half_life_days, (int, float)) and half_life_days > 0 and math.isfinite(half_life_days)):
             raise InvalidParameterError(f"half_life_days must be a positive number of days; got {half_life_days!r}")
         if not prior_pushes >= 0:
             raise InvalidParameterError(f"prior_pushes must be >= 0; got {prior_pushes!r}")
+        if not 0.0 < prior_rate < 1.0:
+            raise InvalidParameterError(f"prior_rate must be in (0, 1); got {prior_rate!r}")
         weights = dict(DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights)
         for kind, w in weights.items():
             if kind not in _KINDS or not (isinstance(w, (int, float)) and w >= 0):
@@ -212,6 +218,7 @@ class UserHistory:
         self.half_life_days = float(half_life_days)
         self.kind_weights = weights
         self.prior_pushes = float(prior_pushes)
+        self.prior_rate = float(prior_rate)
         self._h = self.half_life_days * SECONDS_PER_DAY
         self._users: dict[Any, _UserState] = {}
         self._merchant_pushes: dict[Any, int] = {}
@@ -342,11 +349,17 @@ class UserHistory:
 
     def merchant_redemption_rate(self, merchant_id: Any) -> float:
         """Redemptions per push of a merchant, shrunk towards the global rate (see ``prior_pushes``)."""
-        global_rate = self._n_redeems / self._n_pushes if self._n_pushes else 0.0
+        global_rate = self.global_redemption_rate()
         p = self._merchant_pushes.get(merchant_id, 0)
         r = self._merchant_redeems.get(merchant_id, 0)
         denom = p + self.prior_pushes
         return (r + self.prior_pushes * global_rate) / denom if denom > 0 else global_rate
+
+    def global_redemption_rate(self) -> float:
+        """Redemptions per push over all merchants, shrunk towards ``prior_rate``."""
+        denom = self._n_pushes + self.prior_pushes
+        r = (self._n_redeems + self.prior_pushes * self.prior_rate) / denom if denom > 0 else self.prior_rate
+        return min(max(r, 1e-6), 1 - 1e-6)
 
     def merchant_popularity(self, merchant_id: Any) -> int:
         """Redemptions of a merchant, all users, not decayed."""

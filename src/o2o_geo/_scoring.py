@@ -69,6 +69,18 @@ class ScoredOffer:
         Probability of redemption.
     distance_m : float
         WGS84 distance from the user to the store, metres.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", category="coffee",
+    ...                                                      discount_rate=0.8)]))
+    >>> best = scorer.rank("u1", 31.2304, 121.4737, now=1767225600, k=1)[0]
+    >>> best.store_id, round(best.distance_m)
+    ('lucky-09', 652)
+    >>> list(best.explain())[:3]
+    ['intercept', 'discount', 'distance']
     """
 
     offer_id: Any
@@ -248,7 +260,8 @@ class OfferScorer:
             count=n,
         )
         rates = {m: h.merchant_redemption_rate(m) for m in set(merch.tolist())}
-        mrate = _logit(np.array([rates[m] for m in merch.tolist()]))[offer] if n else np.empty(0)
+        base = _logit(np.array([h.global_redemption_rate()]))[0]
+        mrate = (_logit(np.array([rates[m] for m in merch.tolist()])) - base)[offer] if n else np.empty(0)
         depth = self.offers.discount_depth[offer]
         X = np.empty((n, len(FEATURES)))
         X[:, 0] = 1.0
@@ -429,7 +442,9 @@ class OfferScorer:
         for e in evs:
             if e.kind == "redeem" and e.offer_id is not None:
                 redeem_times.setdefault((e.user_id, e.offer_id), []).append(e.ts)
-        hist = UserHistory(self.history.half_life_days, self.history.kind_weights, self.history.prior_pushes)
+        hist = UserHistory(
+            self.history.half_life_days, self.history.kind_weights, self.history.prior_pushes, self.history.prior_rate
+        )
         saved = self.history
         self.history = hist
         rows: list[FloatArray] = []
