@@ -7,6 +7,23 @@ adds up to the logit exactly.  ``fit`` learns the weights from logged pushes
 and their outcomes by L2-regularised logistic regression (Newton's method),
 replaying the log in time order so that every push is scored with the
 history as it stood before it.
+
+The features of a (user, offer, store) candidate, ``d`` the WGS84 distance in metres:
+
+``intercept``               1
+``distance``                the decay model: power ``-log(d / scale)``, exponential
+                            ``-d / scale`` or logistic (see ``decay``), ``d`` floored at 10 m
+``beyond_usual_distance``   ``-log(1 + d / usual)``, ``usual`` the user's recency-weighted
+                            geometric-mean redemption distance (1 km when unknown)
+``category_affinity``       ``log(1 + a)``, ``a`` the user's recency-weighted engagement
+                            with the offer's category
+``merchant_affinity``       the same for the offer's merchant
+``merchant_rate``           logit of the merchant's shrunk redemption rate minus the logit of
+                            the global rate (0 for a merchant with no history)
+``discount``                discount depth (0.2 for 20 % off)
+``discount_x_sensitivity``  depth times the user's discount sensitivity
+``activity``                ``log(1 + n)``, ``n`` the user's recency-weighted redemptions and visits
+``attraction``              log of the store's attraction column (0 without one)
 """
 
 from __future__ import annotations
