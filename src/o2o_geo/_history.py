@@ -318,6 +318,16 @@ class UserHistory:
         d = None if st is None else st.merchant.get(merchant_id)
         return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
 
+    def category_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
+        """Every (category, affinity at ``now``) of the user (``now`` in epoch seconds)."""
+        st = self._users.get(user_id)
+        return [] if st is None else [(c, d.at(now, self._h)) for c, d in st.category.items()]
+
+    def merchant_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
+        """Every (merchant, affinity at ``now``) of the user (``now`` in epoch seconds)."""
+        st = self._users.get(user_id)
+        return [] if st is None else [(m, d.at(now, self._h)) for m, d in st.merchant.items()]
+
     def activity(self, user_id: Any, now: Any) -> float:
         """Recency-weighted count of the user's redemptions and visits at ``now``."""
         st = self._users.get(user_id)

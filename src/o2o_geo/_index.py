@@ -24,6 +24,7 @@ yourself at a quiet moment).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -755,29 +756,41 @@ class StoreIndex:
         radius = check_distance_m(radius_m, "radius_m")
         assert radius is not None
         with self._lock:
-            segs, skip = self._segments_for(where)
-            q_xyz = _ecef(lat_a, lon_a)
-            q_gn = _normal_norm(q_xyz)
-            qs, sl = [], []
-            for seg in segs:
-                lists = seg.tree.query_ball_point(q_xyz, r=radius + 1.0, workers=self.workers)
-                counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-                flat = np.fromiter((j for x in lists for j in x), dtype=np.int64, count=int(counts.sum()))
-                qs.append(np.repeat(np.arange(lat_a.shape[0]), counts))
-                sl.append(seg.slots[flat])
-            q = np.concatenate(qs) if qs else _EMPTY_I
-            s = np.concatenate(sl) if sl else _EMPTY_I
-            if skip is not None and s.size:
-                keep = ~skip[s]
-                q, s = q[keep], s[keep]
-            dist, pos, offsets = self._finish_pairs(q, s, q_xyz, q_gn, lat_a, lon_a, radius_m=radius)
+            q, s, dist, err = self._within_pairs(lat_a, lon_a, radius, where)
+            dist, pos, offsets = self._sort_pairs(q, s, dist, err, lat_a, lon_a)
             q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
             ids = self._live_ids()
         if is_scalar:
             return Neighbors(dist, pos, ids)
         return Matches(q, dist, pos, offsets, ids)
 
-    def _finish_pairs(
+    def _within_pairs(
+        self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+        """Unsorted (query, slot, distance, error bound) of every store within ``radius_m`` (checked inputs)."""
+        segs, skip = self._segments_for(where)
+        q_xyz = _ecef(lat, lon)
+        q_gn = _normal_norm(q_xyz)
+        qs, sl = [], []
+        for seg in segs:
+            q, i = self._ball(seg, q_xyz, radius_m)
+            qs.append(q)
+            sl.append(seg.slots[i])
+        q = np.concatenate(qs) if qs else _EMPTY_I
+        s = np.concatenate(sl) if sl else _EMPTY_I
+        if skip is not None and s.size:
+            keep = ~skip[s]
+            q, s = q[keep], s[keep]
+        return self._exact_pairs(q, s, q_xyz, q_gn, lat, lon, radius_m)
+
+    def _ball(self, seg: _Segment, q_xyz: FloatArray, radius_m: float) -> tuple[IntArray, IntArray]:
+        """(query, tree point) pairs with chord <= radius (+ 1 m: chords never exceed geodesics)."""
+        lists = seg.tree.query_ball_point(q_xyz, r=radius_m + 1.0, workers=self.workers, return_sorted=False)
+        counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(counts.sum()))
+        return np.repeat(np.arange(q_xyz.shape[0]), counts), flat
+
+    def _exact_pairs(
         self,
         q: IntArray,
         s: IntArray,
@@ -786,33 +799,45 @@ class StoreIndex:
         lat: FloatArray,
         lon: FloatArray,
         radius_m: float | FloatArray | None,
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
+        """Geodesic distances of (query, slot) pairs, kept where within the radius (per slot when an array).
+
+        Pairs whose distance is within the error bound of the radius are settled by GeographicLib.
+        """
+        if not q.size:
+            return q, s, _EMPTY_F, _EMPTY_F
+        d = self._xyz[s] - q_xyz[q]
+        chord = np.sqrt(np.einsum("ij,ij->i", d, d))
+        dist, err = self._pair_distance_m(q_xyz[q], q_gn[q], lat[q], lon[q], s, chord)
+        if radius_m is not None:
+            rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
+            near = np.abs(dist - rad) <= err
+            if near.any():
+                dist[near] = geodesic_inverse_m(lat[q[near]], lon[q[near]], self._lat[s[near]], self._lon[s[near]])
+                err[near] = 0.0
+            keep = dist <= rad
+            q, s, dist, err = q[keep], s[keep], dist[keep], err[keep]
+        return q, s, dist, err
+
+    def _sort_pairs(
+        self, q: IntArray, s: IntArray, dist: FloatArray, err: FloatArray, lat: FloatArray, lon: FloatArray
     ) -> tuple[FloatArray, IntArray, IntArray]:
-        """Exact distances for (query, slot) pairs, filtered by radius and sorted; returns dist, position, offsets."""
+        """Sort pairs by query, exact distance, position; returns dist, position, offsets.
+
+        Neighbours closer than their error bounds are settled by GeographicLib first.
+        """
         n = lat.shape[0]
-        dist = _EMPTY_F
         if q.size:
-            d = self._xyz[s] - q_xyz[q]
-            chord = np.sqrt(np.einsum("ij,ij->i", d, d))
-            dist, err = self._pair_distance_m(q_xyz[q], q_gn[q], lat[q], lon[q], s, chord)
-            near = np.zeros(q.shape, dtype=bool)
-            if radius_m is not None:
-                rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
-                near = np.abs(dist - rad) <= err
-            order = np.lexsort((s, dist, q))
-            q, s, dist, err, near = q[order], s[order], dist[order], err[order], near[order]
-            same = q[1:] == q[:-1]
-            tie = same & (dist[1:] - err[1:] <= dist[:-1] + err[:-1])
-            fix = near.copy()
+            order = _pair_order(q, s, dist)
+            q, s, dist, err = q[order], s[order], dist[order], err[order]
+            tie = (q[1:] == q[:-1]) & (dist[1:] - err[1:] <= dist[:-1] + err[:-1])
+            fix = np.zeros(q.shape, dtype=bool)
             fix[1:] |= tie
             fix[:-1] |= tie
             if fix.any():
                 dist[fix] = geodesic_inverse_m(lat[q[fix]], lon[q[fix]], self._lat[s[fix]], self._lon[s[fix]])
-                order = np.lexsort((s, dist, q))
+                order = _pair_order(q, s, dist)
                 q, s, dist = q[order], s[order], dist[order]
-            if radius_m is not None:
-                rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
-                keep = dist <= rad
-                q, s, dist = q[keep], s[keep], dist[keep]
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(q, minlength=n), out=offsets[1:])
         return dist, self._slot_to_pos()[s], offsets
@@ -857,39 +882,21 @@ class StoreIndex:
             q_xyz = _ecef(lat_a, lon_a)
             q_gn = _normal_norm(q_xyz)
             poly_tree, poly_slots = self._cached("poly_tree", self._build_poly_tree)
-            qs, sl = [], []
+            q_p, s_p = _EMPTY_I, _EMPTY_I
             if poly_slots.size:
-                pts = shapely.points(lon_a, lat_a)
-                pairs = poly_tree.query(pts, predicate="intersects")
-                qs.append(pairs[0].astype(np.int64))
-                sl.append(poly_slots[pairs[1]])
+                pairs = poly_tree.query(shapely.points(lon_a, lat_a), predicate="intersects")
+                q_p, s_p = pairs[0].astype(np.int64), poly_slots[pairs[1]]
+            parts = [self._exact_pairs(q_p, s_p, q_xyz, q_gn, lat_a, lon_a, None)]
             radius = np.where(self._alive, self._radius, np.nan)
             has_r = ~np.isnan(radius)
-            q_poly = np.concatenate(qs) if qs else _EMPTY_I
-            s_poly = np.concatenate(sl) if sl else _EMPTY_I
-            d_poly, p_poly, o_poly = self._finish_pairs(q_poly, s_poly, q_xyz, q_gn, lat_a, lon_a, None)
             if has_r.any():
-                r_max = float(radius[has_r].max())
                 seg = self._cached("radius_seg", lambda: _segment(self._xyz, np.flatnonzero(has_r).astype(np.int64)))
-                lists = seg.tree.query_ball_point(q_xyz, r=r_max + 1.0, workers=self.workers)
-                counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-                flat = np.fromiter((j for x in lists for j in x), dtype=np.int64, count=int(counts.sum()))
-                q_r = np.repeat(np.arange(lat_a.shape[0]), counts)
-                s_r = seg.slots[flat]
-                d_r, p_r, o_r = self._finish_pairs(q_r, s_r, q_xyz, q_gn, lat_a, lon_a, np.nan_to_num(radius, nan=-1.0))
-            else:
-                d_r, p_r, o_r = _EMPTY_F, _EMPTY_I, np.zeros(lat_a.shape[0] + 1, dtype=np.int64)
-            q = np.concatenate(
-                [
-                    np.repeat(np.arange(lat_a.shape[0]), np.diff(o_poly)),
-                    np.repeat(np.arange(lat_a.shape[0]), np.diff(o_r)),
-                ]
-            )
-            dist = np.concatenate([d_poly, d_r])
-            pos = np.concatenate([p_poly, p_r])
-            order = np.lexsort((pos, dist, q))
-            q, dist, pos = q[order], dist[order], pos[order]
-            offsets = o_poly + o_r
+                q_r, i_r = self._ball(seg, q_xyz, float(radius[has_r].max()))
+                rad = np.nan_to_num(radius, nan=-1.0)
+                parts.append(self._exact_pairs(q_r, seg.slots[i_r], q_xyz, q_gn, lat_a, lon_a, rad))
+            q, s, d, e = (np.concatenate(c) for c in zip(*parts, strict=True))
+            dist, pos, offsets = self._sort_pairs(q, s, d, e, lat_a, lon_a)
+            q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
             ids = self._live_ids()
         if is_scalar:
             return Neighbors(dist, pos, ids)
@@ -934,6 +941,13 @@ class StoreIndex:
         from ._io import load_stores
 
         return cls(load_stores(path), **kwargs)
+
+
+def _pair_order(q: IntArray, s: IntArray, dist: FloatArray) -> IntArray:
+    """Permutation sorting pairs by query, then distance, then slot (stable sorts: radix for the ints)."""
+    order = np.argsort(s, kind="stable")
+    order = order[np.argsort(dist[order], kind="stable")]
+    return order[np.argsort(q[order], kind="stable")]
 
 
 def _spatial_order(lat: FloatArray, lon: FloatArray) -> IntArray:

@@ -220,12 +220,30 @@ class OfferScorer:
         stores = self.index.stores
         self._stores_version = self.index._version, len(stores)
         offsets, positions = self.offers.redeemable_positions(stores["merchant_id"], stores.store_id)
-        # invert: store position -> offers redeemable there (CSR)
-        offer_of = np.repeat(np.arange(len(self.offers)), np.diff(offsets))
-        order = np.lexsort((offer_of, positions))
-        self._store_offers = offer_of[order]
+        # offers redeemable at the same set of stores form a group (usually: one merchant's
+        # offers at all its stores); candidates are found per group, then expanded to offers
+        group_of: dict[bytes, int] = {}
+        offer_group = np.empty(len(self.offers), dtype=np.int64)
+        group_positions: list[IntArray] = []
+        for o in range(len(self.offers)):
+            rows = positions[offsets[o] : offsets[o + 1]]
+            key = rows.tobytes()
+            g = group_of.get(key)
+            if g is None:
+                g = group_of[key] = len(group_positions)
+                group_positions.append(rows)
+            offer_group[o] = g
+        n_groups = len(group_positions)
+        g_of_pos = np.repeat(np.arange(n_groups), [r.shape[0] for r in group_positions])
+        pos_all = np.concatenate(group_positions) if group_positions else np.empty(0, dtype=np.int64)
+        order = np.lexsort((g_of_pos, pos_all))
+        self._store_groups = g_of_pos[order]  # store position -> groups redeemable there (CSR)
         self._store_offsets = np.zeros(len(stores) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(positions, minlength=len(stores)), out=self._store_offsets[1:])
+        np.cumsum(np.bincount(pos_all, minlength=len(stores)), out=self._store_offsets[1:])
+        by_group = np.argsort(offer_group, kind="stable")  # group -> its offers (CSR)
+        self._group_offers = by_group
+        self._group_offsets = np.zeros(n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(offer_group, minlength=n_groups), out=self._group_offsets[1:])
         if self.attraction_column is not None:
             a = np.asarray(stores[self.attraction_column], dtype=np.float64)
             if not np.all(a > 0):
@@ -234,6 +252,8 @@ class OfferScorer:
         else:
             self._log_attr = np.zeros(len(stores))
         self._store_ids = stores.store_id
+        self._cat_codes, self._cats = _codes(self.offers.category)
+        self._mer_codes, self._mers = _codes(self.offers.merchant_id)
 
     def _decay(self, d: FloatArray) -> FloatArray:
         x = np.maximum(d, 10.0) / self.distance_scale_m
@@ -244,12 +264,33 @@ class OfferScorer:
         return -np.logaddexp(0.0, (x - 1.0) * 4.0)
 
     # ------------------------------------------------------------ features
-    def _user_features(self, user_ids: list[Any], t: float) -> dict[str, FloatArray]:
+    def _user_features(self, user_ids: list[Any], t: float) -> dict[str, Any]:
+        """Per-user features at time ``t`` and (user x category), (user x merchant) affinity matrices."""
         h = self.history
-        usual = np.array([h.usual_distance_m(u) for u in user_ids])
-        sens = np.array([h.discount_sensitivity(u) for u in user_ids])
-        act = np.array([h.activity(u, t) for u in user_ids])
-        return {"usual": usual, "sensitivity": sens, "activity": act}
+        n = len(user_ids)
+        usual = np.empty(n)
+        sens = np.empty(n)
+        act = np.empty(n)
+        cat_aff = np.zeros((n, len(self._cats)))
+        mer_aff = np.zeros((n, len(self._mers)))
+        cat_col = {c: i for i, c in enumerate(self._cats)}
+        mer_col = {m: i for i, m in enumerate(self._mers)}
+        for i, u in enumerate(user_ids):
+            usual[i] = h.usual_distance_m(u)
+            sens[i] = h.discount_sensitivity(u)
+            act[i] = h.activity(u, t)
+            for c, v in h.category_sums(u, t):
+                j = cat_col.get(c)
+                if j is not None:
+                    cat_aff[i, j] = v
+            for m, v in h.merchant_sums(u, t):
+                j = mer_col.get(m)
+                if j is not None:
+                    mer_aff[i, j] = v
+        rates = np.array([h.merchant_redemption_rate(m) for m in self._mers])
+        base = _logit(np.array([h.global_redemption_rate()]))[0]
+        return {"usual": usual, "sensitivity": sens, "activity": act, "cat_aff": cat_aff, "mer_aff": mer_aff,
+                "mer_rate": _logit(rates) - base}
 
     def _features(
         self,
@@ -259,34 +300,18 @@ class OfferScorer:
         dist: FloatArray,
         store: IntArray,
         t: float,
-        ufeat: dict[str, FloatArray],
+        ufeat: dict[str, Any],
     ) -> FloatArray:
         """Feature matrix (n_pairs, n_features) for (user row, offer, distance, store) pairs."""
-        h = self.history
         n = offer.shape[0]
-        cats = self.offers.category
-        merch = self.offers.merchant_id
-        cat_aff = np.fromiter(
-            (h.category_affinity(users[q], cats[o], t) for q, o in zip(uq.tolist(), offer.tolist(), strict=True)),
-            dtype=np.float64,
-            count=n,
-        )
-        mer_aff = np.fromiter(
-            (h.merchant_affinity(users[q], merch[o], t) for q, o in zip(uq.tolist(), offer.tolist(), strict=True)),
-            dtype=np.float64,
-            count=n,
-        )
-        rates = {m: h.merchant_redemption_rate(m) for m in set(merch.tolist())}
-        base = _logit(np.array([h.global_redemption_rate()]))[0]
-        mrate = (_logit(np.array([rates[m] for m in merch.tolist()])) - base)[offer] if n else np.empty(0)
         depth = self.offers.discount_depth[offer]
         X = np.empty((n, len(FEATURES)))
         X[:, 0] = 1.0
         X[:, 1] = self._decay(dist)
         X[:, 2] = -np.log1p(dist / ufeat["usual"][uq])
-        X[:, 3] = np.log1p(cat_aff)
-        X[:, 4] = np.log1p(mer_aff)
-        X[:, 5] = mrate
+        X[:, 3] = np.log1p(ufeat["cat_aff"][uq, self._cat_codes[offer]])
+        X[:, 4] = np.log1p(ufeat["mer_aff"][uq, self._mer_codes[offer]])
+        X[:, 5] = ufeat["mer_rate"][self._mer_codes[offer]]
         X[:, 6] = depth
         X[:, 7] = depth * ufeat["sensitivity"][uq]
         X[:, 8] = np.log1p(ufeat["activity"][uq])
@@ -297,27 +322,28 @@ class OfferScorer:
     def _candidates(
         self, lat: FloatArray, lon: FloatArray, t: float
     ) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
-        """(query, offer, store position, distance) with the best store per (query, offer)."""
+        """(query, offer, store position, distance), one row per (query, valid offer), best store each.
+
+        The best store of an offer for a user is the one of its stores within
+        ``search_radius_m`` with the highest Huff attraction ``A / d`` (the
+        nearest without an attraction column); an offer whose best store is
+        beyond its ``max_distance_m`` is left out.
+        """
         if self._stores_version != (self.index._version, len(self.index.stores)):
             self._prepare()
-        near = self.index.within(lat, lon, radius_m=self.search_radius_m)
-        q = np.atleast_1d(getattr(near, "query", np.zeros(len(near.position), dtype=np.int64)))
-        pos, dist = near.position, near.distance_m
-        counts = self._store_offsets[pos + 1] - self._store_offsets[pos]
-        rows = np.repeat(np.arange(pos.shape[0]), counts)
-        starts = np.repeat(self._store_offsets[pos], counts)
-        within = np.arange(rows.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
-        offer = self._store_offers[starts + within]
-        q, pos, dist = q[rows], pos[rows], dist[rows]
-        valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
-        q, offer, pos, dist = q[valid], offer[valid], pos[valid], dist[valid]
-        # Huff: the store with the best attraction for this user, A**alpha * d**-beta (alpha = beta = 1 here)
+        with self.index._lock:  # unsorted exact pairs: the ranking below does its own ordering
+            q, slot, dist, _ = self.index._within_pairs(lat, lon, self.search_radius_m)
+            pos = self.index._slot_to_pos()[slot]
+        q, grp, pos, dist = _expand(q, pos, dist, self._store_offsets, self._store_groups)
+        # the best store per (query, group): highest attraction, then lowest position
         attract = self._log_attr[pos] - np.log(np.maximum(dist, 10.0))
-        order = np.lexsort((pos, -attract, offer, q))
-        q, offer, pos, dist = q[order], offer[order], pos[order], dist[order]
-        first = np.ones(q.shape[0], dtype=bool)
-        first[1:] = (q[1:] != q[:-1]) | (offer[1:] != offer[:-1])
-        return q[first], offer[first], pos[first], dist[first]
+        key = q * max(len(self._group_offsets) - 1, 1) + grp
+        best = _argbest(key, attract, pos)
+        q, grp, pos, dist = q[best], grp[best], pos[best], dist[best]
+        # expand each group to its offers
+        q, offer, pos, dist = _expand(q, pos, dist, self._group_offsets, self._group_offers, key=grp)
+        valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
+        return q[valid], offer[valid], pos[valid], dist[valid]
 
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         logit = X @ self.weights_
@@ -325,16 +351,14 @@ class OfferScorer:
 
     def _top_k(self, q: IntArray, offer: IntArray, logit: FloatArray, k: int) -> IntArray:
         """Rows of each query's top k by score, honouring the diversity caps; sorted by query then score."""
-        order = np.lexsort((offer, -logit, q))
+        order = np.argsort(offer, kind="stable")  # ties in score: lower offer row first
+        order = order[np.argsort(-logit[order], kind="stable")]
+        order = order[np.argsort(q[order], kind="stable")]
         keep = np.ones(order.shape[0], dtype=bool)
-        for cap, col in (
-            (self.max_per_merchant, self.offers.merchant_id),
-            (self.max_per_category, self.offers.category),
-        ):
+        for cap, codes in ((self.max_per_merchant, self._mer_codes), (self.max_per_category, self._cat_codes)):
             if cap is None:
                 continue
-            group = np.unique(col.astype(str), return_inverse=True)[1][offer[order]]
-            keep &= _rank_within(q[order], group, keep) < cap
+            keep &= _rank_within(q[order], codes[offer[order]], keep) < cap
         order = order[keep]
         rank = _rank_within(q[order], np.zeros(order.shape[0], dtype=np.int64), np.ones(order.shape[0], dtype=bool))
         return order[rank < k]
@@ -408,23 +432,26 @@ class OfferScorer:
         if len(users) != lat_a.shape[0]:
             raise InvalidParameterError(f"{len(users)} user ids but {lat_a.shape[0]} positions")
         t = _now(now)
-        q, offer, pos, dist = self._candidates(lat_a, lon_a, t)
-        ufeat = self._user_features(users, t)
-        X = self._features(users, q, offer, dist, pos, t, ufeat)
-        logit, score = self._score_pairs(X)
-        top = self._top_k(q, offer, logit, k)
-        qt = q[top]
+        parts = []
+        n_cand = 0
+        for start in range(0, lat_a.shape[0], _USER_CHUNK):
+            sl = slice(start, start + _USER_CHUNK)
+            chunk_users = users[sl]
+            q, offer, pos, dist = self._candidates(lat_a[sl], lon_a[sl], t)
+            n_cand += q.shape[0]
+            X = self._features(chunk_users, q, offer, dist, pos, t, self._user_features(chunk_users, t))
+            logit, score = self._score_pairs(X)
+            top = self._top_k(q, offer, logit, k)
+            parts.append((q[top] + start, offer[top], pos[top], dist[top], score[top], X[top]))
+        if parts:
+            qt, ot, pt, dt, st, xt = (np.concatenate(c) for c in zip(*parts, strict=True))
+        else:
+            qt = ot = pt = np.empty(0, dtype=np.int64)
+            dt = st = np.empty(0)
+            xt = np.empty((0, len(FEATURES)))
         rank = _rank_within(qt, np.zeros(qt.shape[0], dtype=np.int64), np.ones(qt.shape[0], dtype=bool))
-        return {
-            "query": qt,
-            "rank": rank,
-            "offer": offer[top],
-            "store": pos[top],
-            "distance_m": dist[top],
-            "score": score[top],
-            "X": X[top],
-            "n_candidates": q.shape[0],
-        }
+        return {"query": qt, "rank": rank, "offer": ot, "store": pt, "distance_m": dt, "score": st, "X": xt,
+                "n_candidates": n_cand}
 
     # ------------------------------------------------------------ learning
     def fit(self, events: Iterable[Event], *, window_days: float = 7.0, l2: float = 1.0) -> OfferScorer:
@@ -530,6 +557,41 @@ class OfferScorer:
         """Add an outcome to the history (merchant, category and discount filled in from the offer)."""
         offer_row = {oid: i for i, oid in enumerate(self.offers.offer_id.tolist())}
         self.history.add(self._enrich(event, offer_row))
+
+
+#: Users ranked together in one block of rank_many (bounds the memory of the candidate pairs).
+_USER_CHUNK = 2048
+
+
+def _codes(values: np.ndarray) -> tuple[IntArray, list[Any]]:
+    """Integer codes of an object column and the distinct values, in first-seen order."""
+    seen: dict[Any, int] = {}
+    codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values.tolist()), dtype=np.int64, count=len(values))
+    return codes, list(seen)
+
+
+def _argbest(key: IntArray, value: FloatArray, tie: IntArray) -> IntArray:
+    """Index of the row with the highest ``value`` (then lowest ``tie``) for each distinct ``key``."""
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(tie, kind="stable")
+    order = order[np.argsort(-value[order], kind="stable")]
+    order = order[np.argsort(key[order], kind="stable")]
+    k = key[order]
+    first = np.ones(k.shape[0], dtype=bool)
+    first[1:] = k[1:] != k[:-1]
+    return order[first]
+
+
+def _expand(
+    q: IntArray, pos: IntArray, dist: FloatArray, offsets: IntArray, items: IntArray, key: IntArray | None = None
+) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
+    """Repeat each row once per item of its CSR list (keyed by ``key``, or by ``pos``)."""
+    k = pos if key is None else key
+    counts = offsets[k + 1] - offsets[k]
+    rows = np.repeat(np.arange(k.shape[0]), counts)
+    within = np.arange(rows.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    return q[rows], items[np.repeat(offsets[k], counts) + within], pos[rows], dist[rows]
 
 
 def _now(now: Any) -> float:
