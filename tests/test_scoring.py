@@ -68,8 +68,9 @@ def test_explanation_adds_up_and_scores_are_probabilities(index):
         assert 0 < o.score < 1
 
 
-def test_batch_equals_scalar_and_no_offer_twice(index):
-    scorer = og.OfferScorer(index, make_offers(), max_per_merchant=1)
+@pytest.mark.parametrize("cap", [None, 1])
+def test_batch_equals_scalar_and_no_offer_twice(index, cap):
+    scorer = og.OfferScorer(index, make_offers(), max_per_merchant=cap)
     rng = np.random.default_rng(4)
     lats = 31.23 + rng.normal(0, 0.03, 40)
     lons = 121.47 + rng.normal(0, 0.03, 40)
@@ -82,7 +83,8 @@ def test_batch_equals_scalar_and_no_offer_twice(index):
         assert rows["store_id"].tolist() == [o.store_id for o in one]
         np.testing.assert_allclose(rows["score"], [o.score for o in one], rtol=1e-12)
         merchants = [o.merchant_id for o in one]
-        assert len(set(merchants)) == len(merchants)  # max_per_merchant=1
+        if cap == 1:
+            assert len(set(merchants)) == len(merchants)
         assert len({o.offer_id for o in one}) == len(one)
 
 
@@ -182,3 +184,24 @@ def test_bad_input(index):
         scorer.rank_many(["a", "b", "c"], [31.2, 31.3], [121.4, 121.5], now=T0)
     # a cold-start user is not an error
     assert scorer.rank("never-seen", 31.23, 121.47, now=T0)
+
+
+def test_dense_top_k_equals_sorted_top_k():
+    world = simulate.World.generate(seed=2, n_users=50, n_stores=300, n_offers=80, n_merchants=10)
+    scorer = og.OfferScorer(world.index, world.offers)
+    rng = np.random.default_rng(1)
+    n = 300
+    q = np.sort(rng.integers(0, 40, n))
+    offer = rng.integers(0, 80, n)
+    keep = np.unique(q * 1000 + offer, return_index=True)[1]  # one row per (query, offer)
+    q, offer = q[keep], offer[keep]
+    logit = np.round(rng.normal(0, 1, q.shape[0]), 1)  # many exact ties
+    dense = scorer._top_k(q, offer, logit, 5)
+    scorer.max_per_merchant = 10**6  # forces the sorted path without changing the answer
+    sorted_rows = scorer._top_k(q, offer, logit, 5)
+    np.testing.assert_array_equal(dense, sorted_rows)
+    # brute force: per query, sort by (-logit, offer)
+    for query in np.unique(q):
+        rows = np.flatnonzero(q == query)
+        want = rows[np.lexsort((offer[rows], -logit[rows]))][:5]
+        np.testing.assert_array_equal(dense[q[dense] == query], want)

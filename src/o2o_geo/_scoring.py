@@ -289,8 +289,14 @@ class OfferScorer:
                     mer_aff[i, j] = v
         rates = np.array([h.merchant_redemption_rate(m) for m in self._mers])
         base = _logit(np.array([h.global_redemption_rate()]))[0]
-        return {"usual": usual, "sensitivity": sens, "activity": act, "cat_aff": cat_aff, "mer_aff": mer_aff,
-                "mer_rate": _logit(rates) - base}
+        return {
+            "usual": usual,
+            "sensitivity": sens,
+            "activity": act,
+            "cat_aff": cat_aff,
+            "mer_aff": mer_aff,
+            "mer_rate": _logit(rates) - base,
+        }
 
     def _features(
         self,
@@ -338,7 +344,7 @@ class OfferScorer:
         # the best store per (query, group): highest attraction, then lowest position
         attract = self._log_attr[pos] - np.log(np.maximum(dist, 10.0))
         key = q * max(len(self._group_offsets) - 1, 1) + grp
-        best = _argbest(key, attract, pos)
+        best = _argbest(key, attract, pos, int(q.max(initial=-1) + 1) * max(len(self._group_offsets) - 1, 1))
         q, grp, pos, dist = q[best], grp[best], pos[best], dist[best]
         # expand each group to its offers
         q, offer, pos, dist = _expand(q, pos, dist, self._group_offsets, self._group_offers, key=grp)
@@ -350,8 +356,28 @@ class OfferScorer:
         return logit, 0.5 * (1.0 + np.tanh(0.5 * logit))
 
     def _top_k(self, q: IntArray, offer: IntArray, logit: FloatArray, k: int) -> IntArray:
-        """Rows of each query's top k by score, honouring the diversity caps; sorted by query then score."""
-        order = np.argsort(offer, kind="stable")  # ties in score: lower offer row first
+        """Rows of each query's top k by score (ties: lower offer row), honouring the diversity caps.
+
+        Returned sorted by query, then score.  Without caps a dense (query x offer)
+        table and a partial sort do it; with caps the rows are sorted and capped in order.
+        """
+        n_q = int(q.max(initial=-1)) + 1
+        n_o = len(self.offers)
+        if self.max_per_merchant is None and self.max_per_category is None and 0 < n_q * n_o <= 50_000_000:
+            table = np.full((n_q, n_o), -np.inf)
+            table[q, offer] = logit
+            row = np.full((n_q, n_o), -1, dtype=np.int64)
+            row[q, offer] = np.arange(q.shape[0])
+            kk = min(k, n_o)
+            # every entry at least as good as the row's k-th best (ties included), then exact order
+            kth = -np.partition(-table, kk - 1, axis=1)[:, kk - 1]
+            rq, ro = np.nonzero((table >= kth[:, None]) & (row >= 0))
+            vals = table[rq, ro]
+            o2 = np.lexsort((ro, -vals, rq))
+            rq, ro = rq[o2], ro[o2]
+            rank = _rank_within(rq, np.zeros(rq.shape[0], dtype=np.int64), np.ones(rq.shape[0], dtype=bool))
+            return row[rq[rank < k], ro[rank < k]]
+        order = np.argsort(offer, kind="stable")
         order = order[np.argsort(-logit[order], kind="stable")]
         order = order[np.argsort(q[order], kind="stable")]
         keep = np.ones(order.shape[0], dtype=bool)
@@ -450,8 +476,16 @@ class OfferScorer:
             dt = st = np.empty(0)
             xt = np.empty((0, len(FEATURES)))
         rank = _rank_within(qt, np.zeros(qt.shape[0], dtype=np.int64), np.ones(qt.shape[0], dtype=bool))
-        return {"query": qt, "rank": rank, "offer": ot, "store": pt, "distance_m": dt, "score": st, "X": xt,
-                "n_candidates": n_cand}
+        return {
+            "query": qt,
+            "rank": rank,
+            "offer": ot,
+            "store": pt,
+            "distance_m": dt,
+            "score": st,
+            "X": xt,
+            "n_candidates": n_cand,
+        }
 
     # ------------------------------------------------------------ learning
     def fit(self, events: Iterable[Event], *, window_days: float = 7.0, l2: float = 1.0) -> OfferScorer:
@@ -570,17 +604,19 @@ def _codes(values: np.ndarray) -> tuple[IntArray, list[Any]]:
     return codes, list(seen)
 
 
-def _argbest(key: IntArray, value: FloatArray, tie: IntArray) -> IntArray:
-    """Index of the row with the highest ``value`` (then lowest ``tie``) for each distinct ``key``."""
+def _argbest(key: IntArray, value: FloatArray, tie: IntArray, n_keys: int) -> IntArray:
+    """Index of the row with the highest ``value`` (then lowest ``tie``) for each distinct ``key`` in [0, n_keys).
+
+    Dense reductions instead of a sort: ``(key, tie)`` pairs must be unique.
+    """
     if key.size == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(tie, kind="stable")
-    order = order[np.argsort(-value[order], kind="stable")]
-    order = order[np.argsort(key[order], kind="stable")]
-    k = key[order]
-    first = np.ones(k.shape[0], dtype=bool)
-    first[1:] = k[1:] != k[:-1]
-    return order[first]
+    best = np.full(n_keys, -np.inf)
+    np.maximum.at(best, key, value)
+    cand = np.flatnonzero(value == best[key])
+    low = np.full(n_keys, np.iinfo(np.int64).max)
+    np.minimum.at(low, key[cand], tie[cand])
+    return cand[tie[cand] == low[key[cand]]]
 
 
 def _expand(
