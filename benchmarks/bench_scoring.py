@@ -136,22 +136,15 @@ def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     n_cand = np.bincount(cq, minlength=red.shape[0])
     for name, fn in methods.items():
         s = fn(CX_f if "fit" in name else CX, coffer, cdist, cu)
-        ndcg, hit = [], []
-        for i in range(red.shape[0]):
-            m = cq == i
-            if not m.any():
-                ndcg.append(0.0)
-                hit.append(0.0)
-                continue
-            si, oi = s[m], coffer[m]
-            hit_rows = np.flatnonzero(oi == target[m][0])
-            if hit_rows.size == 0:
-                ndcg.append(0.0)
-                hit.append(0.0)
-                continue
-            rank = int((si > si[hit_rows[0]]).sum())
-            hit.append(1.0 if rank < 5 else 0.0)
-            ndcg.append(1.0 / np.log2(rank + 2) if rank < 5 else 0.0)
+        is_target = coffer == target
+        tscore = np.full(red.shape[0], np.nan)
+        tscore[cq[is_target]] = s[is_target]
+        better = np.zeros(red.shape[0], dtype=np.int64)
+        np.add.at(better, cq, (s > tscore[cq]).astype(np.int64))
+        found = ~np.isnan(tscore)  # the redeemed offer is among the candidates at that place
+        rank = np.where(found, better, 10**9)
+        hit = (rank < 5).astype(float)
+        ndcg = np.where(rank < 5, 1.0 / np.log2(np.minimum(rank, 10**6) + 2.0), 0.0)
         out[name]["ndcg5"] = float(np.mean(ndcg))
         out[name]["hit5"] = float(np.mean(hit))
     out["_meta"] = {
