@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
+from ._history import Event
 from ._index import StoreIndex
+from ._offers import Offer, OfferSet
 from ._sample import LANDMARKS, sample_stores
+from ._scoring import OfferScorer
 
 __all__ = ["run_demo"]
 
@@ -87,4 +90,39 @@ def run_demo(seed: int = 7, out: IO[str] | None = None) -> None:
     say(
         f"5. Saved and loaded ({size_kb:.0f} KiB, no pickle): nearest is still {again.store_id[0]} "
         f"at {again.distance_m[0]:,.0f} m"
+    )
+    say()
+    _offer_demo(index, say)
+
+
+def _offer_demo(index: StoreIndex, say: Any) -> None:
+    """Section 6: a user's ranked offers, before and after some history, with explanations."""
+    t0 = 1_767_225_600.0  # 2026-01-01 UTC
+    offers = OfferSet(
+        [
+            Offer("latte-20", "m-lucky", category="coffee", discount_rate=0.8),
+            Offer("beans-10", "m-lucky", category="coffee", discount_rate=0.9),
+            Offer("milk-tea-30", "m-teagarden", category="tea", discount_rate=0.7),
+            Offer("veg-100-20", "m-freshmart", category="grocery", spend_amount=100, off_amount=20),
+        ]
+    )
+    scorer = OfferScorer(index, offers, max_per_merchant=2)
+    lat, lon = LANDMARKS["People's Square"]
+
+    def show(title: str, now: float) -> None:
+        ranked = scorer.rank("ada", lat, lon, now=now, k=3)
+        say(title)
+        rows = []
+        for o in ranked:
+            why = ", ".join(f"{k} {v:+.2f}" for k, v in list(o.explain().items())[:3])
+            rows.append([o.offer_id, o.store_id, f"{o.distance_m:,.0f}", f"{o.score:.3f}", why])
+        say(_table(rows, ["offer", "store", "distance_m", "p(redeem)", "largest terms of the logit"]))
+
+    show("6. Offers for user 'ada' at People's Square, cold start (no history)", t0)
+    for day in range(6):
+        scorer.record(Event("redeem", "ada", t0 + day * 86_400, offer_id="milk-tea-30", distance_m=900.0))
+    say()
+    show(
+        "7. The same place a week later, after 'ada' redeemed milk tea 6 times (recency-weighted affinity)",
+        t0 + 7 * 86_400,
     )
