@@ -137,8 +137,12 @@ def load_stores(path: str | os.PathLike[str]) -> StoreSet:
     """Read a file written by :func:`save_stores`; raise :class:`IndexFormatError` if it is not one."""
     where = os.fspath(path)
     try:
-        with np.load(where, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        with open(where, "rb") as fh:  # we close the file, even when numpy fails
+            npz = np.load(fh, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise IndexFormatError(f"{where!r} is a single numpy array, not an o2o_geo index")
+            with npz:
+                arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError) as exc:
