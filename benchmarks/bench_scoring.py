@@ -48,45 +48,14 @@ def auc(score: np.ndarray, y: np.ndarray) -> float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def events_from_log(world: simulate.World, log: simulate.PushLog, rng: np.random.Generator) -> list[og.Event]:
-    ids = world.stores.store_id
-    offer_ids = world.offers.offer_id
-    evs = []
-    for i in range(len(log)):
-        o, s = int(log.offer[i]), int(log.store[i])
-        evs.append(
-            og.Event(
-                "push",
-                int(log.user[i]),
-                float(log.ts[i]),
-                offer_id=offer_ids[o],
-                store_id=ids[s],
-                distance_m=float(log.distance_m[i]),
-            )
-        )
-        if log.redeemed[i]:
-            evs.append(
-                og.Event(
-                    "redeem",
-                    int(log.user[i]),
-                    float(log.ts[i] + rng.uniform(600, 3 * 86400)),
-                    offer_id=offer_ids[o],
-                    store_id=ids[s],
-                    distance_m=float(log.distance_m[i]),
-                )
-            )
-    return evs
-
-
 def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     n_users = 4000 if quick else 20000
     world = simulate.World.generate(seed=seed, n_users=n_users, n_stores=1500, n_offers=150, n_merchants=30)
     days, train_days = 42, 28
     log = world.push_log(n_days=days, pushes_per_user_per_day=0.4, seed=seed + 100)
-    rng = np.random.default_rng(seed + 200)
     split = world.start_ts + train_days * 86400.0
     train = log.ts < split
-    evs = events_from_log(world, log, rng)
+    evs = world.events(log, seed=seed + 200)
     train_evs = [e for e in evs if e.ts < split]
 
     default = og.OfferScorer(world.index, world.offers)

@@ -105,32 +105,7 @@ def test_category_cap_and_validity_window(index):
 def test_fit_learns_and_is_calibrated_on_the_simulated_world():
     world = simulate.World.generate(seed=3, n_users=3000, n_stores=600, n_offers=60, n_merchants=15)
     log = world.push_log(n_days=35, pushes_per_user_per_day=0.5, seed=4)
-    rng = np.random.default_rng(5)
-    ids, oids = world.stores.store_id, world.offers.offer_id
-    events = []
-    for i in range(len(log)):
-        o, s = int(log.offer[i]), int(log.store[i])
-        events.append(
-            og.Event(
-                "push",
-                int(log.user[i]),
-                float(log.ts[i]),
-                offer_id=oids[o],
-                store_id=ids[s],
-                distance_m=float(log.distance_m[i]),
-            )
-        )
-        if log.redeemed[i]:
-            events.append(
-                og.Event(
-                    "redeem",
-                    int(log.user[i]),
-                    float(log.ts[i]) + rng.uniform(60, 2 * DAY),
-                    offer_id=oids[o],
-                    store_id=ids[s],
-                    distance_m=float(log.distance_m[i]),
-                )
-            )
+    events = world.events(log, seed=5, max_delay_days=2.0)
     split = world.start_ts + 28 * DAY
     scorer = og.OfferScorer(world.index, world.offers).fit([e for e in events if e.ts < split])
     w = dict(zip(og._scoring.FEATURES, scorer.weights_, strict=True))
@@ -153,7 +128,8 @@ def test_fit_learns_and_is_calibrated_on_the_simulated_world():
     edges = np.quantile(p, np.linspace(0, 1, 6))
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = (p >= lo) & (p <= hi)
-        assert abs(p[m].mean() - y[m].mean()) < 0.03
+        se = np.sqrt(p[m].mean() * (1 - p[m].mean()) / m.sum())
+        assert abs(p[m].mean() - y[m].mean()) < 0.01 + 3 * se  # a point plus sampling noise
     # and it ranks the evaluation pushes better than nearest-first (rank correlation with outcomes)
     from scipy.stats import mannwhitneyu
 

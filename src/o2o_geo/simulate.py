@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._geodesy import _GEOD
+from ._history import Event
 from ._index import StoreIndex
 from ._offers import Offer, OfferSet
 from ._stores import StoreSet
@@ -264,3 +265,31 @@ class World:
         return PushLog(
             ts=ts, user=user, lat=lat, lon=lon, offer=offer, store=store, distance_m=dist, p_redeem=p, redeemed=redeemed
         )
+
+    def events(self, log: PushLog, seed: int = 0, max_delay_days: float = 3.0) -> list[Event]:
+        """The log as :class:`~o2o_geo.Event` objects: each push, and each redemption a random delay after it.
+
+        Parameters
+        ----------
+        log : PushLog
+            From :meth:`push_log`.
+        seed : int
+            Seed of the redemption delays (uniform, 10 minutes to ``max_delay_days``).
+        max_delay_days : float, default 3
+
+        Returns
+        -------
+        list of Event
+            In log order (pushes by time; a redemption right after its push).
+        """
+        rng = np.random.default_rng(seed)
+        ids, offer_ids = self.stores.store_id, self.offers.offer_id
+        delays = rng.uniform(600.0, max_delay_days * 86_400.0, len(log))
+        out = []
+        for i in range(len(log)):
+            user, ts, dist = int(log.user[i]), float(log.ts[i]), float(log.distance_m[i])
+            oid, sid = offer_ids[log.offer[i]], ids[log.store[i]]
+            out.append(Event("push", user, ts, offer_id=oid, store_id=sid, distance_m=dist))
+            if log.redeemed[i]:
+                out.append(Event("redeem", user, ts + float(delays[i]), offer_id=oid, store_id=sid, distance_m=dist))
+        return out
