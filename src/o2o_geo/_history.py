@@ -225,6 +225,7 @@ class UserHistory:
         self._merchant_redeems: dict[Any, int] = {}
         self._n_pushes = 0
         self._n_redeems = 0
+        self._version = 0  # bumped by every change; lets readers cache derived values
         self._lock = threading.Lock()
 
     @classmethod
@@ -259,6 +260,7 @@ class UserHistory:
         h = self._h
         t = event.ts
         with self._lock:
+            self._version += 1
             st = self._users.get(event.user_id)
             if st is None:
                 st = self._users[event.user_id] = _UserState()
@@ -298,6 +300,7 @@ class UserHistory:
         anonymous aggregates.
         """
         with self._lock:
+            self._version += 1
             return self._users.pop(user_id, None) is not None
 
     # ------------------------------------------------------------ features

@@ -287,16 +287,24 @@ class OfferScorer:
                 j = mer_col.get(m)
                 if j is not None:
                     mer_aff[i, j] = v
-        rates = np.array([h.merchant_redemption_rate(m) for m in self._mers])
-        base = _logit(np.array([h.global_redemption_rate()]))[0]
         return {
             "usual": usual,
             "sensitivity": sens,
             "activity": act,
             "cat_aff": cat_aff,
             "mer_aff": mer_aff,
-            "mer_rate": _logit(rates) - base,
+            "mer_rate": self._merchant_rate_feature(),
         }
+
+    def _merchant_rate_feature(self) -> FloatArray:
+        """Per merchant code: logit of its shrunk redemption rate minus the global one (cached per history change)."""
+        h = self.history
+        key = (id(h), h._version)
+        if getattr(self, "_mer_rate_key", None) != key:
+            rates = np.array([h.merchant_redemption_rate(m) for m in self._mers])
+            self._mer_rate = _logit(rates) - _logit(np.array([h.global_redemption_rate()]))[0]
+            self._mer_rate_key = key
+        return self._mer_rate
 
     def _features(
         self,
