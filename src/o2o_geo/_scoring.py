@@ -317,19 +317,44 @@ class OfferScorer:
         ufeat: dict[str, Any],
     ) -> FloatArray:
         """Feature matrix (n_pairs, n_features) for (user row, offer, distance, store) pairs."""
-        n = offer.shape[0]
         depth = self.offers.discount_depth[offer]
-        X = np.empty((n, len(FEATURES)))
+        return self._feature_matrix(
+            dist,
+            usual_m=ufeat["usual"][uq],
+            cat_aff=ufeat["cat_aff"][uq, self._cat_codes[offer]],
+            mer_aff=ufeat["mer_aff"][uq, self._mer_codes[offer]],
+            mer_rate=ufeat["mer_rate"][self._mer_codes[offer]],
+            depth=depth,
+            sensitivity=ufeat["sensitivity"][uq],
+            activity=ufeat["activity"][uq],
+            log_attr=self._log_attr[store],
+        )
+
+    def _feature_matrix(
+        self,
+        dist: FloatArray,
+        *,
+        usual_m: FloatArray,
+        cat_aff: FloatArray,
+        mer_aff: FloatArray,
+        mer_rate: FloatArray,
+        depth: FloatArray,
+        sensitivity: FloatArray,
+        activity: FloatArray,
+        log_attr: FloatArray,
+    ) -> FloatArray:
+        """The feature transforms (see the module docstring), one row per pair, from raw per-pair values."""
+        X = np.empty((dist.shape[0], len(FEATURES)))
         X[:, 0] = 1.0
         X[:, 1] = self._decay(dist)
-        X[:, 2] = -np.log1p(dist / ufeat["usual"][uq])
-        X[:, 3] = np.log1p(ufeat["cat_aff"][uq, self._cat_codes[offer]])
-        X[:, 4] = np.log1p(ufeat["mer_aff"][uq, self._mer_codes[offer]])
-        X[:, 5] = ufeat["mer_rate"][self._mer_codes[offer]]
+        X[:, 2] = -np.log1p(dist / usual_m)
+        X[:, 3] = np.log1p(cat_aff)
+        X[:, 4] = np.log1p(mer_aff)
+        X[:, 5] = mer_rate
         X[:, 6] = depth
-        X[:, 7] = depth * ufeat["sensitivity"][uq]
-        X[:, 8] = np.log1p(ufeat["activity"][uq])
-        X[:, 9] = self._log_attr[store]
+        X[:, 7] = depth * sensitivity
+        X[:, 8] = np.log1p(activity)
+        X[:, 9] = log_attr
         return X
 
     # ------------------------------------------------------------ ranking
@@ -533,7 +558,7 @@ class OfferScorer:
         )
         saved = self.history
         self.history = hist
-        rows: list[FloatArray] = []
+        raw: list[tuple[float, ...]] = []  # per push: the raw values behind its features
         labels: list[bool] = []
         offer_row = {oid: i for i, oid in enumerate(self.offers.offer_id.tolist())}
         store_row = {sid: i for i, sid in enumerate(self._store_ids.tolist())}
@@ -547,26 +572,42 @@ class OfferScorer:
                             f"offer {e.offer_id!r}, store {e.store_id!r}, distance {e.distance_m!r}"
                         )
                     o = offer_row[e.offer_id]
-                    X = self._features(
-                        [e.user_id],
-                        np.zeros(1, dtype=np.int64),
-                        np.array([o]),
-                        np.array([e.distance_m]),
-                        np.array([store_row[e.store_id]]),
-                        e.ts,
-                        self._user_features([e.user_id], e.ts),
+                    u, t, m = e.user_id, e.ts, e.merchant_id
+                    raw.append(
+                        (
+                            e.distance_m,
+                            hist.usual_distance_m(u),
+                            hist.category_affinity(u, e.category, t),
+                            hist.merchant_affinity(u, m, t),
+                            _logit_scalar(hist.merchant_redemption_rate(m))
+                            - _logit_scalar(hist.global_redemption_rate()),
+                            float(self.offers.discount_depth[o]),
+                            hist.discount_sensitivity(u),
+                            hist.activity(u, t),
+                            float(self._log_attr[store_row[e.store_id]]),
+                        )
                     )
-                    rows.append(X[0])
                     times = redeem_times.get((e.user_id, e.offer_id), ())
                     labels.append(any(e.ts <= r <= e.ts + window_s for r in times))
                 hist.add(e)
         except BaseException:
             self.history = saved
             raise
-        if not rows:
+        if not raw:
             self.history = saved
             raise InvalidParameterError("fit found no push events to learn from")
-        X = np.vstack(rows)
+        cols = np.array(raw, dtype=np.float64).T
+        X = self._feature_matrix(
+            cols[0],
+            usual_m=cols[1],
+            cat_aff=cols[2],
+            mer_aff=cols[3],
+            mer_rate=cols[4],
+            depth=cols[5],
+            sensitivity=cols[6],
+            activity=cols[7],
+            log_attr=cols[8],
+        )
         y = np.asarray(labels, dtype=np.float64)
         self.weights_ = _logistic_newton(X, y, l2=l2, w0=self.weights_)
         self.n_fit_examples_ = int(y.shape[0])
@@ -603,6 +644,11 @@ class OfferScorer:
 
 #: Users ranked together in one block of rank_many (bounds the memory of the candidate pairs).
 _USER_CHUNK = 2048
+
+
+def _logit_scalar(p: float) -> float:
+    q = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(q / (1 - q))
 
 
 def _codes(values: np.ndarray) -> tuple[IntArray, list[Any]]:
