@@ -52,20 +52,7 @@ def split_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
     >>> g.geom_type, round(g.area, 6)
     ('MultiPolygon', 4.0)
     """
-    parts = list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
-    fixed = []
-    for part in parts:
-        ext = np.asarray(part.exterior.coords)
-        if np.any(np.abs(np.diff(ext[:, 0])) > 180.0):
-
-            def shift(ring: Any) -> FloatArray:
-                xy = np.asarray(ring.coords).copy()
-                xy[xy[:, 0] < 0.0, 0] += 360.0
-                return xy
-
-            part = Polygon(shift(part.exterior), [shift(r) for r in part.interiors])
-        fixed.append(part)
-    merged = fixed[0] if len(fixed) == 1 else MultiPolygon(fixed)
+    merged = _unwrap_antimeridian(geom)
     minx, _, maxx, _ = merged.bounds
     if minx >= -180.0 and maxx <= 180.0:
         return merged
@@ -77,6 +64,28 @@ def split_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
             pieces.append(affinity.translate(piece, xoff=offset))
     out = shapely.union_all([p for p in pieces if p.geom_type in ("Polygon", "MultiPolygon")])
     return out
+
+
+def _unwrap_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
+    """Shift negative longitudes of every ring that jumps more than 180 degrees by +360 (a continuous ring)."""
+    parts = list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
+    fixed = []
+    changed = False
+    for part in parts:
+        ext = np.asarray(part.exterior.coords)
+        if np.any(np.abs(np.diff(ext[:, 0])) > 180.0):
+
+            def shift(ring: Any) -> FloatArray:
+                xy = np.asarray(ring.coords).copy()
+                xy[xy[:, 0] < 0.0, 0] += 360.0
+                return xy
+
+            part = Polygon(shift(part.exterior), [shift(r) for r in part.interiors])
+            changed = True
+        fixed.append(part)
+    if not changed:
+        return geom
+    return fixed[0] if len(fixed) == 1 else MultiPolygon(fixed)
 
 
 def normalize_service_areas(areas: np.ndarray, ids: np.ndarray, *, repair: bool) -> tuple[np.ndarray, FloatArray]:
@@ -96,10 +105,12 @@ def normalize_service_areas(areas: np.ndarray, ids: np.ndarray, *, repair: bool)
     geoms = np.full(n, None, dtype=object)
     radius = np.full(n, np.nan)
     if areas.dtype.kind == "f":
-        bad = ~(areas >= 0) & ~np.isnan(areas)
+        bad = ~((areas >= 0) & np.isfinite(areas)) & ~np.isnan(areas)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InvalidGeometryError(f"service_area radius of store {ids[i]!r} is {areas[i]!r} m; it must be >= 0")
+            raise InvalidGeometryError(
+                f"service_area radius of store {ids[i]!r} is {float(areas[i])!r} m; it must be a finite number >= 0"
+            )
         radius[:] = areas
         return geoms, radius
     for i, value in enumerate(areas.tolist()):
@@ -123,6 +134,7 @@ def normalize_service_areas(areas: np.ndarray, ids: np.ndarray, *, repair: bool)
                 f"service_area of store {sid!r} has bounds {geom.bounds}: latitudes must be in [-90, 90]; "
                 "coordinates are (lon, lat) as in GeoJSON"
             )
+        geom = _unwrap_antimeridian(geom)  # validity is judged on the continuous ring
         if not geom.is_valid:
             if not repair:
                 raise InvalidGeometryError(

@@ -5,9 +5,11 @@ A saved index is a zip archive in numpy's ``.npz`` layout, read with
 
 ``header``
     UTF-8 JSON as a uint8 array: ``{"format": "o2o_geo.StoreIndex",
-    "version": 1, "n_stores": n, "columns": [{"name": ..., "kind": ...}]}``.
+    "version": 1, "n_stores": n, "id_kind": "int" or "str",
+    "columns": [{"name": ..., "kind": ...}]}``.
 ``store_id``, ``lat``, ``lon``
-    Store ids (int64, or text: see below), latitudes and longitudes (float64).
+    Store ids (int64 when ``id_kind`` is ``"int"``, else a text column),
+    latitudes and longitudes (float64).
 ``service_radius_m``
     float64, NaN where the store has no radius area.
 ``service_area``
@@ -145,7 +147,7 @@ def load_stores(path: str | os.PathLike[str]) -> StoreSet:
                 arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise IndexFormatError(f"{where!r} is not a readable o2o_geo index file ({type(exc).__name__}: {exc})") from exc
     if "header" not in arrays:
         raise IndexFormatError(f"{where!r} is a numpy archive but not an o2o_geo index (no header)")
@@ -177,7 +179,8 @@ def _from_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], where: s
     def text(member: str) -> list[str]:
         return _decode_text(arrays[member + ".utf8"], arrays[member + ".offsets"], n, member)
 
-    ids: Any = arrays["store_id"] if header.get("id_kind") == "int" else text("store_id")
+    id_kind = header.get("id_kind", "int" if "store_id" in arrays else "str")
+    ids: Any = arrays["store_id"] if id_kind == "int" else text("store_id")
     lat, lon, radius = arrays["lat"], arrays["lon"], arrays["service_radius_m"]
     for name, arr in (("store_id", np.asarray(ids)), ("lat", lat), ("lon", lon), ("service_radius_m", radius)):
         if arr.shape != (n,):

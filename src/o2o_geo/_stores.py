@@ -23,7 +23,11 @@ CORE_COLUMNS = ("store_id", "lat", "lon", "merchant_id", "category", "service_ar
 
 def _ids_to_array(ids: Any) -> np.ndarray:
     """Store ids as an object array of Python ``str`` or ``int``, checked."""
-    arr = np.asarray(ids)
+    if isinstance(ids, np.ndarray) or hasattr(ids, "to_numpy"):
+        arr = np.asarray(ids)
+    else:  # a plain sequence: keep every value's own type (numpy would coerce ["a", 1] to strings)
+        arr = np.empty(len(ids), dtype=object)
+        arr[:] = list(ids)
     if arr.ndim != 1:
         arr = np.asarray(list(ids), dtype=object)
     if arr.dtype.kind in "iu":
@@ -37,6 +41,14 @@ def _ids_to_array(ids: Any) -> np.ndarray:
                 f"store_id[{i}] = {v!r} is a {type(v).__name__}; a store id must be a str or an int"
             )
         out[i] = str(v) if isinstance(v, (str, np.str_)) else int(v)
+    kinds = {type(v) for v in out.tolist()}
+    if len(kinds) > 1:
+        first_str = next(i for i, v in enumerate(out.tolist()) if isinstance(v, str))
+        first_int = next(i for i, v in enumerate(out.tolist()) if isinstance(v, int))
+        raise InvalidRecordError(
+            f"store ids mix ints and strings (store_id[{first_int}] = {out[first_int]!r}, "
+            f"store_id[{first_str}] = {out[first_str]!r}); use one kind, e.g. all strings"
+        )
     return out
 
 
