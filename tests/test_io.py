@@ -602,11 +602,6 @@ def test_infinite_radius_saves_only_if_it_loads(tmp_path):
     np.testing.assert_array_equal(back.stores.service_radius_m, [np.inf, 10.0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: save casts every integer column with astype('int64'), so a uint64 value >= 2**63 is silently "
-    "saved as a negative number",
-)
 def test_uint64_column_is_not_silently_wrapped(tmp_path):
     big = np.array([2**63, 2**64 - 1, 5], dtype=np.uint64)
     index = og.StoreIndex(og.StoreSet.from_columns([1, 2, 3], [0.0] * 3, [0.0] * 3, code=big))
@@ -636,11 +631,6 @@ def test_mixed_int_and_str_ids_keep_their_types(tmp_path):
     assert back.stores.store_id.tolist() == [7, "a"] and 7 in back
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): int ids beyond int64 are accepted by StoreSet, but save raises a bare OverflowError "
-    "from np.asarray(..., dtype=int64) instead of IndexFormatError (or saving them)",
-)
 def test_int_id_beyond_int64(tmp_path):
     index = og.StoreIndex.from_records([{"store_id": 2**70, "lat": 0.0, "lon": 0.0}])
     assert index.nearest(0.0, 0.0, k=1).store_id.tolist() == [2**70]

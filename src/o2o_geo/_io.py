@@ -85,7 +85,10 @@ def save_stores(stores: StoreSet, path: str | os.PathLike[str]) -> None:
     ids = stores.store_id.tolist()
     id_kind = "int" if all(isinstance(v, int) for v in ids) else "str"
     if id_kind == "int":
-        arrays["store_id"] = np.asarray(ids, dtype=np.int64).reshape(n)
+        try:
+            arrays["store_id"] = np.asarray(ids, dtype=np.int64).reshape(n)
+        except OverflowError as exc:
+            raise IndexFormatError("store ids beyond the int64 range cannot be saved; use string ids") from exc
     else:
         arrays["store_id.utf8"], arrays["store_id.offsets"] = _encode_text([str(v) for v in ids])
     arrays["lat"] = stores.lat
@@ -100,6 +103,10 @@ def save_stores(stores: StoreSet, path: str | os.PathLike[str]) -> None:
         values = stores[name]
         kind = _column_kind(values)
         member = f"col.{name}"
+        if kind == "int64" and values.dtype.kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
+            raise IndexFormatError(
+                f"column {name!r} holds unsigned values >= 2**63, which format version 1 cannot store"
+            )
         if kind in ("float64", "int64", "bool"):
             arrays[member] = values.astype(kind)
         else:
