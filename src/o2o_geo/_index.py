@@ -548,7 +548,7 @@ class StoreIndex:
             if s - e <= prev_hi or (max_d is not None and abs(s - max_d) <= e):
                 return None
             if max_d is not None and s > max_d:
-                break
+                return None  # chord order may differ from geodesic order here: let the batch path decide
             prev_hi = s + e
             dist.append(s)
             errs.append(e)
