@@ -382,3 +382,86 @@ def test_results_to_dataframe(rng):
         "position",
         "distance_m",
     ]
+
+
+def test_scalar_max_distance_when_chord_order_differs_from_geodesic_order():
+    # At the equator a north-south chord curves less than an east-west one, so at ~95 km a store
+    # due north can be nearer by chord yet farther by geodesic than a store due east.
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    lon_e, lat_e, _ = geod.fwd(10.0, 0.0, 90.0, 95_000.0)
+    lon_n, lat_n, _ = geod.fwd(10.0, 0.0, 0.0, 95_000.005)
+    lon_a, lat_a, _ = geod.fwd(10.0, 0.0, 45.0, 1_000.0)
+    lon_f, lat_f, _ = geod.fwd(10.0, 0.0, 200.0, 200_000.0)
+    slat, slon = np.array([lat_a, lat_n, lat_e, lat_f]), np.array([lon_a, lon_n, lon_e, lon_f])
+    xyz = og.latlon_to_ecef_m(slat, slon)
+    q = og.latlon_to_ecef_m(0.0, 10.0)
+    chord = np.linalg.norm(xyz - q, axis=1)
+    assert chord[1] < chord[2]  # the scenario: chord order is the reverse of geodesic order
+    index = make_index(slat, slon)
+    max_d = 95_000.003
+    want_d, want_p = brute_nearest(slat, slon, 0.0, 10.0, 3, max_d)
+    assert want_p.tolist() == [0, 2, -1]
+    scalar = index.nearest(0.0, 10.0, k=3, max_distance_m=max_d)
+    batch = index.nearest(np.array([0.0, 0.0]), np.array([10.0, 10.0]), k=3, max_distance_m=max_d)
+    assert scalar.position.tolist() == [0, 2, -1]
+    assert batch.position.tolist() == [[0, 2, -1]] * 2
+
+
+def test_add_and_remove_reject_ids_of_the_wrong_kind():
+    index = og.StoreIndex.from_records([{"store_id": "a", "lat": 0.0, "lon": 0.0}])
+    with pytest.raises(og.errors.InvalidRecordError, match="strings"):
+        index.add([{"store_id": 7, "lat": 0.0, "lon": 0.1}])
+    ints = og.StoreIndex.from_records([{"store_id": 1, "lat": 0.0, "lon": 0.0}, {"store_id": 2, "lat": 0, "lon": 1}])
+    with pytest.raises(og.errors.InvalidRecordError, match="ints"):
+        ints.add([{"store_id": "b", "lat": 0.0, "lon": 0.1}])
+    for bad in (True, [2.0], [1, None], 2.5):
+        with pytest.raises(og.errors.InvalidRecordError):
+            ints.remove(bad)
+    assert len(index) == 1 and len(ints) == 2 and 1 in ints and 2 in ints
+
+
+def test_concurrent_adds_and_removes_never_duplicate_or_kill_the_wrong_store(rng):
+    import threading
+
+    slat, slon = random_stores(rng, 3000, "city")
+    index = og.StoreIndex(og.StoreSet.from_columns(np.arange(1000), slat[:1000], slon[:1000]), compact_fraction=0.01)
+    errors: list[Exception] = []
+    added: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def adder():
+        barrier.wait()
+        for sid in range(1000, 3000):
+            try:
+                index.add([{"store_id": sid, "lat": slat[sid], "lon": slon[sid]}])
+                added.append(sid)
+            except og.errors.DuplicateStoreError:
+                pass
+            except Exception as exc:
+                errors.append(exc)
+
+    def remover(ids):
+        barrier.wait()
+        try:
+            for sid in ids:
+                index.remove(int(sid))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=adder), threading.Thread(target=adder)]
+    threads += [
+        threading.Thread(target=remover, args=(range(0, 1000, 2),)),
+        threading.Thread(target=remover, args=(range(1, 600, 2),)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(added) == list(range(1000, 3000))  # each id added exactly once
+    keep = np.array([i for i in range(3000) if not (i < 1000 and (i % 2 == 0 or i < 600))])
+    assert sorted(index.stores.store_id.tolist()) == keep.tolist()
+    qlat, qlon = random_stores(rng, 40, "city")
+    assert_matches_brute(index, slat[keep], slon[keep], qlat, qlon, 3)

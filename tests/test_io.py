@@ -190,11 +190,6 @@ def test_empty_index_round_trips(tmp_path):
     assert back.serving([0.0], [0.0]).counts.tolist() == [0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): load always passes service_area= to from_columns, so an index saved without a "
-    "service_area column comes back with an extra all-None 'service_area' column (columns and table() differ)",
-)
 def test_round_trip_does_not_add_columns(tmp_path):
     index = og.StoreIndex(og.StoreSet.from_columns([1, 2], [0.0, 1.0], [0.0, 1.0], category=["a", "b"]))
     index.save(tmp_path / "c.o2oidx")
@@ -584,22 +579,21 @@ def test_save_failing_at_the_rename_is_atomic(tmp_path, monkeypatch):
 # -------------------------------------------------------------- what save writes, load reads
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a float service_area column takes a fast path that accepts an infinite radius, so the index "
-    "saves, but load rebuilds the radii as an object column whose check rejects inf: the file cannot be loaded",
-)
-def test_infinite_radius_saves_only_if_it_loads(tmp_path):
-    s = og.StoreSet.from_columns(["everywhere", "b"], [0.0, 1.0], [0.0, 1.0], service_area=np.array([np.inf, 10.0]))
-    index = og.StoreIndex(s)
-    assert index.serving(45.0, 90.0).store_id.tolist() == ["everywhere"]
-    path = tmp_path / "inf.o2oidx"
+def test_infinite_radius_is_rejected_before_anything_is_saved():
+    with pytest.raises(og.errors.InvalidGeometryError):
+        og.StoreSet.from_columns(["everywhere", "b"], [0.0, 1.0], [0.0, 1.0], service_area=np.array([np.inf, 10.0]))
+    with pytest.raises(og.errors.InvalidGeometryError):
+        og.StoreSet.from_records([{"store_id": "x", "lat": 0.0, "lon": 0.0, "service_area": float("inf")}])
+
+
+def test_saved_file_follows_the_umask(tmp_path):
+    old = os.umask(0o027)
     try:
-        index.save(path)
-    except IndexFormatError:
-        return  # refusing to save would be fine too
-    back = og.StoreIndex.load(path)
-    np.testing.assert_array_equal(back.stores.service_radius_m, [np.inf, 10.0])
+        path = tmp_path / "mode.o2oidx"
+        og.StoreIndex(og.StoreSet.from_columns([1], [0.0], [0.0])).save(path)
+    finally:
+        os.umask(old)
+    assert (os.stat(path).st_mode & 0o777) == 0o640
 
 
 def test_uint64_column_is_not_silently_wrapped(tmp_path):
@@ -613,22 +607,9 @@ def test_uint64_column_is_not_silently_wrapped(tmp_path):
     assert [int(v) for v in back.stores["code"].tolist()] == [2**63, 2**64 - 1, 5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a StoreSet may hold int and str ids together (from_records keeps them), but save writes every "
-    "id as text when any is a str, so int id 7 comes back as '7' and index.position_of(7) / 7 in index fail",
-)
-def test_mixed_int_and_str_ids_keep_their_types(tmp_path):
-    index = og.StoreIndex.from_records(
-        [{"store_id": 7, "lat": 0.0, "lon": 0.0}, {"store_id": "a", "lat": 1.0, "lon": 1.0}]
-    )
-    assert [type(v) for v in index.stores.store_id.tolist()] == [int, str]
-    try:
-        index.save(tmp_path / "m.o2oidx")
-    except IndexFormatError:
-        return
-    back = og.StoreIndex.load(tmp_path / "m.o2oidx")
-    assert back.stores.store_id.tolist() == [7, "a"] and 7 in back
+def test_mixed_int_and_str_ids_are_rejected_so_saved_ids_keep_their_type():
+    with pytest.raises(og.errors.InvalidRecordError, match="mix ints and strings"):
+        og.StoreIndex.from_records([{"store_id": 7, "lat": 0.0, "lon": 0.0}, {"store_id": "a", "lat": 1.0, "lon": 1.0}])
 
 
 def test_int_id_beyond_int64(tmp_path):

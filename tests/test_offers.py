@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ def test_discount_forms_and_validity():
     b = og.Offer("b", "m", spend_amount=80, off_amount=20)
     c = og.Offer("c", "m")
     assert (a.discount_depth, b.discount_depth, c.discount_depth) == (0.25, 0.25, 0.0)
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     o = og.Offer("d", "m", valid_from=start, valid_until=start.timestamp() + 3600)
     assert not o.is_valid_at(start.timestamp() - 1)
     assert o.is_valid_at(start) and o.is_valid_at(start.timestamp() + 3600)

@@ -481,18 +481,12 @@ def test_bool_and_float_ids_in_a_plain_list_are_rejected(bad):
         og.StoreSet.from_columns(["a", bad], [0.0, 0.0], [0.0, 0.0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: from_columns turns a plain list of mixed ids [7, 'a'] into ['7', 'a'] (np.asarray makes a "
-    "unicode array), while from_records keeps 7 an int; int ids must stay int",
-)
-def test_mixed_id_list_keeps_int_ids_int():
+def test_mixed_id_list_is_rejected_by_every_constructor():
     recs = [{"store_id": 7, "lat": 0.0, "lon": 0.0}, {"store_id": "a", "lat": 1.0, "lon": 1.0}]
-    from_records = og.StoreSet.from_records(recs)
-    assert [type(v) for v in from_records.store_id.tolist()] == [int, str]
-    from_columns = og.StoreSet.from_columns([7, "a"], [0.0, 1.0], [0.0, 1.0])
-    assert [type(v) for v in from_columns.store_id.tolist()] == [int, str]
-    assert from_columns.position_of(7).tolist() == [0]
+    with pytest.raises(og.errors.InvalidRecordError, match="mix ints and strings"):
+        og.StoreSet.from_records(recs)
+    with pytest.raises(og.errors.InvalidRecordError, match="mix ints and strings"):
+        og.StoreSet.from_columns([7, "a"], [0.0, 1.0], [0.0, 1.0])
 
 
 def test_mismatched_column_lengths():

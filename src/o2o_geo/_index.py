@@ -53,7 +53,7 @@ from ._results import Matches, Neighbors
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
 from ._validate import as_latlon, check_distance_m, check_k
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, InvalidRecordError, UnknownStoreError
 
 __all__ = ["StoreIndex"]
 
@@ -163,7 +163,7 @@ class StoreIndex:
         self._id_to_slot: dict[Any, int] = {sid: i for i, sid in enumerate(self._ids.tolist())}
         self._main = _segment(self._xyz, np.arange(n, dtype=np.int64))
         self._delta: _Segment | None = None
-        self._version = 0
+        self._version = getattr(self, "_version", -1) + 1  # monotonic: callers key caches on it
         self._caches: dict[Any, Any] = {}
 
     @classmethod
@@ -190,11 +190,12 @@ class StoreIndex:
 
     # ------------------------------------------------------------ live view
     def _cached(self, key: Any, build: Any) -> Any:
-        entry = self._caches.get(key)
-        if entry is None or entry[0] != self._version:
-            entry = (self._version, build())
-            self._caches[key] = entry
-        return entry[1]
+        with self._lock:  # a compaction must not swap the arrays under a build
+            entry = self._caches.get(key)
+            if entry is None or entry[0] != self._version:
+                entry = (self._version, build())
+                self._caches[key] = entry
+            return entry[1]
 
     def _physical(self) -> StoreSet:
         """Every slot (dead ones included) as one StoreSet."""
@@ -234,6 +235,8 @@ class StoreIndex:
         ------
         DuplicateStoreError
             An id is already in the index, or given twice.
+        InvalidRecordError
+            The ids are ints while the index holds strings, or the other way round.
         InvalidCoordinateError, InvalidRecordError, InvalidGeometryError
             A record is bad (nothing is added).
 
@@ -250,8 +253,9 @@ class StoreIndex:
             return
         from ._stores import _check_unique
 
-        _check_unique(new.store_id, self._id_to_slot)
-        with self._lock:
+        with self._lock:  # the duplicate check must see the same id map the update changes
+            self._check_id_kind(new.store_id)
+            _check_unique(new.store_id, self._id_to_slot)
             start = self._alive.shape[0]
             xyz = _ecef(new.lat, new.lon)
             self._chunks.append(new)
@@ -281,6 +285,8 @@ class StoreIndex:
         ------
         UnknownStoreError
             An id is not in the index (nothing is removed).
+        InvalidRecordError
+            An item is not a str or int id (e.g. a float or a bool).
 
         Examples
         --------
@@ -291,27 +297,48 @@ class StoreIndex:
         >>> index.nearest(0.0, 0.0009, k=1).store_id.tolist(), len(index)
         (['a'], 1)
         """
-        from .errors import UnknownStoreError
-
-        ids = [store_ids] if isinstance(store_ids, (str, int, np.integer)) else list(store_ids)
-        slots = []
-        seen = set()
+        if isinstance(store_ids, (str, int, np.integer)):
+            ids = [store_ids]
+        elif isinstance(store_ids, Iterable):
+            ids = list(store_ids)
+        else:
+            raise InvalidRecordError(f"store_ids must be an id or an iterable of ids; got {type(store_ids).__name__}")
+        keys = []
         for i, sid in enumerate(ids):
-            key = int(sid) if isinstance(sid, np.integer) else sid
-            slot = self._id_to_slot.get(key)
-            if slot is None:
-                raise UnknownStoreError(f"store_id {sid!r} (item {i}) is not in the index; nothing was removed")
-            if key not in seen:
-                seen.add(key)
-                slots.append(slot)
-        if not slots:
-            return
-        with self._lock:
+            if isinstance(sid, (bool, np.bool_)) or not isinstance(sid, (str, int, np.integer)):
+                raise InvalidRecordError(
+                    f"store_id {sid!r} (item {i}) is a {type(sid).__name__}; a store id is a str or an int"
+                )
+            keys.append(int(sid) if isinstance(sid, np.integer) else sid)
+        with self._lock:  # slots are looked up under the lock: compaction renumbers them
+            slots = []
+            seen = set()
+            for i, key in enumerate(keys):
+                slot = self._id_to_slot.get(key)
+                if slot is None:
+                    raise UnknownStoreError(f"store_id {key!r} (item {i}) is not in the index; nothing was removed")
+                if key not in seen:
+                    seen.add(key)
+                    slots.append(slot)
+            if not slots:
+                return
             self._alive[np.asarray(slots, dtype=np.int64)] = False
             self._n_dead += len(slots)
             for key in seen:
                 del self._id_to_slot[key]
             self._changed()
+
+    def _check_id_kind(self, new_ids: np.ndarray) -> None:
+        """Refuse ids of the other kind (int vs str) than the index already holds."""
+        if len(new_ids) == 0 or len(self._ids) == 0:
+            return
+        have_str = isinstance(self._ids[0], str)
+        new_str = isinstance(new_ids[0], str)
+        if have_str != new_str:
+            kind = "strings" if have_str else "ints"
+            raise InvalidRecordError(
+                f"the index holds {kind} as store ids; store_id {new_ids[0]!r} is not one (nothing was added)"
+            )
 
     def _changed(self) -> None:
         self._version += 1

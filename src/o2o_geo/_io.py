@@ -6,7 +6,9 @@ A saved index is a zip archive in numpy's ``.npz`` layout, read with
 ``header``
     UTF-8 JSON as a uint8 array: ``{"format": "o2o_geo.StoreIndex",
     "version": 1, "n_stores": n, "id_kind": "int" or "str",
-    "columns": [{"name": ..., "kind": ...}]}``.
+    "service_area": true or false, "columns": [{"name": ..., "kind": ...}]}``
+    (``service_area``: whether the store set had that column; assumed true
+    when absent).
 ``store_id``, ``lat``, ``lon``
     Store ids (int64 when ``id_kind`` is ``"int"``, else a text column),
     latitudes and longitudes (float64).
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from typing import Any
 
@@ -117,11 +119,20 @@ def save_stores(stores: StoreSet, path: str | os.PathLike[str]) -> None:
                 raise IndexFormatError(f"column {name!r} holds values that cannot be saved: {exc}") from exc
             arrays[member + ".utf8"], arrays[member + ".offsets"] = _encode_text(text)
         columns.append({"name": name, "kind": kind})
-    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "n_stores": n, "id_kind": id_kind, "columns": columns}
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "n_stores": n,
+        "id_kind": id_kind,
+        "service_area": "service_area" in stores.columns,
+        "columns": columns,
+    }
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     target = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".o2oidx-", dir=folder)
+    # Not mkstemp: its 0600 mode would outlive the rename; os.open applies the umask like open() does.
+    tmp = os.path.join(folder, f".o2oidx-{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
@@ -225,6 +236,8 @@ def _from_arrays(arrays: dict[str, np.ndarray], header: dict[str, Any], where: s
         else:
             raise IndexFormatError(f"{where!r}: column {name!r} has unknown kind {kind!r}")
     try:
-        return StoreSet.from_columns(ids, lat, lon, service_area=areas, **cols)
+        if header.get("service_area", True):
+            cols["service_area"] = areas
+        return StoreSet.from_columns(ids, lat, lon, **cols)
     except O2OGeoError as exc:
         raise IndexFormatError(f"{where!r} holds invalid stores: {exc}") from exc
