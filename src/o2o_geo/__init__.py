@@ -13,26 +13,36 @@ Examples
 """
 
 from . import errors, simulate
+from ._dispatch import Dispatcher, PushDecision
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._history import Event, UserHistory
 from ._index import StoreIndex
 from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
+from ._policy import Budget, PushPolicy
 from ._results import Matches, Neighbors
 from ._sample import sample_stores
 from ._scoring import OfferScorer, ScoredOffer
+from ._state import DispatchState, MemoryState, SQLiteState
 from ._stores import StoreSet
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
+    "DispatchState",
+    "Dispatcher",
     "Event",
     "FORMAT_VERSION",
     "Matches",
+    "MemoryState",
     "Neighbors",
     "Offer",
     "OfferScorer",
     "OfferSet",
+    "PushDecision",
+    "PushPolicy",
+    "SQLiteState",
     "ScoredOffer",
     "StoreIndex",
     "StoreSet",

@@ -22,7 +22,7 @@ __all__ = ["Event", "EventKind", "UserHistory", "to_epoch_s"]
 
 #: What happened: the engine pushed an offer, the user opened or clicked it,
 #: redeemed it in store, visited the store, or dismissed the push.
-EventKind = Literal["push", "open", "click", "redeem", "visit", "dismiss"]
+EventKind = Literal["push", "open", "click", "redeem", "visit", "dismiss", "failed"]
 _KINDS = frozenset(get_args(EventKind))
 SECONDS_PER_DAY = 86_400.0
 
@@ -68,8 +68,8 @@ class Event:
 
     Parameters
     ----------
-    kind : {"push", "open", "click", "redeem", "visit", "dismiss"}
-        What happened.
+    kind : {"push", "open", "click", "redeem", "visit", "dismiss", "failed"}
+        What happened (``failed``: a push could not be delivered).
     user_id : str or int
         Who.
     ts : float or datetime
@@ -84,6 +84,9 @@ class Event:
         user's discount sensitivity.
     distance_m : float, optional
         Distance from the user to the store when pushed or redeemed, metres.
+    event_id : str or int, optional
+        The caller's unique id of the event; :meth:`Dispatcher.record` stores
+        an event id once, so a redelivered event is not counted twice.
 
     Examples
     --------
@@ -104,6 +107,7 @@ class Event:
     amount: float | None = None
     discount_depth: float | None = None
     distance_m: float | None = None
+    event_id: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:

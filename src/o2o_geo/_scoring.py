@@ -28,6 +28,7 @@ The features of a (user, offer, store) candidate, ``d`` the WGS84 distance in me
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -384,6 +385,23 @@ class OfferScorer:
         valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
         return q[valid], offer[valid], pos[valid], dist[valid]
 
+    def _score_at(
+        self, user_id: Any, pos: IntArray, dist: FloatArray, t: float
+    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
+        """Every valid offer redeemable at the given stores (positions, distances), scored for one user.
+
+        Returns (offer, store position, distance, logit, features), one row per (offer, store).
+        """
+        if self._stores_version != (self.index._version, len(self.index.stores)):
+            self._prepare()
+        q = np.zeros(pos.shape[0], dtype=np.int64)
+        q, grp, pos, dist = _expand(q, pos, dist, self._store_offsets, self._store_groups)
+        q, offer, pos, dist = _expand(q, pos, dist, self._group_offsets, self._group_offers, key=grp)
+        valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
+        q, offer, pos, dist = q[valid], offer[valid], pos[valid], dist[valid]
+        X = self._features([user_id], q, offer, dist, pos, t, self._user_features([user_id], t))
+        return offer, pos, dist, X @ self.weights_, X
+
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         logit = X @ self.weights_
         return logit, 0.5 * (1.0 + np.tanh(0.5 * logit))
@@ -622,24 +640,16 @@ class OfferScorer:
             return e
         if e.merchant_id is not None and e.category is not None and e.discount_depth is not None:
             return e
-        return Event(
-            e.kind,
-            e.user_id,
-            e.ts,
-            offer_id=e.offer_id,
-            store_id=e.store_id,
+        return dataclasses.replace(
+            e,
             merchant_id=e.merchant_id if e.merchant_id is not None else self.offers.merchant_id[o],
             category=e.category if e.category is not None else self.offers.category[o],
-            push_id=e.push_id,
-            amount=e.amount,
             discount_depth=e.discount_depth if e.discount_depth is not None else float(self.offers.discount_depth[o]),
-            distance_m=e.distance_m,
         )
 
     def record(self, event: Event) -> None:
         """Add an outcome to the history (merchant, category and discount filled in from the offer)."""
-        offer_row = {oid: i for i, oid in enumerate(self.offers.offer_id.tolist())}
-        self.history.add(self._enrich(event, offer_row))
+        self.history.add(self._enrich(event, self.offers._lookup))
 
 
 #: Users ranked together in one block of rank_many (bounds the memory of the candidate pairs).

@@ -13,8 +13,10 @@ callers can catch either the library's type or the familiar one::
     ├── UnknownStoreError        (KeyError)     a store id the index does not hold
     ├── DuplicateOfferError      (ValueError)   an offer id given twice
     ├── UnknownOfferError        (KeyError)     an offer id the offer set does not hold
-    ├── InvalidGeometryError     (ValueError)   an invalid service-area polygon
-    └── IndexFormatError         (ValueError)   a saved index file that is corrupt or foreign
+    ├── UnknownPushError         (KeyError)     a push id the dispatcher never issued (or of another user)
+    ├── InvalidGeometryError     (ValueError)   an invalid service-area or geofence polygon
+    ├── IndexFormatError         (ValueError)   a saved index file that is corrupt or foreign
+    └── StateError               (RuntimeError) the dispatch state store failed (nothing was changed)
 
 Messages name the parameter, the bad value, where it was (row or store id)
 and, where there is one, the fix.
@@ -41,7 +43,9 @@ __all__ = [
     "InvalidRecordError",
     "O2OGeoError",
     "ShapeMismatchError",
+    "StateError",
     "UnknownOfferError",
+    "UnknownPushError",
     "UnknownStoreError",
 ]
 
@@ -94,3 +98,14 @@ class InvalidGeometryError(O2OGeoError, ValueError):
 
 class IndexFormatError(O2OGeoError, ValueError):
     """A file given to :meth:`StoreIndex.load` is corrupt, truncated or not an o2o_geo index."""
+
+
+class UnknownPushError(O2OGeoError, KeyError):
+    """A ``push_id`` that the dispatcher never issued, or issued to another user."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class StateError(O2OGeoError, RuntimeError):
+    """The dispatch state store failed (e.g. a database is locked or unreachable); the operation changed nothing."""

@@ -1,0 +1,328 @@
+"""PushPolicy: when the dispatcher may push, and how often.
+
+Times are epoch seconds (UTC); local times (quiet hours, days for the caps,
+opening hours) come from IANA time zones: the caller's, a store's ``tz``
+column, or an offline lookup of the position (timezonefinder, no network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import InvalidParameterError, InvalidRecordError
+
+__all__ = ["Budget", "PushPolicy"]
+
+TRIGGERS = ("enter", "dwell", "nearby")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A spending limit of an offer or a merchant.
+
+    Parameters
+    ----------
+    max_pushes : int, optional
+        Pushes (delivered to treated users) at most.
+    max_cost : float, optional
+        Money at most, in the merchant's currency.  A push reserves its offer's
+        cost (see :attr:`PushPolicy.offer_cost`) when it is made, so the budget
+        holds even if every pushed coupon is redeemed.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> og.Budget(max_pushes=1000, max_cost=5000.0)
+    Budget(max_pushes=1000, max_cost=5000.0)
+    """
+
+    max_pushes: int | None = None
+    max_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_pushes is not None and (not isinstance(self.max_pushes, int) or self.max_pushes < 0):
+            raise InvalidParameterError(f"Budget.max_pushes must be an int >= 0; got {self.max_pushes!r}")
+        if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and self.max_cost >= 0):
+            raise InvalidParameterError(f"Budget.max_cost must be a number >= 0; got {self.max_cost!r}")
+
+
+@dataclass(frozen=True)
+class PushPolicy:
+    """Triggers, caps, budgets, quiet and opening hours, holdout and attribution of a :class:`Dispatcher`.
+
+    Every count is per user unless its name says otherwise; every check and
+    its increment happen in one state transaction, so concurrent calls never
+    exceed a cap or a budget.
+
+    Parameters
+    ----------
+    triggers : tuple of {"enter", "dwell", "nearby"}, default ("enter", "dwell")
+        What may cause a push: entering a store's geofence, staying inside it
+        for ``dwell_s``, or being within ``nearby_radius_m`` of a store (no fence).
+    fence_radius_m : float, default 100
+        Circle geofence of a store without one of its own, metres.
+    fence_column : str, default "geofence"
+        Store column with a store's own fence: a radius in metres or a shapely
+        polygon (lon, lat degrees; must not cross the antimeridian).
+    dwell_s : float, default 300
+        Seconds inside a fence before ``dwell`` fires (once per stay).  A dwell
+        also records an inferred ``visit`` (so store visits are measured without a coupon scan).
+    exit_buffer_m : float, default 30
+        Hysteresis: a user leaves a fence only beyond this many metres outside it ...
+    exit_after_s : float, default 120
+        ... or after this many seconds outside the fence but within the buffer.
+    max_accuracy_m : float, default 100
+        Pings with a larger ``accuracy_m`` are ignored (no trigger, no state change).
+    nearby_radius_m : float, default 300
+        Radius of the ``nearby`` trigger, metres.
+    max_per_ping : int, default 1
+        Decisions per ping at most, best score first.
+    min_score : float, default 0
+        Offers scoring below this probability are not pushed.
+    max_per_day, max_per_week : int or None, default 3 and 10
+        Pushes per user per local calendar day / ISO week.
+    max_per_offer : int or None, default 1
+        Pushes of the same offer to the same user, ever.
+    max_per_merchant_per_day : int or None, default 1
+        Pushes of the same merchant's offers per user per local day.
+    min_gap_s : float, default 1800
+        Seconds between two pushes to a user.
+    dismiss_cooldown_s : float, default 86400
+        No push for this long after the user dismissed one.
+    quiet_hours : (int, int) or None, default (22, 8)
+        Local hours ``[start, end)`` without pushes (may wrap midnight).
+    closing_margin_min : float, default 30
+        Never push for a store that is closed or closes within this many minutes.
+    hours_column : str, default "opening_hours"
+        Store column of opening hours, ``"08:00-22:00"`` or several ranges
+        ``"07:00-11:00,17:00-23:30"``; overnight ranges wrap (``"18:00-02:00"``);
+        missing: always open.
+    tz_column : str, default "tz"
+        Store column of IANA time zones; missing: looked up from the position.
+    offer_budgets, merchant_budgets : mapping of id to Budget
+        Spending limits.
+    offer_cost : mapping of offer id to float
+        Money a push of the offer reserves from money budgets (default: the
+        offer's ``off_amount``, else 0).
+    store_daily_capacity : int or mapping of store id to int, optional
+        Pushes per store per local day at most (its redemption capacity).
+    holdout_fraction : float, default 0.1
+        Share of users (or of users per offer, with ``holdout_per_offer``) who
+        get decisions marked ``holdout=True`` that must not be delivered.
+    holdout_salt : str, default "o2o"
+        Salt of the holdout hash; change it to draw a new holdout group.
+    holdout_per_offer : bool, default False
+    attribution_window_s : float, default 7 days
+        A redeem or visit is attributed to the latest push of the same offer
+        (or, without an offer, of the same merchant) to the same user at most
+        this long before it.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> p = og.PushPolicy(triggers=("enter", "nearby"), max_per_day=2, quiet_hours=None)
+    >>> p.max_per_day, p.is_holdout("u1", "latte") in (True, False)
+    (2, True)
+    """
+
+    triggers: tuple[str, ...] = ("enter", "dwell")
+    fence_radius_m: float = 100.0
+    fence_column: str = "geofence"
+    dwell_s: float = 300.0
+    exit_buffer_m: float = 30.0
+    exit_after_s: float = 120.0
+    max_accuracy_m: float = 100.0
+    nearby_radius_m: float = 300.0
+    max_per_ping: int = 1
+    min_score: float = 0.0
+    max_per_day: int | None = 3
+    max_per_week: int | None = 10
+    max_per_offer: int | None = 1
+    max_per_merchant_per_day: int | None = 1
+    min_gap_s: float = 1800.0
+    dismiss_cooldown_s: float = 86_400.0
+    quiet_hours: tuple[int, int] | None = (22, 8)
+    closing_margin_min: float = 30.0
+    hours_column: str = "opening_hours"
+    tz_column: str = "tz"
+    offer_budgets: Mapping[Any, Budget] = field(default_factory=dict)
+    merchant_budgets: Mapping[Any, Budget] = field(default_factory=dict)
+    offer_cost: Mapping[Any, float] = field(default_factory=dict)
+    store_daily_capacity: int | Mapping[Any, int] | None = None
+    holdout_fraction: float = 0.1
+    holdout_salt: str = "o2o"
+    holdout_per_offer: bool = False
+    attribution_window_s: float = 7 * 86_400.0
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.triggers if t not in TRIGGERS]
+        if bad or not self.triggers:
+            raise InvalidParameterError(f"triggers must be a non-empty subset of {TRIGGERS}; got {self.triggers!r}")
+        for name in (
+            "fence_radius_m",
+            "dwell_s",
+            "exit_buffer_m",
+            "exit_after_s",
+            "max_accuracy_m",
+            "nearby_radius_m",
+            "min_gap_s",
+            "dismiss_cooldown_s",
+            "closing_margin_min",
+            "attribution_window_s",
+        ):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and math.isfinite(v)):
+                raise InvalidParameterError(f"PushPolicy.{name} must be a finite number >= 0; got {v!r}")
+        if self.fence_radius_m <= 0:
+            raise InvalidParameterError(f"PushPolicy.fence_radius_m must be > 0; got {self.fence_radius_m!r}")
+        for name in ("max_per_day", "max_per_week", "max_per_offer", "max_per_merchant_per_day"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise InvalidParameterError(f"PushPolicy.{name} must be an int >= 0 or None; got {v!r}")
+        if not isinstance(self.max_per_ping, int) or self.max_per_ping < 1:
+            raise InvalidParameterError(f"PushPolicy.max_per_ping must be an int >= 1; got {self.max_per_ping!r}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise InvalidParameterError(f"PushPolicy.min_score must be a probability; got {self.min_score!r}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise InvalidParameterError(f"PushPolicy.holdout_fraction must be in [0, 1); got {self.holdout_fraction!r}")
+        if self.quiet_hours is not None:
+            q = tuple(self.quiet_hours)
+            if len(q) != 2 or not all(isinstance(h, int) and 0 <= h <= 24 for h in q):
+                raise InvalidParameterError(f"PushPolicy.quiet_hours must be (start, end) hours 0..24; got {q!r}")
+        for name in ("offer_budgets", "merchant_budgets"):
+            for k, b in getattr(self, name).items():
+                if not isinstance(b, Budget):
+                    raise InvalidParameterError(f"PushPolicy.{name}[{k!r}] must be a Budget; got {b!r}")
+        for k, c in self.offer_cost.items():
+            if not (isinstance(c, (int, float)) and c >= 0 and math.isfinite(c)):
+                raise InvalidParameterError(f"PushPolicy.offer_cost[{k!r}] must be a number >= 0; got {c!r}")
+        cap = self.store_daily_capacity
+        caps = cap.values() if isinstance(cap, Mapping) else ([] if cap is None else [cap])
+        for c in caps:
+            if not isinstance(c, int) or c < 0:
+                raise InvalidParameterError(f"PushPolicy.store_daily_capacity values must be ints >= 0; got {c!r}")
+
+    def is_holdout(self, user_id: Any, offer_id: Any = None) -> bool:
+        """Whether the user (for this offer, with ``holdout_per_offer``) is held out.
+
+        A keyed hash of the user id and the salt: the same answer in every
+        process and after restarts.
+        """
+        if self.holdout_fraction <= 0.0:
+            return False
+        key = f"{self.holdout_salt}\x1f{type(user_id).__name__}:{user_id}"
+        if self.holdout_per_offer:
+            key += f"\x1f{type(offer_id).__name__}:{offer_id}"
+        h = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
+        return h / 2.0**64 < self.holdout_fraction
+
+    def is_quiet(self, local: datetime) -> bool:
+        """Whether a local time falls in the quiet hours."""
+        if self.quiet_hours is None:
+            return False
+        start, end = self.quiet_hours
+        h = local.hour + local.minute / 60.0
+        if start <= end:
+            return start <= h < end
+        return h >= start or h < end
+
+    def capacity_of(self, store_id: Any) -> int | None:
+        """The daily push capacity of a store (``None``: unlimited)."""
+        cap = self.store_daily_capacity
+        if isinstance(cap, Mapping):
+            return cap.get(store_id)
+        return cap
+
+
+_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_hours(text: Any, store_id: Any = None) -> tuple[tuple[int, int], ...] | None:
+    """Opening hours text -> ((start_min, length_min), ...); ``None`` when always open.
+
+    Examples
+    --------
+    >>> parse_hours("08:00-22:00")
+    ((480, 840),)
+    >>> parse_hours("18:00-02:00,07:00-09:30")
+    ((1080, 480), (420, 150))
+    >>> parse_hours(None) is None
+    True
+    """
+    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
+        return None
+    if not isinstance(text, str):
+        raise InvalidRecordError(f"store {store_id!r}: opening hours must be text like '08:00-22:00'; got {text!r}")
+    out = []
+    for part in text.split(","):
+        m = _RANGE.match(part)
+        if m is None:
+            raise InvalidRecordError(f"store {store_id!r}: cannot read opening hours {text!r} (want 'HH:MM-HH:MM')")
+        h1, m1, h2, m2 = (int(g) for g in m.groups())
+        if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+            raise InvalidRecordError(f"store {store_id!r}: opening hours {text!r} hold an impossible time")
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        length = (end - start) % 1440 or 1440
+        out.append((start % 1440, length))
+    return tuple(out)
+
+
+def open_for(hours: tuple[tuple[int, int], ...] | None, local: datetime, margin_min: float) -> bool:
+    """Whether a store is open at ``local`` and stays open at least ``margin_min`` more minutes.
+
+    Examples
+    --------
+    >>> from datetime import datetime
+    >>> h = parse_hours("08:00-22:00")
+    >>> open_for(h, datetime(2026, 1, 1, 21, 0), 30), open_for(h, datetime(2026, 1, 1, 21, 45), 30)
+    (True, False)
+    >>> open_for(parse_hours("18:00-02:00"), datetime(2026, 1, 1, 1, 0), 30)
+    True
+    """
+    if hours is None:
+        return True
+    now = local.hour * 60 + local.minute + local.second / 60.0
+    for start, length in hours:
+        if length >= 1440:
+            return True
+        elapsed = (now - start) % 1440
+        if elapsed < length - margin_min:
+            return True
+    return False
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """A cached :class:`zoneinfo.ZoneInfo`; unknown names raise InvalidParameterError."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidParameterError(f"unknown time zone {name!r}") from exc
+
+
+_TF: Any = None
+
+
+def tz_at(lat: float, lon: float) -> str:
+    """IANA time zone at a position, offline (timezonefinder); "UTC" at sea without a zone.
+
+    Examples
+    --------
+    >>> tz_at(31.2304, 121.4737), tz_at(51.5072, -0.1276)
+    ('Asia/Shanghai', 'Europe/London')
+    """
+    global _TF
+    if _TF is None:
+        from timezonefinder import TimezoneFinder
+
+        _TF = TimezoneFinder(in_memory=True)
+    name = _TF.timezone_at(lng=lon, lat=lat)
+    return name or "UTC"
