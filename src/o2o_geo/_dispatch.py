@@ -37,8 +37,16 @@ from typing import Any
 
 import numpy as np
 import shapely
+from scipy.spatial import cKDTree
 
-from ._geodesy import geodesic_inverse_m
+from ._geodesy import (
+    CHORD_SERIES_MAX_M,
+    _ecef,
+    _ecef_scalar,
+    _normal_norm,
+    chord_to_geodesic_scalar_m,
+    geodesic_inverse_m,
+)
 from ._history import Event, to_epoch_s
 from ._index import StoreIndex
 from ._offers import OfferSet
@@ -62,6 +70,12 @@ __all__ = ["Dispatcher", "PushDecision"]
 RECORD_KINDS = ("open", "click", "redeem", "visit", "dismiss", "failed")
 _PRIORITY = {"enter": 0, "dwell": 1, "nearby": 2}
 _Z95 = 1.959963984540054
+_E = np.empty(0, dtype=np.int64)
+_NO_HITS = (_E, _E, np.empty(0), np.empty(0, dtype=bool), np.empty(0, dtype=bool), np.empty(0, dtype=bool))
+
+
+def _one(*values: float) -> list[FloatArray]:
+    return [np.array([v], dtype=np.float64) for v in values]
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,12 @@ class _Geo:
             self.tz = [tz_at(float(a), float(b)) for a, b in zip(stores.lat.tolist(), stores.lon.tolist(), strict=True)]
         for name in set(self.tz):
             zone(name)
+        # the single-ping path: a tree over the live stores (tree index = position)
+        xyz = _ecef(stores.lat, stores.lon)
+        self._tree = cKDTree(xyz, leafsize=32) if n else None
+        self._xyz = xyz.tolist()
+        self._gn = _normal_norm(xyz).tolist()
+        self._lat, self._lon = stores.lat, stores.lon
         if policy.hours_column in stores.columns:
             self.hours = [
                 parse_hours(h, s) for h, s in zip(stores[policy.hours_column].tolist(), self.ids.tolist(), strict=True)
@@ -197,13 +217,59 @@ class _Geo:
         shapely.prepare(outer)
         return poly, outer
 
+    def hits_one(
+        self, lat: float, lon: float
+    ) -> tuple[IntArray, IntArray, FloatArray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`hits` for one ping, in plain floats (the same exact decisions)."""
+        if self.query_m <= 0.0 or self._tree is None:
+            return _NO_HITS
+        x, y, z, gn = _ecef_scalar(lat, lon)
+        cand = self._tree.query_ball_point((x, y, z), self.query_m + 1.0)
+        if not cand:
+            return _NO_HITS
+        cand.sort()
+        pos_l, dist_l = [], []
+        for p in cand:
+            sx, sy, sz = self._xyz[p]
+            c = math.sqrt((sx - x) ** 2 + (sy - y) ** 2 + (sz - z) ** 2)
+            if c > CHORD_SERIES_MAX_M:
+                d, e = float(geodesic_inverse_m(*_one(lat, lon, self._lat[p], self._lon[p]))[0]), 0.0
+            else:
+                d = chord_to_geodesic_scalar_m(c, sz - z, 0.5 * (gn + self._gn[p]))
+                e = 2e-8 + 1e-31 * c**5  # chord_error_bound_m, inlined
+            r_in, r_out = self.r_in[p], self.r_out[p]
+            if e and (
+                abs(d - r_in) <= e or abs(d - r_out) <= e or abs(d - self.nearby_m) <= e or abs(d - self.query_m) <= e
+            ):
+                d = float(geodesic_inverse_m(*_one(lat, lon, self._lat[p], self._lon[p]))[0])
+            if d <= self.query_m:
+                pos_l.append(p)
+                dist_l.append(d)
+        if not pos_l:
+            return _NO_HITS
+        pos = np.array(pos_l, dtype=np.int64)
+        dist = np.array(dist_l)
+        inner = dist <= self.r_in[pos]
+        outer = dist <= self.r_out[pos]
+        if self.polys:
+            self._polygon_hits(pos, np.full(pos.shape, lat), np.full(pos.shape, lon), inner, outer)
+        return np.zeros(pos.shape[0], dtype=np.int64), pos, dist, inner, outer, dist <= self.nearby_m
+
+    def _polygon_hits(
+        self, pos: IntArray, lat: FloatArray, lon: FloatArray, inner: np.ndarray, outer: np.ndarray
+    ) -> None:
+        """Overwrite ``inner``/``outer`` for pairs whose store has a polygon fence (lat/lon per pair)."""
+        for j in np.flatnonzero(np.isnan(self.r_in[pos])).tolist():
+            poly, out_poly = self.polys[int(pos[j])]
+            inner[j] = shapely.contains_xy(poly, lon[j], lat[j])
+            outer[j] = inner[j] or shapely.contains_xy(out_poly, lon[j], lat[j])
+
     def hits(
         self, index: StoreIndex, lat: FloatArray, lon: FloatArray
     ) -> tuple[IntArray, IntArray, FloatArray, np.ndarray, np.ndarray, np.ndarray]:
         """(ping, store position, distance m, in fence, in outer fence, in nearby radius) of every store in reach."""
         if self.query_m <= 0.0:
-            e = np.empty(0, dtype=np.int64)
-            return e, e, np.empty(0), np.empty(0, bool), np.empty(0, bool), np.empty(0, bool)
+            return _NO_HITS
         with index._lock:
             q, slot, dist, err = index._within_pairs(lat, lon, self.query_m)
             pos = index._slot_to_pos()[slot]
@@ -214,10 +280,7 @@ class _Geo:
         inner = dist <= r_in
         outer = dist <= r_out
         if self.polys:
-            for j in np.flatnonzero(np.isnan(r_in)).tolist():
-                poly, out_poly = self.polys[int(pos[j])]
-                inner[j] = shapely.contains_xy(poly, lon[q[j]], lat[q[j]])
-                outer[j] = inner[j] or shapely.contains_xy(out_poly, lon[q[j]], lat[q[j]])
+            self._polygon_hits(pos, lat[q], lon[q], inner, outer)
         nearby = dist <= self.nearby_m
         return q, pos, dist, inner, outer, nearby
 
@@ -386,7 +449,7 @@ class Dispatcher:
             self.stats["ignored_inaccurate"] += 1
             return []
         geo = self._geo()
-        q, pos, dist, inner, outer, nearby = geo.hits(self.index, lat_a, lon_a)
+        q, pos, dist, inner, outer, nearby = geo.hits_one(float(lat_a[0]), float(lon_a[0]))
         return self._process(
             geo, user_id, float(lat_a[0]), float(lon_a[0]), t, event_id, tz, pos, dist, inner, outer, nearby
         )
@@ -501,30 +564,32 @@ class Dispatcher:
             if t < old.get("last_ts", -math.inf):
                 self.stats["stale_pings"] += 1
                 return []
-            u = {**old, "in": {k: list(v) for k, v in old.get("in", {}).items()}, "last_ts": t}
-            fences: dict[str, list[Any]] = u["in"]
+            # fence state: [store_id, entered_ts, outside_since_ts or None, dwell_fired], one per fence the user is in
+            fences: list[list[Any]] = []
             triggers: dict[int, tuple[str, float]] = {}
-            for sid, (p, d) in inside.items():
-                k = _key(sid)
-                if k not in fences:
-                    fences[k] = [t, None, False]
-                    triggers[p] = ("enter", d)
-            for k, st in list(fences.items()):
-                sid = _unkey_id(k)
+            known = set()
+            for st in old.get("in", ()):
+                sid = st[0]
+                known.add(sid)
                 if sid in inside:
-                    st[1] = None
-                    if not st[2] and t - st[0] >= self.policy.dwell_s:
-                        st[2] = True
-                        p, d = inside[sid]
-                        triggers.setdefault(p, ("dwell", d))
+                    p, d = inside[sid]
+                    st = [sid, st[1], None, st[3]]
+                    if not st[3] and t - st[1] >= self.policy.dwell_s:
+                        st[3] = True
+                        triggers[p] = ("dwell", d)
                         visits.append(Event("visit", user_id, t, store_id=sid, merchant_id=geo.merchant[p]))
                 elif sid in buffer:
-                    if st[1] is None:
-                        st[1] = t
-                    elif t - st[1] >= self.policy.exit_after_s:
-                        del fences[k]
+                    if st[2] is not None and t - st[2] >= self.policy.exit_after_s:
+                        continue  # exit: outside the fence for long enough
+                    st = [sid, st[1], t if st[2] is None else st[2], st[3]]
                 else:
-                    del fences[k]
+                    continue  # exit: beyond the hysteresis buffer
+                fences.append(st)
+            for sid, (p, d) in inside.items():
+                if sid not in known:
+                    fences.append([sid, t, None, False])
+                    triggers[p] = ("enter", d)
+            u = {**old, "in": fences, "last_ts": t}
             if "nearby" in self.policy.triggers:
                 for p, d, f in zip(pos.tolist(), dist.tolist(), nearby.tolist(), strict=True):
                     if f and p not in triggers:
@@ -573,7 +638,8 @@ class Dispatcher:
         dist = np.array([triggers[p][1] for p in pos.tolist()])
         offer, spos, sdist, logit, X = self.scorer._score_at(user_id, pos, dist, t)
         score = 0.5 * (1.0 + np.tanh(0.5 * logit))
-        order = np.lexsort((offer, -score))
+        # best first; ties (to 1e-9 in the logit, below rounding noise of the batch and single paths) by offer, store
+        order = np.lexsort((spos, offer, -np.round(logit, 9)))
         out: list[PushDecision] = []
         for j in order.tolist():
             if score[j] < pol.min_score:
@@ -845,12 +911,6 @@ class Dispatcher:
 
 
 # ------------------------------------------------------------ input helpers
-def _unkey_id(k: str) -> Any:
-    import json
-
-    return json.loads(k)
-
-
 def _decision_from(d: Mapping[str, Any]) -> PushDecision:
     return PushDecision(**d)
 

@@ -150,6 +150,14 @@ def chord_to_geodesic_m(chord_m: FloatArray, dz_m: FloatArray, gnorm_mean: Float
     return poly
 
 
+def chord_to_geodesic_scalar_m(chord_m: float, dz_m: float, gnorm_mean: float) -> float:
+    """:func:`chord_to_geodesic_m` for one chord, in plain floats (the single-ping fast paths)."""
+    tz2 = dz_m * dz_m / (chord_m * chord_m) if chord_m > 0.0 else 0.0
+    kap = (_INV_A2 + tz2 * _D_INV2) / gnorm_mean
+    t = chord_m * chord_m * kap * kap
+    return chord_m * (1.0 + t * (1.0 / 24.0 + t * (3.0 / 640.0)))
+
+
 def chord_error_bound_m(chord_m: FloatArray | float) -> FloatArray | float:
     """Upper bound of ``|chord_to_geodesic_m - GeographicLib|`` for a chord length.
 

@@ -38,8 +38,6 @@ import shapely
 from scipy.spatial import cKDTree
 
 from ._geodesy import (
-    _D_INV2,
-    _INV_A2,
     CHORD_SERIES_MAX_M,
     CHORD_SLACK_M,
     _ecef,
@@ -47,6 +45,7 @@ from ._geodesy import (
     _normal_norm,
     chord_error_bound_m,
     chord_to_geodesic_m,
+    chord_to_geodesic_scalar_m,
     geodesic_inverse_m,
 )
 from ._results import Matches, Neighbors
@@ -566,11 +565,7 @@ class StoreIndex:
         for c, zi, gi in zip(chords, zs, gns, strict=False):
             if c > CHORD_SERIES_MAX_M:
                 return None
-            dz = zi - z
-            tz2 = dz * dz / (c * c) if c > 0.0 else 0.0
-            kap = (_INV_A2 + tz2 * _D_INV2) / (0.5 * (gn + gi))
-            t = c * c * kap * kap
-            s = c * (1.0 + t * (1.0 / 24.0 + t * (3.0 / 640.0)))
+            s = chord_to_geodesic_scalar_m(c, zi - z, 0.5 * (gn + gi))
             e = 2e-8 + 1e-31 * c**5  # chord_error_bound_m, inlined
             if s - e <= prev_hi or (max_d is not None and abs(s - max_d) <= e):
                 return None
@@ -812,7 +807,8 @@ class StoreIndex:
 
     def _ball(self, seg: _Segment, q_xyz: FloatArray, radius_m: float) -> tuple[IntArray, IntArray]:
         """(query, tree point) pairs with chord <= radius (+ 1 m: chords never exceed geodesics)."""
-        lists = seg.tree.query_ball_point(q_xyz, r=radius_m + 1.0, workers=self.workers, return_sorted=False)
+        workers = self.workers if q_xyz.shape[0] >= 1024 else 1  # threads cost more than they save on a few points
+        lists = seg.tree.query_ball_point(q_xyz, r=radius_m + 1.0, workers=workers, return_sorted=False)
         counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
         flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(counts.sum()))
         return np.repeat(np.arange(q_xyz.shape[0]), counts), flat

@@ -265,7 +265,7 @@ class OfferScorer:
         return -np.logaddexp(0.0, (x - 1.0) * 4.0)
 
     # ------------------------------------------------------------ features
-    def _user_features(self, user_ids: list[Any], t: float) -> dict[str, Any]:
+    def _user_features(self, user_ids: list[Any], t: float, merchant_rates: bool = True) -> dict[str, Any]:
         """Per-user features at time ``t`` and (user x category), (user x merchant) affinity matrices."""
         h = self.history
         n = len(user_ids)
@@ -294,7 +294,7 @@ class OfferScorer:
             "activity": act,
             "cat_aff": cat_aff,
             "mer_aff": mer_aff,
-            "mer_rate": self._merchant_rate_feature(),
+            "mer_rate": self._merchant_rate_feature() if merchant_rates else None,
         }
 
     def _merchant_rate_feature(self) -> FloatArray:
@@ -399,8 +399,19 @@ class OfferScorer:
         q, offer, pos, dist = _expand(q, pos, dist, self._group_offsets, self._group_offers, key=grp)
         valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
         q, offer, pos, dist = q[valid], offer[valid], pos[valid], dist[valid]
-        X = self._features([user_id], q, offer, dist, pos, t, self._user_features([user_id], t))
+        ufeat = self._user_features([user_id], t, merchant_rates=False)
+        ufeat["mer_rate"] = self._merchant_rates_for(np.unique(self._mer_codes[offer]))
+        X = self._features([user_id], q, offer, dist, pos, t, ufeat)
         return offer, pos, dist, X @ self.weights_, X
+
+    def _merchant_rates_for(self, codes: IntArray) -> FloatArray:
+        """The merchant-rate feature of some merchant codes only (zeros elsewhere): for one user's few candidates."""
+        h = self.history
+        out = np.zeros(len(self._mers))
+        g = _logit_scalar(h.global_redemption_rate())
+        for c in codes.tolist():
+            out[c] = _logit_scalar(h.merchant_redemption_rate(self._mers[c])) - g
+        return out
 
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         logit = X @ self.weights_

@@ -37,7 +37,7 @@ from ._stores import StoreSet
 from ._types import FloatArray, IntArray
 from .errors import InvalidParameterError
 
-__all__ = ["CITIES", "CATEGORIES", "PushLog", "World"]
+__all__ = ["CITIES", "CATEGORIES", "PingLog", "PushLog", "World"]
 
 #: Real city centres (lat, lon degrees) the synthetic stores are placed around.
 CITIES: dict[str, tuple[float, float]] = {
@@ -84,6 +84,30 @@ class PushLog:
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class PingLog:
+    """Location pings of simulated users, sorted by time (arrays of equal length).
+
+    ``user`` is the user number (the ``user_id`` to give the dispatcher),
+    ``store`` the row of the store the user is visiting (-1 when just moving
+    about), ``accuracy_m`` the fix's accuracy.
+    """
+
+    ts: FloatArray
+    user: IntArray
+    lat: FloatArray
+    lon: FloatArray
+    accuracy_m: FloatArray
+    store: IntArray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def columns(self) -> dict[str, Any]:
+        """The log as the columns :meth:`~o2o_geo.Dispatcher.on_locations` takes."""
+        return {"user_id": self.user, "lat": self.lat, "lon": self.lon, "ts": self.ts, "accuracy_m": self.accuracy_m}
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,6 +288,60 @@ class World:
         redeemed = rng.uniform(size=n) < p
         return PushLog(
             ts=ts, user=user, lat=lat, lon=lon, offer=offer, store=store, distance_m=dist, p_redeem=p, redeemed=redeemed
+        )
+
+    def pings(
+        self,
+        n_days: float = 1.0,
+        pings_per_user_per_day: float = 10.0,
+        visit_share: float = 0.3,
+        seed: int = 0,
+        roam_m: float = 2000.0,
+        pings_per_visit: int = 3,
+        visit_gap_s: float = 240.0,
+    ) -> PingLog:
+        """Simulate users moving about and visiting stores near home.
+
+        A share ``visit_share`` of the pings belong to store visits: bursts of
+        ``pings_per_visit`` pings ``visit_gap_s`` apart within about 15 m of a
+        store among the 20 nearest the user's home (so the default burst
+        enters a 100 m fence and then dwells for 8 minutes).  The rest are
+        single pings within about ``roam_m`` of home.  Pings start at 08:00 UTC of day 0.
+
+        Returns
+        -------
+        PingLog
+            Sorted by time.
+        """
+        rng = np.random.default_rng(seed)
+        n = int(rng.poisson(pings_per_user_per_day * n_days * self.n_users))
+        n_visits = int(n * visit_share) // max(pings_per_visit, 1)
+        n_roam = n - n_visits * pings_per_visit
+        span = n_days * 86_400.0
+        t0 = self.start_ts + 8 * 3600.0
+        # roaming pings
+        ru = rng.integers(0, self.n_users, n_roam)
+        rlat, rlon = _offset(self.home_lat[ru], self.home_lon[ru], rng, roam_m)
+        rts = t0 + rng.uniform(0.0, span, n_roam)
+        # visits: a store among the 20 nearest home, a burst of pings near it
+        vu = rng.integers(0, self.n_users, n_visits)
+        near = self.index.nearest(self.home_lat[vu], self.home_lon[vu], k=min(20, len(self.stores))).position
+        vs = near[np.arange(n_visits), rng.integers(0, near.shape[1], n_visits)]
+        vstart = t0 + rng.uniform(0.0, span, n_visits)
+        reps = pings_per_visit
+        vu_r, vs_r = np.repeat(vu, reps), np.repeat(vs, reps)
+        vts = np.repeat(vstart, reps) + np.tile(np.arange(reps) * visit_gap_s, n_visits)
+        vlat, vlon = _offset(self.stores.lat[vs_r], self.stores.lon[vs_r], rng, 15.0)
+        ts = np.concatenate([rts, vts])
+        order = np.argsort(ts, kind="stable")
+        acc = np.minimum(rng.gamma(2.0, 8.0, ts.shape[0]), 500.0)
+        return PingLog(
+            ts=ts[order],
+            user=np.concatenate([ru, vu_r])[order],
+            lat=np.concatenate([rlat, vlat])[order],
+            lon=np.concatenate([rlon, vlon])[order],
+            accuracy_m=acc,
+            store=np.concatenate([np.full(n_roam, -1), vs_r])[order],
         )
 
     def events(self, log: PushLog, seed: int = 0, max_delay_days: float = 3.0) -> list[Event]:
