@@ -39,3 +39,28 @@ def test_cli_usage_error_is_one_line_and_nonzero():
     res = subprocess.run([sys.executable, "-m", "o2o_geo", "nosuch"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "invalid choice" in res.stderr
+
+
+def test_demo_day_counts_agree_with_per_ping_replay():
+    from o2o_geo import simulate
+
+    out = subprocess.run(
+        [sys.executable, "-m", "o2o_geo", "demo"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    m = re.search(r"-> ([\d,]+) pushes \(\+([\d,]+) held-out", out)
+    assert m is not None and "uplift (95% CI)" in out
+    # the demo replays the log in one batch call; replay it here ping by ping
+    world = simulate.World.generate(seed=11, n_users=3000, n_stores=400, n_offers=60, n_merchants=20)
+    log = world.pings(n_days=1, pings_per_user_per_day=12, seed=12)
+    engine = og.Dispatcher(world.index, world.offers, policy=og.PushPolicy(holdout_fraction=0.2, max_per_day=2))
+    decisions = []
+    for i in range(len(log)):
+        decisions += engine.on_location(
+            int(log.user[i]),
+            float(log.lat[i]),
+            float(log.lon[i]),
+            float(log.ts[i]),
+            accuracy_m=float(log.accuracy_m[i]),
+        )
+    held = sum(d.holdout for d in decisions)
+    assert (int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))) == (len(decisions) - held, held)

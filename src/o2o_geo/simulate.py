@@ -344,6 +344,52 @@ class World:
             store=np.concatenate([np.full(n_roam, -1), vs_r])[order],
         )
 
+    def outcomes(
+        self, decisions: Any, seed: int = 0, open_rate: float = 0.5, organic_share: float = 0.3
+    ) -> list[Event]:
+        """What users do after the dispatcher's decisions, drawn from the ground truth.
+
+        A delivered (non-holdout) push is opened with probability
+        ``open_rate`` and redeemed with the ground-truth probability ``p``
+        (:meth:`true_logit` at the push's distance); every decided user, held
+        out or not, also visits the store on their own with probability
+        ``organic_share * p``.  So the true uplift of a push on "redeemed or
+        visited" is ``p - p * organic_share * p``, known per decision.
+
+        Parameters
+        ----------
+        decisions : iterable of PushDecision
+            From :meth:`~o2o_geo.Dispatcher.on_location` / ``on_locations`` (user ids are user numbers).
+        seed : int
+
+        Returns
+        -------
+        list of Event
+            Sorted by time, each naming its push (``push_id``) when the user was pushed.
+        """
+        rng = np.random.default_rng(seed)
+        out: list[Event] = []
+        rows = self.offers._lookup
+        for d in decisions:
+            o = rows[d.offer_id]
+            p = float(
+                1.0
+                / (1.0 + np.exp(-self.true_logit(np.array([d.user_id]), np.array([o]), np.array([d.distance_m]))[0]))
+            )
+            t = d.ts
+            if not d.holdout:
+                if rng.uniform() < open_rate:
+                    out.append(Event("open", d.user_id, t + rng.uniform(5.0, 600.0), push_id=d.push_id))
+                if rng.uniform() < p:
+                    amount = float(np.round(rng.gamma(4.0, 12.0), 2))
+                    out.append(
+                        Event("redeem", d.user_id, t + rng.uniform(600.0, 7200.0), push_id=d.push_id, amount=amount)
+                    )
+            if rng.uniform() < organic_share * p:
+                out.append(Event("visit", d.user_id, t + rng.uniform(600.0, 86_400.0), store_id=d.store_id))
+        out.sort(key=lambda e: e.ts)
+        return out
+
     def events(self, log: PushLog, seed: int = 0, max_delay_days: float = 3.0) -> list[Event]:
         """The log as :class:`~o2o_geo.Event` objects: each push, and each redemption a random delay after it.
 
