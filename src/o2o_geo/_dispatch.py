@@ -365,6 +365,16 @@ class Dispatcher:
                 + [self._history_event(e, e["kind"]) for e in self.state.events()]
             )
 
+    def close(self) -> None:
+        """Close the state backend's connections (the stored data stays)."""
+        self.state.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------ helpers
     def _geo(self) -> _Geo:
         g = self._geo_cache
@@ -376,6 +386,7 @@ class Dispatcher:
         return g
 
     def _history_event(self, rec: Mapping[str, Any], kind: str) -> Event:
+        o = self.offers._lookup.get(rec["offer_id"])
         return Event(
             kind,  # type: ignore[arg-type]
             rec["user_id"],
@@ -383,7 +394,9 @@ class Dispatcher:
             offer_id=rec["offer_id"],
             store_id=rec["store_id"],
             merchant_id=rec["merchant_id"],
+            category=None if o is None else self.offers.category[o],
             amount=rec.get("amount"),
+            discount_depth=None if o is None else float(self.offers.discount_depth[o]),
             distance_m=rec.get("distance_m"),
         )
 
@@ -594,15 +607,17 @@ class Dispatcher:
                 for p, d, f in zip(pos.tolist(), dist.tolist(), nearby.tolist(), strict=True):
                     if f and p not in triggers:
                         triggers[p] = ("nearby", d)
-            for v in visits:
-                self._record_tx(tx, v, inferred=True)
+            stored = [self._record_tx(tx, v, inferred=True)[0] for v in visits]
             wanted = {p: td for p, td in triggers.items() if td[0] in self.policy.triggers}
             if wanted:
                 decisions = self._decide(tx, geo, u, user_id, lat, lon, t, tz, wanted)
             tx.put_user(user_id, u)
             if event_id is not None:
                 tx.put_idem("p:" + _key(event_id), user_id, [d.to_dict() for d in decisions])
-        self._feed(visits + [self._history_event(d.to_dict(), "push") for d in decisions if not d.holdout])
+        self._feed(
+            [self._history_event(r, "visit") for r in stored if r is not None]
+            + [self._history_event(d.to_dict(), "push") for d in decisions if not d.holdout]
+        )
         self._deliver(decisions)
         return decisions
 
@@ -752,18 +767,18 @@ class Dispatcher:
         if event.store_id is not None and event.store_id not in self.index:
             raise UnknownStoreError(f"store_id {event.store_id!r} is not in the index; nothing stored")
         with self.state.transaction() as tx:
-            fresh, push_id = self._record_tx(tx, event, inferred=False)
-        if fresh:
-            self._feed([event])
+            rec, push_id = self._record_tx(tx, event, inferred=False)
+        if rec is not None:
+            self._feed([self._history_event(rec, rec["kind"])])
         return push_id
 
-    def _record_tx(self, tx: Transaction, e: Event, *, inferred: bool) -> tuple[bool, Any]:
-        """Store one event in a transaction; (stored now, attributed push id)."""
+    def _record_tx(self, tx: Transaction, e: Event, *, inferred: bool) -> tuple[dict[str, Any] | None, Any]:
+        """Store one event in a transaction; (the stored record or None for a duplicate, attributed push id)."""
         if e.event_id is not None:
             hit = tx.idem("e:" + _key(e.event_id))
             if hit is not None:
                 self.stats["duplicate_events"] += 1
-                return False, hit["push_id"]
+                return None, hit["push_id"]
         merchant = e.merchant_id
         if merchant is None and e.offer_id is not None:
             merchant = self.offers.merchant_id[self.offers._lookup[e.offer_id]]
@@ -796,6 +811,7 @@ class Dispatcher:
             "merchant_id": merchant if merchant is not None else (None if push is None else push["merchant_id"]),
             "push_id": push_id,
             "amount": e.amount,
+            "distance_m": e.distance_m if e.distance_m is not None else (None if push is None else push["distance_m"]),
             "inferred": inferred,
         }
         tx.add_event(rec)
@@ -804,7 +820,7 @@ class Dispatcher:
             tx.put_user(e.user_id, {**old, "dismiss_ts": max(old.get("dismiss_ts", -math.inf), e.ts)})
         if e.event_id is not None:
             tx.put_idem("e:" + _key(e.event_id), e.user_id, {"push_id": push_id})
-        return True, push_id
+        return rec, push_id
 
     def forget_user(self, user_id: Any) -> None:
         """Erase a user everywhere: fence state, caps, pushes, events, event ids and scorer history.

@@ -8,7 +8,7 @@ conformance test suite runs against each.
 Records are plain dicts.  A push: ``push_id, user_id, offer_id, store_id,
 merchant_id, ts, holdout, score, distance_m, trigger``.  An event:
 ``event_id, user_id, kind, ts, offer_id, store_id, merchant_id, push_id,
-amount, inferred``.  Ids keep their type (str or int) in every backend.
+amount, distance_m, inferred``.  Ids keep their type (str or int) in every backend.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["DispatchState", "MemoryState", "SQLiteState"]
 PUSH_FIELDS = ("push_id", "user_id", "offer_id", "store_id", "merchant_id", "ts", "holdout", "score", "distance_m",
                "trigger")  # fmt: skip
 EVENT_FIELDS = ("event_id", "user_id", "kind", "ts", "offer_id", "store_id", "merchant_id", "push_id", "amount",
-                "inferred")  # fmt: skip
+                "distance_m", "inferred")  # fmt: skip
 
 
 class Transaction(ABC):
@@ -255,7 +255,7 @@ CREATE INDEX IF NOT EXISTS pushes_uid_ts ON pushes (uid, ts);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, uid TEXT NOT NULL, kind TEXT NOT NULL,
     ts REAL NOT NULL, offer_id TEXT, store_id TEXT, merchant_id TEXT, push_id TEXT, amount REAL,
-    inferred INTEGER NOT NULL);
+    distance_m REAL, inferred INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS events_uid ON events (uid);
 """
 
@@ -365,7 +365,7 @@ class SQLiteState(DispatchState):
     def events(self) -> list[dict[str, Any]]:
         """Every event record, in the order stored."""
         rows = self._conn().execute(
-            "SELECT event_id, uid, kind, ts, offer_id, store_id, merchant_id, push_id, amount, inferred "
+            "SELECT event_id, uid, kind, ts, offer_id, store_id, merchant_id, push_id, amount, distance_m, inferred "
             "FROM events ORDER BY seq"
         )
         return [_event_row(r) for r in rows]
@@ -419,7 +419,8 @@ def _event_row(r: tuple[Any, ...]) -> dict[str, Any]:
         "merchant_id": _unkey(r[6]),
         "push_id": _unkey(r[7]),
         "amount": r[8],
-        "inferred": bool(r[9]),
+        "distance_m": r[9],
+        "inferred": bool(r[10]),
     }
 
 
@@ -494,7 +495,7 @@ class _SQLiteTx(Transaction):
     def add_event(self, rec: dict[str, Any]) -> None:
         self.c.execute(
             "INSERT INTO events (event_id, uid, kind, ts, offer_id, store_id, merchant_id, push_id, amount,"
-            " inferred) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " distance_m, inferred) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 None if rec["event_id"] is None else _key(rec["event_id"]),
                 _key(rec["user_id"]),
@@ -505,6 +506,7 @@ class _SQLiteTx(Transaction):
                 _key(rec["merchant_id"]),
                 _key(rec["push_id"]),
                 rec["amount"],
+                rec["distance_m"],
                 int(rec["inferred"]),
             ),
         )
