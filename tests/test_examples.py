@@ -29,3 +29,16 @@ def test_quickstart_output_is_right():
     lines = res.stdout.splitlines()
     assert lines[0].startswith("['tea-7' 'plaza-2']")
     assert lines[-1] == "reloaded: ['new-1' 'tea-7']"
+
+
+def test_readme_python_blocks_run(tmp_path):
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for i, code in enumerate(blocks):
+        script = tmp_path / f"block{i}.py"
+        script.write_text(code, encoding="utf-8")
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert res.returncode == 0, f"README block {i} failed:\n{res.stderr}"
