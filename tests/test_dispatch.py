@@ -197,8 +197,11 @@ def test_one_decision_per_ping_best_score_first(engine_factory):
     d2 = two.on_location("u", *mid, T0)
     assert len(d1) == 1 and len(d2) == 2
     assert d2[0].score >= d2[1].score and d1[0].offer_id == d2[0].offer_id
-    ranked = one.scorer.rank("u", *mid, now=T0, k=2)
-    assert d2[0].offer_id == ranked[0].offer_id
+    ranked = og.OfferScorer(idx, make_offers()).rank("u", *mid, now=T0, k=2)  # the history before any push
+    assert [(x.offer_id, x.store_id) for x in d2] == [(r.offer_id, r.store_id) for r in ranked]
+    for x, r in zip(d2, ranked, strict=True):  # the dispatcher scores exactly like the scorer's rank()
+        assert x.score == pytest.approx(r.score, rel=1e-12) and x.distance_m == pytest.approx(r.distance_m, abs=1e-6)
+        assert x.explanation == pytest.approx(r.explain(), rel=1e-12, abs=1e-12)
 
 
 def test_polygon_fences_and_bad_fences(engine_factory):

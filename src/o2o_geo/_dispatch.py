@@ -190,6 +190,8 @@ class _Geo:
         self._xyz = xyz.tolist()
         self._gn = _normal_norm(xyz).tolist()
         self._lat, self._lon = stores.lat, stores.lon
+        self._r_in_l, self._r_out_l = self.r_in.tolist(), self.r_out.tolist()
+        self._lat_l, self._lon_l = stores.lat.tolist(), stores.lon.tolist()
         if policy.hours_column in stores.columns:
             self.hours = [
                 parse_hours(h, s) for h, s in zip(stores[policy.hours_column].tolist(), self.ids.tolist(), strict=True)
@@ -229,20 +231,21 @@ class _Geo:
             return _NO_HITS
         cand.sort()
         pos_l, dist_l = [], []
+        xyz, gns, r_in_l, r_out_l = self._xyz, self._gn, self._r_in_l, self._r_out_l
+        near_m, query_m = self.nearby_m, self.query_m
         for p in cand:
-            sx, sy, sz = self._xyz[p]
-            c = math.sqrt((sx - x) ** 2 + (sy - y) ** 2 + (sz - z) ** 2)
+            sx, sy, sz = xyz[p]
+            dx, dy, dz = sx - x, sy - y, sz - z
+            c = math.sqrt(dx * dx + dy * dy + dz * dz)
             if c > CHORD_SERIES_MAX_M:
-                d, e = float(geodesic_inverse_m(*_one(lat, lon, self._lat[p], self._lon[p]))[0]), 0.0
+                d = self._exact(lat, lon, p)
             else:
-                d = chord_to_geodesic_scalar_m(c, sz - z, 0.5 * (gn + self._gn[p]))
+                d = chord_to_geodesic_scalar_m(c, dz, 0.5 * (gn + gns[p]))
                 e = 2e-8 + 1e-31 * c**5  # chord_error_bound_m, inlined
-            r_in, r_out = self.r_in[p], self.r_out[p]
-            if e and (
-                abs(d - r_in) <= e or abs(d - r_out) <= e or abs(d - self.nearby_m) <= e or abs(d - self.query_m) <= e
-            ):
-                d = float(geodesic_inverse_m(*_one(lat, lon, self._lat[p], self._lon[p]))[0])
-            if d <= self.query_m:
+                r_in, r_out = r_in_l[p], r_out_l[p]
+                if abs(d - r_in) <= e or abs(d - r_out) <= e or abs(d - near_m) <= e or abs(d - query_m) <= e:
+                    d = self._exact(lat, lon, p)
+            if d <= query_m:
                 pos_l.append(p)
                 dist_l.append(d)
         if not pos_l:
@@ -254,6 +257,10 @@ class _Geo:
         if self.polys:
             self._polygon_hits(pos, np.full(pos.shape, lat), np.full(pos.shape, lon), inner, outer)
         return np.zeros(pos.shape[0], dtype=np.int64), pos, dist, inner, outer, dist <= self.nearby_m
+
+    def _exact(self, lat: float, lon: float, p: int) -> float:
+        """GeographicLib's distance from a point to store position ``p``."""
+        return float(geodesic_inverse_m(*_one(lat, lon, self._lat_l[p], self._lon_l[p]))[0])
 
     def _polygon_hits(
         self, pos: IntArray, lat: FloatArray, lon: FloatArray, inner: np.ndarray, outer: np.ndarray
@@ -685,7 +692,8 @@ class Dispatcher:
                         keys.append((prefix + "|n", b.max_pushes, 1.0))
                         keys.append((prefix + "|c", b.max_cost, cost))
                 keys.append((f"sc|{_key(sid)}|{store_local.date().isoformat()}", pol.capacity_of(sid), 1.0))
-            if any(lim is not None and tx.counter(k) + inc > lim + 1e-9 for k, lim, inc in keys):
+            keys = [kk for kk in keys if kk[1] is not None]  # only configured limits are counted
+            if any(tx.counter(k) + inc > lim + 1e-9 for k, lim, inc in keys):  # type: ignore[operator]
                 stats["capped"] += 1
                 continue
             for k, _, inc in keys:

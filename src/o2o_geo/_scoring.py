@@ -255,6 +255,17 @@ class OfferScorer:
         self._store_ids = stores.store_id
         self._cat_codes, self._cats = _codes(self.offers.category)
         self._mer_codes, self._mers = _codes(self.offers.merchant_id)
+        self._cat_col = {c: i for i, c in enumerate(self._cats)}
+        self._mer_col = {m: i for i, m in enumerate(self._mers)}
+        # store position -> the offers redeemable there (the dispatcher's per-ping lookups)
+        so, sg = self._store_offsets, self._store_groups
+        go, gof = self._group_offsets, self._group_offers
+        self._store_offer_lists = [
+            np.concatenate([gof[go[g] : go[g + 1]] for g in sg[so[p] : so[p + 1]]])
+            if so[p + 1] > so[p]
+            else np.empty(0, dtype=np.int64)
+            for p in range(len(stores))
+        ]
 
     def _decay(self, d: FloatArray) -> FloatArray:
         x = np.maximum(d, 10.0) / self.distance_scale_m
@@ -265,7 +276,7 @@ class OfferScorer:
         return -np.logaddexp(0.0, (x - 1.0) * 4.0)
 
     # ------------------------------------------------------------ features
-    def _user_features(self, user_ids: list[Any], t: float, merchant_rates: bool = True) -> dict[str, Any]:
+    def _user_features(self, user_ids: list[Any], t: float) -> dict[str, Any]:
         """Per-user features at time ``t`` and (user x category), (user x merchant) affinity matrices."""
         h = self.history
         n = len(user_ids)
@@ -274,8 +285,7 @@ class OfferScorer:
         act = np.empty(n)
         cat_aff = np.zeros((n, len(self._cats)))
         mer_aff = np.zeros((n, len(self._mers)))
-        cat_col = {c: i for i, c in enumerate(self._cats)}
-        mer_col = {m: i for i, m in enumerate(self._mers)}
+        cat_col, mer_col = self._cat_col, self._mer_col
         for i, u in enumerate(user_ids):
             usual[i] = h.usual_distance_m(u)
             sens[i] = h.discount_sensitivity(u)
@@ -294,7 +304,7 @@ class OfferScorer:
             "activity": act,
             "cat_aff": cat_aff,
             "mer_aff": mer_aff,
-            "mer_rate": self._merchant_rate_feature() if merchant_rates else None,
+            "mer_rate": self._merchant_rate_feature(),
         }
 
     def _merchant_rate_feature(self) -> FloatArray:
@@ -390,28 +400,46 @@ class OfferScorer:
     ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
         """Every valid offer redeemable at the given stores (positions, distances), scored for one user.
 
-        Returns (offer, store position, distance, logit, features), one row per (offer, store).
+        The single-user path of the dispatcher: the same features as :meth:`rank`,
+        with the per-user values looked up only for the candidates.  Returns
+        (offer, store position, distance, logit, features), one row per (offer, store).
         """
         if self._stores_version != (self.index._version, len(self.index.stores)):
             self._prepare()
-        q = np.zeros(pos.shape[0], dtype=np.int64)
-        q, grp, pos, dist = _expand(q, pos, dist, self._store_offsets, self._store_groups)
-        q, offer, pos, dist = _expand(q, pos, dist, self._group_offsets, self._group_offers, key=grp)
-        valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
-        q, offer, pos, dist = q[valid], offer[valid], pos[valid], dist[valid]
-        ufeat = self._user_features([user_id], t, merchant_rates=False)
-        ufeat["mer_rate"] = self._merchant_rates_for(np.unique(self._mer_codes[offer]))
-        X = self._features([user_id], q, offer, dist, pos, t, ufeat)
-        return offer, pos, dist, X @ self.weights_, X
-
-    def _merchant_rates_for(self, codes: IntArray) -> FloatArray:
-        """The merchant-rate feature of some merchant codes only (zeros elsewhere): for one user's few candidates."""
+        lists = self._store_offer_lists
+        parts = [lists[p] for p in pos.tolist()]
+        counts = [len(x) for x in parts]
+        if not parts or not sum(counts):
+            e = np.empty(0, dtype=np.int64)
+            return e, e, np.empty(0), np.empty(0), np.empty((0, len(FEATURES)))
+        offer = np.concatenate(parts)
+        pos = np.repeat(pos, counts)
+        dist = np.repeat(dist, counts)
+        o = self.offers
+        valid = (o.valid_from_s[offer] <= t) & (t <= o.valid_until_s[offer]) & (dist <= o.max_distance_m[offer])
+        if not valid.all():
+            offer, pos, dist = offer[valid], pos[valid], dist[valid]
         h = self.history
-        out = np.zeros(len(self._mers))
+        cats = dict(h.category_sums(user_id, t))
+        mers = dict(h.merchant_sums(user_id, t))
         g = _logit_scalar(h.global_redemption_rate())
-        for c in codes.tolist():
-            out[c] = _logit_scalar(h.merchant_redemption_rate(self._mers[c])) - g
-        return out
+        rates = {}
+        for m in set(o.merchant_id[offer].tolist()):
+            rates[m] = _logit_scalar(h.merchant_redemption_rate(m)) - g
+        mer_ids = o.merchant_id[offer].tolist()
+        n = offer.shape[0]
+        X = self._feature_matrix(
+            dist,
+            usual_m=np.full(n, h.usual_distance_m(user_id)),
+            cat_aff=np.array([cats.get(c, 0.0) for c in o.category[offer].tolist()]),
+            mer_aff=np.array([mers.get(m, 0.0) for m in mer_ids]),
+            mer_rate=np.array([rates[m] for m in mer_ids]),
+            depth=o.discount_depth[offer],
+            sensitivity=np.full(n, h.discount_sensitivity(user_id)),
+            activity=np.full(n, h.activity(user_id, t)),
+            log_attr=self._log_attr[pos],
+        )
+        return offer, pos, dist, X @ self.weights_, X
 
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         logit = X @ self.weights_
