@@ -84,7 +84,20 @@ class Transaction(ABC):
 
 
 class DispatchState(ABC):
-    """Base class of the dispatcher's state backends."""
+    """Base class of the dispatcher's state backends.
+
+    A backend implements :meth:`transaction` (yielding a :class:`Transaction`:
+    user state, counters, event ids, pushes, events; all-or-nothing),
+    :meth:`read_user`, :meth:`pushes`, :meth:`events` and :meth:`forget_user`,
+    and passes the dispatcher's conformance tests (``tests/test_dispatch.py``
+    runs every test on each backend).
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> isinstance(og.MemoryState(), og.DispatchState)
+    True
+    """
 
     @abstractmethod
     def transaction(self) -> Any:
