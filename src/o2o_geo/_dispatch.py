@@ -99,6 +99,18 @@ class PushDecision:
         Epoch seconds of the ping.
     explanation : mapping of str to float
         Each feature's term of the score's logit (see :meth:`ScoredOffer.explain`).
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> engine = og.Dispatcher(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+    ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+    >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+    >>> d.push_id, d.store_id, d.trigger, round(d.distance_m), d.holdout
+    ('p1', 'lucky-09', 'enter', 2, False)
+    >>> import math; abs(sum(d.explain().values()) - math.log(d.score / (1 - d.score))) < 1e-9
+    True
     """
 
     push_id: str
