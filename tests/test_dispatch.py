@@ -24,7 +24,7 @@ from o2o_geo.errors import (
 
 GEOD = Geod(ellps="WGS84")
 CENTRE = (31.2304, 121.4737)
-T0 = 1767258000.0  # 2026-01-01 09:00 Asia/Shanghai
+T0 = 1767258000.0  # 2026-01-01 17:00 Asia/Shanghai (09:00 UTC)
 OPEN = {
     "quiet_hours": None,
     "holdout_fraction": 0.0,

@@ -335,7 +335,7 @@ class Dispatcher:
     >>> engine = og.Dispatcher(index, offers, policy=og.PushPolicy(quiet_hours=None, holdout_fraction=0.0))
     >>> store = index.stores.position_of("lucky-09")[0]
     >>> lat, lon = float(index.stores.lat[store]), float(index.stores.lon[store])
-    >>> t0 = 1767258000  # 2026-01-01 09:00 in Shanghai
+    >>> t0 = 1767229200  # 2026-01-01 09:00 in Shanghai
     >>> engine.on_location("u1", lat + 0.01, lon, t0)        # 1.1 km away: nothing
     []
     >>> [(d.offer_id, d.store_id, d.trigger) for d in engine.on_location("u1", lat, lon, t0 + 60)]

@@ -328,12 +328,20 @@ class UserHistory:
     def category_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
         """Every (category, affinity at ``now``) of the user (``now`` in epoch seconds)."""
         st = self._users.get(user_id)
-        return [] if st is None else [(c, d.at(now, self._h)) for c, d in st.category.items()]
+        if st is None:
+            return []
+        with self._lock:  # another thread may be adding an event to this user
+            items = list(st.category.items())
+        return [(c, d.at(now, self._h)) for c, d in items]
 
     def merchant_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
         """Every (merchant, affinity at ``now``) of the user (``now`` in epoch seconds)."""
         st = self._users.get(user_id)
-        return [] if st is None else [(m, d.at(now, self._h)) for m, d in st.merchant.items()]
+        if st is None:
+            return []
+        with self._lock:
+            items = list(st.merchant.items())
+        return [(m, d.at(now, self._h)) for m, d in items]
 
     def activity(self, user_id: Any, now: Any) -> float:
         """Recency-weighted count of the user's redemptions and visits at ``now``."""

@@ -333,7 +333,8 @@ class SQLiteState(DispatchState):
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+            # one connection per thread; check_same_thread=False only so that close() may close them all
+            c = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute(f"PRAGMA synchronous={self.synchronous}")
             self._local.conn = c
