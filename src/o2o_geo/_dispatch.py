@@ -668,6 +668,9 @@ class Dispatcher:
         day = local.date().isoformat()
         iso = local.isocalendar()
         day_key, week_key = f"u|{uk}|d|{day}", f"u|{uk}|w|{iso.year}-{iso.week}"
+        if _full(tx, day_key, pol.max_per_day) or _full(tx, week_key, pol.max_per_week):
+            stats["user_cap"] += 1
+            return []
         pos = np.fromiter(triggers, dtype=np.int64, count=len(triggers))
         dist = np.array([triggers[p][1] for p in pos.tolist()])
         offer, spos, sdist, logit, X = self.scorer._score_at(user_id, pos, dist, t)
@@ -675,6 +678,7 @@ class Dispatcher:
         # best first; ties (to 1e-9 in the logit, below rounding noise of the batch and single paths) by offer, store
         order = np.lexsort((spos, offer, -np.round(logit, 9)))
         out: list[PushDecision] = []
+        store_times: dict[int, datetime] = {}
         for j in order.tolist():
             if score[j] < pol.min_score:
                 break
@@ -683,7 +687,9 @@ class Dispatcher:
                 break
             o, p = int(offer[j]), int(spos[j])
             oid, mid, sid = self.offers.offer_id[o], self.offers.merchant_id[o], geo.ids[p]
-            store_local = datetime.fromtimestamp(t, zone(geo.tz[p]))
+            store_local = store_times.get(p)
+            if store_local is None:
+                store_local = store_times[p] = datetime.fromtimestamp(t, zone(geo.tz[p]))
             if not open_for(geo.hours[p], store_local, pol.closing_margin_min):
                 stats["store_closed"] += 1
                 continue

@@ -274,7 +274,11 @@ CREATE INDEX IF NOT EXISTS events_uid ON events (uid);
 
 
 def _key(v: Any) -> str:
-    """An id as text that keeps its type: 7 -> '7', '7' -> '"7"'."""
+    """An id as JSON text that keeps its type: 7 -> '7', '7' -> '"7"' (a fast path for plain ids)."""
+    if type(v) is int:
+        return str(v)
+    if type(v) is str and '"' not in v and "\\" not in v and v.isprintable():
+        return '"' + v + '"'
     return json.dumps(v)
 
 
