@@ -559,3 +559,26 @@ def test_on_locations_takes_a_dataframe_with_aware_times(engine_factory):
     naive = df.assign(ts=df["ts"].dt.tz_localize(None))
     with pytest.raises(InvalidParameterError, match="naive"):
         eng.on_locations(naive)
+
+
+def test_on_locations_treats_missing_event_ids_and_time_zones_as_none(engine_factory):
+    import pandas as pd
+
+    eng = engine_factory(og.PushPolicy(**{**OPEN, "quiet_hours": (22, 8)}))
+    a = pos(eng.index, "A")
+    df = pd.DataFrame(
+        {
+            "user_id": ["u", "v"],
+            "lat": [a[0], a[0]],
+            "lon": [a[1], a[1]],
+            "ts": [T0, T0 + 1],
+            "event_id": ["x1", None],
+            "tz": [None, "Europe/London"],
+        }
+    )
+    first = eng.on_locations(df)
+    assert [x.user_id for x in first] == ["u", "v"]  # 17:00 in Shanghai, 09:00 in London: neither is quiet
+    assert eng.on_locations(df.iloc[:1]) == first[:1]  # event id x1 again: the same decision, no new push
+    assert len(eng.state.pushes()) == 2
+    with pytest.raises(InvalidParameterError, match="IANA"):
+        eng.on_locations(df.assign(tz=[1.5, None]))

@@ -875,8 +875,9 @@ class Dispatcher:
         -------
         DataFrame or list of dict
             Per group: ``pushed`` (treated decisions), ``holdout``, ``failed``,
-            ``delivered``, ``opened``, ``redeemed``, ``visited`` (pushes with at
-            least one such attributed event), ``revenue`` (attributed redeem
+            ``delivered``, ``opened`` (pushes with an attributed open, click or
+            redeem), ``redeemed``, ``visited`` (pushes with at least one such
+            attributed event), ``revenue`` (attributed redeem
             amounts), ``open_rate``, ``redeem_rate``, ``visit_rate`` (per
             delivered push), ``users_treated``, ``users_holdout``,
             ``conversion_treated``, ``conversion_holdout`` (share of users
@@ -1026,6 +1027,8 @@ def _columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
             v = [
                 x.item() if isinstance(x, np.generic) else x for x in (v.tolist() if hasattr(v, "tolist") else list(v))
             ]
+            if name != "user_id":  # a missing event id or time zone (None or NaN from pandas) is none
+                v = [None if isinstance(x, float) and math.isnan(x) else x for x in v]
         elif name == "ts":
             v = v if getattr(v, "dtype", None) is not None else list(v)
         out[name] = v

@@ -302,6 +302,8 @@ def open_for(hours: tuple[tuple[int, int], ...] | None, local: datetime, margin_
 @lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
     """A cached :class:`zoneinfo.ZoneInfo`; unknown names raise InvalidParameterError."""
+    if not isinstance(name, str):
+        raise InvalidParameterError(f"a time zone must be an IANA name like 'Asia/Shanghai'; got {name!r}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
