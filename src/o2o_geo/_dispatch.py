@@ -584,18 +584,20 @@ class Dispatcher:
             ids[p]: (int(p), float(d)) for p, d, f in zip(pos.tolist(), dist.tolist(), inner.tolist(), strict=True) if f
         }
         buffer = {ids[p] for p, f in zip(pos.tolist(), outer.tolist(), strict=True) if f}
-        visits: list[Event] = []
-        decisions: list[PushDecision] = []
-        with self.state.transaction() as tx:
+
+        def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any] | None], Counter[str], bool]:
+            stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
+            visits: list[Event] = []
+            decisions: list[PushDecision] = []
             if event_id is not None:
                 hit = tx.idem("p:" + _key(event_id))
                 if hit is not None:
-                    self.stats["duplicate_pings"] += 1
-                    return [_decision_from(d) for d in hit]
+                    stats["duplicate_pings"] += 1
+                    return [_decision_from(d) for d in hit], [], stats, False  # already fed and delivered
             old = tx.get_user(user_id) or {}
             if t < old.get("last_ts", -math.inf):
-                self.stats["stale_pings"] += 1
-                return []
+                stats["stale_pings"] += 1
+                return [], [], stats, False
             # fence state: [store_id, entered_ts, outside_since_ts or None, dwell_fired], one per fence the user is in
             fences: list[list[Any]] = []
             triggers: dict[int, tuple[str, float]] = {}
@@ -626,13 +628,19 @@ class Dispatcher:
                 for p, d, f in zip(pos.tolist(), dist.tolist(), nearby.tolist(), strict=True):
                     if f and p not in triggers:
                         triggers[p] = ("nearby", d)
-            stored = [self._record_tx(tx, v, inferred=True)[0] for v in visits]
+            stored = [self._record_tx(tx, v, stats, inferred=True)[0] for v in visits]
             wanted = {p: td for p, td in triggers.items() if td[0] in self.policy.triggers}
             if wanted:
-                decisions = self._decide(tx, geo, u, user_id, lat, lon, t, tz, wanted)
+                decisions = self._decide(tx, stats, geo, u, user_id, lat, lon, t, tz, wanted)
             tx.put_user(user_id, u)
             if event_id is not None:
                 tx.put_idem("p:" + _key(event_id), user_id, [d.to_dict() for d in decisions])
+            return decisions, stored, stats, True
+
+        decisions, stored, stats, fresh = self.state.run(work)
+        self.stats.update(stats)
+        if not fresh:
+            return decisions
         self._feed(
             [self._history_event(r, "visit") for r in stored if r is not None]
             + [self._history_event(d.to_dict(), "push") for d in decisions if not d.holdout]
@@ -643,6 +651,7 @@ class Dispatcher:
     def _decide(
         self,
         tx: Transaction,
+        stats: Counter[str],
         geo: _Geo,
         u: dict[str, Any],
         user_id: Any,
@@ -653,7 +662,6 @@ class Dispatcher:
         triggers: dict[int, tuple[str, float]],
     ) -> list[PushDecision]:
         pol = self.policy
-        stats = self.stats
         if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
             stats["min_gap"] += 1
             return []
@@ -792,18 +800,21 @@ class Dispatcher:
             )
         if event.store_id is not None and event.store_id not in self.index:
             raise UnknownStoreError(f"store_id {event.store_id!r} is not in the index; nothing stored")
-        with self.state.transaction() as tx:
-            rec, push_id = self._record_tx(tx, event, inferred=False)
+        stats: Counter[str] = Counter()
+        rec, push_id = self.state.run(lambda tx: self._record_tx(tx, event, stats, inferred=False))
+        self.stats.update(stats)
         if rec is not None:
             self._feed([self._history_event(rec, rec["kind"])])
         return push_id
 
-    def _record_tx(self, tx: Transaction, e: Event, *, inferred: bool) -> tuple[dict[str, Any] | None, Any]:
+    def _record_tx(
+        self, tx: Transaction, e: Event, stats: Counter[str], *, inferred: bool
+    ) -> tuple[dict[str, Any] | None, Any]:
         """Store one event in a transaction; (the stored record or None for a duplicate, attributed push id)."""
         if e.event_id is not None:
             hit = tx.idem("e:" + _key(e.event_id))
             if hit is not None:
-                self.stats["duplicate_events"] += 1
+                stats["duplicate_events"] += 1
                 return None, hit["push_id"]
         merchant = e.merchant_id
         if merchant is None and e.offer_id is not None:

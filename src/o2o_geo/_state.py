@@ -18,13 +18,15 @@ import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import InvalidParameterError, StateError
 
 __all__ = ["DispatchState", "MemoryState", "SQLiteState"]
+
+T = TypeVar("T")
 
 PUSH_FIELDS = ("push_id", "user_id", "offer_id", "store_id", "merchant_id", "ts", "holdout", "score", "distance_m",
                "trigger")  # fmt: skip
@@ -102,6 +104,16 @@ class DispatchState(ABC):
     @abstractmethod
     def transaction(self) -> Any:
         """Context manager yielding a :class:`Transaction`; commits on exit, discards everything on an error."""
+
+    def run(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work(tx)`` in one transaction and return its result.
+
+        ``work`` may be called more than once (a backend with optimistic
+        concurrency retries it when another client changed what it read), so
+        it must act only through ``tx`` and return what it decided.
+        """
+        with self.transaction() as tx:
+            return work(tx)
 
     @abstractmethod
     def read_user(self, user_id: Any) -> dict[str, Any] | None:
