@@ -86,3 +86,72 @@ def make_index(lat, lon, ids=None, **cols):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+# ------------------------------------------------------------------ a real redis-server
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server process on a free loopback port (no persistence), started and stopped by the tests."""
+
+    def __init__(self, workdir):
+        import shutil
+
+        exe = shutil.which("redis-server")
+        if exe is None:
+            import os
+
+            if os.environ.get("O2O_REQUIRE_REDIS"):
+                pytest.fail("redis-server is required here (O2O_REQUIRE_REDIS is set) but is not installed")
+            pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.exe, self.workdir, self.port, self.proc = exe, workdir, _free_port(), None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self):
+        import subprocess
+        import time
+
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+def new_redis_state(server, **kwargs):
+    """A RedisState in a namespace of its own (tests share one server)."""
+    import uuid
+
+    return og.RedisState(server.url, namespace=f"t{uuid.uuid4().hex[:12]}", **kwargs)

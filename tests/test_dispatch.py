@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from conftest import geographiclib_m
+from conftest import geographiclib_m, new_redis_state
 from pyproj import Geod
 
 import o2o_geo as og
@@ -65,13 +65,16 @@ def make_offers(**kw):
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def state_factory(request, tmp_path):
     made = []
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
 
     def make():
         if request.param == "memory":
             st = og.MemoryState()
+        elif request.param == "redis":
+            st = new_redis_state(server)
         else:
             st = og.SQLiteState(tmp_path / "state.db")
         made.append(st)

@@ -31,7 +31,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import GEOD
+from conftest import GEOD, new_redis_state
 
 import o2o_geo as og
 from o2o_geo._history import _Decayed
@@ -85,9 +85,12 @@ def local_day(ts):
     return datetime.fromtimestamp(ts, SHANGHAI).date()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def state(request, tmp_path):
-    st = og.MemoryState() if request.param == "memory" else og.SQLiteState(tmp_path / "state.db")
+    if request.param == "redis":
+        st = new_redis_state(request.getfixturevalue("redis_server"))
+    else:
+        st = og.MemoryState() if request.param == "memory" else og.SQLiteState(tmp_path / "state.db")
     yield st
     st.close()
 
@@ -121,6 +124,8 @@ def snapshot(st):
             return list(con.iterdump())
         finally:
             con.close()
+    if isinstance(st, og.RedisState):
+        return {key: (st.r.dump(key), st.r.ttl(key) > 0) for key in sorted(st.r.scan_iter(match=f"{st.ns}:*"))}
     return copy.deepcopy({k: v for k, v in vars(st).items() if k != "_lock"})
 
 
@@ -248,18 +253,27 @@ def mp_world():
     return make_world(max_per_day=MP_CAP, offer_budgets={"o1": og.Budget(max_cost=2.0)}, offer_cost={"o1": 0.25})
 
 
-def mp_worker(path, proc, ready_dir, out):
-    """One process of the multi-process test: MP_THREADS threads dispatching every user; logs every answer."""
-    proc = int(proc)
+def mp_state(spec):
+    """A state backend from a string a child process can be given: ``sqlite:<path>`` or ``redis:<url> <namespace>``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "sqlite":
+        return og.SQLiteState(rest)
+    url, ns = rest.split(" ")
+    return og.RedisState(url, namespace=ns)
+
+
+def mp_worker(spec, proc, ready_dir, out, n_procs=MP_PROCESSES, n_threads=MP_THREADS):
+    """One process of the multi-process tests: threads dispatching every user; logs every answer."""
+    proc, n_procs, n_threads = int(proc), int(n_procs), int(n_threads)
     index, offers, policy = mp_world()
-    engine = og.Dispatcher(index, offers, policy=policy, state=og.SQLiteState(path))
+    engine = og.Dispatcher(index, offers, policy=policy, state=mp_state(spec))
     (Path(ready_dir) / str(proc)).touch()
     deadline = time.monotonic() + 60
-    while len(os.listdir(ready_dir)) < MP_PROCESSES and time.monotonic() < deadline:
+    while len(os.listdir(ready_dir)) < n_procs and time.monotonic() < deadline:
         time.sleep(0.002)  # start together
 
     def work(k):
-        w = proc * MP_THREADS + k  # 0..7: worker w pings store w or 8 + w, alternately
+        w = proc * n_threads + k  # worker w pings store w or 8 + w (mod 16), alternately
         log = {"pushes": [], "records": []}
         for j in range(MP_ROUNDS):
             for u in MP_USERS_A + MP_USERS_B:
@@ -273,30 +287,39 @@ def mp_worker(path, proc, ready_dir, out):
                 log["records"].append([opened.event_id, engine.record(opened)])  # sent by every worker
         return log
 
-    with ThreadPoolExecutor(MP_THREADS) as pool:
-        logs = list(pool.map(work, range(MP_THREADS)))
+    with ThreadPoolExecutor(n_threads) as pool:
+        logs = list(pool.map(work, range(n_threads)))
     engine.close()
     Path(out).write_text(json.dumps(logs))
 
 
-def test_processes_sharing_one_sqlite_file_keep_caps_budgets_and_event_ids(tmp_path):
-    path, ready = tmp_path / "state.db", tmp_path / "ready"
+def run_processes(tmp_path, spec, n_procs, n_threads):
+    """``n_procs`` processes x ``n_threads`` threads of :func:`mp_worker` on one state; their logs."""
+    ready = tmp_path / "ready"
     ready.mkdir()
-    outs = [tmp_path / f"out-{i}.json" for i in range(MP_PROCESSES)]
-    procs = [  # the file is created by the racing workers themselves
-        spawn("mp_worker", path, i, ready, outs[i], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(MP_PROCESSES)
+    outs = [tmp_path / f"out-{i}.json" for i in range(n_procs)]
+    procs = [  # a SQLite file is created by the racing workers themselves
+        spawn(
+            "mp_worker",
+            spec,
+            i,
+            ready,
+            outs[i],
+            n_procs,
+            n_threads,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(n_procs)
     ]
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    logs = [log for out in outs for log in json.loads(out.read_text())]
+    return [log for out in outs for log in json.loads(out.read_text())]
 
-    st = og.SQLiteState(path)
-    try:
-        pushes, events = st.pushes(), st.events()
-    finally:
-        st.close()
+
+def check_processes(logs, pushes, events):
     assert_push_ids_are_a_gapless_sequence(pushes)
     # every push was returned to exactly one caller
     assert sorted(pid for log in logs for pid in log["pushes"]) == sorted(p["push_id"] for p in pushes)
@@ -317,6 +340,23 @@ def test_processes_sharing_one_sqlite_file_keep_caps_budgets_and_event_ids(tmp_p
         f"open:{u}:{j}" for u in MP_USERS_A + MP_USERS_B for j in range(MP_ROUNDS)
     }
     assert sorted(e["push_id"] for e in events if e["kind"] == "redeem") == sorted(p["push_id"] for p in pushes)
+
+
+def test_processes_sharing_one_sqlite_file_keep_caps_budgets_and_event_ids(tmp_path):
+    path = tmp_path / "state.db"
+    logs = run_processes(tmp_path, f"sqlite:{path}", MP_PROCESSES, MP_THREADS)
+    st = og.SQLiteState(path)
+    try:
+        check_processes(logs, st.pushes(), st.events())
+    finally:
+        st.close()
+
+
+def test_eight_processes_by_four_threads_on_one_redis_keep_caps_budgets_and_event_ids(tmp_path, redis_server):
+    st = new_redis_state(redis_server)
+    logs = run_processes(tmp_path, f"redis:{redis_server.url} {st.ns}", 8, 4)
+    check_processes(logs, st.pushes(), st.events())
+    st.close()
 
 
 # ------------------------------------------------------------------ crash and restart

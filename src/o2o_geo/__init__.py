@@ -20,6 +20,7 @@ from ._index import StoreIndex
 from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
 from ._policy import Budget, PushPolicy
+from ._redis import RedisState
 from ._results import Matches, Neighbors
 from ._sample import sample_stores
 from ._scoring import OfferScorer, ScoredOffer
@@ -42,6 +43,7 @@ __all__ = [
     "OfferSet",
     "PushDecision",
     "PushPolicy",
+    "RedisState",
     "SQLiteState",
     "ScoredOffer",
     "StoreIndex",

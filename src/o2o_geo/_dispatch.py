@@ -589,6 +589,7 @@ class Dispatcher:
             stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
             visits: list[Event] = []
             decisions: list[PushDecision] = []
+            tx.prefetch(users=[user_id], idems=[] if event_id is None else ["p:" + _key(event_id)])
             if event_id is not None:
                 hit = tx.idem("p:" + _key(event_id))
                 if hit is not None:
@@ -676,6 +677,7 @@ class Dispatcher:
         day = local.date().isoformat()
         iso = local.isocalendar()
         day_key, week_key = f"u|{uk}|d|{day}", f"u|{uk}|w|{iso.year}-{iso.week}"
+        tx.prefetch(counters=[day_key, week_key, "seq"])
         if _full(tx, day_key, pol.max_per_day) or _full(tx, week_key, pol.max_per_week):
             stats["user_cap"] += 1
             return []
@@ -687,29 +689,21 @@ class Dispatcher:
         order = np.lexsort((spos, offer, -np.round(logit, 9)))
         out: list[PushDecision] = []
         store_times: dict[int, datetime] = {}
-        for j in order.tolist():
-            if score[j] < pol.min_score:
-                break
-            if _full(tx, day_key, pol.max_per_day) or _full(tx, week_key, pol.max_per_week):
-                stats["user_cap"] += 1
-                break
+
+        def limits(j: int) -> tuple[Any, Any, Any, int, datetime, bool, list[tuple[str, float, float]]]:
+            """The candidate's ids, store, store-local time, holdout flag and its configured limits."""
             o, p = int(offer[j]), int(spos[j])
             oid, mid, sid = self.offers.offer_id[o], self.offers.merchant_id[o], geo.ids[p]
             store_local = store_times.get(p)
             if store_local is None:
                 store_local = store_times[p] = datetime.fromtimestamp(t, zone(geo.tz[p]))
-            if not open_for(geo.hours[p], store_local, pol.closing_margin_min):
-                stats["store_closed"] += 1
-                continue
-            if any(d.offer_id == oid for d in out):
-                continue
             holdout = pol.is_holdout(user_id, oid)
             keys: list[tuple[str, float | None, float]] = [
                 (day_key, pol.max_per_day, 1.0),
                 (week_key, pol.max_per_week, 1.0),
+                (f"u|{uk}|o|{_key(oid)}", pol.max_per_offer, 1.0),
+                (f"u|{uk}|m|{_key(mid)}|{day}", pol.max_per_merchant_per_day, 1.0),
             ]
-            keys.append((f"u|{uk}|o|{_key(oid)}", pol.max_per_offer, 1.0))
-            keys.append((f"u|{uk}|m|{_key(mid)}|{day}", pol.max_per_merchant_per_day, 1.0))
             if not holdout:
                 cost = float(pol.offer_cost.get(oid, self.offers[oid].off_amount or 0.0))
                 ob, mb = pol.offer_budgets.get(oid), pol.merchant_budgets.get(mid)
@@ -718,8 +712,23 @@ class Dispatcher:
                         keys.append((prefix + "|n", b.max_pushes, 1.0))
                         keys.append((prefix + "|c", b.max_cost, cost))
                 keys.append((f"sc|{_key(sid)}|{store_local.date().isoformat()}", pol.capacity_of(sid), 1.0))
-            keys = [kk for kk in keys if kk[1] is not None]  # only configured limits are counted
-            if any(tx.counter(k) + inc > lim + 1e-9 for k, lim, inc in keys):  # type: ignore[operator]
+            # only configured limits are counted
+            return oid, mid, sid, p, store_local, holdout, [(k, lim, inc) for k, lim, inc in keys if lim is not None]
+
+        ranked = [j for j in order.tolist() if score[j] >= pol.min_score]
+        first = {j: limits(j) for j in ranked[:8]}  # one read of every counter the likely pushes need
+        tx.prefetch(counters=[k for c in first.values() for k, _, _ in c[6]])
+        for j in ranked:
+            if _full(tx, day_key, pol.max_per_day) or _full(tx, week_key, pol.max_per_week):
+                stats["user_cap"] += 1
+                break
+            oid, mid, sid, p, store_local, holdout, keys = first[j] if j in first else limits(j)
+            if not open_for(geo.hours[p], store_local, pol.closing_margin_min):
+                stats["store_closed"] += 1
+                continue
+            if any(d.offer_id == oid for d in out):
+                continue
+            if any(tx.counter(k) + inc > lim + 1e-9 for k, lim, inc in keys):
                 stats["capped"] += 1
                 continue
             for k, _, inc in keys:

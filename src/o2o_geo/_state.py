@@ -53,6 +53,9 @@ class Transaction(ABC):
     def add_counter(self, key: str, delta: float) -> None:
         """Add to a counter."""
 
+    def prefetch(self, *, users: Any = (), counters: Any = (), idems: Any = ()) -> None:  # noqa: B027
+        """Hint: these will be read (a networked backend reads them in one round trip); optional."""
+
     def next_seq(self) -> int:
         """The next number of a sequence shared by every process on the state (1, 2, ...)."""
         self.add_counter("seq", 1.0)
