@@ -32,7 +32,10 @@ import argparse
 import gc
 import os
 import platform
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,11 +49,41 @@ import numpy as np
 import o2o_geo as og
 from o2o_geo import simulate
 
-TARGETS = {"batch": 100_000.0, "Memory": 20_000.0, "SQLite": 5_000.0}
+TARGETS = {"batch": 100_000.0, "Memory": 20_000.0, "SQLite": 5_000.0, "Redis": None}
 FULL = {"users": 100_000, "stores": 10_000, "offers": 2_000, "merchants": 400, "per_ping_n": 200_000,
-        "per_ping_n_sqlite": 100_000, "repeats": 1}  # fmt: skip
+        "per_ping_n_sqlite": 100_000, "per_ping_n_redis": 50_000, "repeats": 1}  # fmt: skip
 QUICK = {"users": 10_000, "stores": 1_000, "offers": 200, "merchants": 40, "per_ping_n": 20_000,
-         "per_ping_n_sqlite": 10_000, "repeats": 1}  # fmt: skip
+         "per_ping_n_sqlite": 10_000, "per_ping_n_redis": 10_000, "repeats": 1}  # fmt: skip
+REDIS_URL: str | None = None  # set by main() when a redis-server runs for the RedisState rows
+
+
+@contextmanager
+def redis_server() -> Iterator[str | None]:
+    """A local redis-server on a free loopback port (no persistence) for the RedisState rows; None without one."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="bench_redis_") as tmp:
+        cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            import redis
+
+            client = redis.Redis(port=port)
+            for _ in range(200):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def decision_key(d: og.PushDecision) -> tuple[Any, ...]:
@@ -64,7 +97,10 @@ def fresh_engine(world: simulate.World, policy: og.PushPolicy, kind: str) -> Ite
     Yields the engine and the time of its first call (building geofences and store time zones).
     """
     with tempfile.TemporaryDirectory(prefix="bench_dispatch_") as tmp:
-        state = og.MemoryState() if kind == "Memory" else og.SQLiteState(os.path.join(tmp, "state.db"))
+        if kind == "Redis":
+            state: og.DispatchState = og.RedisState(REDIS_URL, namespace=f"bench{time.monotonic_ns()}")
+        else:
+            state = og.MemoryState() if kind == "Memory" else og.SQLiteState(os.path.join(tmp, "state.db"))
         with og.Dispatcher(world.index, world.offers, policy=policy, state=state) as engine:
             t0 = time.perf_counter()
             engine.on_locations(user_id=[], lat=np.empty(0), lon=np.empty(0), ts=np.empty(0))
@@ -99,7 +135,8 @@ def run_per_ping(world, policy, kind: str, rows: tuple[list, ...]) -> dict[str, 
                 out += d
         dt = time.perf_counter() - t0
         stats = Counter(engine.stats)
-    return {"time": dt, "start": t_start, "decisions": out, "ns": ns, "stats": stats}
+        trips = getattr(engine.state, "round_trips", None)
+    return {"time": dt, "start": t_start, "decisions": out, "ns": ns, "stats": stats, "round_trips": trips}
 
 
 def progress(msg: str) -> None:
@@ -140,6 +177,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, help="runs per engine row (default 1)")
     ap.add_argument("--per-ping-n", type=int, help="log prefix for per-ping MemoryState (default 200,000)")
     ap.add_argument("--per-ping-n-sqlite", type=int, help="log prefix for per-ping SQLiteState (default 100,000)")
+    ap.add_argument("--per-ping-n-redis", type=int, help="log prefix for per-ping RedisState (default 50,000)")
     args = ap.parse_args()
     size = QUICK if args.quick else FULL
     cfg = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in size.items()}
@@ -159,6 +197,7 @@ def main() -> None:
     query_m = policy.fence_radius_m + policy.exit_buffer_m  # what the engine asks the index (enter/dwell triggers)
     n_mem = min(cfg["per_ping_n"], n)
     n_sql = min(cfg["per_ping_n_sqlite"], n)
+    n_red = min(cfg["per_ping_n_redis"], n)
     rows = (
         [int(u) for u in log.user.tolist()],
         log.lat.tolist(),
@@ -217,7 +256,8 @@ def main() -> None:
             runs.append(run_batch(world, policy, kind, cols))
             progress(f"batch {kind}: {n:,} pings in {runs[-1]['time']:.1f} s")
         results[f"batch {kind}"] = median_run(runs)
-    for kind, m in (("Memory", n_mem), ("SQLite", n_sql)):
+    kinds = [("Memory", n_mem), ("SQLite", n_sql)] + ([("Redis", n_red)] if REDIS_URL else [])
+    for kind, m in kinds:
         sub = tuple(r[:m] for r in rows)
         runs = []
         for _ in range(repeats):
@@ -252,9 +292,12 @@ def main() -> None:
         ("batch SQLite", "batch on_locations, SQLiteState"),
         ("per-ping Memory", "per-ping on_location, MemoryState"),
         ("per-ping SQLite", "per-ping on_location, SQLiteState"),
+        ("per-ping Redis", "per-ping on_location, RedisState"),
     ):
+        if key not in results:
+            continue
         r = results[key]
-        pings = n if key.startswith("batch") else (n_mem if key.endswith("Memory") else n_sql)
+        pings = n if key.startswith("batch") else {"Memory": n_mem, "SQLite": n_sql, "Redis": n_red}[key.split()[1]]
         rate = pings / r["time"]
         target = TARGETS["batch"] if key.startswith("batch") else TARGETS[key.split()[1]]
         share = f"{rate / rate_geo:.1%}"
@@ -273,6 +316,16 @@ def main() -> None:
         f"(time-sorted: the first {(log.ts[n_mem - 1] - log.ts[0]) / 3600:.1f} h and "
         f"{(log.ts[n_sql - 1] - log.ts[0]) / 3600:.1f} h of the day); the per-ping geometry row the first {n_mem:,}."
     )
+    if "per-ping Redis" in results:
+        rr = results["per-ping Redis"]
+        push_pings = len({d.ts for d in rr["decisions"]})
+        print(
+            f"RedisState (a local redis-server, loopback): {rr['round_trips'] / n_red:.2f} round trips per ping on "
+            f"average over the first {n_red:,} pings ({push_pings:,} of them pushed); an idle ping is 1 (one GET), "
+            "a ping inside a fence 3, a push 5 to 7 (WATCH+MGET of the user, of the caps, of the offer's limits, EXEC)."
+        )
+    else:
+        print("RedisState rows skipped: no redis-server on this machine (apt-get install redis-server)")
     print(
         "geometry share: the engine's rate over the batch geometry row's rate, i.e. the share of the engine's time "
         "a batch index.within of the same pings would take; the rest is the engine beyond the spatial query."
@@ -303,7 +356,7 @@ def main() -> None:
     print("- engine.stats: " + ", ".join(f"{k} {v:,}" for k, v in sorted(bm["stats"].items())))
     same_backends = [decision_key(d) for d in dec] == [decision_key(d) for d in results["batch SQLite"]["decisions"]]
     checks = [f"MemoryState and SQLiteState batch decisions identical: {'yes' if same_backends else 'NO'}"]
-    for kind, m in (("Memory", n_mem), ("SQLite", n_sql)):
+    for kind, m in kinds:
         last = log.ts[m - 1]
         expect = [decision_key(d) for d in dec if d.ts <= last]
         got = [decision_key(d) for d in results[f"per-ping {kind}"]["decisions"]]
@@ -320,4 +373,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with redis_server() as url:
+        REDIS_URL = url
+        main()
