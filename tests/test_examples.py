@@ -32,6 +32,7 @@ def test_quickstart_output_is_right():
 
 
 def test_readme_python_blocks_run(tmp_path):
+    """Every ```python block of the README is a complete program (fragments are tagged ```py)."""
     import re
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
