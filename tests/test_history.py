@@ -155,3 +155,27 @@ def test_from_dataframe_equals_from_events():
     for user in range(5):
         assert a.category_affinity(user, "tea", 90 * DAY) == pytest.approx(b.category_affinity(user, "tea", 90 * DAY))
         assert a.n_events(user, "redeem") == b.n_events(user, "redeem")
+
+
+def test_pickled_history_has_the_same_features_and_is_independent():
+    """Pickling (how o2o_geo.dask ships a scorer to workers) keeps every feature; the copy then evolves alone."""
+    import pickle
+
+    rng = np.random.default_rng(5)
+    events = random_log(rng)
+    h = og.UserHistory.from_events(events, half_life_days=10)
+    copy = pickle.loads(pickle.dumps(h))
+    now = 91 * DAY
+    for user in range(5):
+        for cat in ("coffee", "tea", "food"):
+            brute = brute_affinity(events, user, "category", cat, now, 10)
+            assert math.isclose(copy.category_affinity(user, cat, now), brute, rel_tol=1e-9, abs_tol=1e-12)
+        assert copy.usual_distance_m(user) == h.usual_distance_m(user)
+        assert copy.discount_sensitivity(user) == h.discount_sensitivity(user)
+        assert copy.activity(user, now) == h.activity(user, now)
+    assert [copy.merchant_redemption_rate(f"m{i}") for i in range(4)] == [
+        h.merchant_redemption_rate(f"m{i}") for i in range(4)
+    ]
+    copy.add(og.Event("redeem", 0, now, merchant_id="m0", category="coffee"))
+    assert copy.n_events(0, "redeem") == h.n_events(0, "redeem") + 1
+    assert copy.merchant_popularity("m0") == h.merchant_popularity("m0") + 1

@@ -465,3 +465,29 @@ def test_concurrent_adds_and_removes_never_duplicate_or_kill_the_wrong_store(rng
     assert sorted(index.stores.store_id.tolist()) == keep.tolist()
     qlat, qlon = random_stores(rng, 40, "city")
     assert_matches_brute(index, slat[keep], slon[keep], qlat, qlon, 3)
+
+
+def test_pickled_index_answers_like_the_original_and_is_independent(rng):
+    """Pickling (how o2o_geo.dask ships an index to workers) keeps live updates, filters and service areas."""
+    import pickle
+
+    slat, slon = random_stores(rng, 3000, "city")
+    radius = np.where(np.arange(3000) % 3 == 0, 900.0, np.nan)
+    cat = np.where(np.arange(3000) % 2 == 0, "coffee", "tea")
+    index = make_index(slat[:2800], slon[:2800], category=cat[:2800], service_area=radius[:2800])
+    index.add([{"store_id": i, "lat": slat[i], "lon": slon[i], "category": cat[i]} for i in range(2800, 3000)])
+    index.remove(list(range(0, 300, 7)))
+    copy = pickle.loads(pickle.dumps(index))
+    keep = np.array([i for i in range(3000) if not (i < 300 and i % 7 == 0)])
+    qlat, qlon = random_stores(rng, 60, "city")
+    assert_matches_brute(copy, slat[keep], slon[keep], qlat, qlon, 4)
+    for name, call in [
+        ("nearest", lambda ix: ix.nearest(qlat, qlon, k=3, where={"category": "tea"})),
+        ("within", lambda ix: ix.within(qlat, qlon, 700)),
+        ("serving", lambda ix: ix.serving(qlat, qlon)),
+    ]:
+        a, b = call(index), call(copy)
+        np.testing.assert_array_equal(a.position, b.position, err_msg=name)
+        np.testing.assert_array_equal(a.distance_m, b.distance_m, err_msg=name)
+    copy.add([{"store_id": 99_999, "lat": float(qlat[0]), "lon": float(qlon[0])}])
+    assert 99_999 in copy and 99_999 not in index

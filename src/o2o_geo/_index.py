@@ -187,6 +187,27 @@ class StoreIndex:
     def __contains__(self, store_id: object) -> bool:
         return store_id in self._id_to_slot
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle support (e.g. to ship the index to Dask workers): the arrays and trees, not the lock or caches.
+
+        Examples
+        --------
+        >>> import pickle, o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 0.0, "lon": 0.0}])
+        >>> pickle.loads(pickle.dumps(index)).nearest(0.0, 0.001, k=1).store_id.tolist()
+        ['a']
+        """
+        with self._lock:  # a consistent snapshot: updates replace the arrays, except these three changed in place
+            state = self.__dict__.copy()
+            state.update(_alive=self._alive.copy(), _id_to_slot=dict(self._id_to_slot), _chunks=list(self._chunks))
+        del state["_lock"], state["_caches"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._caches = {}
+
     # ------------------------------------------------------------ live view
     def _cached(self, key: Any, build: Any) -> Any:
         with self._lock:  # a compaction must not swap the arrays under a build
