@@ -156,6 +156,8 @@ class OfferScorer:
     ----------
     weights_ : ndarray of shape (n_features,)
         Current weights (defaults until :meth:`fit`).
+    FEATURES : tuple of str
+        The feature names, in the order of ``weights_`` (a class attribute).
 
     Examples
     --------
@@ -170,6 +172,8 @@ class OfferScorer:
     >>> abs(sum(top[0].explain().values()) - top[0].logit) < 1e-12
     True
     """
+
+    FEATURES = FEATURES
 
     def __init__(
         self,
