@@ -43,3 +43,16 @@ def test_readme_python_blocks_run(tmp_path):
         script.write_text(code, encoding="utf-8")
         res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert res.returncode == 0, f"README block {i} failed:\n{res.stderr}"
+
+
+def test_tour_notebook_runs(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(EXAMPLES[0].parent / "tour.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "milk-tea-30" in text and "uplift" in text
