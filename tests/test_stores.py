@@ -431,6 +431,24 @@ def test_missing_position_fields():
         og.StoreSet.from_dataframe(pd.DataFrame({"store_id": [1], "latitude": [0.0], "lon": [0.0]}))
 
 
+def test_dataframe_positions_that_are_not_numbers():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"store_id": ["a", "b"], "lat": ["31.2", "x"], "lon": [121.0, 121.1]})
+    with pytest.raises(InvalidCoordinateError, match=r"column 'lat' row 0: '31\.2' is not a number of degrees"):
+        og.StoreSet.from_dataframe(frame)
+    frame = pd.DataFrame({"store_id": ["a", "b"], "lat": [31.0, 31.1], "lon": [True, False]})
+    with pytest.raises(InvalidCoordinateError, match=r"column 'lon' row 0: True is not"):
+        og.StoreSet.from_dataframe(frame)
+    # pandas' nullable floats: a value is kept exactly, a missing one is named like any NaN
+    frame = pd.DataFrame(
+        {"store_id": ["a", "b"], "lat": pd.array([31.0, None], dtype="Float64"), "lon": [121.0, 121.1]}
+    )
+    with pytest.raises(InvalidCoordinateError, match=r"lat\[1\] \(store_id 'b'\) = nan is not a finite number"):
+        og.StoreSet.from_dataframe(frame)
+    frame["lat"] = pd.array([31.0, 31.25], dtype="Float64")
+    assert og.StoreSet.from_dataframe(frame).lat.tolist() == [31.0, 31.25]
+
+
 def test_out_of_range_and_nan_coordinates_name_the_store(tmp_path):
     with pytest.raises(InvalidCoordinateError, match=r"lat\[2\] \(store_id 'c'\) = 95\.0 is outside \[-90, 90\]"):
         og.StoreSet.from_columns(["a", "b", "c"], [0.0, 10.0, 95.0], [0.0, 0.0, 0.0])

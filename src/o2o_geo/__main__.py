@@ -1,24 +1,10 @@
-"""Command line: ``python -m o2o_geo demo``."""
+"""Command line entry point: ``python -m o2o_geo`` and the ``o2o-geo`` script (see :mod:`o2o_geo._cli`)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
+from ._cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="o2o-geo", description="o2o_geo command line")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build a sample store chain in Shanghai and query it")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the sample chain (default 7)")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from ._demo import run_demo
-
-        run_demo(seed=args.seed, out=sys.stdout)
-    return 0
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

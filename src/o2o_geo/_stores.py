@@ -13,7 +13,7 @@ import numpy as np
 from ._areas import normalize_service_areas
 from ._types import FloatArray, StoreId
 from ._validate import as_latlon
-from .errors import DuplicateStoreError, InvalidRecordError, ShapeMismatchError
+from .errors import DuplicateStoreError, InvalidCoordinateError, InvalidRecordError, ShapeMismatchError
 
 __all__ = ["StoreSet"]
 
@@ -274,8 +274,8 @@ class StoreSet:
         ids = df[store_id].to_numpy() if hasattr(df[store_id], "to_numpy") else df[store_id]
         return cls.from_columns(
             ids,
-            np.asarray(df[lat], dtype=np.float64),
-            np.asarray(df[lon], dtype=np.float64),
+            _degrees_column(df[lat], lat),
+            _degrees_column(df[lon], lon),
             repair_service_areas=repair_service_areas,
             **cols,
         )
@@ -564,3 +564,26 @@ def _parse_area_cell(text: str) -> Any:
         return float(t)
     except ValueError:
         raise InvalidRecordError(f"service_area cell {t!r} is neither a radius in metres nor GeoJSON") from None
+
+
+def _degrees_column(values: Any, name: str) -> FloatArray:
+    """A latitude or longitude column as float64; missing values (None, NaN, pandas NA) become NaN.
+
+    A value that is not a number raises InvalidCoordinateError naming the
+    column and the first offending row (NaN is left to the coordinate checks).
+    """
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None and getattr(dtype, "kind", "O") in "iuf":  # numpy or pandas nullable numbers
+        if hasattr(values, "to_numpy"):
+            return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+        return np.asarray(values, dtype=np.float64)
+    items = values.tolist() if hasattr(values, "tolist") else list(values)
+    out = np.empty(len(items), dtype=np.float64)
+    for i, v in enumerate(items):
+        if v is None or type(v).__name__ == "NAType":
+            out[i] = np.nan
+            continue
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise InvalidCoordinateError(f"column {name!r} row {i}: {v!r} is not a number of degrees")
+        out[i] = float(v)
+    return out
