@@ -1,0 +1,751 @@
+"""Pictures of stores, service areas, geofences, pushes and the funnel (the ``viz`` extra).
+
+``pip install "o2o_geo[viz]"`` brings matplotlib (static PNG maps and the
+funnel chart, headless through the Agg backend) and folium (an interactive
+Leaflet map for notebooks).  ``import o2o_geo`` never imports this module;
+this module imports matplotlib or folium only inside the function that draws
+with it.
+
+Every circle on these maps (a radius service area, a geofence) is a geodesic
+circle on WGS84 (:func:`geodesic_ring_lonlat`), the same distance the index
+and the dispatcher use, not a circle in the map's projection.  Longitudes are
+unwrapped around the stores' mean longitude, so a chain that straddles the
+antimeridian is drawn in one piece (x values may then pass 180).
+
+Folium maps load Leaflet from a CDN by default.  Where there is no network
+(CI, an air-gapped notebook server), pass ``leaflet_dir``: the folder of a
+Leaflet build (``leaflet.js``, ``leaflet.css`` and ``images/``, e.g. npm's
+``leaflet/dist`` or Debian's ``libjs-leaflet`` package); its files are inlined
+into the HTML, which then works with no network and no other file.
+:func:`find_leaflet` looks for one.
+
+Examples
+--------
+>>> import matplotlib
+>>> matplotlib.use("Agg")
+>>> import o2o_geo as og
+>>> from o2o_geo import viz
+>>> fig = viz.plot_map(og.sample_stores(), fence_radius_m=100)
+>>> len(fig.axes[0].collections) >= 2       # stores, service areas, fences
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ._index import StoreIndex
+from ._stores import StoreSet
+from ._types import FloatArray
+from ._validate import as_latlon
+from .errors import InvalidParameterError, InvalidRecordError
+
+__all__ = [
+    "find_chromium",
+    "find_leaflet",
+    "folium_map",
+    "geodesic_ring_lonlat",
+    "html_to_png",
+    "plot_funnel",
+    "plot_map",
+]
+
+#: Colours cycled over merchants (matplotlib's tab10), so both map kinds agree.
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+_RING_POINTS = 72
+#: Environment variable naming a Leaflet folder for :func:`find_leaflet`.
+LEAFLET_ENV = "O2O_LEAFLET_DIR"
+_LEAFLET_PLACES = (
+    os.path.join(os.sep, "usr", "share", "javascript", "leaflet"),  # Debian/Ubuntu libjs-leaflet
+)
+_FUNNEL_STAGES = ("pushed", "delivered", "opened", "redeemed", "visited")
+
+
+# ------------------------------------------------------------------ inputs
+def _stores_of(stores: StoreSet | StoreIndex) -> StoreSet:
+    if isinstance(stores, StoreIndex):
+        return stores.stores
+    if isinstance(stores, StoreSet):
+        return stores
+    raise InvalidParameterError(f"stores must be a StoreSet or a StoreIndex; got {type(stores).__name__}")
+
+
+def _push_counts(decisions: Any) -> tuple[Counter[Any], Counter[Any]]:
+    """(treated, holdout) decisions per store id, from PushDecisions, dicts or a DataFrame."""
+    treated: Counter[Any] = Counter()
+    held: Counter[Any] = Counter()
+    if decisions is None:
+        return treated, held
+    if hasattr(decisions, "to_dict") and hasattr(decisions, "columns"):  # a DataFrame
+        rows: Iterable[Any] = decisions.to_dict("records")
+    else:
+        rows = decisions
+    for i, d in enumerate(rows):
+        if isinstance(d, Mapping):
+            if "store_id" not in d:
+                raise InvalidRecordError(f"decision {i} has no 'store_id'; got fields {sorted(d)}")
+            sid, hold = d["store_id"], bool(d.get("holdout", False))
+        elif hasattr(d, "store_id"):
+            sid, hold = d.store_id, bool(getattr(d, "holdout", False))
+        else:
+            raise InvalidRecordError(f"decision {i} is a {type(d).__name__}, not a PushDecision or a mapping")
+        (held if hold else treated)[sid] += 1
+    return treated, held
+
+
+def _pings_of(pings: Any) -> tuple[FloatArray, FloatArray]:
+    """(lat, lon) of pings given as a DataFrame/mapping with lat and lon, or a (lat, lon) pair."""
+    if isinstance(pings, Mapping) or hasattr(pings, "columns"):
+        try:
+            lat, lon = pings["lat"], pings["lon"]
+        except KeyError:
+            raise InvalidParameterError("pings need 'lat' and 'lon' columns") from None
+    else:
+        try:
+            lat, lon = pings
+        except (TypeError, ValueError):
+            raise InvalidParameterError("pings must be a table with lat and lon, or a (lat, lon) pair") from None
+    la, lo, _ = as_latlon(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64), what="ping ")
+    return np.atleast_1d(la), np.atleast_1d(lo)
+
+
+def _colours(stores: StoreSet, colour_by: str | None) -> tuple[list[str], dict[Any, str]]:
+    """A colour per store, and the legend (value -> colour), by a column (merchant by default)."""
+    if colour_by is None or colour_by not in stores.columns:
+        if colour_by not in (None, "merchant_id"):
+            raise InvalidParameterError(f"colour_by names column {colour_by!r}; the stores have {stores.columns}")
+        return [PALETTE[0]] * len(stores), {}
+    values = stores[colour_by].tolist()
+    legend: dict[Any, str] = {}
+    for v in values:
+        if v not in legend:
+            legend[v] = PALETTE[len(legend) % len(PALETTE)]
+    return [legend[v] for v in values], legend
+
+
+def _reference_lon(lon: FloatArray) -> float:
+    """The circular mean longitude: the centre that unwrapping keeps a chain in one piece around."""
+    if lon.size == 0:
+        return 0.0
+    rad = np.radians(lon)
+    return float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
+
+
+def _unwrap(lon: Any, ref: float) -> FloatArray:
+    """Longitudes moved by whole turns to within 180 degrees of ``ref``."""
+    return ref + (np.asarray(lon, dtype=np.float64) - ref + 180.0) % 360.0 - 180.0
+
+
+def geodesic_ring_lonlat(lat: Any, lon: Any, radius_m: Any, n_points: int = _RING_POINTS) -> FloatArray:
+    """Points of geodesic circles on WGS84: every point is ``radius_m`` from its centre.
+
+    Parameters
+    ----------
+    lat, lon : float or array_like of shape (n,)
+        Centres, degrees.
+    radius_m : float or array_like of shape (n,)
+        Radii, metres (>= 0).
+    n_points : int, default 72
+        Points per circle (the ring is closed: the last point repeats the first).
+
+    Returns
+    -------
+    ndarray of shape (n, n_points + 1, 2)
+        (lon, lat) degrees, longitudes in [-180, 180] (unwrap them to draw).
+
+    Raises
+    ------
+    InvalidCoordinateError
+        A centre out of range or not finite.
+    InvalidParameterError
+        A negative or non-finite radius, or fewer than 3 points.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyproj import Geod
+    >>> from o2o_geo.viz import geodesic_ring_lonlat
+    >>> ring = geodesic_ring_lonlat(31.23, 121.47, 500.0)
+    >>> ring.shape
+    (1, 73, 2)
+    >>> _, _, d = Geod(ellps="WGS84").inv(np.full(73, 121.47), np.full(73, 31.23), ring[0, :, 0], ring[0, :, 1])
+    >>> bool(np.allclose(d, 500.0, atol=1e-6))
+    True
+    """
+    from pyproj import Geod
+
+    la, lo, _ = as_latlon(lat, lon, what="centre ")
+    la, lo = np.atleast_1d(la), np.atleast_1d(lo)
+    r = np.broadcast_to(np.asarray(radius_m, dtype=np.float64), la.shape)
+    if not np.all(np.isfinite(r) & (r >= 0)):
+        raise InvalidParameterError(f"radius_m must be finite and >= 0 metres; got {np.asarray(radius_m)!r}")
+    if not isinstance(n_points, (int, np.integer)) or n_points < 3:
+        raise InvalidParameterError(f"n_points must be an int >= 3; got {n_points!r}")
+    az = np.linspace(0.0, 360.0, n_points, endpoint=False)
+    n = la.size
+    lon2, lat2, _ = Geod(ellps="WGS84").fwd(
+        np.repeat(lo, n_points), np.repeat(la, n_points), np.tile(az, n), np.repeat(r, n_points)
+    )
+    ring = np.stack([np.asarray(lon2).reshape(n, n_points), np.asarray(lat2).reshape(n, n_points)], axis=-1)
+    return np.concatenate([ring, ring[:, :1]], axis=1)
+
+
+def _polygon_rings(geom: Any) -> list[FloatArray]:
+    """Exterior rings (lon, lat) of a Polygon or MultiPolygon."""
+    parts = getattr(geom, "geoms", [geom])
+    return [np.asarray(p.exterior.coords, dtype=np.float64)[:, :2] for p in parts]
+
+
+def _area_rings(stores: StoreSet, ref: float) -> list[FloatArray]:
+    """Every store's service area as unwrapped (x, y) rings: polygons as given, radii as geodesic circles."""
+    rings: list[FloatArray] = []
+    radius = stores.service_radius_m
+    has_r = np.isfinite(radius)
+    if has_r.any():
+        for ring in geodesic_ring_lonlat(stores.lat[has_r], stores.lon[has_r], radius[has_r]):
+            rings.append(np.column_stack([_unwrap(ring[:, 0], ref), ring[:, 1]]))
+    for i, geom in enumerate(stores.service_area_geometry):
+        if geom is None or has_r[i]:
+            continue
+        for ring in _polygon_rings(geom):
+            rings.append(np.column_stack([_unwrap(ring[:, 0], ref), ring[:, 1]]))
+    return rings
+
+
+# ------------------------------------------------------------------ matplotlib
+def plot_map(
+    stores: StoreSet | StoreIndex,
+    *,
+    decisions: Any = None,
+    pings: Any = None,
+    fence_radius_m: float | None = None,
+    colour_by: str | None = "merchant_id",
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
+    """A static map: stores, their service areas, geofences, pings and pushes (matplotlib).
+
+    Works headless (choose the Agg backend, ``matplotlib.use("Agg")``, before
+    drawing); save it with ``fig.savefig("map.png", dpi=150)``.
+
+    Parameters
+    ----------
+    stores : StoreSet or StoreIndex
+        The stores (an index's live stores).
+    decisions : sequence of PushDecision, of dicts, or a DataFrame, optional
+        Pushes (``store_id`` and ``holdout``), drawn at their store, the marker's
+        area growing with the count; treated pushes filled, holdout ones hollow.
+    pings : DataFrame/mapping with ``lat`` and ``lon``, or a (lat, lon) pair, optional
+        User positions, drawn as small grey dots.
+    fence_radius_m : float, optional
+        Draw each store's geofence, a geodesic circle of this radius (the
+        dispatcher's ``PushPolicy.fence_radius_m``).
+    colour_by : str or None, default "merchant_id"
+        Store column that picks the colour (with a legend); ``None``: one colour.
+    ax : matplotlib Axes, optional
+        Draw into it; default a new figure of 8 x 8 inches.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InvalidParameterError
+        Not a store set, an unknown ``colour_by`` column, a bad radius or bad pings.
+    InvalidRecordError
+        A decision without a store id.
+    UnknownStoreError
+        A decision naming a store that ``stores`` does not hold.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import o2o_geo as og
+    >>> from o2o_geo import viz
+    >>> fig = viz.plot_map(og.sample_stores(), fence_radius_m=100,
+    ...                    decisions=[{"store_id": "lucky-09", "holdout": False}])
+    >>> fig.axes[0].get_xlabel()
+    'longitude (degrees)'
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    st = _stores_of(stores)
+    if fence_radius_m is not None and not (
+        isinstance(fence_radius_m, (int, float)) and math.isfinite(fence_radius_m) and fence_radius_m > 0
+    ):
+        raise InvalidParameterError(f"fence_radius_m must be a positive number of metres; got {fence_radius_m!r}")
+    colours, legend = _colours(st, colour_by)
+    treated, held = _push_counts(decisions)
+    ping_lat, ping_lon = _pings_of(pings) if pings is not None else (np.empty(0), np.empty(0))
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 8))
+    else:
+        fig = ax.figure
+    ref = _reference_lon(st.lon if len(st) else ping_lon)
+    x = _unwrap(st.lon, ref)
+
+    areas = _area_rings(st, ref)
+    if areas:
+        ax.add_collection(
+            PolyCollection(areas, facecolors="#1f77b41a", edgecolors="#1f77b4", linewidths=0.6, label="service area")
+        )
+    if fence_radius_m is not None and len(st):
+        fences = [
+            np.column_stack([_unwrap(r[:, 0], ref), r[:, 1]])
+            for r in geodesic_ring_lonlat(st.lat, st.lon, fence_radius_m)
+        ]
+        ax.add_collection(
+            PolyCollection(
+                fences, facecolors="none", edgecolors="#d62728", linewidths=0.6, linestyles="--", label="geofence"
+            )
+        )
+    if ping_lat.size:
+        ax.scatter(_unwrap(ping_lon, ref), ping_lat, s=3, c="#7f7f7f", alpha=0.5, linewidths=0, label="pings")
+    ax.scatter(x, st.lat, s=18, c=colours, edgecolors="black", linewidths=0.4, zorder=3)
+    for count, hollow, label in ((treated, False, "pushes"), (held, True, "holdout")):
+        if not count:
+            continue
+        pos = st.position_of(list(count))
+        n = np.array(list(count.values()), dtype=np.float64)
+        ax.scatter(
+            x[pos],
+            st.lat[pos],
+            s=40.0 + 60.0 * np.sqrt(n),
+            marker="*",
+            facecolors="none" if hollow else "#ffbf00",
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=4,
+            label=f"{label} ({int(n.sum()):,})",
+        )
+    for value, colour in list(legend.items())[:10]:
+        ax.scatter([], [], s=18, c=colour, edgecolors="black", linewidths=0.4, label=str(value))
+    ax.autoscale_view()
+    mid_lat = float(np.mean(ax.get_ylim()))
+    ax.set_aspect(1.0 / max(math.cos(math.radians(mid_lat)), 0.05), adjustable="datalim")
+    ax.set_xlabel("longitude (degrees)")
+    ax.set_ylabel("latitude (degrees)")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    if title is not None:
+        ax.set_title(title)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    return fig
+
+
+def _report_rows(report: Any) -> tuple[str, list[dict[str, Any]]]:
+    """(group column, rows) of a Dispatcher.report, a DataFrame or a list of dicts."""
+    if hasattr(report, "to_dict") and hasattr(report, "columns"):
+        rows = report.to_dict("records")
+        key = str(report.columns[0]) if len(report.columns) else "group"
+    else:
+        rows = [dict(r) for r in report]
+        key = next(iter(rows[0])) if rows else "group"
+    need = set(_FUNNEL_STAGES) | {"conversion_treated", "conversion_holdout", "uplift_low", "uplift_high"}
+    for i, row in enumerate(rows):
+        missing = sorted(need - set(row))
+        if missing:
+            raise InvalidRecordError(f"report row {i} lacks {missing}: pass Dispatcher.report(...) as it is")
+    return key, rows
+
+
+def plot_funnel(report: Any, *, max_groups: int = 8, title: str | None = None) -> Any:
+    """The funnel chart: pushed -> delivered -> opened -> redeemed -> visited, and treated vs holdout.
+
+    Left, the treated pushes at each stage (one bar series per group); right,
+    each group's conversion (share of users with an attributed redeem or visit)
+    in the treated and the holdout group, the treated bar carrying the 95 %
+    interval of the uplift, so the push's effect reads at a glance.
+
+    Parameters
+    ----------
+    report : DataFrame or list of dict
+        :meth:`Dispatcher.report` (any ``by=``); its first column names the groups.
+    max_groups : int, default 8
+        Draw the groups with the most pushes, at most this many.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes: the funnel and the conversion.
+
+    Raises
+    ------
+    InvalidRecordError
+        A row without the report's columns.
+    InvalidParameterError
+        ``max_groups`` < 1.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from o2o_geo import viz
+    >>> row = {"group": "all", "pushed": 100, "delivered": 97, "opened": 40, "redeemed": 12, "visited": 15,
+    ...        "conversion_treated": 0.15, "conversion_holdout": 0.05, "uplift_low": 0.04, "uplift_high": 0.16}
+    >>> fig = viz.plot_funnel([row])
+    >>> [round(p.get_height()) for p in fig.axes[0].patches]
+    [100, 97, 40, 12, 15]
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(max_groups, int) or max_groups < 1:
+        raise InvalidParameterError(f"max_groups must be an int >= 1; got {max_groups!r}")
+    key, rows = _report_rows(report)
+    rows = sorted(rows, key=lambda r: -float(r["pushed"]))[:max_groups]
+    fig, (ax_f, ax_c) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    n = max(len(rows), 1)
+    width = 0.8 / n
+    stages = np.arange(len(_FUNNEL_STAGES))
+    for j, row in enumerate(rows):
+        heights = [float(row[s]) for s in _FUNNEL_STAGES]
+        bars = ax_f.bar(stages + (j - (n - 1) / 2) * width, heights, width, label=str(row[key]))
+        if n == 1:
+            ax_f.bar_label(bars, labels=[f"{h:,.0f}" for h in heights], fontsize=8)
+    ax_f.set_xticks(stages, list(_FUNNEL_STAGES))
+    ax_f.set_ylabel("treated pushes")
+    ax_f.set_title("funnel (treated)")
+    groups = np.arange(len(rows))
+    treated = np.array([float(r["conversion_treated"]) for r in rows]) * 100
+    held = np.array([float(r["conversion_holdout"]) for r in rows]) * 100
+    lo = np.array([float(r["uplift_low"]) for r in rows]) * 100
+    hi = np.array([float(r["uplift_high"]) for r in rows]) * 100
+    # the uplift's interval drawn around the treated bar: holdout + [low, high]
+    err_lo = np.where(np.isfinite(lo), treated - (held + lo), 0.0)
+    err_hi = np.where(np.isfinite(hi), (held + hi) - treated, 0.0)
+    ax_c.bar(groups - 0.2, np.nan_to_num(treated), 0.4, label="treated", color="#ff7f0e")
+    ax_c.errorbar(
+        groups - 0.2,
+        np.nan_to_num(treated),
+        yerr=[np.maximum(err_lo, 0), np.maximum(err_hi, 0)],
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+        linewidth=0.8,
+    )
+    ax_c.bar(groups + 0.2, np.nan_to_num(held), 0.4, label="holdout", color="#7f7f7f")
+    ax_c.set_xticks(groups, [str(r[key]) for r in rows], rotation=30 if len(rows) > 3 else 0)
+    ax_c.set_ylabel("users converted (%)")
+    ax_c.set_title("users converted, treated vs holdout\n(bar: 95 % interval of the uplift)", fontsize=10)
+    ax_c.legend(fontsize=8)
+    if n > 1:
+        ax_f.legend(fontsize=8, title=key)
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ folium
+def find_leaflet() -> str | None:
+    """A local Leaflet folder for offline folium maps, or None.
+
+    Looks at the ``O2O_LEAFLET_DIR`` environment variable, then at Debian's
+    and Ubuntu's ``libjs-leaflet`` package.  A folder qualifies when it holds
+    ``leaflet.js`` and ``leaflet.css``.
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> from o2o_geo.viz import find_leaflet
+    >>> found = find_leaflet()
+    >>> found is None or found.endswith("leaflet")
+    True
+    """
+    places = [os.environ.get(LEAFLET_ENV, ""), *_LEAFLET_PLACES]
+    for place in places:
+        if place and all(os.path.isfile(os.path.join(place, f)) for f in ("leaflet.js", "leaflet.css")):
+            return place
+    return None
+
+
+def _inline_leaflet(leaflet_dir: str) -> str:
+    """Leaflet's script and stylesheet as inline HTML, its images as data: URLs."""
+    files = {f: os.path.join(leaflet_dir, f) for f in ("leaflet.js", "leaflet.css")}
+    for path in files.values():
+        if not os.path.isfile(path):
+            raise InvalidParameterError(
+                f"leaflet_dir {leaflet_dir!r} has no {os.path.basename(path)}: give the folder of a Leaflet build"
+            )
+    with open(files["leaflet.js"], encoding="utf-8") as fh:
+        script = fh.read()
+    with open(files["leaflet.css"], encoding="utf-8") as fh:
+        css = fh.read()
+
+    def data_url(match: re.Match[str]) -> str:
+        rel = match.group(1).strip("'\"")
+        path = os.path.join(leaflet_dir, rel)
+        if not os.path.isfile(path):
+            return match.group(0)
+        with open(path, "rb") as img:
+            payload = base64.b64encode(img.read()).decode("ascii")
+        return f"url(data:image/png;base64,{payload})"
+
+    css = re.sub(r"url\(([^)]*images/[^)]*\.png[^)]*)\)", data_url, css)
+    script = script.replace("</script", "<\\/script")
+    # folium builds popups with jQuery's $(html)[0], and jQuery is one of the CDN scripts dropped here:
+    # a two-line stand-in for that one use
+    shim = (
+        "if (typeof window.$ === 'undefined') { window.$ = function (h) { var t = document.createElement('template');"
+        " t.innerHTML = String(h).trim(); return [t.content.firstElementChild]; }; }"
+    )
+    # Leaflet finds its marker images through the stylesheet's URL, which a data: URL defeats: name them directly
+    icons = {}
+    for name, fname in (("icon", "marker-icon.png"), ("shadow", "marker-shadow.png")):
+        path = os.path.join(leaflet_dir, "images", fname)
+        if os.path.isfile(path):
+            with open(path, "rb") as img:
+                icons[name] = "data:image/png;base64," + base64.b64encode(img.read()).decode("ascii")
+    if icons:
+        shim += (
+            f" (function (u) {{ L.Icon.Default.prototype._getIconUrl = function (name) {{ return u[name]; }}; }})"
+            f"({json.dumps(icons)});"
+        )
+    return f"<style>{css}</style>\n<script>{script}</script>\n<script>{shim}</script>"
+
+
+def folium_map(
+    stores: StoreSet | StoreIndex,
+    *,
+    decisions: Any = None,
+    pings: Any = None,
+    fence_radius_m: float | None = None,
+    colour_by: str | None = "merchant_id",
+    store_marker: str = "pin",
+    tiles: str | None = "OpenStreetMap",
+    leaflet_dir: str | None = None,
+    zoom_start: int | None = None,
+) -> Any:
+    """An interactive Leaflet map (folium) of stores, service areas, geofences, pings and pushes.
+
+    Shows inline in a notebook; ``m.save("map.html")`` writes one HTML file.
+    Each store is a marker (``store_marker="pin"``: Leaflet's marker icon,
+    ``"dot"``: a circle marker, lighter for thousands of stores) with its id
+    and columns in the popup; pushes are amber circles at their store (area
+    grows with the count; holdout ones hollow), with the counts in the tooltip.
+
+    Parameters
+    ----------
+    stores : StoreSet or StoreIndex
+    decisions, pings, fence_radius_m, colour_by
+        As in :func:`plot_map`.
+    store_marker : {"pin", "dot"}, default "pin"
+    tiles : str or None, default "OpenStreetMap"
+        folium's base layer; ``None`` for none (no network needed).
+    leaflet_dir : str, optional
+        A local Leaflet folder (see :func:`find_leaflet`): inline it and drop
+        folium's CDN scripts, so the HTML works offline.
+    zoom_start : int, optional
+        Default: fit the view to the stores.
+
+    Returns
+    -------
+    folium.Map
+
+    Raises
+    ------
+    InvalidParameterError
+        As :func:`plot_map`; an unknown ``store_marker``; a ``leaflet_dir``
+        without ``leaflet.js`` and ``leaflet.css``.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> from o2o_geo import viz
+    >>> m = viz.folium_map(og.sample_stores(), fence_radius_m=100, tiles=None)
+    >>> m.get_root().render().count("= L.marker(")   # Leaflet loads from its CDN here: not in the page
+    50
+    """
+    import folium
+    from branca.element import Element
+
+    st = _stores_of(stores)
+    if store_marker not in ("pin", "dot"):
+        raise InvalidParameterError(f"store_marker must be 'pin' or 'dot'; got {store_marker!r}")
+    if fence_radius_m is not None and not (
+        isinstance(fence_radius_m, (int, float)) and math.isfinite(fence_radius_m) and fence_radius_m > 0
+    ):
+        raise InvalidParameterError(f"fence_radius_m must be a positive number of metres; got {fence_radius_m!r}")
+    colours, _ = _colours(st, colour_by)
+    treated, held = _push_counts(decisions)
+    ping_lat, ping_lon = _pings_of(pings) if pings is not None else (np.empty(0), np.empty(0))
+    inline = _inline_leaflet(leaflet_dir) if leaflet_dir is not None else None
+
+    ref = _reference_lon(st.lon if len(st) else ping_lon)
+    x = _unwrap(st.lon, ref)
+    if len(st):
+        centre = [float(np.mean(st.lat)), float(np.mean(x))]
+    elif ping_lat.size:
+        centre = [float(np.mean(ping_lat)), float(np.mean(_unwrap(ping_lon, ref)))]
+    else:
+        centre = [0.0, 0.0]
+    m = folium.Map(location=centre, zoom_start=zoom_start or 14, tiles=tiles, control_scale=True)
+    if zoom_start is None and len(st) > 1:
+        m.fit_bounds([[float(st.lat.min()), float(x.min())], [float(st.lat.max()), float(x.max())]])
+    if inline is not None:
+        m.default_js = []
+        m.default_css = []
+        root: Any = m.get_root()
+        root.header.add_child(Element(inline), name="o2o_geo_leaflet")
+
+    for ring in _area_rings(st, ref):
+        folium.Polygon(
+            [[float(b), float(a)] for a, b in ring], color="#1f77b4", weight=1, fill=True, fill_opacity=0.06
+        ).add_to(m)
+    if fence_radius_m is not None and len(st):
+        for ring in geodesic_ring_lonlat(st.lat, st.lon, fence_radius_m):
+            folium.Polygon(
+                [[float(b), float(a)] for a, b in zip(_unwrap(ring[:, 0], ref), ring[:, 1], strict=True)],
+                color="#d62728",
+                weight=1,
+                dash_array="4",
+                fill=False,
+            ).add_to(m)
+    for la, lo in zip(ping_lat.tolist(), _unwrap(ping_lon, ref).tolist(), strict=True):
+        folium.CircleMarker([la, lo], radius=2, color="#7f7f7f", weight=0, fill=True, fill_opacity=0.6).add_to(m)
+    extra = [c for c in st.columns if c not in ("store_id", "lat", "lon", "service_area")]
+    for i in range(len(st)):
+        sid = st.store_id[i]
+        fields = "".join(
+            f"<br>{html.escape(str(c))}: {html.escape(str(st[c][i]))}" for c in extra if st[c][i] is not None
+        )
+        popup = folium.Popup(f"<b>{html.escape(str(sid))}</b>{fields}", max_width=300)
+        where = [float(st.lat[i]), float(x[i])]
+        if store_marker == "pin":
+            folium.Marker(where, tooltip=str(sid), popup=popup).add_to(m)
+        else:
+            folium.CircleMarker(
+                where, radius=5, color="black", weight=1, fill=True, fill_color=colours[i], fill_opacity=0.9,
+                tooltip=str(sid), popup=popup,
+            ).add_to(m)  # fmt: skip
+    for sid in sorted(set(treated) | set(held), key=str):
+        i = int(st.position_of([sid])[0])
+        n1, n0 = treated.get(sid, 0), held.get(sid, 0)
+        folium.CircleMarker(
+            [float(st.lat[i]), float(x[i])],
+            radius=6 + 3 * math.sqrt(n1 + n0),
+            color="#b8860b",
+            weight=2,
+            fill=n1 > 0,
+            fill_color="#ffbf00",
+            fill_opacity=0.7,
+            tooltip=f"{sid}: {n1:,} pushed, {n0:,} held out",
+        ).add_to(m)
+    return m
+
+
+# ------------------------------------------------------------------ headless browser
+def find_chromium() -> str | None:
+    """A Chromium or Chrome executable on ``PATH`` (for :func:`html_to_png`), or None.
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> from o2o_geo.viz import find_chromium
+    >>> found = find_chromium()
+    >>> found is None or "chrom" in found.lower()
+    True
+    """
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _chromium_command(browser: str | None) -> list[str]:
+    exe = browser or find_chromium()
+    if exe is None:
+        raise InvalidParameterError("no Chromium found: install one (e.g. Debian's chromium) or pass browser=")
+    # --no-sandbox: Chromium refuses to start as root otherwise (containers, CI)
+    return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
+
+
+def html_to_png(
+    html_path: str | os.PathLike[str],
+    png_path: str | os.PathLike[str],
+    *,
+    width_px: int = 1200,
+    height_px: int = 800,
+    browser: str | None = None,
+    timeout_s: float = 60.0,
+) -> str:
+    """A screenshot of an HTML file (a saved folium map) taken by headless Chromium.
+
+    The page runs its scripts for up to 5 s of virtual time first, so a map has
+    drawn its markers.  A map that loads Leaflet from a CDN needs the network;
+    one made with ``leaflet_dir`` does not.
+
+    Parameters
+    ----------
+    html_path, png_path : str or path-like
+    width_px, height_px : int, default 1200 x 800
+        The window, in CSS pixels.
+    browser : str, optional
+        The Chromium executable; default :func:`find_chromium`.
+    timeout_s : float, default 60
+
+    Returns
+    -------
+    str
+        ``png_path``.
+
+    Raises
+    ------
+    InvalidParameterError
+        No Chromium, a missing HTML file, or a window size below 1 pixel.
+    RuntimeError
+        Chromium failed or wrote no image (its last output lines in the message).
+    """
+    import subprocess
+
+    src = os.path.abspath(os.fspath(html_path))
+    out = os.path.abspath(os.fspath(png_path))
+    if not os.path.isfile(src):
+        raise InvalidParameterError(f"html_path {os.fspath(html_path)!r}: no such file")
+    if not (isinstance(width_px, int) and isinstance(height_px, int) and width_px >= 1 and height_px >= 1):
+        raise InvalidParameterError(f"the window must be at least 1 x 1 pixels; got {width_px!r} x {height_px!r}")
+    if os.path.exists(out):
+        os.remove(out)
+    cmd = [*_chromium_command(browser), f"--window-size={width_px},{height_px}", f"--screenshot={out}"]
+    res = subprocess.run([*cmd, "file://" + src], capture_output=True, text=True, timeout=timeout_s, check=False)
+    if res.returncode != 0 or not os.path.isfile(out) or os.path.getsize(out) == 0:
+        tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"Chromium wrote no screenshot (exit {res.returncode}): {tail}")
+    return os.fspath(png_path)
