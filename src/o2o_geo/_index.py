@@ -227,6 +227,12 @@ class StoreIndex:
     def _live_ids(self) -> np.ndarray:
         return self._cached("live_ids", lambda: self._ids[self._alive])
 
+    def _live_latlon(self) -> tuple[FloatArray, FloatArray]:
+        """Latitudes and longitudes of the live stores by position (results carry them for ``to_geodataframe``)."""
+        if self._n_dead == 0:  # every slot is alive, so slots are positions
+            return self._lat, self._lon
+        return self._cached("live_latlon", lambda: (self._lat[self._alive], self._lon[self._alive]))
+
     @property
     def stores(self) -> StoreSet:
         """The live stores; ``position`` in every result is a row of this table."""
@@ -555,9 +561,10 @@ class StoreIndex:
             found = slots >= 0
             pos[found] = self._slot_to_pos()[slots[found]]
             ids = self._live_ids()
+            s_lat, s_lon = self._live_latlon()
         if is_scalar:
-            return Neighbors(dist[0], pos[0], ids)
-        return Neighbors(dist, pos, ids)
+            return Neighbors(dist[0], pos[0], ids, s_lat, s_lon)
+        return Neighbors(dist, pos, ids, s_lat, s_lon)
 
     def _nearest_scalar(self, lat: float, lon: float, k: int, max_d: float | None) -> Neighbors | None:
         """Pure-Python path for one point; ``None`` when the batch path must settle it.
@@ -605,7 +612,7 @@ class StoreIndex:
         pad = k - m
         out_d = np.array(dist[:m] + [math.inf] * pad)
         out_p = np.array(idx[:m] + [-1] * pad, dtype=np.int64)
-        return Neighbors(out_d, out_p, self._ids)
+        return Neighbors(out_d, out_p, self._ids, self._lat, self._lon)
 
     def _candidates(
         self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None, workers: int
@@ -803,9 +810,10 @@ class StoreIndex:
             dist, pos, offsets = self._sort_pairs(q, s, dist, err, lat_a, lon_a)
             q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
             ids = self._live_ids()
+            s_lat, s_lon = self._live_latlon()
         if is_scalar:
-            return Neighbors(dist, pos, ids)
-        return Matches(q, dist, pos, offsets, ids)
+            return Neighbors(dist, pos, ids, s_lat, s_lon)
+        return Matches(q, dist, pos, offsets, ids, s_lat, s_lon)
 
     def _within_pairs(
         self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None
@@ -942,9 +950,10 @@ class StoreIndex:
             dist, pos, offsets = self._sort_pairs(q, s, d, e, lat_a, lon_a)
             q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
             ids = self._live_ids()
+            s_lat, s_lon = self._live_latlon()
         if is_scalar:
-            return Neighbors(dist, pos, ids)
-        return Matches(q, dist, pos, offsets, ids)
+            return Neighbors(dist, pos, ids, s_lat, s_lon)
+        return Matches(q, dist, pos, offsets, ids, s_lat, s_lon)
 
     def _build_poly_tree(self) -> tuple[Any, IntArray]:
         has_area = np.fromiter((g is not None for g in self._areas.tolist()), dtype=bool, count=self._areas.shape[0])
@@ -981,6 +990,20 @@ class StoreIndex:
         ------
         IndexFormatError
             The file is corrupt, truncated, of a newer format version, or not an o2o_geo index.
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "stores.o2oidx")
+        ...     index.save(path)
+        ...     loaded = og.StoreIndex.load(path)
+        >>> len(loaded), loaded.stores.columns == index.stores.columns
+        (50, True)
+        >>> hit = loaded.nearest(31.2304, 121.4737, k=1)
+        >>> print(hit.store_id[0], f"{hit.distance_m[0]:.1f} m")
+        lucky-09 652.3 m
         """
         from ._io import load_stores
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._types import FloatArray, IntArray
+from ._validate import import_optional
 
 __all__ = ["Matches", "Neighbors"]
 
@@ -17,6 +18,12 @@ def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:
     found = position >= 0
     out[found] = ids[position[found]]
     return out
+
+
+def _with_points(gpd: Any, df: Any, lat: FloatArray, lon: FloatArray) -> Any:
+    """``df`` (which has a ``position`` column) as a GeoDataFrame of the stores' Points, EPSG:4326."""
+    pos = df["position"].to_numpy(dtype=np.int64)
+    return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(lon[pos], lat[pos]), crs="EPSG:4326")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +56,8 @@ class Neighbors:
     distance_m: FloatArray
     position: IntArray
     _ids: np.ndarray = field(repr=False)
+    _lat: FloatArray = field(repr=False)  # of the stores, by position (to_geodataframe)
+    _lon: FloatArray = field(repr=False)
 
     @property
     def store_id(self) -> np.ndarray:
@@ -69,7 +78,7 @@ class Neighbors:
         Columns ``query`` (only for array queries), ``rank``, ``store_id``,
         ``position``, ``distance_m``; rows with no store are left out.
         """
-        import pandas as pd
+        pd = import_optional("pandas", needed_by="Neighbors.to_dataframe", extra="geo")
 
         pos = np.atleast_2d(self.position)
         dist = np.atleast_2d(self.distance_m)
@@ -79,6 +88,39 @@ class Neighbors:
             cols["query"] = q
         cols.update(rank=r, store_id=self._ids[pos[q, r]], position=pos[q, r], distance_m=dist[q, r])
         return pd.DataFrame(cols)
+
+    def to_geodataframe(self) -> Any:
+        """:meth:`to_dataframe` as a geopandas GeoDataFrame of the stores' positions.
+
+        The same rows and columns, plus a ``geometry`` column: the Point
+        (lon, lat) of each store found, CRS EPSG:4326.  Rows with no store are
+        left out, as in :meth:`to_dataframe`, so every geometry is a Point.  The
+        positions are those of the stores at query time (carried by the
+        result), so the frame stays right after the index changes.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+
+        Raises
+        ------
+        ImportError
+            geopandas is not installed (``pip install "o2o_geo[geo]"``).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a", "lat": 0.0, "lon": 0.0},
+        ...     {"store_id": "b", "lat": 0.0, "lon": 0.01}])
+        >>> gdf = index.nearest(0.0, 0.004, k=3).to_geodataframe()
+        >>> gdf.store_id.tolist(), gdf.crs.to_epsg()
+        (['a', 'b'], 4326)
+        >>> [(p.x, p.y) for p in gdf.geometry]
+        [(0.0, 0.0), (0.01, 0.0)]
+        """
+        gpd = import_optional("geopandas", needed_by="Neighbors.to_geodataframe", extra="geo")
+        return _with_points(gpd, self.to_dataframe(), self._lat, self._lon)
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +159,8 @@ class Matches:
     position: IntArray
     offsets: IntArray
     _ids: np.ndarray = field(repr=False)
+    _lat: FloatArray = field(repr=False)  # of the stores, by position (to_geodataframe)
+    _lon: FloatArray = field(repr=False)
 
     @property
     def store_id(self) -> np.ndarray:
@@ -137,12 +181,42 @@ class Matches:
             raise IndexError(f"query {i} out of range for {n} queries")
         i %= n
         sl = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-        return Neighbors(self.distance_m[sl], self.position[sl], self._ids)
+        return Neighbors(self.distance_m[sl], self.position[sl], self._ids, self._lat, self._lon)
 
     def to_dataframe(self) -> Any:
         """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``."""
-        import pandas as pd
-
+        pd = import_optional("pandas", needed_by="Matches.to_dataframe", extra="geo")
         return pd.DataFrame(
             {"query": self.query, "store_id": self.store_id, "position": self.position, "distance_m": self.distance_m}
         )
+
+    def to_geodataframe(self) -> Any:
+        """:meth:`to_dataframe` as a geopandas GeoDataFrame of the matched stores' positions.
+
+        The same rows and columns, plus a ``geometry`` column: the Point
+        (lon, lat) of each matched store (of the stores at query time), CRS
+        EPSG:4326.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+
+        Raises
+        ------
+        ImportError
+            geopandas is not installed (``pip install "o2o_geo[geo]"``).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a", "lat": 0.0, "lon": 0.0},
+        ...     {"store_id": "b", "lat": 0.0, "lon": 0.01}])
+        >>> gdf = index.within([0.0, 0.0], [0.0, 0.02], radius_m=1500).to_geodataframe()
+        >>> gdf[["query", "store_id"]].values.tolist()
+        [[0, 'a'], [0, 'b'], [1, 'b']]
+        >>> [(p.x, p.y) for p in gdf.geometry]
+        [(0.0, 0.0), (0.01, 0.0), (0.01, 0.0)]
+        """
+        gpd = import_optional("geopandas", needed_by="Matches.to_geodataframe", extra="geo")
+        return _with_points(gpd, self.to_dataframe(), self._lat, self._lon)

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import shapely
+from shapely.geometry import mapping as geometry_to_mapping
 
 from ._areas import normalize_service_areas
 from ._types import FloatArray, StoreId
-from ._validate import as_latlon
-from .errors import DuplicateStoreError, InvalidCoordinateError, InvalidRecordError, ShapeMismatchError
+from ._validate import as_latlon, import_optional
+from .errors import (
+    DuplicateStoreError,
+    InvalidCoordinateError,
+    InvalidParameterError,
+    InvalidRecordError,
+    ShapeMismatchError,
+)
 
 __all__ = ["StoreSet"]
 
@@ -91,7 +101,9 @@ class StoreSet:
     is split into parts on either side of it.
 
     Build one with :meth:`from_records`, :meth:`from_columns`,
-    :meth:`from_dataframe`, :meth:`from_csv` or :meth:`from_geojson`.
+    :meth:`from_dataframe`, :meth:`from_csv`, :meth:`from_geojson` or
+    :meth:`from_geodataframe`; export it with :meth:`to_dataframe`,
+    :meth:`to_geodataframe` or :meth:`to_geojson`.
 
     Examples
     --------
@@ -399,6 +411,252 @@ class StoreSet:
             records.append(props)
         return cls.from_records(records, repair_service_areas=repair_service_areas)
 
+    @classmethod
+    def from_geodataframe(
+        cls,
+        gdf: Any,
+        *,
+        store_id: str = "store_id",
+        repair_service_areas: bool = False,
+    ) -> StoreSet:
+        """Build from a geopandas GeoDataFrame whose active geometry is one Point per store.
+
+        A GeoDataFrame in another CRS (a projected one such as EPSG:3857 or a
+        UTM zone, or another datum) is reprojected to WGS84 (EPSG:4326) with
+        ``to_crs`` first.  One with no CRS is taken to be in (lon, lat)
+        degrees already, as GeoJSON is.  Every other column becomes a store
+        column, except ``lat`` and ``lon``, which the Points replace.  A
+        ``service_area`` column holds polygons or radii in metres as in
+        :meth:`from_records`; if it is a geometry column with a CRS of its own,
+        it is reprojected to EPSG:4326 too (without a CRS, it is taken as
+        (lon, lat) degrees).
+
+        Parameters
+        ----------
+        gdf : geopandas.GeoDataFrame
+            One row per store.
+        store_id : str, default "store_id"
+            Name of the id column.
+        repair_service_areas : bool, default False
+            See :meth:`from_columns`.
+
+        Returns
+        -------
+        StoreSet
+
+        Raises
+        ------
+        ImportError
+            geopandas is not installed (``pip install "o2o_geo[geo]"``).
+        InvalidParameterError
+            ``gdf`` is not a GeoDataFrame.
+        InvalidRecordError
+            There is no ``store_id`` column or no active geometry, or a
+            geometry is missing, empty or not a Point (named by row, counted
+            from 0, and store id).
+        InvalidCoordinateError, DuplicateStoreError, InvalidGeometryError
+            As in :meth:`from_columns`.
+
+        Examples
+        --------
+        >>> import geopandas as gpd, o2o_geo as og
+        >>> from shapely.geometry import Point
+        >>> gdf = gpd.GeoDataFrame({"store_id": ["a", "b"], "category": ["coffee", "tea"]},
+        ...                        geometry=[Point(121.4737, 31.2304), Point(121.4768, 31.2243)], crs="EPSG:4326")
+        >>> s = og.StoreSet.from_geodataframe(gdf)
+        >>> s.columns, s.lat.tolist()
+        (['store_id', 'lat', 'lon', 'category'], [31.2304, 31.2243])
+        >>> metres = og.StoreSet.from_geodataframe(gdf.to_crs("EPSG:3857"))  # back to degrees
+        >>> print(metres.lat.round(6), metres.lon.round(6))
+        [31.2304 31.2243] [121.4737 121.4768]
+        """
+        gpd = import_optional("geopandas", needed_by="StoreSet.from_geodataframe", extra="geo")
+        if not isinstance(gdf, gpd.GeoDataFrame):
+            raise InvalidParameterError(
+                f"from_geodataframe takes a geopandas GeoDataFrame; got {type(gdf).__name__} "
+                "(use StoreSet.from_dataframe for a table with lat and lon columns)"
+            )
+        names = list(gdf.columns)
+        if store_id not in names:
+            raise InvalidRecordError(f"no column {store_id!r}; columns are {names}")
+        try:
+            points = gdf.geometry
+        except AttributeError:
+            raise InvalidRecordError(
+                f"the GeoDataFrame has no active geometry column; columns are {names} (call set_geometry first)"
+            ) from None
+        if not _is_wgs84(points.crs):
+            points = points.to_crs("EPSG:4326")
+        geoms = np.asarray(points.array, dtype=object)
+        kind = shapely.get_type_id(geoms)  # 0 is Point, -1 is missing
+        bad = (kind != 0) | shapely.is_empty(geoms)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            if kind[i] == -1:
+                what = "missing"
+            else:
+                what = f"{'an empty' if kind[i] == 0 else 'a'} {geoms[i].geom_type}"
+            sid = gdf[store_id].iloc[i : i + 1].tolist()[0]  # a plain Python value, for the message
+            raise InvalidRecordError(
+                f"geometry of store {sid!r} (row {i}) is {what}; every store must be a Point "
+                "(for shapes, take gdf.representative_point() first)"
+            )
+        cols: dict[str, Any] = {}
+        for name in names:
+            if name == points.name or name in ("lat", "lon"):
+                continue
+            col = gdf[name]
+            if name == "service_area" and isinstance(col, gpd.GeoSeries) and not _is_wgs84(col.crs):
+                col = col.to_crs("EPSG:4326")
+            cols[name] = col
+        cols["lat"], cols["lon"] = shapely.get_y(geoms), shapely.get_x(geoms)
+        return cls.from_dataframe(cols, store_id=store_id, repair_service_areas=repair_service_areas)
+
+    # ----------------------------------------------------------------- export
+    def _export_columns(self) -> dict[str, np.ndarray]:
+        """The columns as exported: each as stored, int ids as int64, service areas normalised."""
+        cols = dict(self._cols)
+        ids = cols["store_id"]
+        if len(ids) and isinstance(ids[0], int):  # one kind of id per set
+            cols["store_id"] = ids.astype(np.int64)
+        areas = cols.get("service_area")
+        if areas is not None and areas.dtype.kind not in "iuf":  # numbers are radii exactly as given
+            out = np.full(len(self), None, dtype=object)
+            has_geom = np.fromiter((g is not None for g in self._areas.tolist()), dtype=bool, count=len(self))
+            has_radius = ~np.isnan(self._radius_m)
+            out[has_geom] = self._areas[has_geom]
+            out[has_radius] = self._radius_m[has_radius]
+            cols["service_area"] = out
+        return cols
+
+    def to_dataframe(self) -> Any:
+        """The stores as a pandas DataFrame, one row per store.
+
+        Columns ``store_id``, ``lat``, ``lon`` and then the others in
+        :attr:`columns` order.  Each column keeps its dtype (an object column
+        stays object, so ``None`` stays ``None``); int store ids are int64.  A
+        ``service_area`` column holds what queries use: shapely polygons as
+        normalised on load (repaired, split at the antimeridian), radii in
+        metres as numbers, ``None`` (NaN in a column of radii) for no area.
+        :meth:`from_dataframe` reads the frame back to an equal store set.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Raises
+        ------
+        ImportError
+            pandas is not installed (``pip install "o2o_geo[geo]"``).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> s = og.StoreSet.from_records([
+        ...     {"store_id": 1, "lat": 31.2304, "lon": 121.4737, "category": "coffee", "service_area": 800.0},
+        ...     {"store_id": 2, "lat": 31.2243, "lon": 121.4768, "category": None}])
+        >>> df = s.to_dataframe()
+        >>> df.columns.tolist(), df.store_id.dtype.name
+        (['store_id', 'lat', 'lon', 'category', 'service_area'], 'int64')
+        >>> df.category.tolist(), df.service_area.tolist()
+        (['coffee', None], [800.0, None])
+        """
+        pd = import_optional("pandas", needed_by="StoreSet.to_dataframe", extra="geo")
+        cols = self._export_columns()
+        # pd.Series keeps the dtype: pandas >= 3 would turn object columns of str into its str dtype (None -> NaN)
+        return pd.DataFrame({name: pd.Series(values, dtype=values.dtype, copy=True) for name, values in cols.items()})
+
+    def to_geodataframe(self) -> Any:
+        """The stores as a geopandas GeoDataFrame of Points in EPSG:4326.
+
+        The columns of :meth:`to_dataframe` (``lat`` and ``lon`` included)
+        plus the active ``geometry`` column, the Point (lon, lat) of each store.
+        :meth:`from_geodataframe` reads it back to an equal store set.
+
+        Returns
+        -------
+        geopandas.GeoDataFrame
+
+        Raises
+        ------
+        ImportError
+            geopandas is not installed (``pip install "o2o_geo[geo]"``).
+        InvalidRecordError
+            The store set has a column named ``geometry`` (rename it first).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> s = og.StoreSet.from_records([{"store_id": "a", "lat": 31.2304, "lon": 121.4737, "category": "coffee"}])
+        >>> gdf = s.to_geodataframe()
+        >>> gdf.columns.tolist(), gdf.crs.to_epsg(), gdf.geometry[0].wkt
+        (['store_id', 'lat', 'lon', 'category', 'geometry'], 4326, 'POINT (121.4737 31.2304)')
+        """
+        gpd = import_optional("geopandas", needed_by="StoreSet.to_geodataframe", extra="geo")
+        if "geometry" in self._cols:
+            raise InvalidRecordError(
+                "the store set has a column named 'geometry', which would clash with the Points; rename it first"
+            )
+        df = self.to_dataframe()
+        return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(self.lon, self.lat), crs="EPSG:4326")
+
+    def to_geojson(self) -> dict[str, Any]:
+        """The stores as a GeoJSON FeatureCollection (a dict of plain Python values, ready for ``json.dumps``).
+
+        Each store is a Feature with ``id`` = its store id, a Point geometry
+        ``[lon, lat]`` and the other columns as ``properties``.  A
+        ``service_area`` is written as a GeoJSON geometry mapping (the polygon
+        as normalised on load: an antimeridian-crossing polygon is the
+        MultiPolygon split at 180 degrees, as RFC 7946 asks, and a repaired
+        one is the repaired polygon) or as a radius in metres; ``null`` for
+        none.  numpy values become Python numbers, NaN and infinities
+        ``null``, dates and datetimes ISO 8601 text, shapely geometries
+        GeoJSON mappings, tuples and arrays lists.
+
+        :meth:`from_geojson` reads it (or its JSON text) back to the same
+        stores, positions and service areas; a column given as numbers with
+        NaN comes back as an object column with ``None`` in those rows.
+
+        Returns
+        -------
+        dict
+            ``{"type": "FeatureCollection", "features": [...]}``.
+
+        Raises
+        ------
+        InvalidRecordError
+            A column holds a value with no JSON form (named by column and store id).
+
+        Examples
+        --------
+        >>> import json, o2o_geo as og
+        >>> s = og.StoreSet.from_records([
+        ...     {"store_id": "a", "lat": 31.2304, "lon": 121.4737, "rating": 4.5, "service_area": 1500.0}])
+        >>> fc = s.to_geojson()
+        >>> feature = fc["features"][0]
+        >>> feature["id"], feature["geometry"]
+        ('a', {'type': 'Point', 'coordinates': [121.4737, 31.2304]})
+        >>> feature["properties"]
+        {'rating': 4.5, 'service_area': 1500.0}
+        >>> og.StoreSet.from_geojson(json.dumps(fc)).service_radius_m.tolist()
+        [1500.0]
+        """
+        cols = self._export_columns()
+        ids = self.store_id.tolist()
+        lon = self.lon.tolist()
+        lat = self.lat.tolist()
+        props = {name: _json_column(values, name, ids) for name, values in cols.items() if name not in CORE_COLUMNS[:3]}
+        features = [
+            {
+                "type": "Feature",
+                "id": sid,
+                "geometry": {"type": "Point", "coordinates": [lon[i], lat[i]]},
+                "properties": {name: values[i] for name, values in props.items()},
+            }
+            for i, sid in enumerate(ids)
+        ]
+        return {"type": "FeatureCollection", "features": features}
+
     # ----------------------------------------------------------------- access
     def __len__(self) -> int:
         return int(self._cols["store_id"].shape[0]) if self._cols else 0
@@ -587,3 +845,42 @@ def _degrees_column(values: Any, name: str) -> FloatArray:
             raise InvalidCoordinateError(f"column {name!r} row {i}: {v!r} is not a number of degrees")
         out[i] = float(v)
     return out
+
+
+def _is_wgs84(crs: Any) -> bool:
+    """Whether a GeoSeries' CRS needs no reprojection: none (taken as lon/lat degrees) or WGS84 lon/lat."""
+    return crs is None or bool(crs.equals("EPSG:4326", ignore_axis_order=True))
+
+
+def _json_column(values: np.ndarray, name: str, ids: list[Any]) -> list[Any]:
+    """A column as plain JSON values (see :meth:`StoreSet.to_geojson`)."""
+    if values.dtype.kind in "iub":
+        return list(values.tolist())
+    if values.dtype.kind == "f":
+        return [v if math.isfinite(v) else None for v in values.tolist()]
+    return [_json_value(v, name, sid) for v, sid in zip(values.tolist(), ids, strict=True)]
+
+
+def _json_value(v: Any, name: str, sid: Any) -> Any:
+    if isinstance(v, np.generic):  # first: np.float64 and np.str_ are also float and str
+        if isinstance(v, np.datetime64):
+            return None if np.isnat(v) else _json_value(v.astype("datetime64[us]").item(), name, sid)
+        return _json_value(v.item(), name, sid)
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if type(v).__name__ in ("NAType", "NaTType"):  # pandas' missing values
+        return None
+    if isinstance(v, (dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, shapely.Geometry):
+        return _json_value(geometry_to_mapping(v), name, sid)
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(x, name, sid) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_json_value(x, name, sid) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
+    raise InvalidRecordError(
+        f"column {name!r} of store {sid!r} holds a {type(v).__name__} ({v!r:.60}), which has no JSON form; "
+        "convert the column to numbers or text first"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from ._types import FloatArray
 from .errors import InvalidCoordinateError, InvalidParameterError, ShapeMismatchError
 
-__all__ = ["as_latlon", "check_k", "check_distance_m"]
+__all__ = ["as_latlon", "check_k", "check_distance_m", "import_optional"]
 
 
 def _as_float_array(value: Any, name: str) -> FloatArray:
@@ -89,3 +90,18 @@ def check_distance_m(value: Any, name: str, *, allow_none: bool = False) -> floa
     if not out >= 0.0:
         raise InvalidParameterError(f"{name} must be >= 0 metres; got {value!r}")
     return out
+
+
+def import_optional(module: str, *, needed_by: str, extra: str) -> Any:
+    """Import an optional dependency, or raise an ImportError that names the extra to install.
+
+    Optional integrations (pandas, geopandas, ...) are imported here, inside
+    the methods that need them, so ``import o2o_geo`` needs only the core
+    dependencies.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f'{needed_by} needs {module} ({exc}); install it with: pip install "o2o_geo[{extra}]"'
+        ) from exc
