@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -56,3 +57,6 @@ def test_tour_notebook_runs(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "milk-tea-30" in text and "uplift" in text
+    if importlib.util.find_spec("folium") and importlib.util.find_spec("matplotlib"):  # the viz extra: section 4
+        kinds = {k for o in outputs for k in o.get("data", {})}
+        assert {"image/png", "text/html"} <= kinds  # the funnel chart and the folium map drew
