@@ -109,7 +109,22 @@ class Offer:
         return 0.0
 
     def is_valid_at(self, now: Any) -> bool:
-        """Whether ``now`` is inside the validity window (ends inclusive)."""
+        """Whether ``now`` is inside the validity window (ends inclusive).
+
+        Examples
+        --------
+        >>> from datetime import datetime, timezone
+        >>> import o2o_geo as og
+        >>> lunch = og.Offer("lunch", "m1", discount_rate=0.9,
+        ...                  valid_from=datetime(2026, 1, 1, 11, tzinfo=timezone.utc),
+        ...                  valid_until=datetime(2026, 1, 1, 14, tzinfo=timezone.utc))
+        >>> lunch.is_valid_at(datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc))
+        True
+        >>> lunch.is_valid_at(lunch.valid_until), lunch.is_valid_at(lunch.valid_until + 1)
+        (True, False)
+        >>> og.Offer("always", "m1").is_valid_at(0)  # no window: always valid
+        True
+        """
         t = to_epoch_s(now, "now")
         return (self.valid_from is None or self.valid_from <= t) and (self.valid_until is None or t <= self.valid_until)
 
@@ -175,6 +190,20 @@ class OfferSet:
             An unknown field, or a field with a bad value (named with the offer id).
         DuplicateOfferError
             The same ``offer_id`` twice.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> offers = og.OfferSet.from_records([
+        ...     {"offer_id": "latte", "merchant_id": "m-lucky", "category": "coffee", "discount_rate": 0.8},
+        ...     {"offer_id": "cake", "merchant_id": "m-lucky", "spend_amount": 30, "off_amount": 6}])
+        >>> len(offers), "cake" in offers, offers["cake"].discount_depth
+        (2, True, 0.2)
+        >>> try:
+        ...     og.OfferSet.from_records([{"offer_id": "o1", "merchant_id": "m", "discount": 0.8}])
+        ... except og.errors.InvalidRecordError as exc:
+        ...     print(type(exc).__name__, "-", str(exc).split(";")[0])
+        InvalidRecordError - offer record 0 has unknown fields ['discount']
         """
         offers = []
         for row, rec in enumerate(records):
@@ -218,7 +247,20 @@ class OfferSet:
         return offer_id in self._lookup
 
     def valid_at(self, now: Any) -> np.ndarray:
-        """Boolean mask of the offers valid at ``now``, shape (n_offers,)."""
+        """Boolean mask of the offers valid at ``now``, shape (n_offers,).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> day = 86400
+        >>> offers = og.OfferSet([og.Offer("week-1", "m1", valid_from=0, valid_until=7 * day),
+        ...                       og.Offer("week-2", "m1", valid_from=7 * day, valid_until=14 * day),
+        ...                       og.Offer("open-ended", "m1")])
+        >>> offers.valid_at(3 * day).tolist()
+        [True, False, True]
+        >>> offers.offer_id[offers.valid_at(7 * day)].tolist()  # both ends are inclusive
+        ['week-1', 'week-2', 'open-ended']
+        """
         t = to_epoch_s(now, "now")
         return (self.valid_from_s <= t) & (t <= self.valid_until_s)
 
@@ -232,6 +274,21 @@ class OfferSet:
         ------
         InvalidRecordError
             An offer names a store that is not in the table, or has no store at all.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a1", "lat": 31.23, "lon": 121.47, "merchant_id": "m-a"},
+        ...     {"store_id": "b1", "lat": 31.24, "lon": 121.48, "merchant_id": "m-b"},
+        ...     {"store_id": "a2", "lat": 31.25, "lon": 121.49, "merchant_id": "m-a"}])
+        >>> offers = og.OfferSet([og.Offer("o1", "m-a"), og.Offer("o2", "m-a", store_ids=("a2",)),
+        ...                       og.Offer("o3", "m-b")])
+        >>> offsets, positions = offers.redeemable_positions(index.stores["merchant_id"], index.stores.store_id)
+        >>> offsets.tolist(), positions.tolist()
+        ([0, 2, 3, 4], [0, 2, 2, 1])
+        >>> [index.stores.store_id[positions[offsets[i]:offsets[i + 1]]].tolist() for i in range(len(offers))]
+        [['a1', 'a2'], ['a2'], ['b1']]
         """
         by_merchant: dict[Any, list[int]] = {}
         for pos, m in enumerate(stores_merchant_id.tolist()):

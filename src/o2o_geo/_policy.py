@@ -215,6 +215,20 @@ class PushPolicy:
 
         A keyed hash of the user id and the salt: the same answer in every
         process and after restarts.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> users = [f"u{i}" for i in range(1000)]
+        >>> policy = og.PushPolicy(holdout_fraction=0.2)
+        >>> held = [u for u in users if policy.is_holdout(u)]
+        >>> len(held), held[:3]
+        (209, ['u2', 'u4', 'u5'])
+        >>> [u for u in users if og.PushPolicy(holdout_fraction=0.2, holdout_salt="spring").is_holdout(u)][:3]
+        ['u2', 'u7', 'u13']
+        >>> per_offer = og.PushPolicy(holdout_fraction=0.5, holdout_per_offer=True)
+        >>> [per_offer.is_holdout("u1", offer) for offer in ("latte", "cake", "tea")]
+        [False, True, False]
         """
         if self.holdout_fraction <= 0.0:
             return False
@@ -225,7 +239,20 @@ class PushPolicy:
         return h / 2.0**64 < self.holdout_fraction
 
     def is_quiet(self, local: datetime) -> bool:
-        """Whether a local time falls in the quiet hours."""
+        """Whether a local time falls in the quiet hours.
+
+        Examples
+        --------
+        >>> from datetime import datetime
+        >>> import o2o_geo as og
+        >>> night = og.PushPolicy(quiet_hours=(22, 8))  # wraps midnight
+        >>> [night.is_quiet(datetime(2026, 1, 1, h, 30)) for h in (7, 8, 21, 22, 23)]
+        [True, False, False, True, True]
+        >>> og.PushPolicy(quiet_hours=(12, 14)).is_quiet(datetime(2026, 1, 1, 13, 59))
+        True
+        >>> og.PushPolicy(quiet_hours=None).is_quiet(datetime(2026, 1, 1, 3, 0))
+        False
+        """
         if self.quiet_hours is None:
             return False
         start, end = self.quiet_hours
@@ -235,7 +262,17 @@ class PushPolicy:
         return h >= start or h < end
 
     def capacity_of(self, store_id: Any) -> int | None:
-        """The daily push capacity of a store (``None``: unlimited)."""
+        """The daily push capacity of a store (``None``: unlimited).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> og.PushPolicy(store_daily_capacity=50).capacity_of("lucky-01")
+        50
+        >>> policy = og.PushPolicy(store_daily_capacity={"lucky-09": 20})
+        >>> policy.capacity_of("lucky-09"), policy.capacity_of("lucky-01")
+        (20, None)
+        """
         cap = self.store_daily_capacity
         if isinstance(cap, Mapping):
             return cap.get(store_id)

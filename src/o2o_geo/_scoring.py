@@ -115,7 +115,23 @@ class ScoredOffer:
         return math.fsum(v for _, v in self._terms)
 
     def explain(self) -> dict[str, float]:
-        """Each feature's contribution (weight times value) to the logit, largest magnitude first."""
+        """Each feature's contribution (weight times value) to the logit, largest magnitude first.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8)])
+        >>> best = og.OfferScorer(index, offers).rank("u1", 31.2304, 121.4737, now=1767225600, k=1)[0]
+        >>> for name, term in list(best.explain().items())[:4]:
+        ...     print(f"{name:<22} {term:+.3f}")
+        intercept              -3.000
+        discount               +0.400
+        distance               +0.342
+        beyond_usual_distance  -0.251
+        >>> print(f"{sum(best.explain().values()):.3f} = logit {best.logit:.3f}")
+        -2.509 = logit -2.509
+        """
         return dict(sorted(self._terms, key=lambda kv: -abs(kv[1])))
 
 
@@ -501,6 +517,18 @@ class OfferScorer:
         -------
         list of ScoredOffer
             Never the same offer twice.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8),
+        ...                       og.Offer("milk-tea", "m-teagarden", category="tea", discount_rate=0.9)])
+        >>> scorer = og.OfferScorer(index, offers)
+        >>> for s in scorer.rank("u1", 31.2304, 121.4737, now=1767225600, k=2):  # u1 is a cold start
+        ...     print(f"{s.offer_id:<8} {s.store_id:<12} score {s.score:.3f} at {s.distance_m:.0f} m")
+        latte    lucky-09     score 0.075 at 652 m
+        milk-tea teagarden-07 score 0.049 at 838 m
         """
         res = self._rank_arrays([user_id], np.atleast_1d(lat), np.atleast_1d(lon), now, k)
         out = []
@@ -528,6 +556,19 @@ class OfferScorer:
         pandas.DataFrame or dict of arrays
             Columns ``query`` (row of the input), ``user_id``, ``rank``, ``offer_id``,
             ``store_id``, ``score``, ``distance_m``; a dict when pandas is missing.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8),
+        ...                       og.Offer("milk-tea", "m-teagarden", category="tea", discount_rate=0.9)])
+        >>> scorer = og.OfferScorer(index, offers)
+        >>> res = scorer.rank_many(["u1", "u2"], [31.2304, 31.2243], [121.4737, 121.4768], now=1767225600, k=1)
+        >>> for u, o, s, p in zip(res["user_id"], res["offer_id"], res["store_id"], res["score"]):
+        ...     print(f"{u} {o} {s} {p:.3f}")
+        u1 latte lucky-09 0.075
+        u2 latte lucky-07 0.080
         """
         users = list(np.asarray(user_ids, dtype=object).ravel())
         res = self._rank_arrays(users, lats, lons, now, k)
@@ -605,6 +646,30 @@ class OfferScorer:
         -------
         OfferScorer
             ``self``.
+
+        Examples
+        --------
+        Forty users get the same coupon; half of the pushes sent 200 m from
+        the store are redeemed, none of those sent 3 km away:
+
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8)])
+        >>> log = []
+        >>> for i in range(40):
+        ...     ts = 1767225600 + i * 3600
+        ...     d = 200.0 if i % 2 == 0 else 3000.0
+        ...     log.append(og.Event("push", f"u{i}", ts, offer_id="latte", store_id="lucky-09", distance_m=d))
+        ...     if i % 4 == 0:
+        ...         log.append(og.Event("redeem", f"u{i}", ts + 1800, offer_id="latte"))
+        >>> scorer = og.OfferScorer(index, offers)
+        >>> print(f"distance weight {scorer.weights_[1]:.2f}")
+        distance weight 0.80
+        >>> scorer = scorer.fit(log)
+        >>> print(f"distance weight {scorer.weights_[1]:.2f}")
+        distance weight 1.15
+        >>> scorer.n_fit_examples_, len(scorer.history)
+        (40, 40)
         """
         evs = sorted(events, key=lambda e: e.ts)
         if not evs:
@@ -691,7 +756,23 @@ class OfferScorer:
         )
 
     def record(self, event: Event) -> None:
-        """Add an outcome to the history (merchant, category and discount filled in from the offer)."""
+        """Add an outcome to the history (merchant, category and discount filled in from the offer).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8)])
+        >>> scorer = og.OfferScorer(index, offers)
+        >>> now = 1767225600
+        >>> print(f"{scorer.rank('u1', 31.2304, 121.4737, now=now, k=1)[0].score:.3f}")
+        0.075
+        >>> scorer.record(og.Event("redeem", "u1", now - 3600, offer_id="latte", distance_m=300.0))
+        >>> scorer.history.n_events("u1", "redeem"), scorer.history.category_affinity("u1", "coffee", now) > 0
+        (1, True)
+        >>> print(f"{scorer.rank('u1', 31.2304, 121.4737, now=now, k=1)[0].score:.3f}")
+        0.200
+        """
         self.history.add(self._enrich(event, self.offers._lookup))
 
 

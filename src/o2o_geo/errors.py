@@ -51,61 +51,213 @@ __all__ = [
 
 
 class O2OGeoError(Exception):
-    """Base class of every error o2o_geo raises on purpose."""
+    """Base class of every error o2o_geo raises on purpose.
+
+    Examples
+    --------
+    Catch every deliberate error of the library at once, or each by its built-in type:
+
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 31.2304, "lon": 121.4737}])
+    >>> try:
+    ...     index.nearest(31.23, 121.47, k=0)
+    ... except og.errors.O2OGeoError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, ValueError), "-", exc)
+    InvalidParameterError True - k must be a positive integer; got 0
+    >>> try:
+    ...     index.remove(["zzz"])
+    ... except KeyError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, og.errors.O2OGeoError))
+    UnknownStoreError True
+    """
 
 
 class InvalidCoordinateError(O2OGeoError, ValueError):
-    """A latitude or longitude is outside its range, NaN or infinite."""
+    """A latitude or longitude is outside its range, NaN or infinite.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> try:
+    ...     og.geodesic_distance_m(121.4737, 31.2304, 31.2243, 121.4768)  # (lon, lat) by mistake
+    ... except og.errors.InvalidCoordinateError as exc:
+    ...     print(type(exc).__name__)
+    InvalidCoordinateError
+    """
 
 
 class ShapeMismatchError(O2OGeoError, ValueError):
-    """Arrays that must have the same length (or shape) do not."""
+    """Arrays that must have the same length (or shape) do not.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 31.2304, "lon": 121.4737}])
+    >>> try:
+    ...     index.nearest([31.20, 31.21], [121.40], k=1)
+    ... except og.errors.ShapeMismatchError as exc:
+    ...     print(type(exc).__name__)
+    ShapeMismatchError
+    """
 
 
 class InvalidParameterError(O2OGeoError, ValueError):
-    """A parameter other than a coordinate has a value that cannot be used."""
+    """A parameter other than a coordinate has a value that cannot be used.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 31.2304, "lon": 121.4737}])
+    >>> try:
+    ...     index.within(31.23, 121.47, radius_m=-5.0)
+    ... except og.errors.InvalidParameterError as exc:
+    ...     print(type(exc).__name__)
+    InvalidParameterError
+    """
 
 
 class InvalidRecordError(O2OGeoError, ValueError):
-    """A store record is missing a field or has a field of the wrong type."""
+    """A store record is missing a field or has a field of the wrong type.
+
+    Records of offers and events are checked the same way.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> try:
+    ...     og.StoreIndex.from_records([{"store_id": "a", "lat": 31.2304}])
+    ... except og.errors.InvalidRecordError as exc:
+    ...     print(type(exc).__name__)
+    InvalidRecordError
+    """
 
 
 class DuplicateStoreError(O2OGeoError, ValueError):
-    """The same ``store_id`` was given twice, or is already in the index."""
+    """The same ``store_id`` was given twice, or is already in the index.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 31.2304, "lon": 121.4737}])
+    >>> try:
+    ...     index.add([{"store_id": "a", "lat": 31.2243, "lon": 121.4768}])
+    ... except og.errors.DuplicateStoreError as exc:
+    ...     print(type(exc).__name__)
+    DuplicateStoreError
+    """
 
 
 class UnknownStoreError(O2OGeoError, KeyError):
-    """A ``store_id`` that the index does not hold."""
+    """A ``store_id`` that the index does not hold.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 31.2304, "lon": 121.4737}])
+    >>> try:
+    ...     index.remove(["b"])
+    ... except og.errors.UnknownStoreError as exc:
+    ...     print(type(exc).__name__)
+    UnknownStoreError
+    """
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
 
 
 class DuplicateOfferError(O2OGeoError, ValueError):
-    """The same ``offer_id`` was given twice."""
+    """The same ``offer_id`` was given twice.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> try:
+    ...     og.OfferSet([og.Offer("latte", "m-lucky"), og.Offer("latte", "m-lucky")])
+    ... except og.errors.DuplicateOfferError as exc:
+    ...     print(type(exc).__name__)
+    DuplicateOfferError
+    """
 
 
 class UnknownOfferError(O2OGeoError, KeyError):
-    """An ``offer_id`` that the offer set does not hold."""
+    """An ``offer_id`` that the offer set does not hold.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> try:
+    ...     og.OfferSet([og.Offer("latte", "m-lucky")])["mocha"]
+    ... except og.errors.UnknownOfferError as exc:
+    ...     print(type(exc).__name__)
+    UnknownOfferError
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
 class InvalidGeometryError(O2OGeoError, ValueError):
-    """A service-area geometry is invalid (e.g. self-intersecting) or of the wrong kind."""
+    """A service-area geometry is invalid (e.g. self-intersecting) or of the wrong kind.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> from shapely.geometry import Polygon
+    >>> bowtie = Polygon([(121.47, 31.23), (121.48, 31.24), (121.48, 31.23), (121.47, 31.24)])
+    >>> try:
+    ...     og.StoreIndex.from_records([{"store_id": "a", "lat": 31.235, "lon": 121.475, "service_area": bowtie}])
+    ... except og.errors.InvalidGeometryError as exc:
+    ...     print(type(exc).__name__)
+    InvalidGeometryError
+    """
 
 
 class IndexFormatError(O2OGeoError, ValueError):
-    """A file given to :meth:`StoreIndex.load` is corrupt, truncated or not an o2o_geo index."""
+    """A file given to :meth:`StoreIndex.load` is corrupt, truncated or not an o2o_geo index.
+
+    Examples
+    --------
+    >>> import os, tempfile, o2o_geo as og
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "notes.txt")
+    ...     with open(path, "w") as f:
+    ...         _ = f.write("not an index")
+    ...     try:
+    ...         og.StoreIndex.load(path)
+    ...     except og.errors.IndexFormatError as exc:
+    ...         print(type(exc).__name__)
+    IndexFormatError
+    """
 
 
 class UnknownPushError(O2OGeoError, KeyError):
-    """A ``push_id`` that the dispatcher never issued, or issued to another user."""
+    """A ``push_id`` that the dispatcher never issued, or issued to another user.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()), og.OfferSet([og.Offer("latte", "m-lucky")]))
+    >>> try:
+    ...     engine.record(og.Event("redeem", "u1", 1767225600, push_id="p404"))
+    ... except og.errors.UnknownPushError as exc:
+    ...     print(type(exc).__name__)
+    UnknownPushError
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
 class StateError(O2OGeoError, RuntimeError):
-    """The dispatch state store failed (e.g. a database is locked or unreachable); the operation changed nothing."""
+    """The dispatch state store failed (e.g. a database is locked or unreachable); the operation changed nothing.
+
+    Examples
+    --------
+    >>> import os, tempfile, o2o_geo as og
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     try:
+    ...         og.SQLiteState(os.path.join(folder, "no-such-folder", "state.db"))
+    ...     except og.errors.StateError as exc:
+    ...         print(type(exc).__name__)
+    StateError
+    """

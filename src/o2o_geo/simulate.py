@@ -70,6 +70,19 @@ class PushLog:
     ``lat``/``lon`` is where the user was, ``store`` the row of the store in
     ``world.stores``, ``p_redeem`` the ground-truth probability and
     ``redeemed`` the drawn outcome.
+
+    Examples
+    --------
+    >>> from o2o_geo import simulate
+    >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+    >>> log = world.push_log(n_days=7, pushes_per_user_per_day=1.0, seed=2)
+    >>> len(log), int(log.redeemed.sum())
+    (336, 25)
+    >>> i = 0  # the first push: who, what, where, and what came of it
+    >>> int(log.user[i]), world.offers.offer_id[log.offer[i]], world.stores.store_id[log.store[i]]
+    (20, 'o1', 's4')
+    >>> print(f"{log.distance_m[i]:.0f} m, p = {log.p_redeem[i]:.4f}, redeemed: {bool(log.redeemed[i])}")
+    9838 m, p = 0.0040, redeemed: False
     """
 
     ts: FloatArray
@@ -93,6 +106,19 @@ class PingLog:
     ``user`` is the user number (the ``user_id`` to give the dispatcher),
     ``store`` the row of the store the user is visiting (-1 when just moving
     about), ``accuracy_m`` the fix's accuracy.
+
+    Examples
+    --------
+    >>> from o2o_geo import simulate
+    >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+    >>> pings = world.pings(n_days=0.5, pings_per_user_per_day=4.0, seed=1)
+    >>> len(pings)
+    100
+    >>> for i in range(3):  # user 22 is visiting store row 1, the others are moving about
+    ...     print(int(pings.user[i]), f"{pings.lat[i]:.4f} {pings.lon[i]:.4f}", int(pings.store[i]))
+    15 31.2522 121.4018 -1
+    22 31.2657 121.4638 1
+    21 31.2066 121.4431 -1
     """
 
     ts: FloatArray
@@ -106,7 +132,21 @@ class PingLog:
         return int(self.ts.shape[0])
 
     def columns(self) -> dict[str, Any]:
-        """The log as the columns :meth:`~o2o_geo.Dispatcher.on_locations` takes."""
+        """The log as the columns :meth:`~o2o_geo.Dispatcher.on_locations` takes.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> pings = world.pings(n_days=0.5, pings_per_user_per_day=4.0, seed=1)
+        >>> sorted(pings.columns())
+        ['accuracy_m', 'lat', 'lon', 'ts', 'user_id']
+        >>> engine = og.Dispatcher(world.index, world.offers, policy=og.PushPolicy(quiet_hours=None))
+        >>> decisions = engine.on_locations(pings.columns())
+        >>> len(decisions), [(d.user_id, d.offer_id, d.store_id, d.trigger) for d in decisions[:2]]
+        (9, [(22, 'o2', 's1', 'enter'), (1, 'o1', 's17', 'enter')])
+        """
         return {"user_id": self.user, "lat": self.lat, "lon": self.lon, "ts": self.ts, "accuracy_m": self.accuracy_m}
 
 
@@ -116,6 +156,18 @@ class World:
 
     Build one with :meth:`generate`; every array is indexed by user, merchant
     or category number.
+
+    Examples
+    --------
+    >>> from o2o_geo import simulate
+    >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+    >>> world.n_users, world.taste.shape, world.quality.shape
+    (50, (50, 8), (5,))
+    >>> world.offers.merchant_id[0], int(world.offer_merchant[0])  # offer o0 is merchant number 2's
+    ('m2', 2)
+    >>> home = world.index.nearest(world.home_lat[0], world.home_lon[0], k=1)  # user 0's nearest store
+    >>> print(home.store_id[0], f"{home.distance_m[0]:.0f} m")
+    s5 138 m
     """
 
     stores: StoreSet
@@ -174,6 +226,21 @@ class World:
         Returns
         -------
         World
+
+        Examples
+        --------
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> len(world.stores), len(world.offers), world.n_users
+        (30, 6, 50)
+        >>> world.stores.store_id[:3].tolist(), world.stores["merchant_id"][:3].tolist()
+        (['s0', 's1', 's2'], ['m0', 'm1', 'm2'])
+        >>> again = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> bool((again.stores.lat == world.stores.lat).all() and (again.taste == world.taste).all())
+        True
+        >>> two = simulate.World.generate(seed=2, n_users=10, n_stores=20, n_offers=4, cities=("london", "sydney"))
+        >>> int((two.stores.lat > 0).sum()), int((two.stores.lat < 0).sum())  # stores north and south
+        (5, 15)
         """
         for name, v in (
             ("n_users", n_users),
@@ -245,7 +312,20 @@ class World:
         )
 
     def true_logit(self, user: IntArray, offer: IntArray, distance_m: FloatArray) -> FloatArray:
-        """Ground-truth log-odds of redemption for (user, offer, distance) triples."""
+        """Ground-truth log-odds of redemption for (user, offer, distance) triples.
+
+        Examples
+        --------
+        The same user and offer, 100 m, 1 km and 10 km from the store:
+
+        >>> import numpy as np
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> user, offer = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
+        >>> logit = world.true_logit(user, offer, np.array([100.0, 1000.0, 10000.0]))
+        >>> print(" ".join(f"{p:.4f}" for p in 1.0 / (1.0 + np.exp(-logit))))
+        0.0561 0.0186 0.0009
+        """
         return (
             self.base_logit
             + self.taste[user, self.offer_category[offer]]
@@ -269,6 +349,19 @@ class World:
         -------
         PushLog
             Sorted by time.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> log = world.push_log(n_days=7, pushes_per_user_per_day=1.0, seed=2)
+        >>> len(log), bool(np.all(np.diff(log.ts) >= 0))
+        (336, True)
+        >>> bool((world.store_merchant[log.store] == world.offer_merchant[log.offer]).all())  # the offer's own stores
+        True
+        >>> print(f"mean p_redeem {log.p_redeem.mean():.3f}, redeemed {log.redeemed.mean():.3f}")
+        mean p_redeem 0.055, redeemed 0.074
         """
         rng = np.random.default_rng(seed)
         n = int(rng.poisson(pushes_per_user_per_day * n_days * self.n_users))
@@ -312,6 +405,16 @@ class World:
         -------
         PingLog
             Sorted by time.
+
+        Examples
+        --------
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> pings = world.pings(n_days=1.0, seed=2)
+        >>> len(pings), int((pings.store >= 0).sum())  # 144 pings are 48 store visits of 3 pings
+        (484, 144)
+        >>> print(f"first ping {(pings.ts[0] - world.start_ts) / 3600:.2f} h after midnight UTC")
+        first ping 8.05 h after midnight UTC
         """
         rng = np.random.default_rng(seed)
         n = int(rng.poisson(pings_per_user_per_day * n_days * self.n_users))
@@ -366,6 +469,26 @@ class World:
         -------
         list of Event
             Sorted by time, each naming its push (``push_id``) when the user was pushed.
+
+        Examples
+        --------
+        >>> from collections import Counter
+        >>> import o2o_geo as og
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> engine = og.Dispatcher(world.index, world.offers,
+        ...                        policy=og.PushPolicy(quiet_hours=None, holdout_fraction=0.5))
+        >>> decisions = engine.on_locations(world.pings(seed=2).columns())
+        >>> len(decisions), sum(d.holdout for d in decisions)
+        (37, 15)
+        >>> events = world.outcomes(decisions, seed=2)
+        >>> sorted(Counter(e.kind for e in events).items())
+        [('open', 12), ('redeem', 5), ('visit', 4)]
+        >>> for e in events:
+        ...     _ = engine.record(e)
+        >>> row = engine.report(by="all", as_frame=False)[0]
+        >>> row["pushed"], row["holdout"], row["redeemed"]
+        (22, 15, 5)
         """
         rng = np.random.default_rng(seed)
         out: list[Event] = []
@@ -405,6 +528,23 @@ class World:
         -------
         list of Event
             In log order (pushes by time; a redemption right after its push).
+
+        Examples
+        --------
+        Events are what :meth:`~o2o_geo.OfferScorer.fit` learns from:
+
+        >>> from collections import Counter
+        >>> import o2o_geo as og
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> events = world.events(world.push_log(n_days=7, pushes_per_user_per_day=1.0, seed=2), seed=3)
+        >>> sorted(Counter(e.kind for e in events).items())
+        [('push', 336), ('redeem', 25)]
+        >>> e = events[0]
+        >>> e.kind, e.user_id, e.offer_id, e.store_id, round(e.distance_m)
+        ('push', 20, 'o1', 's4', 9838)
+        >>> og.OfferScorer(world.index, world.offers).fit(events).n_fit_examples_
+        336
         """
         rng = np.random.default_rng(seed)
         ids, offer_ids = self.stores.store_id, self.offers.offer_id
