@@ -40,13 +40,11 @@ PENDING = {
     "Dispatcher.on_locations",
     "Dispatcher.record",
     "Dispatcher.report",
-    "Matches.to_dataframe",
     "MemoryState.events",
     "MemoryState.forget_user",
     "MemoryState.pushes",
     "MemoryState.read_user",
     "MemoryState.transaction",
-    "Neighbors.to_dataframe",
     "PushDecision.explain",
     "PushDecision.to_dict",
     "RedisState.close",
@@ -64,7 +62,6 @@ PENDING = {
     "SQLiteState.pushes",
     "SQLiteState.read_user",
     "SQLiteState.transaction",
-    "StoreSet.table",
 }
 
 

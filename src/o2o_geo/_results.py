@@ -77,6 +77,20 @@ class Neighbors:
 
         Columns ``query`` (only for array queries), ``rank``, ``store_id``,
         ``position``, ``distance_m``; rows with no store are left out.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> df = index.nearest([31.2304, 31.2243], [121.4737, 121.4768], k=2).to_dataframe()
+        >>> df.columns.tolist(), len(df)
+        (['query', 'rank', 'store_id', 'position', 'distance_m'], 4)
+        >>> bool((df.groupby("query")["distance_m"].diff().dropna() >= 0).all())   # nearest first
+        True
         """
         pd = import_optional("pandas", needed_by="Neighbors.to_dataframe", extra="geo")
 
@@ -184,7 +198,24 @@ class Matches:
         return Neighbors(self.distance_m[sl], self.position[sl], self._ids, self._lat, self._lon)
 
     def to_dataframe(self) -> Any:
-        """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``."""
+        """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``.
+
+        One row per (query, store) match, each query's stores nearest first.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> df = index.within([31.2304, 31.2243], [121.4737, 121.4768], radius_m=800).to_dataframe()
+        >>> df.columns.tolist()
+        ['query', 'store_id', 'position', 'distance_m']
+        >>> bool(df["distance_m"].max() <= 800.0), sorted(df["query"].unique().tolist())
+        (True, [0, 1])
+        """
         pd = import_optional("pandas", needed_by="Matches.to_dataframe", extra="geo")
         return pd.DataFrame(
             {"query": self.query, "store_id": self.store_id, "position": self.position, "distance_m": self.distance_m}

@@ -701,7 +701,20 @@ class StoreSet:
         return store_id in self._lookup
 
     def table(self) -> dict[str, np.ndarray]:
-        """The columns as a dict of arrays (what ``where=`` callables receive)."""
+        """The columns as a dict of arrays (what ``where=`` callables receive).
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n,)
+            A new dict; the arrays are the store set's own (do not modify them).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> t = og.sample_stores().table()
+        >>> list(t)[:3], sorted(set(t["category"].tolist()))
+        (['store_id', 'lat', 'lon'], ['coffee', 'grocery', 'tea'])
+        """
         return dict(self._cols)
 
     def position_of(self, store_ids: Any) -> np.ndarray:
