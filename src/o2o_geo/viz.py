@@ -144,6 +144,13 @@ def _colours(stores: StoreSet, colour_by: str | None) -> tuple[list[str], dict[A
     return [legend[v] for v in values], legend
 
 
+def _check_fence(fence_radius_m: Any) -> None:
+    if fence_radius_m is not None and not (
+        isinstance(fence_radius_m, (int, float)) and math.isfinite(fence_radius_m) and fence_radius_m > 0
+    ):
+        raise InvalidParameterError(f"fence_radius_m must be a positive number of metres; got {fence_radius_m!r}")
+
+
 def _reference_lon(lon: FloatArray) -> float:
     """The circular mean longitude: the centre that unwrapping keeps a chain in one piece around."""
     if lon.size == 0:
@@ -295,10 +302,7 @@ def plot_map(
     from matplotlib.collections import PolyCollection
 
     st = _stores_of(stores)
-    if fence_radius_m is not None and not (
-        isinstance(fence_radius_m, (int, float)) and math.isfinite(fence_radius_m) and fence_radius_m > 0
-    ):
-        raise InvalidParameterError(f"fence_radius_m must be a positive number of metres; got {fence_radius_m!r}")
+    _check_fence(fence_radius_m)
     colours, legend = _colours(st, colour_by)
     treated, held = _push_counts(decisions)
     ping_lat, ping_lon = _pings_of(pings) if pings is not None else (np.empty(0), np.empty(0))
@@ -593,10 +597,7 @@ def folium_map(
     st = _stores_of(stores)
     if store_marker not in ("pin", "dot"):
         raise InvalidParameterError(f"store_marker must be 'pin' or 'dot'; got {store_marker!r}")
-    if fence_radius_m is not None and not (
-        isinstance(fence_radius_m, (int, float)) and math.isfinite(fence_radius_m) and fence_radius_m > 0
-    ):
-        raise InvalidParameterError(f"fence_radius_m must be a positive number of metres; got {fence_radius_m!r}")
+    _check_fence(fence_radius_m)
     colours, _ = _colours(st, colour_by)
     treated, held = _push_counts(decisions)
     ping_lat, ping_lon = _pings_of(pings) if pings is not None else (np.empty(0), np.empty(0))
