@@ -322,7 +322,8 @@ def main() -> None:
         print(
             f"RedisState (a local redis-server, loopback): {rr['round_trips'] / n_red:.2f} round trips per ping on "
             f"average over the first {n_red:,} pings ({push_pings:,} of them pushed); an idle ping is 1 (one GET), "
-            "a ping inside a fence 3, a push 5 to 7 (WATCH+MGET of the user, of the caps, of the offer's limits, EXEC)."
+            "a ping inside a fence 2 (MGET of the user and caps, one commit script), a push 3 (one more MGET, of the "
+            "offer's limits), a dwell's visit 1 more (its attribution)."
         )
     else:
         print("RedisState rows skipped: no redis-server on this machine (apt-get install redis-server)")

@@ -6,6 +6,8 @@ The dispatcher's conformance suite (tests/test_dispatch.py) and the fault tests
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import RedisServer, new_redis_state
 from test_dispatch_faults import RING_A, RING_B, T0, at, make_world
@@ -82,20 +84,147 @@ def test_connection_loss_fails_closed_and_recovers(tmp_path):
         server.stop()
 
 
+def trips(st, call):
+    """The round trips of ``call()`` (its result too)."""
+    st.round_trips = 0
+    out = call()
+    return st.round_trips, out
+
+
 def test_round_trips_per_ping(redis_server):
     st = new_redis_state(redis_server)
-    index, offers, policy = make_world()
+    index, offers, policy = make_world(min_gap_s=1800.0, dwell_s=300.0)  # caps: day and week only
     engine = og.Dispatcher(index, offers, policy=policy, state=st)
+    n, _ = trips(st, lambda: engine.on_location("first", *at(RING_B[0]), T0))
+    assert n == 3  # a push, and loading the scripts: one pipeline, once per state
     far = RING_A[0]["lat"] + 0.05, RING_A[0]["lon"]
-    st.round_trips = 0
-    for k in range(100):
-        engine.on_location(f"idle-{k}", *far, T0 + k)
-    assert st.round_trips == 100  # an idle ping (no fence near, no fence state): one GET
-    st.round_trips = 0
-    engine.on_location("u", *at(RING_A[0]), T0)  # enter + push
-    push_trips = st.round_trips
-    assert 2 < push_trips <= 7  # WATCH+MGET of the user, of the caps, of the offer limits, then EXEC
+    n, _ = trips(st, lambda: [engine.on_location(f"idle-{k}", *far, T0 + k) for k in range(100)])
+    assert n == 100  # an idle ping (no fence near, no fence state): one GET
+    n, (push,) = trips(st, lambda: engine.on_location("u", *at(RING_A[0]), T0, event_id="ping-1"))
+    assert n == 2  # enter + push: one MGET (user, ping id, caps, push sequence), one commit
+    n, again = trips(st, lambda: engine.on_location("u", *at(RING_A[0]), T0, event_id="ping-1"))
+    assert (n, again) == (1, [push])  # a redelivered ping: the MGET answers it, nothing to commit
+    assert trips(st, lambda: engine.on_location("u", *at(RING_A[0]), T0 + 60)) == (2, [])  # inside, no trigger
+    exit_ = trips(st, lambda: engine.on_location("u", *far, T0 + 120, event_id="ping-2"))
+    assert exit_ == (2, [])  # exit: GET, commit (which checks that the ping id is new)
+    n, out = trips(st, lambda: engine.on_location("u", *at(RING_A[1]), T0 + 180))
+    assert (n, out, engine.stats["min_gap"]) == (2, [], 1)  # enter, no push (min gap): MGET, commit
+    engine.on_location("u2", *at(RING_A[2]), T0)  # enter + push
+    n, (dwell,) = trips(st, lambda: engine.on_location("u2", *at(RING_A[2]), T0 + 1900))
+    assert (n, dwell.trigger) == (3, "dwell")  # a push after a visit: the visit's attribution is one script call
+    redeem = og.Event("redeem", "u", T0 + 600, push_id=push.push_id, event_id="r1")
+    assert trips(st, lambda: engine.record(redeem)) == (2, push.push_id)  # MGET (event id, push), commit
+    opened = og.Event("open", "u", T0 + 660, offer_id="o1", event_id="o1")
+    assert trips(st, lambda: engine.record(opened)) == (2, push.push_id)  # the attribution query, commit
+    assert trips(st, lambda: engine.record(opened)) == (3, push.push_id)  # again: refused commit, MGET
+    assert [e["event_id"] for e in st.events()] == [None, "r1", "o1"]  # the dwell's visit, the redeem, the open
+    st.r.script_flush()  # a restarted server has lost the scripts: NOSCRIPT, loaded again, called again
+    n, (push3,) = trips(st, lambda: engine.on_location("u3", *at(RING_A[3]), T0))
+    assert n == 4 and st.pushes()[-1]["push_id"] == push3.push_id
     st.close()
+
+
+def test_a_push_with_offer_limits_and_budgets_costs_three_round_trips(redis_server):
+    st = new_redis_state(redis_server)
+    limits = {"max_per_offer": 1, "max_per_merchant_per_day": 1, "store_daily_capacity": 50}
+    budgets = {"offer_budgets": {"o1": og.Budget(max_pushes=10, max_cost=100.0)}}
+    index, offers, policy = make_world(**limits, **budgets, merchant_budgets={"m1": og.Budget(max_pushes=10)})
+    engine = og.Dispatcher(index, offers, policy=policy, state=st)
+    engine.on_location("warm-up", *at(RING_B[0]), T0)
+    n, (push,) = trips(st, lambda: engine.on_location("u", *at(RING_A[0]), T0, event_id="ping-1"))
+    assert n == 3  # MGET (user, ping id, caps, sequence), MGET (the offer's, merchant's and store's limits), commit
+    n, out = trips(st, lambda: engine.on_location("u", *at(RING_A[1]), T0 + 60))
+    assert (n, out, engine.stats["capped"]) == (3, [], 1)  # the same reads, the offer cap holds: no push
+    assert float(st.r.get(st.k("ctr", 'ob|"o1"|n'))) == 1.0
+    st.close()
+
+
+def test_a_commit_after_another_clients_write_is_rejected_and_retried(redis_server):
+    a = new_redis_state(redis_server)
+    b = og.RedisState(redis_server.url, namespace=a.ns)  # another replica
+    a.run(lambda tx: tx.add_counter("budget", 1.0))
+    seen = []
+
+    def spend_if_below_two(tx):  # a check-and-increment, as the dispatcher's caps and budgets
+        value = tx.counter("budget")
+        seen.append(value)
+        if len(seen) == 1:  # between this attempt's read and its commit, the other replica spends too
+            b.run(lambda tx2: tx2.add_counter("budget", 1.0) if tx2.counter("budget") < 2 else None)
+        if value < 2:
+            tx.add_counter("budget", 1.0)
+        return value
+
+    assert a.run(spend_if_below_two) == 2.0
+    assert seen == [1.0, 2.0]  # the first commit was refused; the retry read the other replica's write
+    assert float(a.r.get(a.k("ctr", "budget"))) == 2.0  # not 3: the limit held
+    # without retry (transaction()), the conflict is an error and nothing is written
+    with pytest.raises(StateError, match="another client changed what this transaction read"):
+        with a.transaction() as tx:
+            tx.idem("e:1")  # absent
+            b.run(lambda tx2: tx2.put_idem("e:1", "u", {"push_id": None}))
+            tx.put_idem("e:1", "u", {"push_id": "p7"})
+            tx.add_counter("budget", 1.0)
+    assert float(a.r.get(a.k("ctr", "budget"))) == 2.0
+    assert json.loads(a.r.get(a.k("idem", "e:1"))) == ["u", {"push_id": None}]
+    a.close()
+    b.close()
+
+
+def test_a_push_added_after_an_attribution_read_is_seen_by_the_retry(redis_server):
+    a = new_redis_state(redis_server)
+    b = og.RedisState(redis_server.url, namespace=a.ns)
+    rec = dict.fromkeys(("store_id", "score", "distance_m", "trigger"))
+    push = {**rec, "push_id": "p1", "user_id": "u", "offer_id": "o1", "merchant_id": "m1", "ts": T0, "holdout": False}
+    attempts = []
+
+    def attribute(tx):
+        latest = tx.latest_push("u", T0 - 3600, T0 + 3600, offer_id="o1")
+        attempts.append(latest)
+        if len(attempts) == 1:
+            b.run(lambda tx2: tx2.add_push(push))
+        tx.add_counter("attributed", 1.0)
+        return None if latest is None else latest["push_id"]
+
+    assert a.run(attribute) == "p1"  # the range query is run again by the commit: its change was a conflict
+    assert attempts == [None, push]
+    assert float(a.r.get(a.k("ctr", "attributed"))) == 1.0
+    a.close()
+    b.close()
+
+
+def test_a_read_only_unit_is_one_snapshot(redis_server):
+    a = new_redis_state(redis_server)
+    b = og.RedisState(redis_server.url, namespace=a.ns)
+    a.run(lambda tx: (tx.add_counter("x", 1.0), tx.add_counter("y", 1.0)))
+
+    def both(tx):
+        tx.prefetch(counters=["x", "y"])
+        return tx.counter("x"), tx.counter("y")
+
+    assert trips(a, lambda: a.run(both)) == (1, (1.0, 1.0))  # one MGET, nothing to commit
+    reads = []
+
+    def one_by_one(tx):  # two reads, two batches: checked by the commit script, which writes nothing
+        x = tx.counter("x")
+        if not reads:
+            b.run(lambda tx2: (tx2.add_counter("x", 1.0), tx2.add_counter("y", 1.0)))
+        reads.append((x, tx.counter("y")))
+        return reads[-1]
+
+    assert a.run(one_by_one) == (2.0, 2.0)  # never (1.0, 2.0), which no moment of the server held
+    assert reads == [(1.0, 2.0), (2.0, 2.0)]
+
+    def torn(tx):  # an error is raised only if the reads it came from are still current
+        x = tx.counter("x")
+        if x == 2.0:
+            b.run(lambda tx2: (tx2.add_counter("x", 1.0), tx2.add_counter("y", 1.0)))
+        if x != tx.counter("y"):
+            raise ValueError("a torn read")
+        return x
+
+    assert a.run(torn) == 3.0
+    a.close()
+    b.close()
 
 
 def test_bad_parameters():
@@ -103,3 +232,4 @@ def test_bad_parameters():
         og.RedisState("redis://127.0.0.1:1/0", namespace="a:b")
     with pytest.raises(InvalidParameterError, match="retries"):
         og.RedisState("redis://127.0.0.1:1/0", retries=0)
+    assert og.RedisState("redis://127.0.0.1:1/0", namespace="{o2o}").k("user", "7") == "{o2o}:user:7"  # a hash tag

@@ -30,9 +30,10 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -557,6 +558,7 @@ class Dispatcher:
                     inner[a:b],
                     outer[a:b],
                     nearby[a:b],
+                    idle_checked=True,
                 )
         return out
 
@@ -574,8 +576,10 @@ class Dispatcher:
         inner: np.ndarray,
         outer: np.ndarray,
         nearby: np.ndarray,
+        *,
+        idle_checked: bool = False,
     ) -> list[PushDecision]:
-        if pos.shape[0] == 0:
+        if pos.shape[0] == 0 and not idle_checked:
             u0 = self.state.read_user(user_id)
             if u0 is None or not u0.get("in"):
                 return []  # idle ping: nothing to change
@@ -584,12 +588,15 @@ class Dispatcher:
             ids[p]: (int(p), float(d)) for p, d, f in zip(pos.tolist(), dist.tolist(), inner.tolist(), strict=True) if f
         }
         buffer = {ids[p] for p, f in zip(pos.tolist(), outer.tolist(), strict=True) if f}
+        when = _LocalDay(user_id, lat, lon, t, tz)
+        # a push may follow: the user's caps and the push sequence are read with the user (a lazy hint)
+        caps: Any = when if inside or nearby.any() else ()
 
         def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any] | None], Counter[str], bool]:
             stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
             visits: list[Event] = []
             decisions: list[PushDecision] = []
-            tx.prefetch(users=[user_id], idems=[] if event_id is None else ["p:" + _key(event_id)])
+            tx.prefetch(users=[user_id], idems=[] if event_id is None else ["p:" + _key(event_id)], counters=caps)
             if event_id is not None:
                 hit = tx.idem("p:" + _key(event_id))
                 if hit is not None:
@@ -632,7 +639,7 @@ class Dispatcher:
             stored = [self._record_tx(tx, v, stats, inferred=True)[0] for v in visits]
             wanted = {p: td for p, td in triggers.items() if td[0] in self.policy.triggers}
             if wanted:
-                decisions = self._decide(tx, stats, geo, u, user_id, lat, lon, t, tz, wanted)
+                decisions = self._decide(tx, stats, geo, u, user_id, t, when, wanted)
             tx.put_user(user_id, u)
             if event_id is not None:
                 tx.put_idem("p:" + _key(event_id), user_id, [d.to_dict() for d in decisions])
@@ -656,10 +663,8 @@ class Dispatcher:
         geo: _Geo,
         u: dict[str, Any],
         user_id: Any,
-        lat: float,
-        lon: float,
         t: float,
-        tz: str | None,
+        when: _LocalDay,
         triggers: dict[int, tuple[str, float]],
     ) -> list[PushDecision]:
         pol = self.policy
@@ -669,15 +674,12 @@ class Dispatcher:
         if t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
             stats["dismiss_cooldown"] += 1
             return []
-        local = datetime.fromtimestamp(t, zone(tz or tz_at(lat, lon)))
-        if pol.is_quiet(local):
+        if pol.is_quiet(when.local):
             stats["quiet_hours"] += 1
             return []
-        uk = _key(user_id)
-        day = local.date().isoformat()
-        iso = local.isocalendar()
-        day_key, week_key = f"u|{uk}|d|{day}", f"u|{uk}|w|{iso.year}-{iso.week}"
-        tx.prefetch(counters=[day_key, week_key, "seq"])
+        uk, day = when.uk, when.day
+        day_key, week_key = when.day_key, when.week_key
+        tx.prefetch(counters=when)
         if _full(tx, day_key, pol.max_per_day) or _full(tx, week_key, pol.max_per_week):
             stats["user_cap"] += 1
             return []
@@ -820,6 +822,11 @@ class Dispatcher:
         self, tx: Transaction, e: Event, stats: Counter[str], *, inferred: bool
     ) -> tuple[dict[str, Any] | None, Any]:
         """Store one event in a transaction; (the stored record or None for a duplicate, attributed push id)."""
+        tx.prefetch(
+            idems=() if e.event_id is None else ["e:" + _key(e.event_id)],
+            pushes=() if e.push_id is None else [e.push_id],
+            users=[e.user_id] if e.kind == "dismiss" else (),
+        )
         if e.event_id is not None:
             hit = tx.idem("e:" + _key(e.event_id))
             if hit is not None:
@@ -971,6 +978,39 @@ class Dispatcher:
                 return rows
             return pd.DataFrame(rows)
         return rows
+
+
+class _LocalDay:
+    """A ping's local time and the user's day and week cap keys, computed on first use.
+
+    Iterating it yields the counters a push decision reads first, as a
+    prefetch hint: a backend that ignores hints never looks up the time zone.
+    """
+
+    def __init__(self, user_id: Any, lat: float, lon: float, t: float, tz: str | None) -> None:
+        self._where = (lat, lon, t, tz)
+        self.uk = _key(user_id)
+
+    @cached_property
+    def local(self) -> datetime:
+        lat, lon, t, tz = self._where
+        return datetime.fromtimestamp(t, zone(tz or tz_at(lat, lon)))
+
+    @cached_property
+    def day(self) -> str:
+        return self.local.date().isoformat()
+
+    @cached_property
+    def day_key(self) -> str:
+        return f"u|{self.uk}|d|{self.day}"
+
+    @cached_property
+    def week_key(self) -> str:
+        iso = self.local.isocalendar()
+        return f"u|{self.uk}|w|{iso.year}-{iso.week}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.day_key, self.week_key, "seq"))
 
 
 # ------------------------------------------------------------ input helpers

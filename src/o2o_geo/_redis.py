@@ -1,10 +1,43 @@
 """RedisState: the dispatcher's state on a Redis server, shared by every replica of a backend.
 
-Concurrency is optimistic: a unit of work WATCHes every key it reads, buffers
-its writes, and commits them in one MULTI/EXEC; when another client changed
-a watched key, EXEC fails on the server and the work is run again.  So every
-check-and-increment (caps, budgets, event ids) is atomic on the server, and
-no read-modify-write is ever written blindly from the client.
+Concurrency is optimistic: compare-and-set, committed by one server-side
+script.  A unit of work reads without locking, in batches (a prefetch is one
+MGET), and every value it uses joins its read set: key -> the bytes seen, or
+absent; for the attribution query, the ids a score range of the user's push
+set returned.  Its writes are buffered.  The commit is one EVALSHA of a Lua
+script given the read set and the writes.  The script first checks that
+every key still holds exactly the bytes seen and re-runs every range query,
+comparing the ids (re-running rather than a per-user version key: a
+forgotten user's new pushes could bring a version back to a number seen
+before); if one check fails it writes nothing and the work runs again after a
+short random pause, else it applies the writes.  A script runs alone on the
+server, so every check-and-increment (caps, budgets, event ids, push ids) is
+atomic there and no read-modify-write is ever written blindly from the
+client.  A unit that writes nothing needs no commit when all it used came
+from one MGET (one atomic snapshot); otherwise the script only checks.  An
+error raised by the work is raised only if what it read is still current.
+
+Two guesses save round trips on a first attempt, and the commit checks them
+like any read: :meth:`RedisState.read_user`'s value is reused by the next
+unit of work on the same thread, and event ids that would be the only keys
+of an MGET are assumed new (a redelivered id costs a refused commit and a
+retry that reads it).  Event sequence numbers are taken by the commit script
+itself (``INCR``), so events never conflict on a shared counter.
+
+Round trips (``round_trips`` counts them, one per command, script call or
+pipeline): an idle ping is one GET; a ping that crosses a fence is one MGET
+(the user, the ping id, and the day and week caps) or one GET, then the
+commit: 2; a push too, unless it needs offer-level limits (per-offer and
+per-merchant caps, budgets, store capacity), known only after scoring: one
+more MGET, 3.  A dwell's inferred visit adds one script call (its
+attribution query).
+
+The state expects one Redis primary (replicas for failover are fine).  Redis
+Cluster is out of scope: a cluster runs a script only on keys of one hash
+slot, and the scripts touch keys of many users and offers (and find push and
+event records by id on the server).  A namespace with a hash tag, like
+``"{o2o}"``, would put every key in one slot, but then on one node, which
+gains nothing over one primary.
 
 Keys (``ns`` the namespace, ids as JSON text):
 
@@ -22,16 +55,19 @@ Keys (``ns`` the namespace, ids as JSON text):
 ==============================  ============================================  ==================
 
 Per-user day counters live 3 days, week counters 15 days; per-offer caps,
-budgets and the push sequence never expire.  An event id is remembered for
+budgets, the push sequence (``ctr:seq``) and the event sequence
+(``ctr:event_seq``) never expire.  An event id is remembered for
 ``idempotency_ttl_s`` (7 days by default): a copy redelivered later is new.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -43,6 +79,91 @@ __all__ = ["RedisState"]
 T = TypeVar("T")
 _DAY_S = 86_400
 
+# The commit.  ARGV[1]: the checks, ARGV[2]: the writes (JSON arrays of arrays; keys as indexes into KEYS),
+# ARGV[3...]: the values seen, as the server gave them (checks name them by their index into ARGV).
+# Checks: ["v", key, i] key holds exactly ARGV[i]; ["n", key] key is absent; ["z", key, max, min, i, n] the ids
+# of ZREVRANGEBYSCORE key max min are exactly ARGV[i .. i+n-1].  Writes: ["incr", key, delta, ttl],
+# ["set", key, value, ttl] (ttl "0": none), ["sadd" | "rpush", key, member], ["zadd", key, score, member],
+# ["event", seq key, prefix, record, list key, set key] (the next event seq: the record under prefix..seq, the
+# seq appended to the list and added to the set).  Returns 1, or 0: a check failed and nothing was written.
+_COMMIT = """
+for _, c in ipairs(cjson.decode(ARGV[1])) do
+  local op, key = c[1], KEYS[c[2]]
+  if op == 'v' then
+    if redis.call('GET', key) ~= ARGV[c[3]] then return 0 end
+  elseif op == 'n' then
+    if redis.call('EXISTS', key) == 1 then return 0 end
+  else
+    local ids = redis.call('ZREVRANGEBYSCORE', key, c[3], c[4])
+    if #ids ~= c[6] then return 0 end
+    for j = 1, c[6] do
+      if ids[j] ~= ARGV[c[5] + j - 1] then return 0 end
+    end
+  end
+end
+for _, w in ipairs(cjson.decode(ARGV[2])) do
+  local op, key = w[1], KEYS[w[2]]
+  if op == 'incr' then
+    redis.call('INCRBYFLOAT', key, w[3])
+    if w[4] ~= '0' then redis.call('EXPIRE', key, w[4]) end
+  elseif op == 'set' then
+    if w[4] == '0' then redis.call('SET', key, w[3]) else redis.call('SET', key, w[3], 'EX', w[4]) end
+  elseif op == 'zadd' then
+    redis.call('ZADD', key, w[3], w[4])
+  elseif op == 'event' then
+    local seq = string.format('%d', redis.call('INCR', key))
+    redis.call('SET', w[3] .. seq, w[4])
+    redis.call('RPUSH', KEYS[w[5]], seq)
+    redis.call('SADD', KEYS[w[6]], seq)
+  else
+    redis.call(op == 'sadd' and 'SADD' or 'RPUSH', key, w[3])
+  end
+end
+return 1
+"""
+
+# The user's pushes with max >= ts >= min, latest first: KEYS the user's sorted set; ARGV max, min, the push
+# key prefix.  Returns id, record, id, record, ...
+_RANGE = """
+local ids, out = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2]), {}
+for j, id in ipairs(ids) do
+  out[2 * j - 1] = id
+  out[2 * j] = redis.call('GET', ARGV[3] .. id)
+end
+return out
+"""
+
+# Forget a user: KEYS user, ukeys, upush, uevents, pushes, events; ARGV the push and event key prefixes.
+_FORGET = """
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', k) end
+for _, p in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  redis.call('DEL', ARGV[1] .. p)
+  redis.call('LREM', KEYS[5], 0, p)
+end
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('DEL', ARGV[2] .. s)
+  redis.call('LREM', KEYS[6], 0, s)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 1
+"""
+
+
+class _Script:
+    """A Lua script called by its SHA1 (EVALSHA), loaded once per state and again after a NOSCRIPT."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+_SCRIPTS = {name: _Script(text) for name, text in (("commit", _COMMIT), ("range", _RANGE), ("forget", _FORGET))}
+
+
+def _text(v: Any) -> str:
+    """A reply as text (bytes from a default client, str from one with ``decode_responses=True``)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
 
 class RedisState(DispatchState):
     """Dispatcher state on Redis: several processes and machines share caps, budgets and event ids.
@@ -51,6 +172,7 @@ class RedisState(DispatchState):
     ----------
     url_or_client : str or redis.Redis
         ``"redis://host:6379/0"`` or a client you configured (TLS, auth, sentinel...).
+        One primary: Redis Cluster is not supported.
     namespace : str, default "o2o"
         Prefix of every key, so several engines can share a server.
     idempotency_ttl_s : float, default 7 days
@@ -68,7 +190,9 @@ class RedisState(DispatchState):
     Connection loss or a timeout raises :class:`~o2o_geo.errors.StateError`
     and changes nothing: the dispatcher fails closed (no push is decided
     without the state that caps and budgets need).  ``round_trips`` counts
-    the commands sent, for benchmarks.
+    the network round trips (one per command, script call or pipeline), for
+    benchmarks.  :meth:`read_user` remembers what it read for the next unit
+    of work on the same thread, which checks it at commit like any read.
 
     Examples
     --------
@@ -115,6 +239,8 @@ class RedisState(DispatchState):
         self.user_ttl_s = int(user_ttl_s)
         self.retries = retries
         self.round_trips = 0
+        self._loaded = False  # whether this state loaded its scripts (SCRIPT LOAD)
+        self._seed = threading.local()  # what read_user read, for the next unit of work on the thread
 
     # ------------------------------------------------------------ plumbing
     def k(self, *parts: str) -> str:
@@ -122,7 +248,7 @@ class RedisState(DispatchState):
         return ":".join((self.ns, *parts))
 
     @contextmanager
-    def _errors(self) -> Any:
+    def _errors(self) -> Iterator[None]:
         try:
             yield
         except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
@@ -130,83 +256,111 @@ class RedisState(DispatchState):
         except self._redis.RedisError as exc:
             raise StateError(f"Redis failed ({exc}); nothing was changed") from exc
 
+    def _load_scripts(self) -> None:
+        """SCRIPT LOAD of every script, in one pipeline."""
+        self.round_trips += 1
+        with self.r.pipeline(transaction=False) as pipe:
+            for script in _SCRIPTS.values():
+                pipe.script_load(script.text)
+            pipe.execute()
+        self._loaded = True
+
+    def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA of a script (the scripts are loaded first by this state, and again if the server lost them)."""
+        sha = _SCRIPTS[name].sha
+        if not self._loaded:
+            self._load_scripts()
+        try:
+            self.round_trips += 1
+            return self.r.evalsha(sha, len(keys), *keys, *args)
+        except self._redis.exceptions.NoScriptError:  # a restarted or flushed server
+            self._load_scripts()
+            self.round_trips += 1
+            return self.r.evalsha(sha, len(keys), *keys, *args)
+
+    def _take_seed(self) -> tuple[str, Any] | None:
+        seed = getattr(self._seed, "value", None)
+        self._seed.value = None
+        return seed
+
     def run(self, work: Callable[[Transaction], T]) -> T:
-        """Run ``work(tx)`` with WATCH/MULTI/EXEC, again while other clients change what it read."""
+        """Run ``work(tx)`` and commit it with one script call; again while other clients change what it read.
+
+        An error raised by ``work`` is raised only if what it read is still
+        current; otherwise the work runs again.
+        """
+        seed = self._take_seed()
         with self._errors():
             for attempt in range(self.retries):
-                with self.r.pipeline(transaction=True) as pipe:
-                    tx = _RedisTx(self, pipe)
+                first = attempt == 0  # guesses (read_user's value, new event ids) only on the first attempt
+                tx = _RedisTx(self, seed if first else None, guess=first)
+                try:
                     result = work(tx)
-                    try:
-                        tx._commit()
-                    except self._redis.WatchError:
-                        time.sleep(random.uniform(0.0, 0.0005 * min(attempt + 1, 20)))
-                        continue
-                    return result
+                except self._redis.RedisError:
+                    raise
+                except Exception:
+                    if tx._commit(check_only=True):
+                        raise
+                else:
+                    if tx._commit():
+                        return result
+                time.sleep(random.uniform(0.0, 0.0005 * min(attempt + 1, 20)))
         raise StateError(f"gave up after {self.retries} attempts: other clients kept changing the same keys")
 
     @contextmanager
-    def transaction(self) -> Any:
-        """A transaction without retry (:meth:`run` is what the dispatcher uses): EXEC conflicts raise StateError."""
-        with self._errors(), self.r.pipeline(transaction=True) as pipe:
-            tx = _RedisTx(self, pipe)
+    def transaction(self) -> Iterator[Transaction]:
+        """A transaction without retry (:meth:`run` is what the dispatcher uses): a conflict raises StateError."""
+        seed = self._take_seed()
+        with self._errors():
+            tx = _RedisTx(self, seed, guess=False)
             yield tx
-            try:
-                tx._commit()
-            except self._redis.WatchError as exc:
-                raise StateError("another client changed what this transaction read; nothing was changed") from exc
+            if not tx._commit():
+                raise StateError("another client changed what this transaction read; nothing was changed")
 
     # ------------------------------------------------------------ reads
     def read_user(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state as last committed (one GET)."""
+        key = self.k("user", _key(user_id))
         with self._errors():
             self.round_trips += 1
-            raw = self.r.get(self.k("user", _key(user_id)))
+            raw = self.r.get(key)
+        self._seed.value = (key, raw)
         return None if raw is None else json.loads(raw)
+
+    def _records(self, list_key: str, prefix: str) -> list[dict[str, Any]]:
+        with self._errors():
+            self.round_trips += 1
+            ids = self.r.lrange(self.k(list_key), 0, -1)
+            if not ids:
+                return []
+            self.round_trips += 1
+            raws = self.r.mget([self.k(prefix, _text(i)) for i in ids])
+        return [json.loads(r) for r in raws if r is not None]
 
     def pushes(self) -> list[dict[str, Any]]:
         """Every push record, in commit order."""
-        with self._errors():
-            ids = self.r.lrange(self.k("pushes"), 0, -1)
-            raws = self.r.mget([self.k("push", i.decode()) for i in ids]) if ids else []
-        return [json.loads(r) for r in raws if r is not None]
+        return self._records("pushes", "push")
 
     def events(self) -> list[dict[str, Any]]:
         """Every event record, in commit order."""
-        with self._errors():
-            seqs = self.r.lrange(self.k("events"), 0, -1)
-            raws = self.r.mget([self.k("event", s.decode()) for s in seqs]) if seqs else []
-        return [json.loads(r) for r in raws if r is not None]
+        return self._records("events", "event")
 
     def forget_user(self, user_id: Any) -> None:
-        """Erase the user's state, counters, event ids, pushes and events, in one MULTI/EXEC."""
+        """Erase the user's state, counters, event ids, pushes and events, in one script call."""
         uk = _key(user_id)
-
-        def work(tx: Transaction) -> None:
-            assert isinstance(tx, _RedisTx)
-            p = tx.p
-            keys = [self.k("user", uk), self.k("ukeys", uk), self.k("upush", uk), self.k("uevents", uk)]
-            p.watch(*keys)
-            owned = [m.decode() for m in p.smembers(self.k("ukeys", uk))]
-            push_ids = [m.decode() for m in p.zrange(self.k("upush", uk), 0, -1)]
-            seqs = [m.decode() for m in p.smembers(self.k("uevents", uk))]
-
-            def erase(q: Any) -> None:
-                q.delete(*keys, *owned, *(self.k("push", i) for i in push_ids), *(self.k("event", e) for e in seqs))
-                for i in push_ids:
-                    q.lrem(self.k("pushes"), 0, i)
-                for e in seqs:
-                    q.lrem(self.k("events"), 0, e)
-
-            tx.ops.append(erase)
-
-        self.run(work)
+        keys = [self.k(kind, uk) for kind in ("user", "ukeys", "upush", "uevents")] + [
+            self.k("pushes"),
+            self.k("events"),
+        ]
+        with self._errors():
+            self._call("forget", keys, [self.k("push", ""), self.k("event", "")])
 
     def flush(self) -> None:
         """Delete every key of this namespace (tests and demos; SCAN, not KEYS)."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.ns) + ":*"
         with self._errors():
             batch = []
-            for key in self.r.scan_iter(match=f"{self.ns}:*", count=1000):
+            for key in self.r.scan_iter(match=pattern, count=1000):
                 batch.append(key)
                 if len(batch) >= 1000:
                     self.r.delete(*batch)
@@ -243,129 +397,104 @@ def _ttl_of(counter: str) -> int | None:
     return None
 
 
-class _RedisTx(Transaction):
-    """Reads WATCH their keys and run at once; writes are queued for one MULTI/EXEC."""
+_GUESS = 0  # the batch of values not read in this unit of work: read_user's, and event ids assumed new
 
-    def __init__(self, state: RedisState, pipe: Any) -> None:
+
+class _RedisTx(Transaction):
+    """Reads are fetched in batches and recorded when used (the read set); writes wait for the commit script."""
+
+    def __init__(self, state: RedisState, seed: tuple[str, Any] | None, *, guess: bool) -> None:
         self.s = state
-        self.p = pipe
-        self.ops: list[Callable[[Any], Any]] = []
-        self.users: dict[Any, dict[str, Any] | None] = {}
-        self.ctrs: dict[str, float] = {}
+        self.guess = guess
+        self.fetched: dict[str, tuple[Any, int]] = {}  # key -> (bytes or None, batch): read, not yet used
+        self.seen: dict[str, Any] = {}  # the read set: key -> bytes or None (absent)
+        self.ranges: list[tuple[str, str, str, list[Any]]] = []  # (key, max, min, ids) of each range read
+        self.batches: set[int] = set()  # the batches the read set came from
+        self.n_batches = 0
+        if seed is not None:
+            self.fetched[seed[0]] = (seed[1], _GUESS)
+        # buffered writes, and what this unit wrote as the reads of its later steps see it
+        self.users: dict[Any, dict[str, Any]] = {}
+        self.deltas: dict[str, float] = {}
         self.idems: dict[Any, Any] = {}
         self.new_pushes: dict[Any, dict[str, Any]] = {}
-        self.watched: set[str] = set()
+        self.sets: dict[str, tuple[str, int]] = {}
+        self.adds: list[tuple[Any, ...]] = []
 
-    def _get(self, key: str) -> Any:
-        if key not in self.watched:
-            self.p.watch(key)
-            self.watched.add(key)
-            self.s.round_trips += 1
+    # ------------------------------------------------------------ reads
+    def _fetch(self, keys: list[str]) -> None:
+        """One MGET of ``keys``: a batch (an atomic snapshot of them)."""
         self.s.round_trips += 1
-        return self.p.get(key)
+        raws = self.s.r.mget(keys)
+        self.n_batches += 1
+        for key, raw in zip(keys, raws, strict=True):
+            self.fetched[key] = (raw, self.n_batches)
 
-    def prefetch(self, *, users: Any = (), counters: Any = (), idems: Any = ()) -> None:
-        """WATCH and read all of them in two round trips (one WATCH, one MGET)."""
-        wanted: list[tuple[str, str, Any]] = []
-        for u in users:
-            if u not in self.users:
-                wanted.append(("user", self.s.k("user", _key(u)), u))
-        for c in counters:
-            if c not in self.ctrs:
-                wanted.append(("ctr", self.s.k("ctr", c), c))
-        for e in idems:
-            if e not in self.idems:
-                wanted.append(("idem", self.s.k("idem", e), e))
-        if not wanted:
-            return
-        fresh = [key for _, key, _ in wanted if key not in self.watched]
-        if fresh:
-            self.p.watch(*fresh)
-            self.watched.update(fresh)
-            self.s.round_trips += 1
-        self.s.round_trips += 1
-        for (kind, _, name), raw in zip(wanted, self.p.mget([key for _, key, _ in wanted]), strict=True):
-            if kind == "user":
-                self.users[name] = None if raw is None else json.loads(raw)
-            elif kind == "ctr":
-                self.ctrs[name] = 0.0 if raw is None else float(raw)
-            else:
-                self.idems[name] = None if raw is None else json.loads(raw)[1]
+    def _read(self, key: str) -> Any:
+        """The bytes of ``key`` (None: absent), recorded in the read set."""
+        if key in self.seen:
+            return self.seen[key]
+        if key not in self.fetched:
+            self._fetch([key])
+        raw, batch = self.fetched.pop(key)
+        self.seen[key] = raw
+        self.batches.add(batch)
+        return raw
+
+    def prefetch(
+        self, *, users: Iterable[Any] = (), counters: Iterable[str] = (), idems: Iterable[Any] = (),
+        pushes: Iterable[Any] = (),
+    ) -> None:  # fmt: skip
+        """One MGET of every key not read yet (none when each is known already).
+
+        On a first attempt, event ids that would be the only keys fetched
+        are not: they are assumed new (the usual case), which the commit
+        checks like any read.
+        """
+        k = self.s.k
+        ids = [k("idem", e) for e in idems if e not in self.idems]
+        keys = [k("user", _key(u)) for u in users if u not in self.users]
+        keys += [k("ctr", c) for c in counters]
+        keys += [k("push", _key(p)) for p in pushes if p not in self.new_pushes]
+        wanted = [key for key in dict.fromkeys(keys + ids) if key not in self.seen]
+        missing = [key for key in wanted if key not in self.fetched]
+        if self.guess and missing and set(missing) <= set(ids):
+            for key in missing:
+                self.fetched[key] = (None, _GUESS)
+        elif missing:
+            self._fetch(wanted)  # the known ones too: fresher, and one snapshot with the rest
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         if user_id in self.users:
             return self.users[user_id]
-        raw = self._get(self.s.k("user", _key(user_id)))
+        raw = self._read(self.s.k("user", _key(user_id)))
         return None if raw is None else json.loads(raw)
 
-    def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
-        self.users[user_id] = data
-        key, raw, ttl = self.s.k("user", _key(user_id)), json.dumps(data), self.s.user_ttl_s
-        self.ops.append(lambda q: q.set(key, raw, ex=ttl))
-
     def counter(self, key: str) -> float:
-        if key in self.ctrs:
-            return self.ctrs[key]
-        raw = self._get(self.s.k("ctr", key))
-        return 0.0 if raw is None else float(raw)
-
-    def add_counter(self, key: str, delta: float) -> None:
-        self.ctrs[key] = self.counter(key) + float(delta)
-        rkey, ttl, d = self.s.k("ctr", key), _ttl_of(key), float(delta)
-        user = _user_counter(key)
-        owner = None if user is None else self.s.k("ukeys", user[0])
-
-        def op(q: Any) -> None:
-            q.incrbyfloat(rkey, d)
-            if ttl is not None:
-                q.expire(rkey, ttl)
-            if owner is not None:
-                q.sadd(owner, rkey)
-
-        self.ops.append(op)
+        raw = self._read(self.s.k("ctr", key))
+        return (0.0 if raw is None else float(raw)) + self.deltas.get(key, 0.0)
 
     def idem(self, event_id: Any) -> Any:
         if event_id in self.idems:
             return self.idems[event_id]
-        raw = self._get(self.s.k("idem", event_id))
+        raw = self._read(self.s.k("idem", event_id))
         return None if raw is None else json.loads(raw)[1]
-
-    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
-        self.idems[event_id] = payload
-        key, raw, ttl = self.s.k("idem", event_id), json.dumps([user_id, payload]), self.s.idempotency_ttl_s
-        owner = self.s.k("ukeys", _key(user_id))
-        self.ops.append(lambda q: (q.set(key, raw, ex=ttl), q.sadd(owner, key)))
-
-    def add_push(self, rec: dict[str, Any]) -> None:
-        self.new_pushes[rec["push_id"]] = rec
-        pid, uk = _key(rec["push_id"]), _key(rec["user_id"])
-        raw, ts = json.dumps(rec), float(rec["ts"])
-        s = self.s
-
-        def op(q: Any) -> None:
-            q.set(s.k("push", pid), raw)
-            q.rpush(s.k("pushes"), pid)
-            q.zadd(s.k("upush", uk), {pid: ts})
-
-        self.ops.append(op)
 
     def push(self, push_id: Any) -> dict[str, Any] | None:
         if push_id in self.new_pushes:
             return self.new_pushes[push_id]
-        raw = self._get(self.s.k("push", _key(push_id)))
+        raw = self._read(self.s.k("push", _key(push_id)))
         return None if raw is None else json.loads(raw)
 
     def latest_push(
         self, user_id: Any, lo_ts: float, hi_ts: float, offer_id: Any = None, merchant_id: Any = None
     ) -> dict[str, Any] | None:
-        zkey = self.s.k("upush", _key(user_id))
-        if zkey not in self.watched:
-            self.p.watch(zkey)
-            self.watched.add(zkey)
-            self.s.round_trips += 1
-        self.s.round_trips += 2
-        ids = [m.decode() for m in self.p.zrevrangebyscore(zkey, hi_ts, lo_ts)]
-        recs = [json.loads(r) for r in self.p.mget([self.s.k("push", i) for i in ids])] if ids else []
+        zkey, hi, lo = self.s.k("upush", _key(user_id)), repr(float(hi_ts)), repr(float(lo_ts))
+        flat = self.s._call("range", [zkey], [hi, lo, self.s.k("push", "")])
+        self.n_batches += 1
+        self.batches.add(self.n_batches)
+        self.ranges.append((zkey, hi, lo, flat[0::2]))
+        recs = [json.loads(raw) for raw in flat[1::2] if raw is not None]
         recs += [p for p in self.new_pushes.values() if p["user_id"] == user_id and lo_ts <= p["ts"] <= hi_ts]
         best = None
         for p in recs:
@@ -377,24 +506,91 @@ class _RedisTx(Transaction):
                 best = p
         return best
 
+    # ------------------------------------------------------------ writes
+    def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
+        self.users[user_id] = data
+        self.sets[self.s.k("user", _key(user_id))] = (json.dumps(data), self.s.user_ttl_s)
+
+    def add_counter(self, key: str, delta: float) -> None:
+        self.deltas[key] = self.deltas.get(key, 0.0) + float(delta)  # INCRBYFLOAT on the server
+
+    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
+        self.idems[event_id] = payload
+        key = self.s.k("idem", event_id)
+        self.sets[key] = (json.dumps([user_id, payload]), self.s.idempotency_ttl_s)
+        self.adds.append(("sadd", self.s.k("ukeys", _key(user_id)), key))
+
+    def add_push(self, rec: dict[str, Any]) -> None:
+        self.new_pushes[rec["push_id"]] = rec
+        pid, k = _key(rec["push_id"]), self.s.k
+        self.sets[k("push", pid)] = (json.dumps(rec), 0)
+        self.adds.append(("rpush", k("pushes"), pid))
+        self.adds.append(("zadd", k("upush", _key(rec["user_id"])), repr(float(rec["ts"])), pid))
+
     def add_event(self, rec: dict[str, Any]) -> None:
-        seq = str(int(self.counter("event_seq")) + 1)  # a watched read: two clients never take the same seq
-        self.add_counter("event_seq", 1.0)
-        uk, raw, s = _key(rec["user_id"]), json.dumps(rec), self.s
+        k = self.s.k
+        # the script takes the seq (INCR): events never conflict on it
+        self.adds.append(
+            (
+                "event",
+                k("ctr", "event_seq"),
+                k("event", ""),
+                json.dumps(rec),
+                k("events"),
+                k("uevents", _key(rec["user_id"])),
+            )
+        )
 
-        def op(q: Any) -> None:
-            q.set(s.k("event", seq), raw)
-            q.rpush(s.k("events"), seq)
-            q.sadd(s.k("uevents", uk), seq)
+    # ------------------------------------------------------------ commit
+    def _commit(self, *, check_only: bool = False) -> bool:
+        """Check the read set and apply the writes in one script call; False (nothing written) on a conflict.
 
-        self.ops.append(op)
+        With ``check_only`` (or nothing to write), only whether the reads are
+        still current: no call when they were one snapshot (one MGET).
+        """
+        write = not check_only and bool(self.sets or self.deltas or self.adds)
+        if not write and (not self.batches or (len(self.batches) == 1 and _GUESS not in self.batches)):
+            return True  # read nothing, or one atomic snapshot
+        keys: list[str] = []
+        index: dict[str, int] = {}
 
-    def _commit(self) -> None:
-        if not self.ops:
-            self.p.reset()
-            return
-        self.p.multi()
-        for op in self.ops:
-            op(self.p)
-        self.s.round_trips += 1
-        self.p.execute()
+        def at(key: str) -> int:
+            i = index.get(key)
+            if i is None:
+                keys.append(key)
+                i = index[key] = len(keys)
+            return i
+
+        values: list[Any] = []  # ARGV[3...]: what the reads saw, as the server gave it (any bytes)
+        checks: list[list[Any]] = []
+        for key, raw in self.seen.items():
+            if raw is None:
+                checks.append(["n", at(key)])
+            else:
+                values.append(raw)
+                checks.append(["v", at(key), len(values) + 2])
+        for zkey, hi, lo, ids in self.ranges:
+            checks.append(["z", at(zkey), hi, lo, len(values) + 3, len(ids)])
+            values += ids
+        writes = self._writes(at) if write else []
+        return bool(self.s._call("commit", keys, [json.dumps(checks), json.dumps(writes), *values]))
+
+    def _writes(self, at: Callable[[str], int]) -> list[list[Any]]:
+        """The buffered writes as the commit script takes them (``at`` numbers the keys)."""
+        writes: list[list[Any]] = []
+        k = self.s.k
+        for name, d in self.deltas.items():
+            rkey = k("ctr", name)
+            writes.append(["incr", at(rkey), repr(d), str(_ttl_of(name) or 0)])
+            user = _user_counter(name)
+            if user is not None:
+                writes.append(["sadd", at(k("ukeys", user[0])), rkey])
+        for key, (raw, ttl) in self.sets.items():
+            writes.append(["set", at(key), raw, str(ttl)])
+        for op, key, *rest in self.adds:
+            if op == "event":
+                prefix, raw, list_key, set_key = rest
+                writes.append(["event", at(key), prefix, raw, at(list_key), at(set_key)])
+            else:
+                writes.append([op, at(key), *rest])
+        return writes

@@ -53,8 +53,13 @@ class Transaction(ABC):
     def add_counter(self, key: str, delta: float) -> None:
         """Add to a counter."""
 
-    def prefetch(self, *, users: Any = (), counters: Any = (), idems: Any = ()) -> None:  # noqa: B027
-        """Hint: these will be read (a networked backend reads them in one round trip); optional."""
+    def prefetch(self, *, users: Any = (), counters: Any = (), idems: Any = (), pushes: Any = ()) -> None:  # noqa: B027
+        """Hint: these users, counters, event ids and push ids will be read; optional.
+
+        A networked backend reads them all in one round trip; the others
+        ignore the hint and never iterate its arguments (so a lazy iterable
+        costs them nothing).
+        """
 
     def next_seq(self) -> int:
         """The next number of a sequence shared by every process on the state (1, 2, ...)."""
