@@ -135,7 +135,7 @@ def test_a_push_with_offer_limits_and_budgets_costs_three_round_trips(redis_serv
     assert n == 3  # MGET (user, ping id, caps, sequence), MGET (the offer's, merchant's and store's limits), commit
     n, out = trips(st, lambda: engine.on_location("u", *at(RING_A[1]), T0 + 60))
     assert (n, out, engine.stats["capped"]) == (3, [], 1)  # the same reads, the offer cap holds: no push
-    assert float(st.r.get(st.k("ctr", 'ob|"o1"|n'))) == 1.0
+    assert float(st.r.get(st._k("ctr", 'ob|"o1"|n'))) == 1.0
     st.close()
 
 
@@ -156,7 +156,7 @@ def test_a_commit_after_another_clients_write_is_rejected_and_retried(redis_serv
 
     assert a.run(spend_if_below_two) == 2.0
     assert seen == [1.0, 2.0]  # the first commit was refused; the retry read the other replica's write
-    assert float(a.r.get(a.k("ctr", "budget"))) == 2.0  # not 3: the limit held
+    assert float(a.r.get(a._k("ctr", "budget"))) == 2.0  # not 3: the limit held
     # without retry (transaction()), the conflict is an error and nothing is written
     with pytest.raises(StateError, match="another client changed what this transaction read"):
         with a.transaction() as tx:
@@ -164,8 +164,8 @@ def test_a_commit_after_another_clients_write_is_rejected_and_retried(redis_serv
             b.run(lambda tx2: tx2.put_idem("e:1", "u", {"push_id": None}))
             tx.put_idem("e:1", "u", {"push_id": "p7"})
             tx.add_counter("budget", 1.0)
-    assert float(a.r.get(a.k("ctr", "budget"))) == 2.0
-    assert json.loads(a.r.get(a.k("idem", "e:1"))) == ["u", {"push_id": None}]
+    assert float(a.r.get(a._k("ctr", "budget"))) == 2.0
+    assert json.loads(a.r.get(a._k("idem", "e:1"))) == ["u", {"push_id": None}]
     a.close()
     b.close()
 
@@ -187,7 +187,7 @@ def test_a_push_added_after_an_attribution_read_is_seen_by_the_retry(redis_serve
 
     assert a.run(attribute) == "p1"  # the range query is run again by the commit: its change was a conflict
     assert attempts == [None, push]
-    assert float(a.r.get(a.k("ctr", "attributed"))) == 1.0
+    assert float(a.r.get(a._k("ctr", "attributed"))) == 1.0
     a.close()
     b.close()
 
@@ -232,4 +232,4 @@ def test_bad_parameters():
         og.RedisState("redis://127.0.0.1:1/0", namespace="a:b")
     with pytest.raises(InvalidParameterError, match="retries"):
         og.RedisState("redis://127.0.0.1:1/0", retries=0)
-    assert og.RedisState("redis://127.0.0.1:1/0", namespace="{o2o}").k("user", "7") == "{o2o}:user:7"  # a hash tag
+    assert og.RedisState("redis://127.0.0.1:1/0", namespace="{o2o}")._k("user", "7") == "{o2o}:user:7"  # a hash tag

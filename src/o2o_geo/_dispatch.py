@@ -127,11 +127,46 @@ class PushDecision:
     explanation: Mapping[str, float] = field(repr=False, compare=True)
 
     def explain(self) -> dict[str, float]:
-        """Each feature's contribution to the logit, largest magnitude first."""
+        """Each feature's contribution to the logit, largest magnitude first.
+
+        Returns
+        -------
+        dict of str to float
+            Terms that add up to ``log(score / (1 - score))``.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> terms = d.explain()
+        >>> "intercept" in terms, all(abs(a) >= abs(b) for a, b in zip(list(terms.values()), list(terms.values())[1:]))
+        (True, True)
+        """
         return dict(sorted(self.explanation.items(), key=lambda kv: -abs(kv[1])))
 
     def to_dict(self) -> dict[str, Any]:
-        """The decision as a JSON-able dict."""
+        """The decision as a JSON-able dict.
+
+        Returns
+        -------
+        dict
+            The fields but ``explanation``; write it to a log or a queue.
+
+        Examples
+        --------
+        >>> import json
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> record = json.loads(json.dumps(d.to_dict()))
+        >>> record["push_id"], record["store_id"], record["trigger"], record["holdout"]
+        ('p1', 'lucky-09', 'enter', False)
+        """
         return {
             "push_id": self.push_id,
             "user_id": self.user_id,
@@ -386,7 +421,24 @@ class Dispatcher:
             )
 
     def close(self) -> None:
-        """Close the state backend's connections (the stored data stays)."""
+        """Close the state backend's connections (the stored data stays).
+
+        A dispatcher is also a context manager that closes on exit.
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> path = os.path.join(tempfile.mkdtemp(), "o2o.db")
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)])
+        >>> policy = og.PushPolicy(holdout_fraction=0.0)
+        >>> with og.Dispatcher(index, offers, policy=policy, state=og.SQLiteState(path)) as engine:
+        ...     pushed = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> again = og.Dispatcher(index, offers, policy=policy, state=og.SQLiteState(path))
+        >>> [p["push_id"] for p in again.state.pushes()]     # the push outlived the closed engine
+        ['p1']
+        >>> again.close()
+        """
         self.state.close()
 
     def __enter__(self) -> Dispatcher:
@@ -471,6 +523,19 @@ class Dispatcher:
             Bad position, time, accuracy, time zone or user id (nothing is changed).
         StateError
             The state store failed (nothing is changed; no push).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> engine.on_location("u1", 31.2400, 121.4500, 1767258000)          # far from every store
+        []
+        >>> [(d.store_id, d.trigger) for d in engine.on_location("u1", 31.2325, 121.4801, 1767258060)]
+        [('lucky-09', 'enter')]
+        >>> engine.on_location("u1", 31.2325, 121.4801, 1767258120)          # still inside: no second push
+        []
         """
         self._check_user(user_id)
         lat_a, lon_a, _ = as_latlon(lat, lon)
@@ -507,6 +572,17 @@ class Dispatcher:
         ------
         InvalidCoordinateError, InvalidParameterError, InvalidRecordError, ShapeMismatchError
             A bad row (named in the message); raised before any row is processed.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> log = {"user_id": ["u1", "u2", "u1"], "lat": [31.2400, 31.2325, 31.2325],
+        ...        "lon": [121.4500, 121.4801, 121.4801], "ts": [1767258000, 1767258030, 1767258060]}
+        >>> [(d.user_id, d.store_id) for d in engine.on_locations(log)]
+        [('u2', 'lucky-09'), ('u1', 'lucky-09')]
         """
         cols = _columns(pings, columns)
         users = cols["user_id"]
@@ -798,6 +874,20 @@ class Dispatcher:
             before the push it names, or naming another offer than its push.
         UnknownOfferError, UnknownStoreError, UnknownPushError
             An id the dispatcher does not know (nothing is stored).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.record(og.Event("open", "u1", 1767258030, push_id=d.push_id))
+        'p1'
+        >>> engine.record(og.Event("redeem", "u1", 1767259000, offer_id="latte", amount=28.0))  # found by offer
+        'p1'
+        >>> engine.record(og.Event("visit", "u9", 1767259000, store_id="lucky-09")) is None    # never pushed
+        True
         """
         if not isinstance(event, Event):
             raise InvalidRecordError(f"record takes an Event; got {type(event).__name__}")
@@ -880,6 +970,19 @@ class Dispatcher:
 
         Budgets and store capacity keep their totals (they are not personal
         data and must stay exact).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.record(og.Event("redeem", "u1", 1767259000, push_id=d.push_id, amount=28.0))
+        'p1'
+        >>> engine.forget_user("u1")
+        >>> engine.state.pushes(), engine.state.events(), engine.scorer.history.n_events("u1", "redeem")
+        ([], [], 0)
         """
         self._check_user(user_id)
         self.state.forget_user(user_id)
@@ -911,6 +1014,19 @@ class Dispatcher:
             with an attributed redeem or visit), ``uplift`` and its 95 %
             interval ``uplift_low``, ``uplift_high`` (normal approximation,
             users as the unit of randomisation).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.5))
+        >>> decisions = [d for u in range(40) for d in engine.on_location(f"u{u}", 31.2325, 121.4801, 1767258000)]
+        >>> for d in decisions[::2]:                    # half of the users come in and buy
+        ...     _ = engine.record(og.Event("redeem", d.user_id, 1767259000, offer_id="latte", amount=28.0))
+        >>> row = engine.report(by="all", as_frame=False)[0]
+        >>> row["pushed"] + row["holdout"] == len(decisions), 0.0 <= row["conversion_treated"] <= 1.0
+        (True, True)
         """
         if by not in ("offer", "merchant", "store", "all"):
             raise InvalidParameterError(f"by must be 'offer', 'merchant', 'store' or 'all'; got {by!r}")

@@ -243,7 +243,7 @@ class RedisState(DispatchState):
         self._seed = threading.local()  # what read_user read, for the next unit of work on the thread
 
     # ------------------------------------------------------------ plumbing
-    def k(self, *parts: str) -> str:
+    def _k(self, *parts: str) -> str:
         """A namespaced key."""
         return ":".join((self.ns, *parts))
 
@@ -320,7 +320,7 @@ class RedisState(DispatchState):
     # ------------------------------------------------------------ reads
     def read_user(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state as last committed (one GET)."""
-        key = self.k("user", _key(user_id))
+        key = self._k("user", _key(user_id))
         with self._errors():
             self.round_trips += 1
             raw = self.r.get(key)
@@ -330,11 +330,11 @@ class RedisState(DispatchState):
     def _records(self, list_key: str, prefix: str) -> list[dict[str, Any]]:
         with self._errors():
             self.round_trips += 1
-            ids = self.r.lrange(self.k(list_key), 0, -1)
+            ids = self.r.lrange(self._k(list_key), 0, -1)
             if not ids:
                 return []
             self.round_trips += 1
-            raws = self.r.mget([self.k(prefix, _text(i)) for i in ids])
+            raws = self.r.mget([self._k(prefix, _text(i)) for i in ids])
         return [json.loads(r) for r in raws if r is not None]
 
     def pushes(self) -> list[dict[str, Any]]:
@@ -348,15 +348,31 @@ class RedisState(DispatchState):
     def forget_user(self, user_id: Any) -> None:
         """Erase the user's state, counters, event ids, pushes and events, in one script call."""
         uk = _key(user_id)
-        keys = [self.k(kind, uk) for kind in ("user", "ukeys", "upush", "uevents")] + [
-            self.k("pushes"),
-            self.k("events"),
+        keys = [self._k(kind, uk) for kind in ("user", "ukeys", "upush", "uevents")] + [
+            self._k("pushes"),
+            self._k("events"),
         ]
         with self._errors():
-            self._call("forget", keys, [self.k("push", ""), self.k("event", "")])
+            self._call("forget", keys, [self._k("push", ""), self._k("event", "")])
 
     def flush(self) -> None:
-        """Delete every key of this namespace (tests and demos; SCAN, not KEYS)."""
+        """Delete every key of this namespace (tests and demos; SCAN, not KEYS).
+
+        Raises
+        ------
+        StateError
+            The server is unreachable (nothing is deleted).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.RedisState("redis://127.0.0.1:1/0", socket_timeout_s=0.2)  # nothing listens on port 1
+        >>> try:
+        ...     state.flush()
+        ... except og.errors.StateError:
+        ...     print("unreachable: nothing deleted")
+        unreachable: nothing deleted
+        """
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self.ns) + ":*"
         with self._errors():
             batch = []
@@ -451,7 +467,7 @@ class _RedisTx(Transaction):
         are not: they are assumed new (the usual case), which the commit
         checks like any read.
         """
-        k = self.s.k
+        k = self.s._k
         ids = [k("idem", e) for e in idems if e not in self.idems]
         keys = [k("user", _key(u)) for u in users if u not in self.users]
         keys += [k("ctr", c) for c in counters]
@@ -467,30 +483,30 @@ class _RedisTx(Transaction):
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         if user_id in self.users:
             return self.users[user_id]
-        raw = self._read(self.s.k("user", _key(user_id)))
+        raw = self._read(self.s._k("user", _key(user_id)))
         return None if raw is None else json.loads(raw)
 
     def counter(self, key: str) -> float:
-        raw = self._read(self.s.k("ctr", key))
+        raw = self._read(self.s._k("ctr", key))
         return (0.0 if raw is None else float(raw)) + self.deltas.get(key, 0.0)
 
     def idem(self, event_id: Any) -> Any:
         if event_id in self.idems:
             return self.idems[event_id]
-        raw = self._read(self.s.k("idem", event_id))
+        raw = self._read(self.s._k("idem", event_id))
         return None if raw is None else json.loads(raw)[1]
 
     def push(self, push_id: Any) -> dict[str, Any] | None:
         if push_id in self.new_pushes:
             return self.new_pushes[push_id]
-        raw = self._read(self.s.k("push", _key(push_id)))
+        raw = self._read(self.s._k("push", _key(push_id)))
         return None if raw is None else json.loads(raw)
 
     def latest_push(
         self, user_id: Any, lo_ts: float, hi_ts: float, offer_id: Any = None, merchant_id: Any = None
     ) -> dict[str, Any] | None:
-        zkey, hi, lo = self.s.k("upush", _key(user_id)), repr(float(hi_ts)), repr(float(lo_ts))
-        flat = self.s._call("range", [zkey], [hi, lo, self.s.k("push", "")])
+        zkey, hi, lo = self.s._k("upush", _key(user_id)), repr(float(hi_ts)), repr(float(lo_ts))
+        flat = self.s._call("range", [zkey], [hi, lo, self.s._k("push", "")])
         self.n_batches += 1
         self.batches.add(self.n_batches)
         self.ranges.append((zkey, hi, lo, flat[0::2]))
@@ -509,26 +525,26 @@ class _RedisTx(Transaction):
     # ------------------------------------------------------------ writes
     def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
         self.users[user_id] = data
-        self.sets[self.s.k("user", _key(user_id))] = (json.dumps(data), self.s.user_ttl_s)
+        self.sets[self.s._k("user", _key(user_id))] = (json.dumps(data), self.s.user_ttl_s)
 
     def add_counter(self, key: str, delta: float) -> None:
         self.deltas[key] = self.deltas.get(key, 0.0) + float(delta)  # INCRBYFLOAT on the server
 
     def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
         self.idems[event_id] = payload
-        key = self.s.k("idem", event_id)
+        key = self.s._k("idem", event_id)
         self.sets[key] = (json.dumps([user_id, payload]), self.s.idempotency_ttl_s)
-        self.adds.append(("sadd", self.s.k("ukeys", _key(user_id)), key))
+        self.adds.append(("sadd", self.s._k("ukeys", _key(user_id)), key))
 
     def add_push(self, rec: dict[str, Any]) -> None:
         self.new_pushes[rec["push_id"]] = rec
-        pid, k = _key(rec["push_id"]), self.s.k
+        pid, k = _key(rec["push_id"]), self.s._k
         self.sets[k("push", pid)] = (json.dumps(rec), 0)
         self.adds.append(("rpush", k("pushes"), pid))
         self.adds.append(("zadd", k("upush", _key(rec["user_id"])), repr(float(rec["ts"])), pid))
 
     def add_event(self, rec: dict[str, Any]) -> None:
-        k = self.s.k
+        k = self.s._k
         # the script takes the seq (INCR): events never conflict on it
         self.adds.append(
             (
@@ -578,7 +594,7 @@ class _RedisTx(Transaction):
     def _writes(self, at: Callable[[str], int]) -> list[list[Any]]:
         """The buffered writes as the commit script takes them (``at`` numbers the keys)."""
         writes: list[list[Any]] = []
-        k = self.s.k
+        k = self.s._k
         for name, d in self.deltas.items():
             rkey = k("ctr", name)
             writes.append(["incr", at(rkey), repr(d), str(_ttl_of(name) or 0)])

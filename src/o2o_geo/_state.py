@@ -111,7 +111,22 @@ class DispatchState(ABC):
 
     @abstractmethod
     def transaction(self) -> Any:
-        """Context manager yielding a :class:`Transaction`; commits on exit, discards everything on an error."""
+        """Context manager yielding a :class:`Transaction`; commits on exit, discards everything on an error.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> try:
+        ...     with state.transaction() as tx:
+        ...         tx.add_counter("budget", 5)
+        ...         raise RuntimeError("the push could not be sent")
+        ... except RuntimeError:
+        ...     pass
+        >>> with state.transaction() as tx:    # nothing of the failed unit was stored
+        ...     tx.counter("budget")
+        0.0
+        """
 
     def run(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work(tx)`` in one transaction and return its result.
@@ -119,28 +134,104 @@ class DispatchState(ABC):
         ``work`` may be called more than once (a backend with optimistic
         concurrency retries it when another client changed what it read), so
         it must act only through ``tx`` and return what it decided.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> def take_one(tx):                     # check and increment, atomically
+        ...     if tx.counter("stock") >= 2:
+        ...         return False
+        ...     tx.add_counter("stock", 1)
+        ...     return True
+        >>> [state.run(take_one) for _ in range(3)]
+        [True, True, False]
         """
         with self.transaction() as tx:
             return work(tx)
 
     @abstractmethod
     def read_user(self, user_id: Any) -> dict[str, Any] | None:
-        """The user's state outside a transaction (a snapshot; used to skip work for idle pings)."""
+        """The user's state outside a transaction (a snapshot; used to skip work for idle pings).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0), state=state)
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> state.read_user("u1") is not None, state.read_user("nobody")
+        (True, None)
+        """
 
     @abstractmethod
     def pushes(self) -> list[dict[str, Any]]:
-        """Every push record, in the order stored."""
+        """Every push record, in the order stored.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0), state=state)
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> [(p["push_id"], p["user_id"], p["store_id"]) for p in state.pushes()]
+        [('p1', 'u1', 'lucky-09')]
+        """
 
     @abstractmethod
     def events(self) -> list[dict[str, Any]]:
-        """Every event record, in the order stored."""
+        """Every event record, in the order stored.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0), state=state)
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.record(og.Event("redeem", "u1", 1767259000, push_id=d.push_id, amount=28.0))  # attributed to
+        'p1'
+        >>> [(e["kind"], e["push_id"], e["amount"]) for e in state.events()]
+        [('redeem', 'p1', 28.0)]
+        """
 
     @abstractmethod
     def forget_user(self, user_id: Any) -> None:
-        """Erase the user's state, pushes, events and event ids (budget and store counters keep their totals)."""
+        """Erase the user's state, pushes, events and event ids (budget and store counters keep their totals).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0), state=state)
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> state.forget_user("u1")
+        >>> state.read_user("u1"), state.pushes()
+        (None, [])
+        """
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
-        """Release connections (the data stays)."""
+        """Release connections (the data stays).
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> path = os.path.join(tempfile.mkdtemp(), "o2o.db")
+        >>> state = og.SQLiteState(path)
+        >>> with state.transaction() as tx:
+        ...     tx.add_counter("pushes", 1)
+        >>> state.close()
+        >>> with og.SQLiteState(path).transaction() as tx:    # reopened: the data stayed
+        ...     tx.counter("pushes")
+        1.0
+        """
 
 
 # --------------------------------------------------------------------------- memory
