@@ -414,6 +414,23 @@ def test_ping_bad_input(engine_factory):
     assert eng.state.pushes() == [] and eng.state.read_user("a") is None  # the good row was not processed
 
 
+def test_numpy_user_ids_are_the_same_users(engine_factory):
+    """Ids read from arrays (numpy integers and strings) are the plain ids: same user, same caps, same records."""
+    lat, lon = pos(engine_factory().index, "A")
+    plain, numpy_ids = engine_factory(), engine_factory()
+    for eng, uid in ((plain, 7), (numpy_ids, np.int64(7))):
+        eng.on_location(uid, lat, lon, T0)
+        eng.on_location(uid, *offset(lat, lon, 5000.0), T0 + 600)
+        eng.on_location(uid, lat, lon, T0 + 1200)
+    assert plain.state.pushes() == numpy_ids.state.pushes() != []
+    assert all(type(p["user_id"]) is int for p in numpy_ids.state.pushes())
+    assert numpy_ids.state.read_user(7) is not None
+    numpy_ids.forget_user(np.int64(7))
+    assert numpy_ids.state.read_user(7) is None and numpy_ids.state.pushes() == []
+    with pytest.raises(InvalidRecordError, match="user_id"):
+        plain.on_location(np.bool_(True), lat, lon, T0)
+
+
 def test_stale_pings_are_ignored(engine_factory):
     eng = engine_factory()
     lat, lon = pos(eng.index, "A")

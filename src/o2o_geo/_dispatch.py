@@ -481,9 +481,15 @@ class Dispatcher:
                 self.scorer.record(e)
 
     @staticmethod
-    def _check_user(user_id: Any) -> None:
+    def _check_user(user_id: Any) -> Any:
+        """The user id as a plain str or int (numpy's integers and strings, as read from arrays, are converted)."""
+        if isinstance(user_id, np.integer):
+            return int(user_id)
+        if isinstance(user_id, np.str_):
+            return str(user_id)
         if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
             raise InvalidRecordError(f"user_id must be a str or an int; got {user_id!r}")
+        return user_id
 
     # ------------------------------------------------------------ pings
     def on_location(
@@ -537,7 +543,7 @@ class Dispatcher:
         >>> engine.on_location("u1", 31.2325, 121.4801, 1767258120)          # still inside: no second push
         []
         """
-        self._check_user(user_id)
+        user_id = self._check_user(user_id)
         lat_a, lon_a, _ = as_latlon(lat, lon)
         t = to_epoch_s(ts, "ts")
         acc = _accuracy(accuracy_m)
@@ -984,7 +990,7 @@ class Dispatcher:
         >>> engine.state.pushes(), engine.state.events(), engine.scorer.history.n_events("u1", "redeem")
         ([], [], 0)
         """
-        self._check_user(user_id)
+        user_id = self._check_user(user_id)
         self.state.forget_user(user_id)
         with self._feed_lock:
             self.scorer.history.forget_user(user_id)
