@@ -237,6 +237,21 @@ def test_geojson_rejects_values_without_a_json_form():
         stores.to_geojson()
 
 
+def test_int_ids_beyond_int64_round_trip():
+    """The store set takes any Python int id; exports keep them exact (as Python ints when int64 cannot hold them)."""
+    s = og.StoreSet.from_records(
+        [{"store_id": 2**64, "lat": 0.0, "lon": 0.0}, {"store_id": -1, "lat": 0.0, "lon": 1.0}]
+    )
+    back = og.StoreSet.from_geojson(json.dumps(s.to_geojson()))
+    assert back.store_id.tolist() == [2**64, -1]
+    pd = pytest.importorskip("pandas")
+    frame = s.to_dataframe()
+    assert frame["store_id"].tolist() == [2**64, -1]
+    assert og.StoreSet.from_dataframe(frame).store_id.tolist() == [2**64, -1]
+    small = og.StoreSet.from_records([{"store_id": 2**62, "lat": 0.0, "lon": 0.0}]).to_dataframe()
+    assert small["store_id"].dtype == pd.Series([1]).dtype  # int64 when every id fits
+
+
 def test_geojson_of_an_empty_store_set():
     stores = og.StoreSet.from_records([])
     assert stores.to_geojson() == {"type": "FeatureCollection", "features": []}

@@ -170,6 +170,25 @@ def test_a_commit_after_another_clients_write_is_rejected_and_retried(redis_serv
     b.close()
 
 
+def test_a_transaction_after_read_user_sees_other_replicas_commits(redis_server):
+    """read_user's cached value may seed the next run(), which checks it; a transaction() never retries, so no."""
+    a = new_redis_state(redis_server)
+    b = og.RedisState(redis_server.url, namespace=a.ns)
+    with a.transaction() as tx:
+        tx.put_user("u", {"v": 1})
+    assert a.read_user("u") == {"v": 1}
+    b.run(lambda tx: tx.put_user("u", {"v": 2}))
+    with a.transaction() as tx:
+        assert tx.get_user("u") == {"v": 2}
+        tx.put_user("u", {"v": 12})
+    assert a.read_user("u") == {"v": 12}
+    a.read_user("u")
+    b.run(lambda tx: tx.put_user("u", {"v": 3}))
+    assert a.run(lambda tx: tx.get_user("u")) == {"v": 3}  # run() may guess from the cache, but checks it
+    a.close()
+    b.close()
+
+
 def test_a_push_added_after_an_attribution_read_is_seen_by_the_retry(redis_server):
     a = new_redis_state(redis_server)
     b = og.RedisState(redis_server.url, namespace=a.ns)

@@ -310,9 +310,9 @@ class RedisState(DispatchState):
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A transaction without retry (:meth:`run` is what the dispatcher uses): a conflict raises StateError."""
-        seed = self._take_seed()
+        self._take_seed()  # a cached read may be stale, and a transaction without retry must not guess
         with self._errors():
-            tx = _RedisTx(self, seed, guess=False)
+            tx = _RedisTx(self, None, guess=False)
             yield tx
             if not tx._commit():
                 raise StateError("another client changed what this transaction read; nothing was changed")

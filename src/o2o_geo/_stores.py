@@ -514,11 +514,13 @@ class StoreSet:
 
     # ----------------------------------------------------------------- export
     def _export_columns(self) -> dict[str, np.ndarray]:
-        """The columns as exported: each as stored, int ids as int64, service areas normalised."""
+        """The columns as exported: each as stored, int ids as int64 when all fit, service areas normalised."""
         cols = dict(self._cols)
         ids = cols["store_id"]
         if len(ids) and isinstance(ids[0], int):  # one kind of id per set
-            cols["store_id"] = ids.astype(np.int64)
+            lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+            if all(lo <= v <= hi for v in ids.tolist()):  # else they stay Python ints (JSON holds any int)
+                cols["store_id"] = ids.astype(np.int64)
         areas = cols.get("service_area")
         if areas is not None and areas.dtype.kind not in "iuf":  # numbers are radii exactly as given
             out = np.full(len(self), None, dtype=object)

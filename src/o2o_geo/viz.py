@@ -37,6 +37,7 @@ import html
 import json
 import math
 import os
+import pathlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -761,7 +762,8 @@ def html_to_png(
     if os.path.exists(out):
         os.remove(out)
     cmd = [*_chromium_command(browser), f"--window-size={width_px},{height_px}", f"--screenshot={out}"]
-    res = subprocess.run([*cmd, "file://" + src], capture_output=True, text=True, timeout=timeout_s, check=False)
+    page = pathlib.Path(src).as_uri()  # percent-encoded: a '#' or a space in the path stays part of it
+    res = subprocess.run([*cmd, page], capture_output=True, text=True, timeout=timeout_s, check=False)
     if res.returncode != 0 or not os.path.isfile(out) or os.path.getsize(out) == 0:
         tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
         raise RuntimeError(f"Chromium wrote no screenshot (exit {res.returncode}): {tail}")
