@@ -596,6 +596,35 @@ def test_replay_with_a_sqlite_state_counts_a_rerun_once(tmp_path, replay_world):
     state.close()
 
 
+def test_a_failed_replay_leaves_the_state_file_as_it_was(tmp_path, replay_world):
+    """A bad event after some pings: exit 1, no outputs, the --state file byte-identical; a fixed rerun works."""
+    world, stores, pings = replay_world
+    pings = pings.sort_values("ts", kind="stable").reset_index(drop=True)  # a replay runs in time order
+    pings.to_csv(tmp_path / "pings.csv", index=False)
+    first, rest = pings.iloc[: len(pings) // 2], pings.iloc[len(pings) // 2 :]
+    first.to_csv(tmp_path / "first.csv", index=False)
+    rest.to_csv(tmp_path / "rest.csv", index=False)
+    base = ("replay", tmp_path / "stores.csv", tmp_path / "offers.csv")
+    state = ("--state", tmp_path / "state.db")
+    ok(cli(*base, tmp_path / "first.csv", *state, "-o", tmp_path / "d0.csv"))
+    before = (tmp_path / "state.db").read_bytes()
+    late = float(rest["ts"].max()) + 1
+    user = rest["user_id"].iloc[-1]
+    pd.DataFrame([{"kind": "open", "user_id": user, "ts": late, "push_id": "no-such-push"}]).to_csv(
+        tmp_path / "bad_events.csv", index=False
+    )
+    res = cli(*base, tmp_path / "rest.csv", *state, "--events", tmp_path / "bad_events.csv", "-o", tmp_path / "d1.csv")
+    assert res.returncode == 1 and "no-such-push" in res.stderr and "Traceback" not in res.stderr
+    assert (tmp_path / "state.db").read_bytes() == before
+    assert not (tmp_path / "d1.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".state.db")) == []  # no work copy left
+    # the same pings without the bad event: the decisions a single replay of everything would make
+    ok(cli(*base, tmp_path / "rest.csv", *state, "-o", tmp_path / "d1.csv"))
+    ok(cli(*base, tmp_path / "pings.csv", "-o", tmp_path / "all.csv"))
+    both = pd.concat([read_csv(tmp_path / "d0.csv"), read_csv(tmp_path / "d1.csv")], ignore_index=True)
+    pd.testing.assert_frame_equal(both, read_csv(tmp_path / "all.csv"))
+
+
 # ---------------------------------------------------------------- mistakes: one line, the right status
 @pytest.fixture
 def files(tmp_path):

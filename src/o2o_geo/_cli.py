@@ -1143,17 +1143,67 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                     zone(name)
     order = np.argsort(ts, kind="stable")
     cols = {name: values[order] for name, values in cols.items()}
-    ts_sorted = cols["ts"]
     events = _load_events(pd, args.events, offers, index, _Ids(users)) if args.events else []
     with _about(args.stores):
         OfferScorer(index, offers)  # the stores fit the offers (a merchant_id column)
-    state = SQLiteState(args.state) if args.state else MemoryState()
-    n = len(users)
+    # the run works on a copy of the --state file that replaces it only when the run and its outputs succeed
+    work = _state_copy(args.state) if args.state else None
+    try:
+        return _replay(pd, args, index, offers, policy, cols, events, n_users=len(users), work=work,
+                       out_fmt=out_fmt, report_fmt=report_fmt, t0=t0)  # fmt: skip
+    finally:
+        if work is not None:
+            _remove_sqlite(work)
+
+
+def _state_copy(path: str) -> str:
+    """A private copy of a SQLite state file (SQLite's backup: consistent, WAL included), beside it."""
+    import sqlite3
+
+    work = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.replay")
+    _remove_sqlite(work)
+    if os.path.exists(path):
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as src, contextlib.closing(sqlite3.connect(work)) as dst:
+                src.backup(dst)
+        except sqlite3.Error as exc:
+            _remove_sqlite(work)
+            raise _data(f"--state {path}: not a readable SQLite state file ({exc})") from exc
+        if os.path.exists(path + "-wal"):  # our connection was the last one unless another process has it open
+            _remove_sqlite(work)
+            raise _usage(f"--state {path}: the file is in use by another process; replay into a copy of it")
+    return work
+
+
+def _remove_sqlite(path: str) -> None:
+    for name in (path, path + "-wal", path + "-shm", path + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)
+
+
+def _replay(
+    pd: Any,
+    args: argparse.Namespace,
+    index: StoreIndex,
+    offers: OfferSet,
+    policy: PushPolicy,
+    cols: dict[str, Any],
+    events: list[tuple[str, Event]],
+    *,
+    n_users: int,
+    work: str | None,
+    out_fmt: str,
+    report_fmt: str | None,
+    t0: float,
+) -> int:
+    ts_sorted = cols["ts"]
+    state = SQLiteState(work) if work is not None else MemoryState()
+    n = n_users
     decisions: list[PushDecision] = []
     bar = _progress(args.progress, lambda: n, args.chunk_size, "pings")
     done = 0
     try:
-        with _about(f"--state {args.state}") if args.state else contextlib.nullcontext():
+        with _about(f"--state {args.state}") if work is not None else contextlib.nullcontext():
             engine = Dispatcher(index, offers, policy=policy, state=state)  # rebuilds the history from the state
         with engine:
 
@@ -1189,6 +1239,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         f"{_count(n, 'ping')}, {_count(len(events), 'event')} -> {_count(len(decisions), 'decision')} "
         f"({held:,} held out)"
     )
+    if work is not None:  # the outputs are written: the state moves on
+        os.replace(work, args.state)
     _summary("replay", what, n, "pings", t0, args.output)
     return 0
 
@@ -1269,7 +1321,9 @@ Dispatcher.on_locations; each event of --events (og.Event fields, e.g. kind, use
 offer_id, amount) is recorded after every ping at or before its ts, as it would be live, so
 dismissals and redemptions shape later decisions. With --state the run continues the SQLite
 state of earlier runs (caps, fences, pushes; give pings and events an event_id so a rerun counts
-them once), and the report covers everything in it.
+them once), and the report covers everything in it. The run works on a copy of that file, which
+replaces it only when the run and its outputs succeed: a failed run leaves it as it was (so do not
+point --state at a file a live engine is writing).
 
 outputs: DECISIONS, one row per decision in replay order:
   push_id, user_id, offer_id, store_id, merchant_id, score, distance_m, trigger, holdout, ts
