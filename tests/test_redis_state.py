@@ -7,6 +7,7 @@ The dispatcher's conformance suite (tests/test_dispatch.py) and the fault tests
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import RedisServer, new_redis_state
@@ -40,6 +41,29 @@ def test_keys_are_namespaced_and_time_bounded_ones_expire(redis_server):
     assert ttl[f"{st.ns}:user:" + '"u1"'] > 29 * 86400
     assert ttl[f'{st.ns}:ctr:ob|"o1"|n'] == -1  # budgets never expire
     assert ttl[f"{st.ns}:ctr:seq"] == -1
+    st.close()
+
+
+def test_the_users_key_index_keeps_only_live_keys_and_expires(redis_server):
+    """A user pinging for months must not grow the index of their keys: expired entries go, and so does the index."""
+    st = new_redis_state(redis_server, idempotency_ttl_s=1)
+    index_key = f'{st.ns}:ukeys:"u"'
+    for i in range(40):  # forty pings with ids, each remembered for 1 s
+        with st.transaction() as tx:
+            tx.put_idem(f"ping-{i}", "u", {"push_id": None})
+    assert st.r.zcard(index_key) == 40 and 0 < st.r.ttl(index_key) <= 2
+    time.sleep(2.1)
+    with st.transaction() as tx:
+        tx.put_idem("ping-late", "u", {"push_id": None})
+        tx.add_counter('u|"u"|d|2026-01-01', 1.0)  # a day counter: 3 days
+    members = {m.decode() for m in st.r.zrange(index_key, 0, -1)}
+    assert members == {f"{st.ns}:idem:ping-late", f'{st.ns}:ctr:u|"u"|d|2026-01-01'}  # the expired 40 are gone
+    assert 2 * 86400 < st.r.ttl(index_key) <= 3 * 86400 + 2  # it lives as long as its longest-lived key
+    with st.transaction() as tx:
+        tx.add_counter('u|"u"|o|"latte"', 1.0)  # a per-offer cap never expires: neither may the index
+    assert st.r.ttl(index_key) == -1 and st.r.ttl(f'{st.ns}:ctr:u|"u"|o|"latte"') == -1
+    st.forget_user("u")
+    assert keys_of(st) == []
     st.close()
 
 

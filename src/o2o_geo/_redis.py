@@ -51,7 +51,9 @@ Keys (``ns`` the namespace, ids as JSON text):
 ``ns:event:<seq>``              an event record (JSON)                        none
 ``ns:events``                   list of event seqs, in commit order           none
 ``ns:uevents:<uid>``            the user's event seqs (set)                   none
-``ns:ukeys:<uid>``              the user's counter and event-id keys (set)    none
+``ns:ukeys:<uid>``              the user's counter and event-id keys (sorted  its longest-lived
+                                set, scored by each key's expiry; trimmed of  key (none while one
+                                expired keys on every write)                  never expires)
 ==============================  ============================================  ==================
 
 Per-user day counters live 3 days, week counters 15 days; per-offer caps,
@@ -78,6 +80,7 @@ __all__ = ["RedisState"]
 
 T = TypeVar("T")
 _DAY_S = 86_400
+_NEVER = 1e15  # the expiry score, in the user's key index, of a key that never expires (as NEVER in the script)
 
 # The commit.  ARGV[1]: the checks, ARGV[2]: the writes (JSON arrays of arrays; keys as indexes into KEYS),
 # ARGV[3...]: the values seen, as the server gave them (checks name them by their index into ARGV).
@@ -87,6 +90,7 @@ _DAY_S = 86_400
 # ["event", seq key, prefix, record, list key, set key] (the next event seq: the record under prefix..seq, the
 # seq appended to the list and added to the set).  Returns 1, or 0: a check failed and nothing was written.
 _COMMIT = """
+local NEVER = 1e15
 for _, c in ipairs(cjson.decode(ARGV[1])) do
   local op, key = c[1], KEYS[c[2]]
   if op == 'v' then
@@ -115,6 +119,13 @@ for _, w in ipairs(cjson.decode(ARGV[2])) do
     redis.call('SET', w[3] .. seq, w[4])
     redis.call('RPUSH', KEYS[w[5]], seq)
     redis.call('SADD', KEYS[w[6]], seq)
+  elseif op == 'ukey' then
+    -- the user's key index: scored by each key's expiry, trimmed of expired ones, living as long as the last
+    redis.call('ZADD', key, w[4], w[3])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. w[5])
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if tonumber(last[2]) >= NEVER then redis.call('PERSIST', key)
+    else redis.call('EXPIREAT', key, math.floor(tonumber(last[2])) + 1) end
   else
     redis.call(op == 'sadd' and 'SADD' or 'RPUSH', key, w[3])
   end
@@ -135,7 +146,7 @@ return out
 
 # Forget a user: KEYS user, ukeys, upush, uevents, pushes, events; ARGV the push and event key prefixes.
 _FORGET = """
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('DEL', k) end
+for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', k) end
 for _, p in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   redis.call('DEL', ARGV[1] .. p)
   redis.call('LREM', KEYS[5], 0, p)
@@ -534,7 +545,7 @@ class _RedisTx(Transaction):
         self.idems[event_id] = payload
         key = self.s._k("idem", event_id)
         self.sets[key] = (json.dumps([user_id, payload]), self.s.idempotency_ttl_s)
-        self.adds.append(("sadd", self.s._k("ukeys", _key(user_id)), key))
+        self.adds.append(("ukey", self.s._k("ukeys", _key(user_id)), key, self.s.idempotency_ttl_s))
 
     def add_push(self, rec: dict[str, Any]) -> None:
         self.new_pushes[rec["push_id"]] = rec
@@ -595,18 +606,25 @@ class _RedisTx(Transaction):
         """The buffered writes as the commit script takes them (``at`` numbers the keys)."""
         writes: list[list[Any]] = []
         k = self.s._k
+        now = time.time()
+
+        def ukey(index: str, member: str, ttl_s: int) -> list[Any]:  # expiry (or never) and the trimming time
+            return ["ukey", at(index), member, repr(now + ttl_s if ttl_s else _NEVER), repr(now)]
+
         for name, d in self.deltas.items():
             rkey = k("ctr", name)
             writes.append(["incr", at(rkey), repr(d), str(_ttl_of(name) or 0)])
             user = _user_counter(name)
             if user is not None:
-                writes.append(["sadd", at(k("ukeys", user[0])), rkey])
+                writes.append(ukey(k("ukeys", user[0]), rkey, _ttl_of(name) or 0))
         for key, (raw, ttl) in self.sets.items():
             writes.append(["set", at(key), raw, str(ttl)])
         for op, key, *rest in self.adds:
             if op == "event":
                 prefix, raw, list_key, set_key = rest
                 writes.append(["event", at(key), prefix, raw, at(list_key), at(set_key)])
+            elif op == "ukey":
+                writes.append(ukey(key, *rest))
             else:
                 writes.append([op, at(key), *rest])
         return writes
