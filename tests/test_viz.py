@@ -131,6 +131,38 @@ def test_static_map_keeps_an_antimeridian_chain_in_one_piece():
     assert x1 - x0 < 5.0
 
 
+def test_rings_near_the_seam_and_around_a_pole_are_drawn_whole():
+    from matplotlib.path import Path
+
+    stores = og.StoreSet.from_records(
+        [
+            {"store_id": "a", "lat": 0.0, "lon": 0.0},
+            {"store_id": "b", "lat": 0.0, "lon": 1.0},
+            {"store_id": "c", "lat": 0.0, "lon": -179.5, "service_area": 100_000.0},  # opposite the chain's middle
+            {"store_id": "north", "lat": 89.99, "lon": 30.0, "service_area": 5_000.0},  # its area holds the pole
+        ]
+    )
+    fig = viz.plot_map(stores, fence_radius_m=100_000, colour_by=None)
+    ax = fig.axes[0]
+    areas, fences = ax.collections[0].get_paths(), ax.collections[1].get_paths()
+    centres = _store_xy(ax, stores)
+    for paths in (fences, areas):
+        for path in paths:
+            v = path.vertices
+            assert np.ptp(v[:, 0]) < 5.0 or v[:, 1].max() == 90.0  # a ring spans a few degrees, unless polar
+    for path, sid in zip(fences, stores.store_id.tolist(), strict=True):  # every fence contains its store
+        assert Path(path.vertices).contains_point(centres[sid]), sid
+    polar = next(p for p in areas if p.vertices[:, 1].max() == 90.0)
+    assert Path(polar.vertices).contains_point(centres["north"])
+    assert np.ptp(polar.vertices[:, 0]) == pytest.approx(360.0, abs=1e-6)
+
+
+def _store_xy(ax, stores):
+    """Where plot_map drew each store (the last scatter before the legend entries)."""
+    offsets = next(c for c in ax.collections if len(c.get_offsets()) == len(stores)).get_offsets()
+    return dict(zip(stores.store_id.tolist(), map(tuple, np.asarray(offsets)), strict=True))
+
+
 def test_map_rejects_bad_input(campaign):
     stores, _, _ = campaign
     with pytest.raises(InvalidParameterError, match="StoreSet or a StoreIndex"):

@@ -219,26 +219,47 @@ def geodesic_ring_lonlat(lat: Any, lon: Any, radius_m: Any, n_points: int = _RIN
     return np.concatenate([ring, ring[:, :1]], axis=1)
 
 
+def _ring_xy(ring: FloatArray, x_centre: float) -> FloatArray:
+    """A closed (lon, lat) ring as drawable (x, y), beside ``x_centre``.
+
+    Longitudes are made continuous and the ring is moved as a whole next to
+    ``x_centre``; a ring around a pole (its longitudes turn a full circle) is
+    closed along the pole's latitude.
+    """
+    lon, lat = ring[:, 0], ring[:, 1]
+    x = np.degrees(np.unwrap(np.radians(lon)))
+    x = x - 360.0 * np.round((x.mean() - x_centre) / 360.0)
+    if abs(x[-1] - x[0]) > 180.0:  # it encloses a pole: go along the pole's latitude back to the start
+        pole = 90.0 if lat.mean() > 0 else -90.0
+        return np.column_stack([np.concatenate([x, [x[-1], x[0], x[0]]]), np.concatenate([lat, [pole, pole, lat[0]]])])
+    return np.column_stack([x, lat])
+
+
 def _polygon_rings(geom: Any) -> list[FloatArray]:
     """Exterior rings (lon, lat) of a Polygon or MultiPolygon."""
     parts = getattr(geom, "geoms", [geom])
     return [np.asarray(p.exterior.coords, dtype=np.float64)[:, :2] for p in parts]
 
 
-def _area_rings(stores: StoreSet, ref: float) -> list[FloatArray]:
-    """Every store's service area as unwrapped (x, y) rings: polygons as given, radii as geodesic circles."""
+def _area_rings(stores: StoreSet, x: FloatArray) -> list[FloatArray]:
+    """Every store's service area as (x, y) rings beside the store's x: polygons as given, radii as geodesic circles."""
     rings: list[FloatArray] = []
     radius = stores.service_radius_m
     has_r = np.isfinite(radius)
     if has_r.any():
-        for ring in geodesic_ring_lonlat(stores.lat[has_r], stores.lon[has_r], radius[has_r]):
-            rings.append(np.column_stack([_unwrap(ring[:, 0], ref), ring[:, 1]]))
+        circles = geodesic_ring_lonlat(stores.lat[has_r], stores.lon[has_r], radius[has_r])
+        rings += [_ring_xy(ring, xc) for ring, xc in zip(circles, x[has_r], strict=True)]
     for i, geom in enumerate(stores.service_area_geometry):
         if geom is None or has_r[i]:
             continue
-        for ring in _polygon_rings(geom):
-            rings.append(np.column_stack([_unwrap(ring[:, 0], ref), ring[:, 1]]))
+        rings += [_ring_xy(ring, float(x[i])) for ring in _polygon_rings(geom)]
     return rings
+
+
+def _fence_rings(stores: StoreSet, x: FloatArray, fence_radius_m: float) -> list[FloatArray]:
+    """Each store's geofence, a geodesic circle, as an (x, y) ring beside the store's x."""
+    rings = geodesic_ring_lonlat(stores.lat, stores.lon, fence_radius_m)
+    return [_ring_xy(ring, xc) for ring, xc in zip(rings, x, strict=True)]
 
 
 # ------------------------------------------------------------------ matplotlib
@@ -315,16 +336,13 @@ def plot_map(
     ref = _reference_lon(st.lon if len(st) else ping_lon)
     x = _unwrap(st.lon, ref)
 
-    areas = _area_rings(st, ref)
+    areas = _area_rings(st, x)
     if areas:
         ax.add_collection(
             PolyCollection(areas, facecolors="#1f77b41a", edgecolors="#1f77b4", linewidths=0.6, label="service area")
         )
     if fence_radius_m is not None and len(st):
-        fences = [
-            np.column_stack([_unwrap(r[:, 0], ref), r[:, 1]])
-            for r in geodesic_ring_lonlat(st.lat, st.lon, fence_radius_m)
-        ]
+        fences = _fence_rings(st, x, fence_radius_m)
         ax.add_collection(
             PolyCollection(
                 fences, facecolors="none", edgecolors="#d62728", linewidths=0.6, linestyles="--", label="geofence"
@@ -621,14 +639,14 @@ def folium_map(
         root: Any = m.get_root()
         root.header.add_child(Element(inline), name="o2o_geo_leaflet")
 
-    for ring in _area_rings(st, ref):
+    for ring in _area_rings(st, x):
         folium.Polygon(
             [[float(b), float(a)] for a, b in ring], color="#1f77b4", weight=1, fill=True, fill_opacity=0.06
         ).add_to(m)
     if fence_radius_m is not None and len(st):
-        for ring in geodesic_ring_lonlat(st.lat, st.lon, fence_radius_m):
+        for ring in _fence_rings(st, x, fence_radius_m):
             folium.Polygon(
-                [[float(b), float(a)] for a, b in zip(_unwrap(ring[:, 0], ref), ring[:, 1], strict=True)],
+                [[float(b), float(a)] for a, b in ring],
                 color="#d62728",
                 weight=1,
                 dash_array="4",
