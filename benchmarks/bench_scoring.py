@@ -49,6 +49,18 @@ def auc(score: np.ndarray, y: np.ndarray) -> float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def population_logit(world: simulate.World, offer: np.ndarray, distance_m: np.ndarray) -> np.ndarray:
+    """The ground truth with every user's latent traits (tastes, distance decay and tolerance, discount
+    sensitivity) replaced by the population's: what a model knowing nothing of the user could reach."""
+    return (
+        world.base_logit
+        + world.taste.mean(axis=0)[world.offer_category[offer]]
+        + world.quality[world.offer_merchant[offer]]
+        - world.decay.mean() * np.log1p(distance_m / np.median(world.tolerance_m))
+        + world.sensitivity.mean() * world.offer_depth[offer]
+    )
+
+
 def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     n_users = 4000 if quick else 20000
     world = simulate.World.generate(seed=seed, n_users=n_users, n_stores=1500, n_offers=150, n_merchants=30)
@@ -85,6 +97,7 @@ def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
         "OfferScorer (default weights)": lambda X, off, d, u: X @ default.weights_,
         "OfferScorer (fit)": lambda X, off, d, u: X @ fitted.weights_,
         "oracle (ground truth)": lambda X, off, d, u: world.true_logit(u, off, d),
+        "oracle without user traits": lambda X, off, d, u: population_logit(world, off, d),
     }
     out: dict[str, dict[str, float]] = {}
     u_ev = log.user[ev]
