@@ -440,6 +440,19 @@ def test_stale_pings_are_ignored(engine_factory):
     assert eng.stats["stale_pings"] == 1
 
 
+def test_an_empty_report_has_the_report_columns(engine_factory):
+    pd = pytest.importorskip("pandas")
+    eng = engine_factory()
+    lat, lon = pos(eng.index, "A")
+    eng.on_location("u", lat, lon, T0)
+    full = eng.report(by="merchant")
+    assert len(full) == 1
+    for by, group in (("offer", "offer"), ("all", "group")):
+        empty = eng.report(until=T0 - 1, by=by)  # no push before T0
+        assert isinstance(empty, pd.DataFrame) and len(empty) == 0
+        assert empty.columns.tolist() == [group, *full.columns[1:]]
+
+
 def test_report_funnel_matches_a_hand_count(engine_factory, rng):
     eng = engine_factory()
     a = pos(eng.index, "A")

@@ -66,39 +66,8 @@ PROG = "o2o-geo"
 #: Rows handled per step by command: bounds the memory of a streamed file, sets the progress bar's pace.
 DEFAULT_CHUNK_ROWS = {"nearest": 200_000, "rank": 20_000, "replay": 20_000}
 _INPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".geojson": "json", ".json": "json"}
-#: Columns of ``Dispatcher.report``, for an empty report (no pushes).
-_REPORT_COLUMNS = (
-    "pushed",
-    "holdout",
-    "failed",
-    "delivered",
-    "opened",
-    "redeemed",
-    "visited",
-    "revenue",
-    "open_rate",
-    "redeem_rate",
-    "visit_rate",
-    "users_treated",
-    "users_holdout",
-    "conversion_treated",
-    "conversion_holdout",
-    "uplift",
-    "uplift_low",
-    "uplift_high",
-)
-_DECISION_COLUMNS = (
-    "push_id",
-    "user_id",
-    "offer_id",
-    "store_id",
-    "merchant_id",
-    "score",
-    "distance_m",
-    "trigger",
-    "holdout",
-    "ts",
-)
+#: The decision columns written by ``replay``: every field of PushDecision but its explanation (``--explain``).
+_DECISION_COLUMNS = tuple(f.name for f in dataclasses.fields(PushDecision) if f.name != "explanation")
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(Event))
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(PushPolicy))
 
@@ -1092,12 +1061,6 @@ def _decisions_frame(pd: Any, decisions: list[PushDecision], explain: bool) -> A
     return frame.astype({"score": "float64", "distance_m": "float64", "holdout": "bool", "ts": "float64"})
 
 
-def _report_frame(pd: Any, report: Any, by: str) -> Any:
-    if len(report):
-        return report
-    return pd.DataFrame(columns=[by if by != "all" else "group", *_REPORT_COLUMNS])
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pd = _need_pandas("replay")
@@ -1222,7 +1185,7 @@ def _replay(
                 with _about(where):
                     engine.record(event)
             pings_until(n)
-            report = _report_frame(pd, engine.report(by=args.by), args.by)
+            report = engine.report(by=args.by)
     finally:
         bar.close(done)
     _write_table(_decisions_frame(pd, decisions, args.explain), args.output, out_fmt)

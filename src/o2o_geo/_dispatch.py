@@ -69,6 +69,27 @@ from .errors import (
 __all__ = ["Dispatcher", "PushDecision"]
 
 RECORD_KINDS = ("open", "click", "redeem", "visit", "dismiss", "failed")
+#: Columns of :meth:`Dispatcher.report` after the group column (named by ``by``, or ``group``).
+REPORT_COLUMNS = (
+    "pushed",
+    "holdout",
+    "failed",
+    "delivered",
+    "opened",
+    "redeemed",
+    "visited",
+    "revenue",
+    "open_rate",
+    "redeem_rate",
+    "visit_rate",
+    "users_treated",
+    "users_holdout",
+    "conversion_treated",
+    "conversion_holdout",
+    "uplift",
+    "uplift_low",
+    "uplift_high",
+)
 _PRIORITY = {"enter": 0, "dwell": 1, "nearby": 2}
 _Z95 = 1.959963984540054
 _E = np.empty(0, dtype=np.int64)
@@ -153,7 +174,7 @@ class PushDecision:
         Returns
         -------
         dict
-            The fields but ``explanation``; write it to a log or a queue.
+            Every field, ``explanation`` as a dict of floats; write it to a log or a queue.
 
         Examples
         --------
@@ -1098,7 +1119,7 @@ class Dispatcher:
                 import pandas as pd
             except ImportError:  # pragma: no cover - pandas is optional
                 return rows
-            return pd.DataFrame(rows)
+            return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
         return rows
 
 

@@ -74,6 +74,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ._state import DispatchState, Transaction, _key
+from ._validate import import_optional
 from .errors import InvalidParameterError, StateError
 
 __all__ = ["RedisState"]
@@ -226,10 +227,7 @@ class RedisState(DispatchState):
         retries: int = 200,
         socket_timeout_s: float = 5.0,
     ) -> None:
-        try:
-            import redis
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError('RedisState needs the redis package: pip install "o2o_geo[redis]"') from exc
+        redis = import_optional("redis", needed_by="RedisState", extra="redis")
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise InvalidParameterError(f"namespace must be a non-empty string without ':'; got {namespace!r}")
         for name, v in (("idempotency_ttl_s", idempotency_ttl_s), ("user_ttl_s", user_ttl_s)):

@@ -48,7 +48,7 @@ import numpy as np
 from ._index import StoreIndex
 from ._stores import StoreSet
 from ._types import FloatArray
-from ._validate import as_latlon
+from ._validate import as_latlon, import_optional
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = [
@@ -320,8 +320,8 @@ def plot_map(
     >>> fig.axes[0].get_xlabel()
     'longitude (degrees)'
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
+    plt = import_optional("matplotlib.pyplot", needed_by="viz.plot_map", extra="viz")
+    PolyCollection = import_optional("matplotlib.collections", needed_by="viz.plot_map", extra="viz").PolyCollection
 
     st = _stores_of(stores)
     _check_fence(fence_radius_m)
@@ -438,7 +438,7 @@ def plot_funnel(report: Any, *, max_groups: int = 8, title: str | None = None) -
     >>> [round(p.get_height()) for p in fig.axes[0].patches]
     [100, 97, 40, 12, 15]
     """
-    import matplotlib.pyplot as plt
+    plt = import_optional("matplotlib.pyplot", needed_by="viz.plot_funnel", extra="viz")
 
     if not isinstance(max_groups, int) or max_groups < 1:
         raise InvalidParameterError(f"max_groups must be an int >= 1; got {max_groups!r}")
@@ -610,8 +610,8 @@ def folium_map(
     >>> m.get_root().render().count("= L.marker(")   # Leaflet loads from its CDN here: not in the page
     50
     """
-    import folium
-    from branca.element import Element
+    folium = import_optional("folium", needed_by="viz.folium_map", extra="viz")
+    Element = import_optional("branca.element", needed_by="viz.folium_map", extra="viz").Element
 
     st = _stores_of(stores)
     if store_marker not in ("pin", "dot"):
