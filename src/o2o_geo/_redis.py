@@ -87,7 +87,8 @@ _NEVER = 1e15  # the expiry score, in the user's key index, of a key that never 
 # ARGV[3...]: the values seen, as the server gave them (checks name them by their index into ARGV).
 # Checks: ["v", key, i] key holds exactly ARGV[i]; ["n", key] key is absent; ["z", key, max, min, i, n] the ids
 # of ZREVRANGEBYSCORE key max min are exactly ARGV[i .. i+n-1].  Writes: ["incr", key, delta, ttl],
-# ["set", key, value, ttl] (ttl "0": none), ["sadd" | "rpush", key, member], ["zadd", key, score, member],
+# ["set", key, value, ttl] (ttl "0": none), ["rpush", key, member], ["zadd", key, score, member],
+# ["ukey", index key, member, expiry, now] (the user's key index),
 # ["event", seq key, prefix, record, list key, set key] (the next event seq: the record under prefix..seq, the
 # seq appended to the list and added to the set).  Returns 1, or 0: a check failed and nothing was written.
 _COMMIT = """
@@ -127,8 +128,8 @@ for _, w in ipairs(cjson.decode(ARGV[2])) do
     local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     if tonumber(last[2]) >= NEVER then redis.call('PERSIST', key)
     else redis.call('EXPIREAT', key, math.floor(tonumber(last[2])) + 1) end
-  else
-    redis.call(op == 'sadd' and 'SADD' or 'RPUSH', key, w[3])
+  else  -- 'rpush'
+    redis.call('RPUSH', key, w[3])
   end
 end
 return 1
