@@ -31,13 +31,16 @@ def open_now(table):
 
 print(f"User at People's Square, {now:%H:%M} local time")
 walk = index.nearest(user_lat, user_lon, k=3, where=open_now)
-s = index.stores
-for sid, pos, d in zip(walk.store_id, walk.position, walk.distance_m, strict=True):
-    hours = f"open {s['opens_h'][pos]:.0f}-{s['closes_h'][pos]:.0f}"
-    print(f"  open, to walk to: {sid:12} {s['name'][pos]:28} {d:7,.0f} m  ({hours})")
+# .store(column) reads store attributes safely: None/NaN where fewer than k stores were found
+# (index.stores[column][walk.position] would read the last store there: position is -1)
+rows = zip(walk.store_id, walk.store("name"), walk.store("opens_h"), walk.store("closes_h"), walk.distance_m, strict=True)
+for sid, name, opens, closes, d in rows:
+    if sid is None:
+        continue
+    print(f"  open, to walk to: {sid:12} {name:28} {d:7,.0f} m  (open {opens:.0f}-{closes:.0f})")
 
 who = index.serving(user_lat, user_lon)  # every store whose service area covers the user
-is_open = open_now({c: index.stores[c] for c in ("opens_h", "closes_h")})[who.position]
+is_open = open_now({c: who.store(c) for c in ("opens_h", "closes_h")})
 deliver = [(sid, d) for sid, d, ok in zip(who.store_id, who.distance_m, is_open, strict=True) if ok]
 print(
     f"  {len(who)} stores deliver here, {len(deliver)} of them open now; nearest open: "

@@ -192,7 +192,8 @@ def test_service_area_kinds_are_normalised():
     assert r.service_area_geometry.tolist() == [None, None]
     # and no service_area column at all means no store serves anywhere
     none = og.StoreIndex(og.StoreSet.from_columns([1], [0.0], [0.0]))
-    assert none.serving(0.0, 0.0).store_id.tolist() == []
+    with pytest.warns(og.errors.EmptyResultWarning, match="1 stores have no service_area"):
+        assert none.serving(0.0, 0.0).store_id.tolist() == []
 
 
 # ------------------------------------------------------------- antimeridian polygon

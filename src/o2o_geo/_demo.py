@@ -64,7 +64,7 @@ def run_demo(seed: int = 7, out: IO[str] | None = None) -> None:
     rows = []
     for place, (la, lo) in LANDMARKS.items():
         srv = index.serving(la, lo)
-        cats: list[str] = stores["category"][srv.position].tolist() if len(srv) else []
+        cats: list[str] = srv.store("category").tolist()
         rows.append(
             [
                 place,

@@ -28,7 +28,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,11 @@ from ._geodesy import (
     _ecef,
     _ecef_scalar,
     _normal_norm,
+    _parametric_unit,
+    andoyer_lambert_m,
     chord_error_bound_m,
+    chord_reach_m,
+    chord_reach_scalar_m,
     chord_to_geodesic_m,
     chord_to_geodesic_scalar_m,
     geodesic_inverse_m,
@@ -51,13 +55,18 @@ from ._geodesy import (
 from ._results import Matches, Neighbors
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
-from ._validate import as_latlon, check_distance_m, check_k
-from .errors import InvalidParameterError, InvalidRecordError, UnknownStoreError
+from ._validate import as_latlon, check_distance_m, check_k, warn_user
+from .errors import EmptyResultWarning, InvalidParameterError, InvalidRecordError, UnknownStoreError
 
 __all__ = ["StoreIndex"]
 
-#: Batch queries are cut into chunks of this many points (cache-sized) run on a thread pool.
+#: Batch queries are cut into chunks of at most this many points (cache-sized) run on a thread pool.
 _CHUNK = 16_384
+#: Batches of at least this many points use the thread pool, in chunks of at least _MIN_CHUNK points.
+_MIN_THREADED = 4_096
+_MIN_CHUNK = 1_024
+#: At most this many (query, candidate) pairs are held at once by one chunk's search.
+_PAIR_BUDGET = 1 << 20
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -97,6 +106,63 @@ def _segment(xyz: FloatArray, slots: IntArray) -> _Segment | None:
         return None
     identity = bool(slots[0] == 0 and slots[-1] == slots.shape[0] - 1)  # slots are sorted and unique
     return _Segment(cKDTree(xyz[slots], leafsize=32), slots, identity)
+
+
+class _Queries:
+    """Checked query points and what the distance kernels need of them, computed once per batch.
+
+    ``lat``, ``lon``, ``z`` (ECEF z), ``gn`` (normal norm) and ``r`` (distance
+    from the centre) have shape (n,); ``xyz`` (ECEF) and ``u`` (parametric unit
+    vectors, computed on first use: only far candidates need them) shape (n, 3).
+    """
+
+    __slots__ = ("lat", "lon", "xyz", "z", "gn", "r", "_u")
+
+    def __init__(self, lat: FloatArray, lon: FloatArray) -> None:
+        self.lat, self.lon = lat, lon
+        self.xyz = _ecef(lat, lon)
+        self.z = self.xyz[:, 2].copy()
+        self.gn = _normal_norm(self.xyz)
+        self.r = np.sqrt(np.einsum("ij,ij->i", self.xyz, self.xyz))
+        self._u: FloatArray | None = None
+
+    @classmethod
+    def of(cls, lat: FloatArray, lon: FloatArray) -> _Queries:
+        return cls(lat, lon)
+
+    @property
+    def u(self) -> FloatArray:
+        if self._u is None:
+            self._u = _parametric_unit(self.lat, self.lon)
+        return self._u
+
+
+def _norm3(d: FloatArray) -> FloatArray:
+    """Row norms of an (m, 3) array, summed in the order cKDTree sums them (so chords agree to the bit)."""
+    x, y, z = d[:, 0], d[:, 1], d[:, 2]
+    return np.sqrt((x * x + y * y) + z * z)
+
+
+def _row_groups(counts: IntArray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges whose counts add up to at most ``budget`` (a single larger row stands alone)."""
+    n = int(counts.shape[0])
+    cum = np.cumsum(counts)
+    groups = []
+    a = 0
+    while a < n:
+        base = int(cum[a - 1]) if a else 0
+        b = max(a + 1, int(np.searchsorted(cum, base + budget, side="right")))
+        groups.append((a, min(b, n)))
+        a = b
+    return groups
+
+
+def _ball_lists(seg: _Segment, xyz: FloatArray, reach: FloatArray, workers: int) -> tuple[IntArray, IntArray]:
+    """(query, tree point) pairs with chord <= ``reach`` (one radius per query), as flat arrays."""
+    lists = seg.tree.query_ball_point(xyz, r=reach, workers=workers, return_sorted=False)
+    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(counts.sum()))
+    return np.repeat(np.arange(xyz.shape[0]), counts), flat
 
 
 class StoreIndex:
@@ -154,6 +220,7 @@ class StoreIndex:
         self._xyz = _ecef(self._lat, self._lon)
         self._z = self._xyz[:, 2].copy()
         self._gn = _normal_norm(self._xyz)
+        self._u = _parametric_unit(self._lat, self._lon)
         self._areas = stores.service_area_geometry.copy()
         self._radius = stores.service_radius_m.copy()
         self._alive = np.ones(n, dtype=bool)
@@ -233,6 +300,27 @@ class StoreIndex:
             return self._lat, self._lon
         return self._cached("live_latlon", lambda: (self._lat[self._alive], self._lon[self._alive]))
 
+    def _stores_at_query(self) -> Callable[[], StoreSet]:
+        """The live store table as it is now, built only if a result asks for it (``Neighbors.store``)."""
+        entry = self._caches.get("stores")
+        if entry is not None and entry[0] == self._version:
+            table = entry[1]
+            return lambda: table
+        chunks, alive, version = tuple(self._chunks), self._alive, self._version  # never changed in place
+        memo: list[StoreSet] = []
+
+        def build() -> StoreSet:
+            if not memo:
+                with self._lock:
+                    if self._version == version:
+                        memo.append(self.stores)
+                if not memo:
+                    whole = chunks[0] if len(chunks) == 1 else StoreSet._concat(chunks)
+                    memo.append(whole if bool(alive.all()) else whole._take(np.flatnonzero(alive)))
+            return memo[0]
+
+        return build
+
     @property
     def stores(self) -> StoreSet:
         """The live stores; ``position`` in every result is a row of this table."""
@@ -291,6 +379,7 @@ class StoreIndex:
             self._xyz = np.concatenate([self._xyz, xyz])
             self._z = self._xyz[:, 2].copy()
             self._gn = np.concatenate([self._gn, _normal_norm(xyz)])
+            self._u = np.concatenate([self._u, _parametric_unit(new.lat, new.lon)])
             self._areas = np.concatenate([self._areas, new.service_area_geometry])
             self._radius = np.concatenate([self._radius, new.service_radius_m])
             self._alive = np.concatenate([self._alive, np.ones(len(new), dtype=bool)])
@@ -348,7 +437,9 @@ class StoreIndex:
                     slots.append(slot)
             if not slots:
                 return
-            self._alive[np.asarray(slots, dtype=np.int64)] = False
+            alive = self._alive.copy()  # copy on write: results hold the old mask (their store table)
+            alive[np.asarray(slots, dtype=np.int64)] = False
+            self._alive = alive
             self._n_dead += len(slots)
             for key in seen:
                 del self._id_to_slot[key]
@@ -421,12 +512,22 @@ class StoreIndex:
                     raise InvalidParameterError(f"where= names column {col!r}; the stores have {table.columns}")
                 values = table[col]
                 if isinstance(want, (list, tuple, set, frozenset, np.ndarray)):
-                    mask &= np.isin(
+                    hit = np.isin(
                         values, np.asarray(list(want), dtype=values.dtype if values.dtype != object else object)
                     )
                 else:
-                    mask &= values == want
-            return mask & self._alive
+                    hit = np.asarray(values == want, dtype=bool)
+                    if hit.shape != mask.shape:  # e.g. comparing numbers with a string
+                        hit = np.zeros(mask.shape, dtype=bool)
+                mask &= hit
+                _warn_missing_values(where, col, want, values[self._alive], hit[self._alive])
+            out = mask & self._alive
+            if len(where) > 1 and not out.any():
+                warn_user(
+                    f"where={dict(where)!r} matches no store: each value exists, but no store has them all",
+                    EmptyResultWarning,
+                )
+            return out
         return self._live_mask_to_slots(np.asarray(where), n_live, "where mask has")
 
     def _live_mask_to_slots(self, mask: np.ndarray, n_live: int, what: str) -> np.ndarray:
@@ -444,19 +545,26 @@ class StoreIndex:
         self,
         q_xyz: FloatArray,
         q_gn: FloatArray,
-        q_lat: FloatArray,
-        q_lon: FloatArray,
+        q_u: FloatArray,
         slots: IntArray,
         chord_m: FloatArray,
-    ) -> tuple[FloatArray, FloatArray]:
-        """Geodesic distance and its error bound for (query, slot) pairs given as flat arrays."""
+    ) -> tuple[FloatArray, FloatArray, np.ndarray]:
+        """Distance estimates of (query, slot) pairs given as flat arrays (one query row per pair).
+
+        Returns the distance, its error bound and a mask of the rough pairs:
+        chords up to :data:`CHORD_SERIES_MAX_M` are converted in closed form
+        (error below 1e-6 m), longer ones are Andoyer-Lambert estimates whose
+        bound is metres; the caller measures those with GeographicLib where
+        the bound matters.
+        """
         dist = chord_to_geodesic_m(chord_m, self._z[slots] - q_xyz[:, 2], 0.5 * (q_gn + self._gn[slots]))
         err = np.asarray(chord_error_bound_m(chord_m), dtype=np.float64)
-        far = chord_m > CHORD_SERIES_MAX_M
-        if far.any():
-            dist[far] = geodesic_inverse_m(q_lat[far], q_lon[far], self._lat[slots[far]], self._lon[slots[far]])
-            err[far] = 0.0
-        return dist, err
+        rough = chord_m > CHORD_SERIES_MAX_M
+        if rough.any():
+            est, e = andoyer_lambert_m(q_u[rough], self._u[slots[rough]])
+            dist[rough] = est
+            err[rough] = e
+        return dist, err, rough
 
     def _block_distance_m(
         self,
@@ -465,13 +573,14 @@ class StoreIndex:
         rows: IntArray,
         q_z: FloatArray,
         q_gn: FloatArray,
-        lat: FloatArray,
-        lon: FloatArray,
-    ) -> tuple[FloatArray, FloatArray]:
-        """Geodesic distances of an (r, m) block of candidates (``inf`` where ``s < 0``).
+        q_u: FloatArray,
+    ) -> tuple[FloatArray, FloatArray, tuple[IntArray, IntArray, FloatArray] | None]:
+        """Distance estimates of an (r, m) block of candidates (``inf`` where ``s < 0``).
 
-        Returns the distances and one error bound per row (the bound at the
-        row's longest chord, which bounds every entry of the row).
+        Returns the distances, one error bound per row for the closed-form
+        entries (the bound at the row's longest such chord), and the rough
+        entries (chord over :data:`CHORD_SERIES_MAX_M`) as (row, column,
+        error bound) triples, or ``None`` when there are none.
         """
         valid_all = bool((s >= 0).all())
         sv = s if valid_all else np.maximum(s, 0)
@@ -483,17 +592,19 @@ class StoreIndex:
         gnm *= 0.5
         dist = chord_to_geodesic_m(cv, dz, gnm)
         c_max = cv.max(axis=1) if cv.shape[1] else np.zeros(cv.shape[0])
-        err = np.asarray(chord_error_bound_m(c_max), dtype=np.float64)
+        rough = None
         long_rows = np.flatnonzero(c_max > CHORD_SERIES_MAX_M)
         if long_rows.size:
-            sub_c = cv[long_rows]
-            fr, fc = np.nonzero(sub_c > CHORD_SERIES_MAX_M)
+            c_max[long_rows] = CHORD_SERIES_MAX_M  # their closed-form entries are shorter
+            fr, fc = np.nonzero(cv[long_rows] > CHORD_SERIES_MAX_M)
             rr = long_rows[fr]
-            qi = rows[rr]
-            dist[rr, fc] = geodesic_inverse_m(lat[qi], lon[qi], self._lat[sv[rr, fc]], self._lon[sv[rr, fc]])
+            est, e = andoyer_lambert_m(q_u[rows[rr]], self._u[sv[rr, fc]])
+            dist[rr, fc] = est
+            rough = (rr, fc, e)
+        err = np.asarray(chord_error_bound_m(c_max), dtype=np.float64)
         if not valid_all:
             dist[s < 0] = np.inf
-        return dist, err
+        return dist, err, rough
 
     # ------------------------------------------------------------ nearest
     def nearest(
@@ -562,15 +673,17 @@ class StoreIndex:
             pos[found] = self._slot_to_pos()[slots[found]]
             ids = self._live_ids()
             s_lat, s_lon = self._live_latlon()
+            table = self._stores_at_query()
         if is_scalar:
-            return Neighbors(dist[0], pos[0], ids, s_lat, s_lon)
-        return Neighbors(dist, pos, ids, s_lat, s_lon)
+            return Neighbors(dist[0], pos[0], ids, s_lat, s_lon, table)
+        return Neighbors(dist, pos, ids, s_lat, s_lon, table)
 
     def _nearest_scalar(self, lat: float, lon: float, k: int, max_d: float | None) -> Neighbors | None:
         """Pure-Python path for one point; ``None`` when the batch path must settle it.
 
         The same rule as :meth:`_knn` for one row with k + 1 candidates: give up
-        on any near-tie, a borderline ``max_distance_m`` or a long chord.
+        on any near-tie or a borderline ``max_distance_m``; far candidates go to
+        :meth:`_nearest_scalar_far`.
         """
         seg = self._main
         assert seg is not None
@@ -590,9 +703,9 @@ class StoreIndex:
         prev_hi = -math.inf
         dist: list[float] = []
         errs: list[float] = []
+        if chords[len(found) - 1] > CHORD_SERIES_MAX_M:
+            return self._nearest_scalar_far(lat, lon, (x, y, z), gn, k, max_d, chords, found)
         for c, zi, gi in zip(chords, zs, gns, strict=False):
-            if c > CHORD_SERIES_MAX_M:
-                return None
             s = chord_to_geodesic_scalar_m(c, zi - z, 0.5 * (gn + gi))
             e = 2e-8 + 1e-31 * c**5  # chord_error_bound_m, inlined
             if s - e <= prev_hi or (max_d is not None and abs(s - max_d) <= e):
@@ -612,7 +725,69 @@ class StoreIndex:
         pad = k - m
         out_d = np.array(dist[:m] + [math.inf] * pad)
         out_p = np.array(idx[:m] + [-1] * pad, dtype=np.int64)
-        return Neighbors(out_d, out_p, self._ids, self._lat, self._lon)
+        return Neighbors(out_d, out_p, self._ids, self._lat, self._lon, self._stores_at_query())
+
+    def _nearest_scalar_far(
+        self,
+        lat: float,
+        lon: float,
+        xyz: tuple[float, float, float],
+        gn: float,
+        k: int,
+        max_d: float | None,
+        chords: list[float],
+        found: IntArray,
+    ) -> Neighbors | None:
+        """:meth:`_nearest_scalar` when a candidate is farther than :data:`CHORD_SERIES_MAX_M` by chord.
+
+        The far candidates are measured with GeographicLib; when the chord
+        reach of the k-th distance rules out the stores the tree did not
+        return, that is the answer, otherwise the single-row ball search of the
+        batch path gives it.  ``None`` on a near-tie or a borderline
+        ``max_distance_m`` (the batch path settles those).
+        """
+        x, y, z = xyz
+        m = found.shape[0]
+        c_arr = np.asarray(chords[:m])
+        dist = np.empty(m)
+        errs = np.zeros(m)
+        short = c_arr <= CHORD_SERIES_MAX_M
+        for j in np.flatnonzero(short).tolist():
+            i = int(found[j])
+            dist[j] = chord_to_geodesic_scalar_m(chords[j], float(self._z[i]) - z, 0.5 * (gn + float(self._gn[i])))
+            errs[j] = 2e-8 + 1e-31 * chords[j] ** 5
+        far = ~short
+        fi = found[far]
+        dist[far] = geodesic_inverse_m(
+            np.full(fi.shape[0], lat), np.full(fi.shape[0], lon), self._lat[fi], self._lon[fi]
+        )
+        if (np.diff(dist) <= errs[1:] + errs[:-1]).any():
+            return None  # not in order, or a near-tie: the batch path sorts and settles it
+        if max_d is not None:
+            if (np.abs(dist - max_d) <= errs).any():
+                return None
+            keep = dist <= max_d
+            dist, errs, found = dist[keep], errs[keep], found[keep]
+        kk = k + 1
+        c_next = chords[-1] if len(chords) == kk and chords[-1] != math.inf else math.inf
+        thr = float(dist[k - 1] + errs[k - 1]) if dist.shape[0] >= k else math.inf
+        if max_d is not None:
+            thr = min(thr, max_d)
+        reach = chord_reach_scalar_m(thr, math.sqrt(x * x + y * y + z * z))
+        if c_next == math.inf or c_next > reach:
+            mk = min(k, dist.shape[0])
+            out_d = np.full(k, np.inf)
+            out_p = np.full(k, -1, dtype=np.int64)
+            out_d[:mk] = dist[:mk]
+            out_p[:mk] = found[:mk]
+            return Neighbors(out_d, out_p, self._ids, self._lat, self._lon, self._stores_at_query())
+        if thr == math.inf:
+            return None
+        seg = self._main
+        assert seg is not None
+        q = _Queries.of(np.array([lat]), np.array([lon]))
+        d2, s2 = self._ball_knn(np.zeros(1, dtype=np.int64), np.array([reach]), k, max_d, [seg], None, q)
+        return Neighbors(d2[0], s2[0], self._ids, self._lat, self._lon, self._stores_at_query())
 
     def _candidates(
         self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None, workers: int
@@ -662,18 +837,28 @@ class StoreIndex:
         segs: list[_Segment],
         skip: np.ndarray | None,
         workers: int = 1,
+        threaded: bool = True,
     ) -> tuple[FloatArray, IntArray]:
-        """K nearest slots of each point; large batches run in chunks on a thread pool."""
+        """K nearest slots of each point; large batches run in chunks on a thread pool.
+
+        Each chunk asks the trees for a few candidates by chord and ranks them.
+        A row whose certificate fails (a store it did not see could still be
+        nearer) fetches every store within the chord reach of its k-th
+        distance (:func:`chord_reach_m`) in one ball query, in groups of at
+        most :data:`_PAIR_BUDGET` candidates, so memory stays bounded whatever
+        the geometry.
+        """
         n = lat.shape[0]
         threads = _n_threads(self.workers)
-        if n >= 2 * _CHUNK and threads > 1:
+        if threaded and n >= _MIN_THREADED and threads > 1:
             # visit the points in a spatial order (half-degree cells) so that neighbouring
             # queries share tree nodes and store rows in cache, then put results back
+            chunk = max(_MIN_CHUNK, min(_CHUNK, -(-n // (4 * threads))))
             order = _spatial_order(lat, lon)
             lat_s, lon_s = lat[order], lon[order]
-            bounds = list(range(0, n, _CHUNK)) + [n]
+            bounds = list(range(0, n, chunk)) + [n]
             parts = _pool(threads).map(
-                lambda ab: self._knn(lat_s[ab[0] : ab[1]], lon_s[ab[0] : ab[1]], k, max_d, segs, skip),
+                lambda ab: self._knn(lat_s[ab[0] : ab[1]], lon_s[ab[0] : ab[1]], k, max_d, segs, skip, threaded=False),
                 zip(bounds[:-1], bounds[1:], strict=False),
             )
             ds, ss = zip(*parts, strict=False)
@@ -687,51 +872,134 @@ class StoreIndex:
         total = sum(s.n for s in segs)
         if n == 0 or total == 0:
             return out_d, out_s
-        q_xyz = _ecef(lat, lon)
-        q_z = q_xyz[:, 2].copy()
-        q_gn = _normal_norm(q_xyz)
-        ub = math.inf if max_d is None else max_d + 1.0
+        q = _Queries.of(lat, lon)
+        ub = math.inf if max_d is None else max_d + 1.0  # chords never exceed geodesics
         n_skip = 0 if skip is None else int(skip[np.concatenate([s.slots for s in segs])].sum())
         frac_ok = max(0.05, 1.0 - n_skip / total)
         kk = min(int(math.ceil((k + 1) / frac_ok)) + (0 if n_skip == 0 else 2), total)
-        rows = np.arange(n)
-        while rows.size:
-            c, s, c_next = self._candidates(q_xyz[rows], kk, ub, segs, skip, workers)
-            dist, slots, err = self._rank_rows(c, s, rows, q_z, q_gn, lat, lon, max_d)
-            kcol = min(k, dist.shape[1])
-            # certificate: every store not returned is farther (by chord, so by geodesic)
-            # than the k-th found, or than max_distance_m
-            if kcol == k:
-                thr = dist[:, k - 1] + err
-            else:
-                thr = np.full(rows.size, np.inf)
-            if max_d is not None:
-                thr = np.minimum(thr, max_d)
-            done = (c_next == np.inf) | (c_next - CHORD_SLACK_M > thr) | (kk >= total)
-            r = rows[done]
-            out_d[r, :kcol] = dist[done, :kcol]
-            out_s[r, :kcol] = slots[done, :kcol]
-            rows = rows[~done]
+        pending = np.arange(n)
+        while pending.size:
+            retry = []
+            step = max(1, _PAIR_BUDGET // kk)  # rows x candidates per block stays bounded
+            for a in range(0, pending.size, step):
+                rows = pending[a : a + step]
+                c, s, c_next = self._candidates(q.xyz[rows], kk, ub, segs, skip, workers)
+                dist, slots, err = self._rank_rows(c, s, rows, k, q, max_d)
+                kcol = min(k, dist.shape[1])
+                thr = dist[:, k - 1] + err if kcol == k else np.full(rows.size, np.inf)
+                if max_d is not None:
+                    thr = np.minimum(thr, max_d)
+                # certificate: a store not returned is at least c_next away by chord, and a store
+                # within geodesic thr is within chord_reach(thr); so c_next > reach rules them all out
+                reach = chord_reach_m(thr, q.r[rows])
+                done = (c_next == np.inf) | (c_next > reach) | (kk >= total)
+                r = rows[done]
+                out_d[r, :kcol] = dist[done, :kcol]
+                out_s[r, :kcol] = slots[done, :kcol]
+                ball = ~done & np.isfinite(thr)
+                if ball.any():
+                    br = rows[ball]
+                    out_d[br], out_s[br] = self._ball_knn(br, reach[ball], k, max_d, segs, skip, q)
+                retry.append(rows[~done & ~ball])
+            pending = np.concatenate(retry)
             kk = min(kk * 2, total)
         return out_d, out_s
+
+    def _ball_knn(
+        self,
+        rows: IntArray,
+        reach: FloatArray,
+        k: int,
+        max_d: float | None,
+        segs: list[_Segment],
+        skip: np.ndarray | None,
+        q: _Queries,
+    ) -> tuple[FloatArray, IntArray]:
+        """K nearest slots of each row among every store within its chord ``reach`` (which holds them all)."""
+        out_d = np.full((rows.size, k), np.inf)
+        out_s = np.full((rows.size, k), -1, dtype=np.int64)
+        xyz = q.xyz[rows]
+        counts = sum(
+            (seg.tree.query_ball_point(xyz, r=reach, return_length=True) for seg in segs),
+            np.zeros(rows.size, dtype=np.int64),
+        )
+        for a, b in _row_groups(counts, _PAIR_BUDGET):
+            qs, ss = [], []
+            for seg in segs:
+                ql, i = _ball_lists(seg, xyz[a:b], reach[a:b], 1)
+                qs.append(ql + a)
+                ss.append(seg.slots[i])
+            ql = np.concatenate(qs)
+            s = np.concatenate(ss)
+            if skip is not None and s.size:
+                keep = ~skip[s]
+                ql, s = ql[keep], s[keep]
+            if not s.size:
+                continue
+            qi = rows[ql]
+            d = self._xyz[s] - q.xyz[qi]
+            chord = _norm3(d)
+            dist, err, rough = self._pair_distance_m(q.xyz[qi], q.gn[qi], q.u[qi], s, chord)
+            # keep the candidates that can be among the k nearest: lower bound <= the k-th upper bound
+            order = np.lexsort((dist + err, ql))
+            n_rows = b - a
+            cnt = np.bincount(ql - a, minlength=n_rows)
+            starts = np.cumsum(cnt) - cnt
+            kth = np.full(n_rows, np.inf)
+            full = cnt >= k
+            kth[full] = (dist + err)[order[starts[full] + k - 1]]
+            if max_d is not None:
+                np.minimum(kth, max_d, out=kth)
+            maybe = dist - err <= kth[ql - a]
+            ql, qi, s, dist, err, rough = ql[maybe], qi[maybe], s[maybe], dist[maybe], err[maybe], rough[maybe]
+            self._measure(qi, s, dist, err, rough, q.lat, q.lon)
+            if max_d is not None:
+                self._measure(qi, s, dist, err, np.abs(dist - max_d) <= err, q.lat, q.lon)
+                keep = dist <= max_d
+                ql, qi, s, dist, err = ql[keep], qi[keep], s[keep], dist[keep], err[keep]
+            ql, s, dist = self._order_pairs(ql, s, dist, err, qi, q.lat, q.lon)
+            cnt = np.bincount(ql, minlength=rows.size)
+            rank = np.arange(ql.size) - (np.cumsum(cnt) - cnt)[ql]
+            top = rank < k
+            out_d[ql[top], rank[top]] = dist[top]
+            out_s[ql[top], rank[top]] = s[top]
+        return out_d, out_s
+
+    def _measure(
+        self,
+        qi: IntArray,
+        s: IntArray,
+        dist: FloatArray,
+        err: FloatArray,
+        which: np.ndarray,
+        lat: FloatArray,
+        lon: FloatArray,
+    ) -> None:
+        """Replace the distances of the pairs in ``which`` by GeographicLib's (error bound 0), in place."""
+        if which.any():
+            dist[which] = geodesic_inverse_m(lat[qi[which]], lon[qi[which]], self._lat[s[which]], self._lon[s[which]])
+            err[which] = 0.0
 
     def _rank_rows(
         self,
         c: FloatArray,
         s: IntArray,
         rows: IntArray,
-        q_z: FloatArray,
-        q_gn: FloatArray,
-        lat: FloatArray,
-        lon: FloatArray,
+        k: int,
+        q: _Queries,
         max_d: float | None,
     ) -> tuple[FloatArray, IntArray, FloatArray]:
         """Sort each row's candidates by exact geodesic distance, ties by slot.
 
-        Returns distances (``inf`` and slot ``-1`` past the last store found),
+        Returns distances (``inf`` and slot ``-1`` past the last store kept),
         slots, and each row's error bound (0 for rows settled by GeographicLib).
+        Far candidates (rough estimates) that cannot be among the k nearest
+        are dropped; the others are measured with GeographicLib.
         """
-        dist, err = self._block_distance_m(c, s, rows, q_z, q_gn, lat, lon)
+        lat, lon = q.lat, q.lon
+        dist, err, rough = self._block_distance_m(c, s, rows, q.z, q.gn, q.u)
+        if rough is not None:
+            self._settle_rough(dist, s, err, rough, rows, k, max_d, lat, lon)
         if max_d is not None:
             over = dist - err[:, None] > max_d
             if over.any():
@@ -769,6 +1037,37 @@ class StoreIndex:
         if not (s >= 0).all() or np.isinf(dist[:, -1:]).any():
             s = np.where(np.isinf(dist), -1, s)
         return dist, s, err
+
+    def _settle_rough(
+        self,
+        dist: FloatArray,
+        s: IntArray,
+        err: FloatArray,
+        rough: tuple[IntArray, IntArray, FloatArray],
+        rows: IntArray,
+        k: int,
+        max_d: float | None,
+        lat: FloatArray,
+        lon: FloatArray,
+    ) -> None:
+        """Measure the far entries that can be among the k nearest with GeographicLib, drop the rest (in place)."""
+        rr, fc, e = rough
+        lr, loc = np.unique(rr, return_inverse=True)
+        m = dist.shape[1]
+        upper = dist[lr] + err[lr][:, None]
+        upper[loc, fc] = dist[rr, fc] + e
+        kth = np.partition(upper, k - 1, axis=1)[:, k - 1] if m >= k else np.full(lr.size, np.inf)
+        if max_d is not None:
+            np.minimum(kth, max_d, out=kth)
+        maybe = dist[rr, fc] - e <= kth[loc]
+        mr, mc = rr[maybe], fc[maybe]
+        if mr.size:
+            qi = rows[mr]
+            dist[mr, mc] = geodesic_inverse_m(lat[qi], lon[qi], self._lat[s[mr, mc]], self._lon[s[mr, mc]])
+        # a far entry whose lower bound exceeds k upper bounds in its row cannot be among the k nearest
+        dist[rr[~maybe], fc[~maybe]] = np.inf
+        s[rr[~maybe], fc[~maybe]] = -1
+        err[lr] = chord_error_bound_m(CHORD_SERIES_MAX_M)  # the row's closed-form entries are shorter
 
     # ------------------------------------------------------------ within
     def within(self, lat: Any, lon: Any, radius_m: float, where: Where = None) -> Neighbors | Matches:
@@ -811,85 +1110,116 @@ class StoreIndex:
             q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
             ids = self._live_ids()
             s_lat, s_lon = self._live_latlon()
+            table = self._stores_at_query()
         if is_scalar:
-            return Neighbors(dist, pos, ids, s_lat, s_lon)
-        return Matches(q, dist, pos, offsets, ids, s_lat, s_lon)
+            return Neighbors(dist, pos, ids, s_lat, s_lon, table)
+        return Matches(q, dist, pos, offsets, ids, s_lat, s_lon, table)
 
     def _within_pairs(
         self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None
     ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
         """Unsorted (query, slot, distance, error bound) of every store within ``radius_m`` (checked inputs)."""
         segs, skip = self._segments_for(where)
-        q_xyz = _ecef(lat, lon)
-        q_gn = _normal_norm(q_xyz)
+        q = _Queries.of(lat, lon)
         qs, sl = [], []
         for seg in segs:
-            q, i = self._ball(seg, q_xyz, radius_m)
-            qs.append(q)
+            qi, i = self._ball(seg, q, radius_m)
+            qs.append(qi)
             sl.append(seg.slots[i])
-        q = np.concatenate(qs) if qs else _EMPTY_I
+        qi = np.concatenate(qs) if qs else _EMPTY_I
         s = np.concatenate(sl) if sl else _EMPTY_I
         if skip is not None and s.size:
             keep = ~skip[s]
-            q, s = q[keep], s[keep]
-        return self._exact_pairs(q, s, q_xyz, q_gn, lat, lon, radius_m)
+            qi, s = qi[keep], s[keep]
+        return self._exact_pairs(qi, s, q, radius_m)
 
-    def _ball(self, seg: _Segment, q_xyz: FloatArray, radius_m: float) -> tuple[IntArray, IntArray]:
-        """(query, tree point) pairs with chord <= radius (+ 1 m: chords never exceed geodesics)."""
-        workers = self.workers if q_xyz.shape[0] >= 1024 else 1  # threads cost more than they save on a few points
-        lists = seg.tree.query_ball_point(q_xyz, r=radius_m + 1.0, workers=workers, return_sorted=False)
-        counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-        flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(counts.sum()))
-        return np.repeat(np.arange(q_xyz.shape[0]), counts), flat
+    def _ball(self, seg: _Segment, q: _Queries, distance_m: float) -> tuple[IntArray, IntArray]:
+        """(query, tree point) pairs that can be within geodesic ``distance_m`` (by chord reach).
+
+        Queries are fetched in groups of at most :data:`_PAIR_BUDGET` pairs, so the
+        tree's Python lists never hold more than that at once.
+        """
+        n = q.lat.shape[0]
+        workers = self.workers if n >= 1024 else 1  # threads cost more than they save on a few points
+        if n == 1:
+            reach = np.array([chord_reach_scalar_m(float(distance_m), float(q.r[0]))])
+        else:
+            reach = chord_reach_m(np.full(n, float(distance_m)), q.r)
+        if n * seg.n <= _PAIR_BUDGET:  # cannot exceed the budget: one pass
+            return _ball_lists(seg, q.xyz, reach, workers)
+        counts = seg.tree.query_ball_point(q.xyz, r=reach, workers=workers, return_length=True)
+        qs, ii = [], []
+        for a, b in _row_groups(np.asarray(counts, dtype=np.int64), _PAIR_BUDGET):
+            qi, i = _ball_lists(seg, q.xyz[a:b], reach[a:b], workers)
+            qs.append(qi + a)
+            ii.append(i)
+        if not qs:
+            return _EMPTY_I, _EMPTY_I
+        return np.concatenate(qs), np.concatenate(ii)
 
     def _exact_pairs(
-        self,
-        q: IntArray,
-        s: IntArray,
-        q_xyz: FloatArray,
-        q_gn: FloatArray,
-        lat: FloatArray,
-        lon: FloatArray,
-        radius_m: float | FloatArray | None,
+        self, qi: IntArray, s: IntArray, q: _Queries, radius_m: float | FloatArray | None
     ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
         """Geodesic distances of (query, slot) pairs, kept where within the radius (per slot when an array).
 
-        Pairs whose distance is within the error bound of the radius are settled by GeographicLib.
+        Far pairs are ranked out by their Andoyer-Lambert bounds or measured
+        with GeographicLib; pairs within the error bound of the radius are
+        settled by GeographicLib.
         """
-        if not q.size:
-            return q, s, _EMPTY_F, _EMPTY_F
-        d = self._xyz[s] - q_xyz[q]
-        chord = np.sqrt(np.einsum("ij,ij->i", d, d))
-        dist, err = self._pair_distance_m(q_xyz[q], q_gn[q], lat[q], lon[q], s, chord)
+        if not qi.size:
+            return qi, s, _EMPTY_F, _EMPTY_F
+        d = self._xyz[s] - q.xyz[qi]
+        chord = _norm3(d)
+        dist, err, rough = self._pair_distance_m(q.xyz[qi], q.gn[qi], q.u[qi], s, chord)
         if radius_m is not None:
             rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
-            near = np.abs(dist - rad) <= err
-            if near.any():
-                dist[near] = geodesic_inverse_m(lat[q[near]], lon[q[near]], self._lat[s[near]], self._lon[s[near]])
-                err[near] = 0.0
+            keep = ~rough | (dist - err <= rad)  # far pairs proven outside need no GeographicLib
+            if not keep.all():
+                qi, s, dist, err, rough = qi[keep], s[keep], dist[keep], err[keep], rough[keep]
+                rad = rad[keep] if isinstance(rad, np.ndarray) else rad
+            self._measure(qi, s, dist, err, rough, q.lat, q.lon)
+            self._measure(qi, s, dist, err, np.abs(dist - rad) <= err, q.lat, q.lon)
             keep = dist <= rad
-            q, s, dist, err = q[keep], s[keep], dist[keep], err[keep]
-        return q, s, dist, err
+            return qi[keep], s[keep], dist[keep], err[keep]
+        self._measure(qi, s, dist, err, rough, q.lat, q.lon)
+        return qi, s, dist, err
+
+    def _order_pairs(
+        self,
+        key: IntArray,
+        s: IntArray,
+        dist: FloatArray,
+        err: FloatArray,
+        qi: IntArray,
+        lat: FloatArray,
+        lon: FloatArray,
+    ) -> tuple[IntArray, IntArray, FloatArray]:
+        """Pairs sorted by ``key``, then exact distance, then slot; returns key, slot, distance.
+
+        ``qi`` indexes each pair's query point in ``lat``/``lon``.  Neighbours
+        closer than their error bounds are settled by GeographicLib first.
+        """
+        if not key.size:
+            return key, s, dist
+        order = _pair_order(key, s, dist)
+        key, s, dist, err, qi = key[order], s[order], dist[order], err[order], qi[order]
+        tie = (key[1:] == key[:-1]) & (dist[1:] - err[1:] <= dist[:-1] + err[:-1])
+        fix = np.zeros(key.shape, dtype=bool)
+        fix[1:] |= tie
+        fix[:-1] |= tie
+        if fix.any():
+            dist = dist.copy()
+            dist[fix] = geodesic_inverse_m(lat[qi[fix]], lon[qi[fix]], self._lat[s[fix]], self._lon[s[fix]])
+            order = _pair_order(key, s, dist)
+            key, s, dist = key[order], s[order], dist[order]
+        return key, s, dist
 
     def _sort_pairs(
         self, q: IntArray, s: IntArray, dist: FloatArray, err: FloatArray, lat: FloatArray, lon: FloatArray
     ) -> tuple[FloatArray, IntArray, IntArray]:
-        """Sort pairs by query, exact distance, position; returns dist, position, offsets.
-
-        Neighbours closer than their error bounds are settled by GeographicLib first.
-        """
+        """Sort pairs by query, exact distance, position; returns dist, position, offsets."""
         n = lat.shape[0]
-        if q.size:
-            order = _pair_order(q, s, dist)
-            q, s, dist, err = q[order], s[order], dist[order], err[order]
-            tie = (q[1:] == q[:-1]) & (dist[1:] - err[1:] <= dist[:-1] + err[:-1])
-            fix = np.zeros(q.shape, dtype=bool)
-            fix[1:] |= tie
-            fix[:-1] |= tie
-            if fix.any():
-                dist[fix] = geodesic_inverse_m(lat[q[fix]], lon[q[fix]], self._lat[s[fix]], self._lon[s[fix]])
-                order = _pair_order(q, s, dist)
-                q, s, dist = q[order], s[order], dist[order]
+        q, s, dist = self._order_pairs(q, s, dist, err, q, lat, lon)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(q, minlength=n), out=offsets[1:])
         return dist, self._slot_to_pos()[s], offsets
@@ -931,29 +1261,35 @@ class StoreIndex:
         """
         lat_a, lon_a, is_scalar = as_latlon(lat, lon)
         with self._lock:
-            q_xyz = _ecef(lat_a, lon_a)
-            q_gn = _normal_norm(q_xyz)
+            q = _Queries.of(lat_a, lon_a)
             poly_tree, poly_slots = self._cached("poly_tree", self._build_poly_tree)
+            if not poly_slots.size and not (self._alive & ~np.isnan(self._radius)).any() and len(self):
+                warn_user(
+                    f"serving() on an index whose {len(self):,} stores have no service_area can only return nothing; "
+                    "give stores a service_area (a radius in metres or a polygon), or use within(...)",
+                    EmptyResultWarning,
+                )
             q_p, s_p = _EMPTY_I, _EMPTY_I
             if poly_slots.size:
                 pairs = poly_tree.query(shapely.points(lon_a, lat_a), predicate="intersects")
                 q_p, s_p = pairs[0].astype(np.int64), poly_slots[pairs[1]]
-            parts = [self._exact_pairs(q_p, s_p, q_xyz, q_gn, lat_a, lon_a, None)]
+            parts = [self._exact_pairs(q_p, s_p, q, None)]
             radius = np.where(self._alive, self._radius, np.nan)
             has_r = ~np.isnan(radius)
             if has_r.any():
                 seg = self._cached("radius_seg", lambda: _segment(self._xyz, np.flatnonzero(has_r).astype(np.int64)))
-                q_r, i_r = self._ball(seg, q_xyz, float(radius[has_r].max()))
+                q_r, i_r = self._ball(seg, q, float(radius[has_r].max()))
                 rad = np.nan_to_num(radius, nan=-1.0)
-                parts.append(self._exact_pairs(q_r, seg.slots[i_r], q_xyz, q_gn, lat_a, lon_a, rad))
+                parts.append(self._exact_pairs(q_r, seg.slots[i_r], q, rad))
             q, s, d, e = (np.concatenate(c) for c in zip(*parts, strict=True))
             dist, pos, offsets = self._sort_pairs(q, s, d, e, lat_a, lon_a)
             q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
             ids = self._live_ids()
             s_lat, s_lon = self._live_latlon()
+            table = self._stores_at_query()
         if is_scalar:
-            return Neighbors(dist, pos, ids, s_lat, s_lon)
-        return Matches(q, dist, pos, offsets, ids, s_lat, s_lon)
+            return Neighbors(dist, pos, ids, s_lat, s_lon, table)
+        return Matches(q, dist, pos, offsets, ids, s_lat, s_lon, table)
 
     def _build_poly_tree(self) -> tuple[Any, IntArray]:
         has_area = np.fromiter((g is not None for g in self._areas.tolist()), dtype=bool, count=self._areas.shape[0])
@@ -1034,6 +1370,35 @@ def _separated(dist: FloatArray, err: FloatArray) -> np.ndarray:
         lo = dist[:, 1:] - dist[:, :-1]
         step_ok = (lo > 2.0 * err[:, None]) | np.isinf(dist[:, 1:])
     return np.asarray(step_ok.all(axis=1))
+
+
+def _warn_missing_values(where: Mapping[str, Any], col: str, want: Any, values: np.ndarray, hit: np.ndarray) -> None:
+    """Warn (EmptyResultWarning) about ``where=`` values of ``col`` that no live store has."""
+    many = isinstance(want, (list, tuple, set, frozenset, np.ndarray))
+    wanted = list(want) if many else [want]
+    if many and hit.any():
+        present = set(values[hit].tolist())
+        missing = [w for w in wanted if w not in present]
+    else:
+        missing = [] if hit.any() else wanted
+    if not missing:
+        return
+    have = sorted({repr(v) for v in values.tolist()})
+    shown = ", ".join(have[:5]) + (f", ... ({len(have)} values)" if len(have) > 5 else "")
+    hints = []
+    lower = {str(v).casefold(): v for v in values.tolist()}
+    for w in missing:
+        near = lower.get(str(w).casefold())
+        if near is not None:
+            hints.append(f"did you mean {near!r}?")
+    which = ", ".join(repr(w) for w in missing)
+    hint = f" ({' '.join(hints)})" if hints else ""
+    what = "matches no store" if not hit.any() else "has values no store has"
+    warn_user(
+        f"where={dict(where)!r} {what}: no store has {col} {which}{hint}; "
+        f"{col} holds {shown if shown else 'no values (the index is empty)'}",
+        EmptyResultWarning,
+    )
 
 
 def _where_key(where: Where) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,36 @@ def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:
     found = position >= 0
     out[found] = ids[position[found]]
     return out
+
+
+def _gather_column(stores: Callable[[], Any] | None, column: str, position: IntArray) -> np.ndarray:
+    """Column ``column`` of the stores at ``position`` (same shape); NaN (numbers) or None where ``position < 0``."""
+    from .errors import InvalidParameterError
+
+    if stores is None:
+        raise InvalidParameterError("this result carries no store table; query the index again")
+    table = stores()
+    if not isinstance(column, str) or column not in table.columns:
+        raise InvalidParameterError(f"column {column!r} is not a store column; the stores have {table.columns}")
+    values = table[column]
+    found = position >= 0
+    if values.dtype.kind in "fiu":
+        out = np.full(position.shape, np.nan, dtype=np.float64)
+    else:
+        out = np.full(position.shape, None, dtype=object)
+    out[found] = values[position[found]]
+    return out
+
+
+def _column_names(columns: Sequence[str]) -> list[str]:
+    from .errors import InvalidParameterError
+
+    if isinstance(columns, str):
+        return [columns]
+    try:
+        return list(columns)
+    except TypeError:
+        raise InvalidParameterError(f"columns must be a sequence of column names; got {columns!r}") from None
 
 
 def _with_points(gpd: Any, df: Any, lat: FloatArray, lon: FloatArray) -> Any:
@@ -37,6 +68,9 @@ class Neighbors:
         ``inf`` where no store was found.
     position : ndarray of int64, same shape
         Row of the store in ``index.stores`` at query time; ``-1`` where none.
+        For experts: ``-1`` is a valid numpy index (the last row), so
+        ``index.stores[col][nb.position]`` silently reads the wrong store where
+        a neighbour is missing; :meth:`store` returns NaN/None there.
     store_id : ndarray of object, same shape
         Store id (str or int); ``None`` where none.
 
@@ -58,11 +92,47 @@ class Neighbors:
     _ids: np.ndarray = field(repr=False)
     _lat: FloatArray = field(repr=False)  # of the stores, by position (to_geodataframe)
     _lon: FloatArray = field(repr=False)
+    _stores: Callable[[], Any] | None = field(default=None, repr=False)  # the store table at query time
 
     @property
     def store_id(self) -> np.ndarray:
         """Store ids, object array shaped like ``position``; ``None`` where no store."""
         return _gather_ids(self._ids, self.position)
+
+    def store(self, column: str) -> np.ndarray:
+        """A store attribute for every neighbour, shaped like ``position``; NaN or None where there is none.
+
+        This is the safe way to read store columns: ``index.stores[column][nb.position]``
+        looks the same but reads the *last* store where a neighbour is missing
+        (``position = -1``).  The values are those of the stores when the query ran.
+
+        Parameters
+        ----------
+        column : str
+            A column of ``index.stores`` (``"lat"``, ``"category"``, ...).
+
+        Returns
+        -------
+        ndarray
+            float64 with NaN for missing neighbours when the column holds numbers,
+            else object with None.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``column`` is not a store column.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a", "lat": 0.0, "lon": 0.0, "category": "tea", "seats": 12},
+        ...     {"store_id": "b", "lat": 0.0, "lon": 0.01, "category": "coffee", "seats": 30}])
+        >>> nb = index.nearest(0.0, 0.004, k=3)
+        >>> nb.store("category").tolist(), nb.store("seats").tolist()
+        (['tea', 'coffee', None], [12.0, 30.0, nan])
+        """
+        return _gather_column(self._stores, column, self.position)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -72,11 +142,17 @@ class Neighbors:
     def __len__(self) -> int:
         return int(self.position.shape[0])
 
-    def to_dataframe(self) -> Any:
+    def to_dataframe(self, columns: Sequence[str] = ()) -> Any:
         """Long-form pandas DataFrame of the stores found (one row per query and rank).
 
         Columns ``query`` (only for array queries), ``rank``, ``store_id``,
-        ``position``, ``distance_m``; rows with no store are left out.
+        ``position``, ``distance_m``, then the store ``columns`` asked for; rows
+        with no store are left out.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Store columns to add (their values when the query ran).
 
         Returns
         -------
@@ -101,6 +177,8 @@ class Neighbors:
         if self.position.ndim == 2:
             cols["query"] = q
         cols.update(rank=r, store_id=self._ids[pos[q, r]], position=pos[q, r], distance_m=dist[q, r])
+        for name in _column_names(columns):
+            cols[name] = _gather_column(self._stores, name, pos[q, r])
         return pd.DataFrame(cols)
 
     def to_geodataframe(self) -> Any:
@@ -175,11 +253,26 @@ class Matches:
     _ids: np.ndarray = field(repr=False)
     _lat: FloatArray = field(repr=False)  # of the stores, by position (to_geodataframe)
     _lon: FloatArray = field(repr=False)
+    _stores: Callable[[], Any] | None = field(default=None, repr=False)  # the store table at query time
 
     @property
     def store_id(self) -> np.ndarray:
         """Store id of each match, object array of shape (m,)."""
         return _gather_ids(self._ids, self.position)
+
+    def store(self, column: str) -> np.ndarray:
+        """A store attribute for every match, shape (m,) (as :meth:`Neighbors.store`).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": "a", "lat": 0.0, "lon": 0.0, "category": "tea"},
+        ...     {"store_id": "b", "lat": 0.0, "lon": 0.01, "category": "coffee"}])
+        >>> index.within([0.0, 0.0], [0.0, 0.02], radius_m=1500).store("category").tolist()
+        ['tea', 'coffee', 'coffee']
+        """
+        return _gather_column(self._stores, column, self.position)
 
     @property
     def counts(self) -> IntArray:
@@ -195,12 +288,17 @@ class Matches:
             raise IndexError(f"query {i} out of range for {n} queries")
         i %= n
         sl = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-        return Neighbors(self.distance_m[sl], self.position[sl], self._ids, self._lat, self._lon)
+        return Neighbors(self.distance_m[sl], self.position[sl], self._ids, self._lat, self._lon, self._stores)
 
-    def to_dataframe(self) -> Any:
-        """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``.
+    def to_dataframe(self, columns: Sequence[str] = ()) -> Any:
+        """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``, then store ``columns``.
 
         One row per (query, store) match, each query's stores nearest first.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Store columns to add (their values when the query ran).
 
         Returns
         -------
@@ -217,9 +315,15 @@ class Matches:
         (True, [0, 1])
         """
         pd = import_optional("pandas", needed_by="Matches.to_dataframe", extra="geo")
-        return pd.DataFrame(
-            {"query": self.query, "store_id": self.store_id, "position": self.position, "distance_m": self.distance_m}
-        )
+        cols = {
+            "query": self.query,
+            "store_id": self.store_id,
+            "position": self.position,
+            "distance_m": self.distance_m,
+        }
+        for name in _column_names(columns):
+            cols[name] = self.store(name)
+        return pd.DataFrame(cols)
 
     def to_geodataframe(self) -> Any:
         """:meth:`to_dataframe` as a geopandas GeoDataFrame of the matched stores' positions.

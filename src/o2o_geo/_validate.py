@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -10,7 +13,7 @@ import numpy as np
 from ._types import FloatArray
 from .errors import InvalidCoordinateError, InvalidParameterError, ShapeMismatchError
 
-__all__ = ["as_latlon", "check_k", "check_distance_m", "import_optional"]
+__all__ = ["as_latlon", "check_k", "check_distance_m", "import_optional", "warn_user"]
 
 
 def _as_float_array(value: Any, name: str) -> FloatArray:
@@ -105,3 +108,16 @@ def import_optional(module: str, *, needed_by: str, extra: str) -> Any:
         raise ImportError(
             f'{needed_by} needs {module} ({exc}); install it with: pip install "o2o_geo[{extra}]"'
         ) from exc
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str, category: type[Warning]) -> None:
+    """Issue a warning attributed to the first caller outside o2o_geo (so filters and messages name the user's line)."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

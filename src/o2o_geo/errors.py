@@ -18,6 +18,12 @@ callers can catch either the library's type or the familiar one::
     ├── IndexFormatError         (ValueError)   a saved index file that is corrupt or foreign
     └── StateError               (RuntimeError) the dispatch state store failed (nothing was changed)
 
+Warnings, for queries that run but can only come back empty, have a tree of
+their own::
+
+    O2OGeoWarning                (UserWarning)
+    └── EmptyResultWarning                      a where= value no store has; serving() with no service areas
+
 Messages name the parameter, the bad value, where it was (row or store id)
 and, where there is one, the fix.
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 __all__ = [
     "DuplicateOfferError",
+    "EmptyResultWarning",
     "DuplicateStoreError",
     "IndexFormatError",
     "InvalidCoordinateError",
@@ -42,6 +49,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidRecordError",
     "O2OGeoError",
+    "O2OGeoWarning",
     "ShapeMismatchError",
     "StateError",
     "UnknownOfferError",
@@ -260,4 +268,42 @@ class StateError(O2OGeoError, RuntimeError):
     ...     except og.errors.StateError as exc:
     ...         print(type(exc).__name__)
     StateError
+    """
+
+
+class O2OGeoWarning(UserWarning):
+    """Base class of every warning o2o_geo issues.
+
+    Examples
+    --------
+    Turn the library's warnings into errors, e.g. in a test suite:
+
+    >>> import warnings, o2o_geo as og
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", og.errors.O2OGeoWarning)
+    ...     try:
+    ...         og.StoreIndex(og.sample_stores()).nearest(31.23, 121.47, k=1, where={"category": "cofee"})
+    ...     except og.errors.EmptyResultWarning as exc:
+    ...         print(type(exc).__name__)
+    EmptyResultWarning
+    """
+
+
+class EmptyResultWarning(O2OGeoWarning):
+    r"""A query can only come back empty: a ``where=`` value that no store has, or no store with a service area.
+
+    The message names the column, the value and some values that do exist.
+
+    Examples
+    --------
+    >>> import warnings, o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     nb = index.nearest(31.23, 121.47, k=1, where={"category": "Coffee"})
+    >>> nb.store_id.tolist()
+    [None]
+    >>> print(str(caught[0].message).replace("; ", ";\n"))
+    where={'category': 'Coffee'} matches no store: no store has category 'Coffee' (did you mean 'coffee'?);
+    category holds 'coffee', 'grocery', 'tea'
     """
