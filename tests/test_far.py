@@ -115,6 +115,12 @@ def test_a_small_chain_queried_from_the_whole_globe_is_exact(rng, chain):
         d, p = brute_nearest(chain.lat, chain.lon, qlat[i], qlon[i], 5)
         np.testing.assert_array_equal(nb.position[i], p, err_msg=f"query {i}")
         np.testing.assert_allclose(nb.distance_m[i], d, rtol=0, atol=1e-6)
+    # a batch large enough for the thread pool (the small chain is searched without a tree) agrees
+    blat, blon = random_stores(rng, 9000, "globe")
+    blat[:400], blon[:400] = qlat, qlon
+    big = index.nearest(blat, blon, k=5)
+    np.testing.assert_array_equal(big.position[:400], nb.position)
+    np.testing.assert_array_equal(big.distance_m[:400], nb.distance_m)
     # one point at a time gives the same answers, to the bit
     for i in range(0, len(qlat), 7):
         one = index.nearest(float(qlat[i]), float(qlon[i]), k=5)

@@ -67,6 +67,12 @@ _MIN_THREADED = 4_096
 _MIN_CHUNK = 1_024
 #: At most this many (query, candidate) pairs are held at once by one chunk's search.
 _PAIR_BUDGET = 1 << 20
+#: Pairs computed on at once where no memory bound forces a size (cache-sized blocks run faster).
+_CACHE_PAIRS = 1 << 16
+#: Ball searches over more stores than this count their pairs first (to group the queries);
+#: over fewer than _BRUTE_MAX they compare every store, without a tree.
+_COUNT_ABOVE = 65_536
+_BRUTE_MAX = 256
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -95,6 +101,7 @@ class _Segment:
     tree: cKDTree
     slots: IntArray
     identity: bool = False  # slots == arange(n): tree points are the slots
+    points_t: FloatArray | None = None  # (3, n) ECEF points of a small segment, searched by brute force
 
     @property
     def n(self) -> int:
@@ -105,7 +112,9 @@ def _segment(xyz: FloatArray, slots: IntArray) -> _Segment | None:
     if slots.shape[0] == 0:
         return None
     identity = bool(slots[0] == 0 and slots[-1] == slots.shape[0] - 1)  # slots are sorted and unique
-    return _Segment(cKDTree(xyz[slots], leafsize=32), slots, identity)
+    pts = xyz[slots]
+    small = pts.T.copy() if slots.shape[0] <= _BRUTE_MAX else None
+    return _Segment(cKDTree(pts, leafsize=32), slots, identity, small)
 
 
 class _Queries:
@@ -135,6 +144,24 @@ class _Queries:
         if self._u is None:
             self._u = _parametric_unit(self.lat, self.lon)
         return self._u
+
+
+def _rough_kth(
+    dist: FloatArray, err: FloatArray, rough: tuple[IntArray, IntArray, FloatArray], k: int, max_d: float | None
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """Upper bounds of the k-th distance of the block rows that have rough entries.
+
+    Returns those rows, the row (among them) of each rough entry, and each
+    row's k-th smallest upper bound, capped at ``max_d``.
+    """
+    rr, fc, e = rough
+    lr, loc = np.unique(rr, return_inverse=True)
+    upper = dist[lr] + err[lr][:, None]
+    upper[loc, fc] = dist[rr, fc] + e
+    kth = np.partition(upper, k - 1, axis=1)[:, k - 1] if dist.shape[1] >= k else np.full(lr.size, np.inf)
+    if max_d is not None:
+        np.minimum(kth, max_d, out=kth)
+    return lr, loc, kth
 
 
 def _norm3(d: FloatArray) -> FloatArray:
@@ -542,14 +569,9 @@ class StoreIndex:
 
     # ------------------------------------------------------------ distances
     def _pair_distance_m(
-        self,
-        q_xyz: FloatArray,
-        q_gn: FloatArray,
-        q_u: FloatArray,
-        slots: IntArray,
-        chord_m: FloatArray,
+        self, q: _Queries, qi: IntArray, slots: IntArray, chord_m: FloatArray
     ) -> tuple[FloatArray, FloatArray, np.ndarray]:
-        """Distance estimates of (query, slot) pairs given as flat arrays (one query row per pair).
+        """Distance estimates of (query ``qi``, slot) pairs given as flat arrays.
 
         Returns the distance, its error bound and a mask of the rough pairs:
         chords up to :data:`CHORD_SERIES_MAX_M` are converted in closed form
@@ -557,14 +579,27 @@ class StoreIndex:
         bound is metres; the caller measures those with GeographicLib where
         the bound matters.
         """
-        dist = chord_to_geodesic_m(chord_m, self._z[slots] - q_xyz[:, 2], 0.5 * (q_gn + self._gn[slots]))
-        err = np.asarray(chord_error_bound_m(chord_m), dtype=np.float64)
         rough = chord_m > CHORD_SERIES_MAX_M
-        if rough.any():
-            est, e = andoyer_lambert_m(q_u[rough], self._u[slots[rough]])
-            dist[rough] = est
-            err[rough] = e
+        n_rough = int(np.count_nonzero(rough))
+        if n_rough == rough.shape[0]:
+            dist, err = andoyer_lambert_m(q.u[qi], self._u[slots])
+            return dist, err, rough
+        if n_rough:
+            short = ~rough
+            dist = np.empty(chord_m.shape[0])
+            err = np.empty(chord_m.shape[0])
+            dist[short], err[short] = self._series_m(q, qi[short], slots[short], chord_m[short])
+            dist[rough], err[rough] = andoyer_lambert_m(q.u[qi[rough]], self._u[slots[rough]])
+            return dist, err, rough
+        dist, err = self._series_m(q, qi, slots, chord_m)
         return dist, err, rough
+
+    def _series_m(
+        self, q: _Queries, qi: IntArray, slots: IntArray, chord_m: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Closed-form geodesic lengths of chords up to :data:`CHORD_SERIES_MAX_M`, and their error bounds."""
+        dist = chord_to_geodesic_m(chord_m, self._z[slots] - q.z[qi], 0.5 * (q.gn[qi] + self._gn[slots]))
+        return dist, np.asarray(chord_error_bound_m(chord_m), dtype=np.float64)
 
     def _block_distance_m(
         self,
@@ -786,7 +821,9 @@ class StoreIndex:
         seg = self._main
         assert seg is not None
         q = _Queries.of(np.array([lat]), np.array([lon]))
-        d2, s2 = self._ball_knn(np.zeros(1, dtype=np.int64), np.array([reach]), k, max_d, [seg], None, q)
+        d2, s2 = self._ball_knn(
+            np.zeros(1, dtype=np.int64), np.array([reach]), np.array([thr]), k, max_d, [seg], None, q
+        )
         return Neighbors(d2[0], s2[0], self._ids, self._lat, self._lon, self._stores_at_query())
 
     def _candidates(
@@ -880,11 +917,27 @@ class StoreIndex:
         pending = np.arange(n)
         while pending.size:
             retry = []
-            step = max(1, _PAIR_BUDGET // kk)  # rows x candidates per block stays bounded
+            step = max(1, _CACHE_PAIRS // kk)  # rows x candidates per block stays bounded
             for a in range(0, pending.size, step):
                 rows = pending[a : a + step]
                 c, s, c_next = self._candidates(q.xyz[rows], kk, ub, segs, skip, workers)
-                dist, slots, err = self._rank_rows(c, s, rows, k, q, max_d)
+                pre = self._block_distance_m(c, s, rows, q.z, q.gn, q.u)
+                if pre[2] is not None and kk < total:
+                    # far rows whose certificate fails even on the candidates' upper bounds go
+                    # straight to the ball search, before any GeographicLib call is spent on them
+                    lr, _, kth = _rough_kth(pre[0], pre[1], pre[2], k, max_d)
+                    reach = chord_reach_m(kth, q.r[rows[lr]])
+                    fail = np.isfinite(kth) & (c_next[lr] <= reach)
+                    if fail.any():
+                        fr = lr[fail]
+                        out_d[rows[fr]], out_s[rows[fr]] = self._ball_knn(
+                            rows[fr], reach[fail], kth[fail], k, max_d, segs, skip, q
+                        )
+                        keep = np.ones(rows.size, dtype=bool)
+                        keep[fr] = False
+                        rows, c, s, c_next = rows[keep], c[keep], s[keep], c_next[keep]
+                        pre = None
+                dist, slots, err = self._rank_rows(c, s, rows, k, q, max_d, pre)
                 kcol = min(k, dist.shape[1])
                 thr = dist[:, k - 1] + err if kcol == k else np.full(rows.size, np.inf)
                 if max_d is not None:
@@ -899,7 +952,7 @@ class StoreIndex:
                 ball = ~done & np.isfinite(thr)
                 if ball.any():
                     br = rows[ball]
-                    out_d[br], out_s[br] = self._ball_knn(br, reach[ball], k, max_d, segs, skip, q)
+                    out_d[br], out_s[br] = self._ball_knn(br, reach[ball], thr[ball], k, max_d, segs, skip, q)
                 retry.append(rows[~done & ~ball])
             pending = np.concatenate(retry)
             kk = min(kk * 2, total)
@@ -909,61 +962,90 @@ class StoreIndex:
         self,
         rows: IntArray,
         reach: FloatArray,
+        thr: FloatArray,
         k: int,
         max_d: float | None,
         segs: list[_Segment],
         skip: np.ndarray | None,
         q: _Queries,
     ) -> tuple[FloatArray, IntArray]:
-        """K nearest slots of each row among every store within its chord ``reach`` (which holds them all)."""
-        out_d = np.full((rows.size, k), np.inf)
-        out_s = np.full((rows.size, k), -1, dtype=np.int64)
+        """K nearest slots of each row among every store within its chord ``reach`` (which holds them all).
+
+        ``thr`` is an upper bound of each row's k-th distance (or ``max_distance_m``):
+        candidates whose lower bound exceeds it cannot be among the k nearest.
+        """
+        out = (np.full((rows.size, k), np.inf), np.full((rows.size, k), -1, dtype=np.int64))
         xyz = q.xyz[rows]
-        counts = sum(
-            (seg.tree.query_ball_point(xyz, r=reach, return_length=True) for seg in segs),
-            np.zeros(rows.size, dtype=np.int64),
-        )
-        for a, b in _row_groups(counts, _PAIR_BUDGET):
+        for a, b in self._ball_groups(segs, xyz, reach):
             qs, ss = [], []
             for seg in segs:
-                ql, i = _ball_lists(seg, xyz[a:b], reach[a:b], 1)
+                ql, i = self._ball_pairs(seg, xyz[a:b], reach[a:b], 1)
                 qs.append(ql + a)
                 ss.append(seg.slots[i])
-            ql = np.concatenate(qs)
-            s = np.concatenate(ss)
-            if skip is not None and s.size:
-                keep = ~skip[s]
-                ql, s = ql[keep], s[keep]
-            if not s.size:
-                continue
-            qi = rows[ql]
-            d = self._xyz[s] - q.xyz[qi]
-            chord = _norm3(d)
-            dist, err, rough = self._pair_distance_m(q.xyz[qi], q.gn[qi], q.u[qi], s, chord)
-            # keep the candidates that can be among the k nearest: lower bound <= the k-th upper bound
-            order = np.lexsort((dist + err, ql))
-            n_rows = b - a
-            cnt = np.bincount(ql - a, minlength=n_rows)
-            starts = np.cumsum(cnt) - cnt
-            kth = np.full(n_rows, np.inf)
-            full = cnt >= k
-            kth[full] = (dist + err)[order[starts[full] + k - 1]]
-            if max_d is not None:
-                np.minimum(kth, max_d, out=kth)
-            maybe = dist - err <= kth[ql - a]
-            ql, qi, s, dist, err, rough = ql[maybe], qi[maybe], s[maybe], dist[maybe], err[maybe], rough[maybe]
-            self._measure(qi, s, dist, err, rough, q.lat, q.lon)
-            if max_d is not None:
-                self._measure(qi, s, dist, err, np.abs(dist - max_d) <= err, q.lat, q.lon)
-                keep = dist <= max_d
-                ql, qi, s, dist, err = ql[keep], qi[keep], s[keep], dist[keep], err[keep]
-            ql, s, dist = self._order_pairs(ql, s, dist, err, qi, q.lat, q.lon)
-            cnt = np.bincount(ql, minlength=rows.size)
-            rank = np.arange(ql.size) - (np.cumsum(cnt) - cnt)[ql]
-            top = rank < k
-            out_d[ql[top], rank[top]] = dist[top]
-            out_s[ql[top], rank[top]] = s[top]
-        return out_d, out_s
+            self._rank_ball(rows, np.concatenate(qs), np.concatenate(ss), thr, k, max_d, skip, q, out)
+        return out
+
+    def _rank_ball(
+        self,
+        rows: IntArray,
+        ql: IntArray,
+        s: IntArray,
+        thr: FloatArray,
+        k: int,
+        max_d: float | None,
+        skip: np.ndarray | None,
+        q: _Queries,
+        out: tuple[FloatArray, IntArray],
+    ) -> None:
+        """The k nearest of each row among (row ``ql``, slot ``s``) candidate pairs, written into ``out``."""
+        if skip is not None and s.size:
+            keep = ~skip[s]
+            ql, s = ql[keep], s[keep]
+        if not s.size:
+            return
+        qi = rows[ql]
+        dist, err, rough = self._pair_distance_m(q, qi, s, _norm3(self._xyz[s] - q.xyz[qi]))
+        maybe = dist - err <= thr[ql]  # the others have k stores certainly nearer
+        ql, qi, s, dist, err, rough = ql[maybe], qi[maybe], s[maybe], dist[maybe], err[maybe], rough[maybe]
+        self._measure(qi, s, dist, err, rough, q.lat, q.lon)
+        if max_d is not None:
+            self._measure(qi, s, dist, err, np.abs(dist - max_d) <= err, q.lat, q.lon)
+            keep = dist <= max_d
+            ql, qi, s, dist, err = ql[keep], qi[keep], s[keep], dist[keep], err[keep]
+        ql, s, dist = self._order_pairs(ql, s, dist, err, qi, q.lat, q.lon)
+        cnt = np.bincount(ql, minlength=rows.size)
+        rank = np.arange(ql.size) - (np.cumsum(cnt) - cnt)[ql]
+        top = rank < k
+        out[0][ql[top], rank[top]] = dist[top]
+        out[1][ql[top], rank[top]] = s[top]
+
+    def _ball_groups(self, segs: list[_Segment], xyz: FloatArray, reach: FloatArray) -> list[tuple[int, int]]:
+        """Row ranges whose ball searches return at most :data:`_PAIR_BUDGET` pairs (a larger single row alone)."""
+        n, total = xyz.shape[0], sum(seg.n for seg in segs)
+        brute = all(seg.points_t is not None for seg in segs)
+        budget = _CACHE_PAIRS if brute else _PAIR_BUDGET  # brute force computes every pair: cache-sized
+        if n * total <= budget:
+            return [(0, n)]
+        if brute or total <= _COUNT_ABOVE:  # small enough to bound by the store count: no counting pass
+            step = max(1, budget // total)
+            return [(a, min(a + step, n)) for a in range(0, n, step)]
+        counts = sum(
+            (np.asarray(seg.tree.query_ball_point(xyz, r=reach, return_length=True)) for seg in segs),
+            np.zeros(n, dtype=np.int64),
+        )
+        return _row_groups(counts, _PAIR_BUDGET)
+
+    def _ball_pairs(self, seg: _Segment, xyz: FloatArray, reach: FloatArray, workers: int) -> tuple[IntArray, IntArray]:
+        """(query, tree point) pairs with chord <= ``reach`` (one per query); a small segment by brute force."""
+        pts = seg.points_t
+        if pts is None:
+            return _ball_lists(seg, xyz, reach, workers)
+        dx = xyz[:, 0:1] - pts[0]
+        dy = xyz[:, 1:2] - pts[1]
+        dz = xyz[:, 2:3] - pts[2]
+        chord = np.sqrt((dx * dx + dy * dy) + dz * dz)  # as cKDTree sums them: chords agree to the bit
+        qi, i = np.nonzero(chord <= reach[:, None])
+        return qi.astype(np.int64), i.astype(np.int64)
 
     def _measure(
         self,
@@ -988,8 +1070,11 @@ class StoreIndex:
         k: int,
         q: _Queries,
         max_d: float | None,
+        pre: tuple[FloatArray, FloatArray, tuple[IntArray, IntArray, FloatArray] | None] | None = None,
     ) -> tuple[FloatArray, IntArray, FloatArray]:
         """Sort each row's candidates by exact geodesic distance, ties by slot.
+
+        ``pre`` is the block's :meth:`_block_distance_m` if already computed.
 
         Returns distances (``inf`` and slot ``-1`` past the last store kept),
         slots, and each row's error bound (0 for rows settled by GeographicLib).
@@ -997,7 +1082,7 @@ class StoreIndex:
         are dropped; the others are measured with GeographicLib.
         """
         lat, lon = q.lat, q.lon
-        dist, err, rough = self._block_distance_m(c, s, rows, q.z, q.gn, q.u)
+        dist, err, rough = self._block_distance_m(c, s, rows, q.z, q.gn, q.u) if pre is None else pre
         if rough is not None:
             self._settle_rough(dist, s, err, rough, rows, k, max_d, lat, lon)
         if max_d is not None:
@@ -1052,13 +1137,7 @@ class StoreIndex:
     ) -> None:
         """Measure the far entries that can be among the k nearest with GeographicLib, drop the rest (in place)."""
         rr, fc, e = rough
-        lr, loc = np.unique(rr, return_inverse=True)
-        m = dist.shape[1]
-        upper = dist[lr] + err[lr][:, None]
-        upper[loc, fc] = dist[rr, fc] + e
-        kth = np.partition(upper, k - 1, axis=1)[:, k - 1] if m >= k else np.full(lr.size, np.inf)
-        if max_d is not None:
-            np.minimum(kth, max_d, out=kth)
+        lr, loc, kth = _rough_kth(dist, err, rough, k, max_d)
         maybe = dist[rr, fc] - e <= kth[loc]
         mr, mc = rr[maybe], fc[maybe]
         if mr.size:
@@ -1145,12 +1224,9 @@ class StoreIndex:
             reach = np.array([chord_reach_scalar_m(float(distance_m), float(q.r[0]))])
         else:
             reach = chord_reach_m(np.full(n, float(distance_m)), q.r)
-        if n * seg.n <= _PAIR_BUDGET:  # cannot exceed the budget: one pass
-            return _ball_lists(seg, q.xyz, reach, workers)
-        counts = seg.tree.query_ball_point(q.xyz, r=reach, workers=workers, return_length=True)
         qs, ii = [], []
-        for a, b in _row_groups(np.asarray(counts, dtype=np.int64), _PAIR_BUDGET):
-            qi, i = _ball_lists(seg, q.xyz[a:b], reach[a:b], workers)
+        for a, b in self._ball_groups([seg], q.xyz, reach):
+            qi, i = self._ball_pairs(seg, q.xyz[a:b], reach[a:b], workers)
             qs.append(qi + a)
             ii.append(i)
         if not qs:
@@ -1168,9 +1244,7 @@ class StoreIndex:
         """
         if not qi.size:
             return qi, s, _EMPTY_F, _EMPTY_F
-        d = self._xyz[s] - q.xyz[qi]
-        chord = _norm3(d)
-        dist, err, rough = self._pair_distance_m(q.xyz[qi], q.gn[qi], q.u[qi], s, chord)
+        dist, err, rough = self._pair_distance_m(q, qi, s, _norm3(self._xyz[s] - q.xyz[qi]))
         if radius_m is not None:
             rad = radius_m[s] if isinstance(radius_m, np.ndarray) else float(radius_m)
             keep = ~rough | (dist - err <= rad)  # far pairs proven outside need no GeographicLib
