@@ -231,6 +231,20 @@ def test_nearest_where_and_max_distance_leave_missing_neighbours_empty(tmp_path,
     ids = check_nearest(out, stores, pings, 4, max_distance_m=4000, mask=mask)
     assert any(None in row for row in ids) and any(None not in row for row in ids)  # both cases occur
     assert "300 rows" in res.stderr
+    assert "warning" not in res.stderr  # every value exists
+
+
+def test_nearest_where_value_no_store_has_warns_and_names_the_values(tmp_path, city):
+    stores, pings = city
+    stores.to_csv(tmp_path / "stores.csv", index=False)
+    pings.to_csv(tmp_path / "pings.csv", index=False)
+    res = ok(cli("nearest", tmp_path / "stores.csv", tmp_path / "pings.csv", "--where", "category=Coffee"))
+    warning = [line for line in res.stderr.splitlines() if line.startswith("o2o-geo: warning:")]
+    assert len(warning) == 1, res.stderr
+    assert "--where category=Coffee matches no store" in warning[0]
+    assert "did you mean 'coffee'?" in warning[0] and "'tea'" in warning[0]
+    lines = res.stdout.splitlines()  # the rows still come out, with no store
+    assert "store_id_1" in lines[0] and len(lines) == len(pings) + 1
 
 
 def test_nearest_custom_column_names(tmp_path, city):

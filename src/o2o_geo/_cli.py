@@ -52,7 +52,7 @@ import numpy as np
 
 from ._dispatch import Dispatcher, PushDecision
 from ._history import Event
-from ._index import StoreIndex
+from ._index import StoreIndex, missing_values_message
 from ._offers import OfferSet
 from ._policy import Budget, PushPolicy, zone
 from ._scoring import OfferScorer
@@ -916,7 +916,13 @@ def _where_mask(items: list[tuple[str, list[str]]] | None, stores: StoreSet) -> 
         wanted: set[Any] = set()
         for text in texts:
             wanted.update(_typed_values(text, values, column))
-        mask &= np.fromiter((_py(v) in wanted for v in values.tolist()), dtype=bool, count=len(values))
+        hit = np.fromiter((_py(v) in wanted for v in values.tolist()), dtype=bool, count=len(values))
+        message = missing_values_message(
+            f"--where {column}={','.join(texts)}", column, sorted(wanted, key=repr), values, hit
+        )
+        if message is not None:
+            print(f"o2o-geo: warning: {message}", file=sys.stderr)
+        mask &= hit
     return mask
 
 

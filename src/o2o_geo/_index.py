@@ -1449,29 +1449,34 @@ def _separated(dist: FloatArray, err: FloatArray) -> np.ndarray:
 def _warn_missing_values(where: Mapping[str, Any], col: str, want: Any, values: np.ndarray, hit: np.ndarray) -> None:
     """Warn (EmptyResultWarning) about ``where=`` values of ``col`` that no live store has."""
     many = isinstance(want, (list, tuple, set, frozenset, np.ndarray))
-    wanted = list(want) if many else [want]
-    if many and hit.any():
+    message = missing_values_message(f"where={dict(where)!r}", col, list(want) if many else [want], values, hit)
+    if message is not None:
+        warn_user(message, EmptyResultWarning)
+
+
+def missing_values_message(label: str, col: str, wanted: list[Any], values: np.ndarray, hit: np.ndarray) -> str | None:
+    """The message for filter values of ``col`` that no store has (``None`` when every value exists).
+
+    ``values`` is the column over the stores and ``hit`` the stores the filter kept;
+    the message names the missing values, a near match (by case) and some values that exist.
+    """
+    if hit.any():
         present = set(values[hit].tolist())
         missing = [w for w in wanted if w not in present]
     else:
-        missing = [] if hit.any() else wanted
+        missing = wanted
     if not missing:
-        return
+        return None
     have = sorted({repr(v) for v in values.tolist()})
     shown = ", ".join(have[:5]) + (f", ... ({len(have)} values)" if len(have) > 5 else "")
-    hints = []
     lower = {str(v).casefold(): v for v in values.tolist()}
-    for w in missing:
-        near = lower.get(str(w).casefold())
-        if near is not None:
-            hints.append(f"did you mean {near!r}?")
+    hints = [f"did you mean {lower[str(w).casefold()]!r}?" for w in missing if str(w).casefold() in lower]
     which = ", ".join(repr(w) for w in missing)
     hint = f" ({' '.join(hints)})" if hints else ""
     what = "matches no store" if not hit.any() else "has values no store has"
-    warn_user(
-        f"where={dict(where)!r} {what}: no store has {col} {which}{hint}; "
-        f"{col} holds {shown if shown else 'no values (the index is empty)'}",
-        EmptyResultWarning,
+    return (
+        f"{label} {what}: no store has {col} {which}{hint}; "
+        f"{col} holds {shown if shown else 'no values (the index is empty)'}"
     )
 
 
