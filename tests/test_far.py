@@ -165,6 +165,12 @@ def test_a_far_country_subset_by_where_is_exact_and_max_distance_holds(rng):
         d, p = brute_nearest(slat, slon, qlat[i], qlon[i], 2, max_distance_m=cap, mask=mask)
         np.testing.assert_array_equal(capped.position[i], p)
     assert (capped.position < 0).any() and (capped.position >= 0).any()  # the cap cuts inside the country
+    for i in range(0, len(qlat), 10):  # one ping per call (the filter's own tree) agrees to the bit
+        one = index.nearest(float(qlat[i]), float(qlon[i]), k=2, where={"cc": "AU"})
+        np.testing.assert_array_equal(one.position, nb.position[i])
+        np.testing.assert_array_equal(one.distance_m, nb.distance_m[i])
+        one = index.nearest(float(qlat[i]), float(qlon[i]), k=2, where={"cc": "AU"}, max_distance_m=cap)
+        np.testing.assert_array_equal(one.position, capped.position[i])
 
 
 def test_within_a_large_radius_is_exact(rng):

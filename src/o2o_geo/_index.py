@@ -146,6 +146,9 @@ class _Queries:
         return self._u
 
 
+_BlockDistances = tuple[FloatArray, FloatArray, tuple[IntArray, IntArray, FloatArray] | None]
+
+
 def _rough_kth(
     dist: FloatArray, err: FloatArray, rough: tuple[IntArray, IntArray, FloatArray], k: int, max_d: float | None
 ) -> tuple[IntArray, IntArray, FloatArray]:
@@ -609,7 +612,7 @@ class StoreIndex:
         q_z: FloatArray,
         q_gn: FloatArray,
         q_u: FloatArray,
-    ) -> tuple[FloatArray, FloatArray, tuple[IntArray, IntArray, FloatArray] | None]:
+    ) -> _BlockDistances:
         """Distance estimates of an (r, m) block of candidates (``inf`` where ``s < 0``).
 
         Returns the distances, one error bound per row for the closed-form
@@ -697,10 +700,12 @@ class StoreIndex:
         k = check_k(k)
         max_d = check_distance_m(max_distance_m, "max_distance_m", allow_none=True)
         with self._lock:
-            if is_scalar and where is None and self._delta is None and self._n_dead == 0 and self._main is not None:
-                fast = self._nearest_scalar(float(lat_a[0]), float(lon_a[0]), k, max_d)
-                if fast is not None:
-                    return fast
+            if is_scalar and self._n_dead == 0:  # one tree and nothing to skip: slots are positions
+                one = ([self._main], None) if where is None and self._delta is None else self._segments_for(where)
+                if len(one[0]) == 1 and one[1] is None and one[0][0] is not None:
+                    fast = self._nearest_scalar(float(lat_a[0]), float(lon_a[0]), k, max_d, one[0][0])
+                    if fast is not None:
+                        return fast
             segs, skip = self._segments_for(where)
             dist, slots = self._knn(lat_a, lon_a, k, max_d, segs, skip)
             pos = np.full(slots.shape, -1, dtype=np.int64)
@@ -713,15 +718,15 @@ class StoreIndex:
             return Neighbors(dist[0], pos[0], ids, s_lat, s_lon, table)
         return Neighbors(dist, pos, ids, s_lat, s_lon, table)
 
-    def _nearest_scalar(self, lat: float, lon: float, k: int, max_d: float | None) -> Neighbors | None:
-        """Pure-Python path for one point; ``None`` when the batch path must settle it.
+    def _nearest_scalar(self, lat: float, lon: float, k: int, max_d: float | None, seg: _Segment) -> Neighbors | None:
+        """Pure-Python path for one point searched in one tree (the index's or a filter's).
 
-        The same rule as :meth:`_knn` for one row with k + 1 candidates: give up
-        on any near-tie or a borderline ``max_distance_m``; far candidates go to
-        :meth:`_nearest_scalar_far`.
+        Returns ``None`` when the batch path must settle it.  The same rule as
+        :meth:`_knn` for one row with k + 1 candidates: give up on any near-tie
+        or a borderline ``max_distance_m``; far candidates go to
+        :meth:`_nearest_scalar_far`.  Needs an index with no removed stores
+        (slots are then positions).
         """
-        seg = self._main
-        assert seg is not None
         x, y, z, gn = _ecef_scalar(lat, lon)
         kk = k + 1
         kq = min(kk, seg.n)
@@ -733,13 +738,16 @@ class StoreIndex:
             found = np.asarray([i for c, i in zip(chords, idx, strict=False) if c != math.inf], dtype=np.int64)
         else:
             found = np.atleast_1d(idx_a)
+        if not seg.identity:  # tree points to slots
+            found = seg.slots[found]
+            idx = found.tolist()
         zs = self._z.take(found).tolist()
         gns = self._gn.take(found).tolist()
         prev_hi = -math.inf
         dist: list[float] = []
         errs: list[float] = []
         if chords[len(found) - 1] > CHORD_SERIES_MAX_M:
-            return self._nearest_scalar_far(lat, lon, (x, y, z), gn, k, max_d, chords, found)
+            return self._nearest_scalar_far(lat, lon, (x, y, z), gn, k, max_d, chords, found, seg)
         for c, zi, gi in zip(chords, zs, gns, strict=False):
             s = chord_to_geodesic_scalar_m(c, zi - z, 0.5 * (gn + gi))
             e = 2e-8 + 1e-31 * c**5  # chord_error_bound_m, inlined
@@ -772,6 +780,7 @@ class StoreIndex:
         max_d: float | None,
         chords: list[float],
         found: IntArray,
+        seg: _Segment,
     ) -> Neighbors | None:
         """:meth:`_nearest_scalar` when a candidate is farther than :data:`CHORD_SERIES_MAX_M` by chord.
 
@@ -818,8 +827,6 @@ class StoreIndex:
             return Neighbors(out_d, out_p, self._ids, self._lat, self._lon, self._stores_at_query())
         if thr == math.inf:
             return None
-        seg = self._main
-        assert seg is not None
         q = _Queries.of(np.array([lat]), np.array([lon]))
         d2, s2 = self._ball_knn(
             np.zeros(1, dtype=np.int64), np.array([reach]), np.array([thr]), k, max_d, [seg], None, q
@@ -921,8 +928,8 @@ class StoreIndex:
             for a in range(0, pending.size, step):
                 rows = pending[a : a + step]
                 c, s, c_next = self._candidates(q.xyz[rows], kk, ub, segs, skip, workers)
-                pre = self._block_distance_m(c, s, rows, q.z, q.gn, q.u)
-                if pre[2] is not None and kk < total:
+                pre: _BlockDistances | None = self._block_distance_m(c, s, rows, q.z, q.gn, q.u)
+                if pre is not None and pre[2] is not None and kk < total:
                     # far rows whose certificate fails even on the candidates' upper bounds go
                     # straight to the ball search, before any GeographicLib call is spent on them
                     lr, _, kth = _rough_kth(pre[0], pre[1], pre[2], k, max_d)
@@ -1070,7 +1077,7 @@ class StoreIndex:
         k: int,
         q: _Queries,
         max_d: float | None,
-        pre: tuple[FloatArray, FloatArray, tuple[IntArray, IntArray, FloatArray] | None] | None = None,
+        pre: _BlockDistances | None = None,
     ) -> tuple[FloatArray, IntArray, FloatArray]:
         """Sort each row's candidates by exact geodesic distance, ties by slot.
 
@@ -1335,7 +1342,7 @@ class StoreIndex:
         """
         lat_a, lon_a, is_scalar = as_latlon(lat, lon)
         with self._lock:
-            q = _Queries.of(lat_a, lon_a)
+            queries = _Queries.of(lat_a, lon_a)
             poly_tree, poly_slots = self._cached("poly_tree", self._build_poly_tree)
             if not poly_slots.size and not (self._alive & ~np.isnan(self._radius)).any() and len(self):
                 warn_user(
@@ -1347,14 +1354,14 @@ class StoreIndex:
             if poly_slots.size:
                 pairs = poly_tree.query(shapely.points(lon_a, lat_a), predicate="intersects")
                 q_p, s_p = pairs[0].astype(np.int64), poly_slots[pairs[1]]
-            parts = [self._exact_pairs(q_p, s_p, q, None)]
+            parts = [self._exact_pairs(q_p, s_p, queries, None)]
             radius = np.where(self._alive, self._radius, np.nan)
             has_r = ~np.isnan(radius)
             if has_r.any():
                 seg = self._cached("radius_seg", lambda: _segment(self._xyz, np.flatnonzero(has_r).astype(np.int64)))
-                q_r, i_r = self._ball(seg, q, float(radius[has_r].max()))
+                q_r, i_r = self._ball(seg, queries, float(radius[has_r].max()))
                 rad = np.nan_to_num(radius, nan=-1.0)
-                parts.append(self._exact_pairs(q_r, seg.slots[i_r], q, rad))
+                parts.append(self._exact_pairs(q_r, seg.slots[i_r], queries, rad))
             q, s, d, e = (np.concatenate(c) for c in zip(*parts, strict=True))
             dist, pos, offsets = self._sort_pairs(q, s, d, e, lat_a, lon_a)
             q = np.repeat(np.arange(lat_a.shape[0]), np.diff(offsets))
