@@ -237,6 +237,11 @@ def test_store_accessor_gives_none_and_nan_for_missing_neighbours():
     assert m.store("category").tolist() == ["juice", "coffee"]
     with pytest.raises(og.errors.InvalidParameterError, match="'colour' is not a store column"):
         nb.store("colour")
+    # a result pickles with its store table (e.g. to send it to another process)
+    import pickle
+
+    back = pickle.loads(pickle.dumps(index.nearest([0.0], [0.004], k=3)))
+    assert back.store("category").tolist() == [["juice", "coffee", None]]
 
 
 def test_filters_that_match_nothing_warn_with_the_values_that_exist(rng):

@@ -3,15 +3,27 @@
 How a query stays exact and fast
 --------------------------------
 Stores live as earth-centred (ECEF) points in a kd-tree.  A query asks the tree
-for a few more candidates than it needs by chord (straight-line) distance, turns
-each candidate's chord into its geodesic distance (:mod:`._geodesy`), and then
-checks a certificate: every store the tree did not return is at least as far
-by chord as the last one it did, and a geodesic is never shorter than its
-chord, so once the k-th geodesic distance is below that last chord no other
-store can enter the top k.  Rows whose certificate fails ask again with more
-candidates; candidates whose distances are closer than the conversion's error
-bound are settled by GeographicLib.  The answer is therefore the brute-force
-GeographicLib ranking, ties broken by store position.
+for a few more candidates than it needs by chord (straight-line) distance and
+turns each chord into its geodesic distance (:mod:`._geodesy`: in closed form up
+to 100 km, an Andoyer-Lambert estimate with an error bound beyond).  Then it
+checks a certificate that holds at any distance: every store within geodesic
+``D`` of the query lies within the chord :func:`~._geodesy.chord_reach_m` of
+``D`` (proof in :mod:`._geodesy`), and every store the tree did not return is at
+least as far by chord as the last one it did; so once that last chord is beyond
+the reach of the k-th distance, no other store can enter the top k.  A row
+whose certificate fails fetches every store within that reach in one ball
+search.  Far candidates whose bounds overlap the k-th place are measured with
+GeographicLib, the others are dropped without it; candidates whose distances
+are closer than their error bounds are settled by GeographicLib.  The answer
+is therefore the brute-force GeographicLib ranking, ties broken by store
+position, and every distance returned is within 1e-6 m of GeographicLib's
+(GeographicLib's own beyond 100 km).
+
+Memory stays bounded whatever the geometry: batches run in chunks, candidate
+blocks are cache-sized, and a ball search never holds more than
+:data:`_PAIR_BUDGET` (query, store) pairs at once (:meth:`StoreIndex.within`
+too, apart from its output).  A mapping ``where=`` filter that keeps less than
+half the stores gets a kd-tree of its own, cached until the index changes.
 
 Live updates
 ------------
@@ -115,6 +127,28 @@ def _segment(xyz: FloatArray, slots: IntArray) -> _Segment | None:
     pts = xyz[slots]
     small = pts.T.copy() if slots.shape[0] <= _BRUTE_MAX else None
     return _Segment(cKDTree(pts, leafsize=32), slots, identity, small)
+
+
+class _StoreTable:
+    """A result's store table, built on first use; pickles as the table itself."""
+
+    __slots__ = ("_build", "_table")
+
+    def __init__(self, table: StoreSet | None, build: Callable[[], StoreSet] | None = None) -> None:
+        self._table = table
+        self._build = build
+
+    def __call__(self) -> StoreSet:
+        if self._table is None:
+            assert self._build is not None
+            self._table, self._build = self._build(), None
+        return self._table
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"table": self()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._table, self._build = state["table"], None
 
 
 class _Queries:
@@ -330,26 +364,21 @@ class StoreIndex:
             return self._lat, self._lon
         return self._cached("live_latlon", lambda: (self._lat[self._alive], self._lon[self._alive]))
 
-    def _stores_at_query(self) -> Callable[[], StoreSet]:
+    def _stores_at_query(self) -> _StoreTable:
         """The live store table as it is now, built only if a result asks for it (``Neighbors.store``)."""
         entry = self._caches.get("stores")
         if entry is not None and entry[0] == self._version:
-            table = entry[1]
-            return lambda: table
+            return _StoreTable(entry[1])
         chunks, alive, version = tuple(self._chunks), self._alive, self._version  # never changed in place
-        memo: list[StoreSet] = []
 
         def build() -> StoreSet:
-            if not memo:
-                with self._lock:
-                    if self._version == version:
-                        memo.append(self.stores)
-                if not memo:
-                    whole = chunks[0] if len(chunks) == 1 else StoreSet._concat(chunks)
-                    memo.append(whole if bool(alive.all()) else whole._take(np.flatnonzero(alive)))
-            return memo[0]
+            with self._lock:
+                if self._version == version:
+                    return self.stores
+            whole = chunks[0] if len(chunks) == 1 else StoreSet._concat(chunks)
+            return whole if bool(alive.all()) else whole._take(np.flatnonzero(alive))
 
-        return build
+        return _StoreTable(None, build)
 
     @property
     def stores(self) -> StoreSet:
@@ -677,12 +706,20 @@ class StoreIndex:
         Neighbors
             Arrays of shape (k,) for a scalar point, (n, k) for n points.
             Missing neighbours have ``distance_m = inf``, ``position = -1``,
-            ``store_id = None``.
+            ``store_id = None``; read store columns with :meth:`Neighbors.store`,
+            which gives NaN/None there (``index.stores[col][position]`` would
+            read the last store).
 
         Raises
         ------
         InvalidCoordinateError, ShapeMismatchError, InvalidParameterError
             Bad points, lengths, ``k``, distance or filter.
+
+        Warns
+        -----
+        EmptyResultWarning
+            A mapping ``where=`` value that no store has (the message names the
+            values that exist).
 
         Examples
         --------
