@@ -270,17 +270,20 @@ def andoyer_lambert_m(u1: FloatArray, u2: FloatArray) -> tuple[FloatArray, Float
     sin_s = np.sin(sigma)
     zs = u1[:, 2] + u2[:, 2]
     zd = u2[:, 2] - u1[:, 2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = np.where(one_plus_cos > 0.0, (sigma - sin_s) * zs * zs / (2.0 * one_plus_cos), 0.0)
-        y = np.where(one_minus_cos > 0.0, (sigma + sin_s) * zd * zd / (2.0 * one_minus_cos), 0.0)
+    # at sigma = 0 (or pi) the numerators vanish with the denominators: a floor keeps 0 / 0 out
+    one_plus_cos = np.maximum(one_plus_cos, 1e-300)
+    x = (sigma - sin_s) * zs * zs / (2.0 * one_plus_cos)
+    y = (sigma + sin_s) * zd * zd / (2.0 * np.maximum(one_minus_cos, 1e-300))
     est = WGS84_A_M * (sigma - 0.5 * WGS84_F * (x + y))
     return est, andoyer_error_bound_m(est, one_plus_cos)
 
 
 def andoyer_error_bound_m(estimate_m: FloatArray, one_plus_cos_sigma: FloatArray) -> FloatArray:
-    """Upper bound of ``|andoyer_lambert_m - GeographicLib|`` (see the module docstring for its measurement)."""
-    with np.errstate(divide="ignore"):
-        return 2e-6 * np.abs(estimate_m) * (1.0 + 1.0 / one_plus_cos_sigma) + 1e-6
+    """Upper bound of ``|andoyer_lambert_m - GeographicLib|`` (see the module docstring for its measurement).
+
+    ``one_plus_cos_sigma`` must be positive (:func:`andoyer_lambert_m` floors it).
+    """
+    return 2e-6 * np.abs(estimate_m) * (1.0 + 1.0 / one_plus_cos_sigma) + 1e-6
 
 
 def geodesic_inverse_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray) -> FloatArray:

@@ -821,17 +821,18 @@ class StoreIndex:
     ) -> Neighbors | None:
         """:meth:`_nearest_scalar` when a candidate is farther than :data:`CHORD_SERIES_MAX_M` by chord.
 
-        The far candidates are measured with GeographicLib; when the chord
-        reach of the k-th distance rules out the stores the tree did not
-        return, that is the answer, otherwise the single-row ball search of the
-        batch path gives it.  ``None`` on a near-tie or a borderline
-        ``max_distance_m`` (the batch path settles those).
+        The far candidates get Andoyer-Lambert bounds first.  When the chord
+        reach of the k-th upper bound rules out the stores the tree did not
+        return, the candidates that can be among the k nearest are measured
+        with GeographicLib and sorted; otherwise the single-row ball search of
+        the batch path gives the answer.  ``None`` on a near-tie or a
+        borderline ``max_distance_m`` (the batch path settles those).
         """
         x, y, z = xyz
         m = found.shape[0]
         c_arr = np.asarray(chords[:m])
         dist = np.empty(m)
-        errs = np.zeros(m)
+        errs = np.empty(m)
         short = c_arr <= CHORD_SERIES_MAX_M
         for j in np.flatnonzero(short).tolist():
             i = int(found[j])
@@ -839,36 +840,46 @@ class StoreIndex:
             errs[j] = 2e-8 + 1e-31 * chords[j] ** 5
         far = ~short
         fi = found[far]
-        dist[far] = geodesic_inverse_m(
-            np.full(fi.shape[0], lat), np.full(fi.shape[0], lon), self._lat[fi], self._lon[fi]
+        u = _parametric_unit(np.array([lat]), np.array([lon]))
+        dist[far], errs[far] = andoyer_lambert_m(np.repeat(u, fi.shape[0], axis=0), self._u[fi])
+        upper = dist + errs
+        thr = float(np.partition(upper, k - 1)[k - 1]) if m >= k else math.inf
+        if max_d is not None:
+            thr = min(thr, max_d)
+        kk = k + 1
+        c_next = chords[-1] if len(chords) == kk and chords[-1] != math.inf else math.inf
+        reach = chord_reach_scalar_m(thr, math.sqrt(x * x + y * y + z * z))
+        if c_next != math.inf and c_next <= reach:  # a store the tree did not return may be nearer
+            if thr == math.inf:
+                return None
+            q = _Queries.of(np.array([lat]), np.array([lon]))
+            d2, s2 = self._ball_knn(
+                np.zeros(1, dtype=np.int64), np.array([reach]), np.array([thr]), k, max_d, [seg], None, q
+            )
+            return Neighbors(d2[0], s2[0], self._ids, self._lat, self._lon, self._stores_at_query())
+        keep = dist - errs <= thr  # the others have k candidates certainly nearer
+        measure = keep & far
+        fm = found[measure]
+        dist[measure] = geodesic_inverse_m(
+            np.full(fm.shape[0], lat), np.full(fm.shape[0], lon), self._lat[fm], self._lon[fm]
         )
+        errs[measure] = 0.0
+        dist, errs, found = dist[keep], errs[keep], found[keep]
+        order = np.lexsort((found, dist))
+        dist, errs, found = dist[order], errs[order], found[order]
         if (np.diff(dist) <= errs[1:] + errs[:-1]).any():
-            return None  # not in order, or a near-tie: the batch path sorts and settles it
+            return None  # a near-tie: the batch path settles it
         if max_d is not None:
             if (np.abs(dist - max_d) <= errs).any():
                 return None
-            keep = dist <= max_d
-            dist, errs, found = dist[keep], errs[keep], found[keep]
-        kk = k + 1
-        c_next = chords[-1] if len(chords) == kk and chords[-1] != math.inf else math.inf
-        thr = float(dist[k - 1] + errs[k - 1]) if dist.shape[0] >= k else math.inf
-        if max_d is not None:
-            thr = min(thr, max_d)
-        reach = chord_reach_scalar_m(thr, math.sqrt(x * x + y * y + z * z))
-        if c_next == math.inf or c_next > reach:
-            mk = min(k, dist.shape[0])
-            out_d = np.full(k, np.inf)
-            out_p = np.full(k, -1, dtype=np.int64)
-            out_d[:mk] = dist[:mk]
-            out_p[:mk] = found[:mk]
-            return Neighbors(out_d, out_p, self._ids, self._lat, self._lon, self._stores_at_query())
-        if thr == math.inf:
-            return None
-        q = _Queries.of(np.array([lat]), np.array([lon]))
-        d2, s2 = self._ball_knn(
-            np.zeros(1, dtype=np.int64), np.array([reach]), np.array([thr]), k, max_d, [seg], None, q
-        )
-        return Neighbors(d2[0], s2[0], self._ids, self._lat, self._lon, self._stores_at_query())
+            within = dist <= max_d
+            dist, found = dist[within], found[within]
+        mk = min(k, dist.shape[0])
+        out_d = np.full(k, np.inf)
+        out_p = np.full(k, -1, dtype=np.int64)
+        out_d[:mk] = dist[:mk]
+        out_p[:mk] = found[:mk]
+        return Neighbors(out_d, out_p, self._ids, self._lat, self._lon, self._stores_at_query())
 
     def _candidates(
         self, q_xyz: FloatArray, kk: int, ub: float, segs: list[_Segment], skip: np.ndarray | None, workers: int
