@@ -40,10 +40,10 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import shapely
@@ -183,6 +183,19 @@ class _Queries:
 _BlockDistances = tuple[FloatArray, FloatArray, tuple[IntArray, IntArray, FloatArray] | None]
 
 
+def _as_store_set(stores: Any) -> StoreSet:
+    """A DataFrame or GeoDataFrame given to StoreIndex(...) as a StoreSet; anything else is refused."""
+    columns = getattr(stores, "columns", None)
+    if columns is not None and hasattr(stores, "iloc"):
+        if hasattr(stores, "crs") and not {"lat", "lon"} <= set(columns):
+            return StoreSet.from_geodataframe(stores)
+        return StoreSet.from_dataframe(stores)
+    raise InvalidParameterError(
+        f"StoreIndex takes a StoreSet, a pandas DataFrame or a geopandas GeoDataFrame; got {type(stores).__name__} "
+        "(for a list of dicts use StoreIndex.from_records)"
+    )
+
+
 def _rough_kth(
     dist: FloatArray, err: FloatArray, rough: tuple[IntArray, IntArray, FloatArray], k: int, max_d: float | None
 ) -> tuple[IntArray, IntArray, FloatArray]:
@@ -234,8 +247,10 @@ class StoreIndex:
 
     Parameters
     ----------
-    stores : StoreSet
-        The stores to index.
+    stores : StoreSet, pandas.DataFrame or geopandas.GeoDataFrame
+        The stores to index; a DataFrame is read by :meth:`StoreSet.from_dataframe`
+        (columns ``store_id``, ``lat``, ``lon``), a GeoDataFrame of Points by
+        :meth:`StoreSet.from_geodataframe`.
     workers : int, default -1
         Threads for batch queries (``-1``: all cores).  Scalar queries use one.
     compact_fraction : float, default 0.05
@@ -259,11 +274,9 @@ class StoreIndex:
     ['plaza']
     """
 
-    def __init__(self, stores: StoreSet, *, workers: int = -1, compact_fraction: float = 0.05) -> None:
+    def __init__(self, stores: StoreSet | Any, *, workers: int = -1, compact_fraction: float = 0.05) -> None:
         if not isinstance(stores, StoreSet):
-            raise InvalidParameterError(
-                f"StoreIndex takes a StoreSet; got {type(stores).__name__} (use StoreIndex.from_records)"
-            )
+            stores = _as_store_set(stores)
         if not isinstance(workers, int) or workers == 0 or workers < -1:
             raise InvalidParameterError(f"workers must be -1 or a positive int; got {workers!r}")
         if not 0.0 < float(compact_fraction) <= 1.0:
@@ -1424,6 +1437,148 @@ class StoreIndex:
         has_area = np.fromiter((g is not None for g in self._areas.tolist()), dtype=bool, count=self._areas.shape[0])
         has = np.flatnonzero(self._alive & has_area)
         return shapely.STRtree(self._areas[has]), has.astype(np.int64)
+
+    # ------------------------------------------------------------ joins
+    def join_nearest(
+        self,
+        df: Any,
+        k: int = 1,
+        *,
+        lat: str = "lat",
+        lon: str = "lon",
+        max_distance_m: float | None = None,
+        where: Where = None,
+        columns: Sequence[str] | None = None,
+        distance_col: str = "distance_m",
+        layout: Literal["long", "wide"] = "long",
+    ) -> Any:
+        """The input frame with its k nearest stores joined on, as ``geopandas.sjoin_nearest`` does.
+
+        Every input row comes out with its index and columns; ``store_id``, the
+        distance and the store ``columns`` asked for are added.  With k > 1 the
+        long layout has one row per (input row, rank) and a ``rank`` column (0
+        nearest); ``layout="wide"`` keeps one row per input row with columns
+        ``store_id_1, distance_m_1, <column>_1, ...``.  A row with no store
+        (none within ``max_distance_m``, none passing ``where``) keeps one row
+        with None and NaN.  A store column whose name the frame already has
+        gets the suffix ``_store``.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame or geopandas.GeoDataFrame
+            The points: columns ``lat`` and ``lon`` (degrees), or else a
+            GeoDataFrame's Point geometry (reprojected to EPSG:4326 if needed).
+        k : int, default 1
+            Stores per row.
+        lat, lon : str
+            Column names of the points.
+        max_distance_m : float, optional
+            Ignore stores farther than this.
+        where : mapping, boolean mask or callable, optional
+            Store filter, as in :meth:`nearest`.
+        columns : sequence of str, optional
+            Store columns to add (their values at query time).
+        distance_col : str, default "distance_m"
+            Name of the distance column (metres, WGS84 geodesic; NaN where no store).
+        layout : {"long", "wide"}
+            One row per (row, rank), or one row per input row.
+
+        Returns
+        -------
+        pandas.DataFrame (a GeoDataFrame stays one)
+
+        Raises
+        ------
+        InvalidParameterError
+            Not a DataFrame, no point columns or geometry, an unknown store column, a bad layout.
+        InvalidCoordinateError, InvalidRecordError
+            A bad coordinate (named by its index label) or a geometry that is not a Point.
+
+        Examples
+        --------
+        >>> import pandas as pd, o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> users = pd.DataFrame({"lat": [31.2304, 31.2243], "lon": [121.4737, 121.4768]}, index=["ada", "bo"])
+        >>> out = index.join_nearest(users, columns=["category"])
+        >>> out.index.tolist(), out[["store_id", "category"]].values.tolist()
+        (['ada', 'bo'], [['lucky-09', 'coffee'], ['teagarden-01', 'tea']])
+        >>> index.join_nearest(users, k=2, max_distance_m=700)[["rank", "store_id"]].values.tolist()
+        [[0, 'lucky-09'], [0, 'teagarden-01'], [1, 'lucky-07']]
+        """
+        from ._joins import join_nearest
+
+        return join_nearest(
+            self,
+            df,
+            k,
+            lat=lat,
+            lon=lon,
+            max_distance_m=max_distance_m,
+            where=where,
+            columns=columns,
+            distance_col=distance_col,
+            layout=layout,
+        )
+
+    def join_within(
+        self,
+        df: Any,
+        radius_m: float,
+        *,
+        lat: str = "lat",
+        lon: str = "lon",
+        where: Where = None,
+        columns: Sequence[str] | None = None,
+        distance_col: str = "distance_m",
+    ) -> Any:
+        """The input frame with every store within ``radius_m`` joined on, one row per (row, store).
+
+        Rows keep their index and columns and their order, each row's stores
+        nearest first; a row with no store keeps one row with None/NaN.  The
+        parameters are those of :meth:`join_nearest`.
+
+        Examples
+        --------
+        >>> import pandas as pd, o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> users = pd.DataFrame({"lat": [31.2304, 31.30], "lon": [121.4737, 121.60]}, index=["ada", "bo"])
+        >>> out = index.join_within(users, radius_m=900)
+        >>> out.index.tolist(), out["store_id"].isna().tolist()
+        (['ada', 'ada', 'bo'], [False, False, True])
+        >>> out["store_id"].iloc[:2].tolist()
+        ['lucky-09', 'teagarden-07']
+        """
+        from ._joins import join_within
+
+        return join_within(
+            self, df, radius_m, lat=lat, lon=lon, where=where, columns=columns, distance_col=distance_col
+        )
+
+    def join_serving(
+        self,
+        df: Any,
+        *,
+        lat: str = "lat",
+        lon: str = "lon",
+        columns: Sequence[str] | None = None,
+        distance_col: str = "distance_m",
+    ) -> Any:
+        """The input frame with the stores whose service area contains each point, one row per (row, store).
+
+        As :meth:`join_within`, for :meth:`serving`.
+
+        Examples
+        --------
+        >>> import pandas as pd, o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> users = pd.DataFrame({"lat": [31.2304], "lon": [121.4737]}, index=["ada"])
+        >>> out = index.join_serving(users, columns=["merchant_id"])
+        >>> bool(len(out) > 1 and (out.index == "ada").all() and out["distance_m"].is_monotonic_increasing)
+        True
+        """
+        from ._joins import join_serving
+
+        return join_serving(self, df, lat=lat, lon=lon, columns=columns, distance_col=distance_col)
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -485,22 +485,8 @@ class StoreSet:
             raise InvalidRecordError(
                 f"the GeoDataFrame has no active geometry column; columns are {names} (call set_geometry first)"
             ) from None
-        if not _is_wgs84(points.crs):
-            points = points.to_crs("EPSG:4326")
-        geoms = np.asarray(points.array, dtype=object)
-        kind = shapely.get_type_id(geoms)  # 0 is Point, -1 is missing
-        bad = (kind != 0) | shapely.is_empty(geoms)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            if kind[i] == -1:
-                what = "missing"
-            else:
-                what = f"{'an empty' if kind[i] == 0 else 'a'} {geoms[i].geom_type}"
-            sid = gdf[store_id].iloc[i : i + 1].tolist()[0]  # a plain Python value, for the message
-            raise InvalidRecordError(
-                f"geometry of store {sid!r} (row {i}) is {what}; every store must be a Point "
-                "(for shapes, take gdf.representative_point() first)"
-            )
+        ids = gdf[store_id]
+        lat, lon = points_to_latlon(points, lambda i: f"store {ids.iloc[i : i + 1].tolist()[0]!r} (row {i})", "store")
         cols: dict[str, Any] = {}
         for name in names:
             if name == points.name or name in ("lat", "lon"):
@@ -509,7 +495,7 @@ class StoreSet:
             if name == "service_area" and isinstance(col, gpd.GeoSeries) and not _is_wgs84(col.crs):
                 col = col.to_crs("EPSG:4326")
             cols[name] = col
-        cols["lat"], cols["lon"] = shapely.get_y(geoms), shapely.get_x(geoms)
+        cols["lat"], cols["lon"] = lat, lon
         return cls.from_dataframe(cols, store_id=store_id, repair_service_areas=repair_service_areas)
 
     # ----------------------------------------------------------------- export
@@ -860,6 +846,27 @@ def _degrees_column(values: Any, name: str) -> FloatArray:
             raise InvalidCoordinateError(f"column {name!r} row {i}: {v!r} is not a number of degrees")
         out[i] = float(v)
     return out
+
+
+def points_to_latlon(points: Any, label: Callable[[int], str], noun: str) -> tuple[FloatArray, FloatArray]:
+    """Latitudes and longitudes of a GeoSeries of Points, reprojected to EPSG:4326 from any other CRS.
+
+    A missing, empty or non-Point geometry raises :class:`InvalidRecordError`
+    naming ``label(row)``; ``noun`` says what each row is (``"store"``, ``"row"``).
+    """
+    if not _is_wgs84(points.crs):
+        points = points.to_crs("EPSG:4326")
+    geoms = np.asarray(points.array, dtype=object)
+    kind = shapely.get_type_id(geoms)  # 0 is Point, -1 is missing
+    bad = (kind != 0) | shapely.is_empty(geoms)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = "missing" if kind[i] == -1 else f"{'an empty' if kind[i] == 0 else 'a'} {geoms[i].geom_type}"
+        raise InvalidRecordError(
+            f"geometry of {label(i)} is {what}; every {noun} must be a Point "
+            "(for shapes, take gdf.representative_point() first)"
+        )
+    return np.asarray(shapely.get_y(geoms), dtype=np.float64), np.asarray(shapely.get_x(geoms), dtype=np.float64)
 
 
 def _is_wgs84(crs: Any) -> bool:
