@@ -607,3 +607,44 @@ def test_position_of():
         n.position_of("10")  # a str is not the int id
     with pytest.raises(UnknownStoreError, match=r"store_id 11 \(item 0\)"):
         n.position_of(11)
+
+
+def test_to_csv_round_trips_service_areas_as_wkt_and_names_the_file_line_of_a_bad_one(tmp_path):
+    import shapely
+
+    ring = [(179.5, 1.0), (-179.5, 1.0), (-179.5, 2.0), (179.5, 2.0), (179.5, 1.0)]  # across the antimeridian
+    recs = [
+        {
+            "store_id": "poly",
+            "lat": 0.5,
+            "lon": 0.5,
+            "service_area": box(0, 0, 1, 1),
+            "seats": 12.0,
+            "note": 'says "hi"\nthen goes',
+        },
+        {"store_id": "am", "lat": 1.5, "lon": 179.9, "service_area": {"type": "Polygon", "coordinates": [ring]}},
+        {"store_id": "ring", "lat": 10.0, "lon": 10.0, "service_area": 2500.0, "seats": float("nan")},
+        {"store_id": "none", "lat": 20.0, "lon": 20.0, "note": "a, b"},
+    ]
+    s = og.StoreSet.from_records(recs)
+    path = tmp_path / "stores.csv"
+    s.to_csv(path)
+    back = og.StoreSet.from_csv(path)
+    assert back.store_id.tolist() == s.store_id.tolist() and back.columns == s.columns
+    for a, b in zip(s.service_area_geometry, back.service_area_geometry, strict=True):
+        assert (a is None and b is None) or shapely.equals_exact(a, b, tolerance=0.0)
+    np.testing.assert_array_equal(back.service_radius_m, s.service_radius_m)
+    np.testing.assert_array_equal(back["seats"], [12.0, np.nan, np.nan, np.nan])  # empty cells of numbers: NaN
+    assert back["note"].tolist() == ['says "hi"\nthen goes', "", "", "a, b"]  # empty cells of text: empty text
+    # the same WKT read through pandas (what the command line does) gives the same areas
+    pd = pytest.importorskip("pandas")
+    via = og.StoreSet.from_dataframe(pd.read_csv(path, keep_default_na=False, na_values={"seats": ["nan"]}))
+    assert via.service_area_geometry[1].equals(s.service_area_geometry[1])
+    np.testing.assert_array_equal(via.service_radius_m, s.service_radius_m)
+    # a bad cell is named by its file line (a quoted cell spanning two lines comes first)
+    text = path.read_text(encoding="utf-8").replace("2500.0", '"POLYGON ((0 0, 1 0))"')
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(
+        InvalidGeometryError, match=r"service_area of '.*stores\.csv' line 5 is 'POLYGON \(\(0 0, 1 0\)\)'"
+    ):
+        og.StoreSet.from_csv(path)

@@ -13,7 +13,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, shape
 from ._types import FloatArray
 from .errors import InvalidGeometryError
 
-__all__ = ["normalize_service_areas", "split_antimeridian"]
+__all__ = ["area_from_text", "normalize_service_areas", "split_antimeridian"]
 
 _WORLD = box(-180.0, -90.0, 180.0, 90.0)
 
@@ -32,6 +32,26 @@ def _as_geometry(value: Any, sid: Any) -> Any:
             "MultiPolygon, GeoJSON geometry, a radius in metres, or None"
         )
     return value
+
+
+def area_from_text(text: str, where: str) -> Any:
+    """A service area written as text: a radius in metres, WKT, GeoJSON, or empty for none.
+
+    ``where`` names the cell in the error message (``"store 'a'"``, ``"'f.csv' line 3"``).
+    """
+    t = text.strip()
+    if not t:
+        return None
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        return shapely.from_geojson(t) if t.startswith("{") else shapely.from_wkt(t)
+    except Exception as exc:  # shapely raises GEOSException (and others) for unreadable text
+        raise InvalidGeometryError(
+            f"service_area of {where} is {t[:60]!r}, which is neither a radius in metres, WKT nor GeoJSON ({exc})"
+        ) from None
 
 
 def split_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
@@ -114,9 +134,11 @@ def normalize_service_areas(areas: np.ndarray, ids: np.ndarray, *, repair: bool)
         radius[:] = areas
         return geoms, radius
     for i, value in enumerate(areas.tolist()):
+        sid = ids[i]
+        if isinstance(value, str):
+            value = area_from_text(value, f"store {sid!r}")
         if value is None:
             continue
-        sid = ids[i]
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             r = float(value)
             if not r >= 0.0 or not np.isfinite(r):

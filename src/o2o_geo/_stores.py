@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 from shapely.geometry import mapping as geometry_to_mapping
 
-from ._areas import normalize_service_areas
+from ._areas import area_from_text, normalize_service_areas
 from ._types import FloatArray, StoreId
 from ._validate import as_latlon, import_optional
 from .errors import (
@@ -304,10 +304,13 @@ class StoreSet:
     ) -> StoreSet:
         r"""Build from a CSV file with a header row.
 
-        Columns whose every value parses as a number become float columns;
+        Columns whose every non-empty value parses as a number become float
+        columns (empty cells NaN);
         ``store_id`` becomes int when every id is an integer literal, else str.
-        A ``service_area`` column may hold a radius in metres or a GeoJSON
-        geometry as JSON text; empty cells are ``None``.
+        A ``service_area`` column may hold a radius in metres, a polygon as WKT
+        or GeoJSON text (what :meth:`to_csv` writes); empty cells are ``None``.
+        An unreadable service area raises :class:`InvalidGeometryError` naming
+        the file line.
 
         Parameters
         ----------
@@ -335,7 +338,10 @@ class StoreSet:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None:
                 raise InvalidRecordError(f"{os.fspath(path)!r} is empty: no header row")
-            rows = list(reader)
+            rows, lines = [], []
+            for row in reader:
+                rows.append(row)
+                lines.append(reader.line_num)  # the file line a record ends on (quoted cells may span lines)
             fields = list(reader.fieldnames)
         for req in (store_id, lat, lon):
             if req not in fields:
@@ -344,7 +350,8 @@ class StoreSet:
         for name in fields:
             raw = [r[name] for r in rows]
             if name == "service_area":
-                cols[name] = [_parse_area_cell(v) for v in raw]
+                where = f"{os.fspath(path)!r} line {{}}"
+                cols[name] = [area_from_text(v, where.format(line)) for v, line in zip(raw, lines, strict=True)]
             elif name == store_id:
                 cols[name] = [int(v) for v in raw] if raw and all(_is_int_literal(v) for v in raw) else raw
             else:
@@ -516,6 +523,56 @@ class StoreSet:
             out[has_radius] = self._radius_m[has_radius]
             cols["service_area"] = out
         return cols
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write the stores to a CSV file that :meth:`from_csv` (and ``o2o-geo --stores``) reads back.
+
+        One header row, then one row per store: ``store_id``, ``lat``, ``lon``
+        and the other columns.  Numbers are written in full precision (NaN as
+        ``nan``), text as it is, ``None`` as an empty cell; a polygon service
+        area as WKT in (lon, lat) degrees, a radius as its number of metres.
+        Numbers, text and service areas round-trip; other values are written
+        as their ``str`` and come back as text.  The file is written in place.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The CSV file to write (UTF-8).
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> from shapely.geometry import box
+        >>> s = og.StoreSet.from_records([
+        ...     {"store_id": "a", "lat": 0.5, "lon": 0.5, "service_area": box(0, 0, 1, 1), "seats": 12},
+        ...     {"store_id": "b", "lat": 10.0, "lon": 10.0, "service_area": 2500.0, "seats": 30}])
+        >>> p = os.path.join(tempfile.mkdtemp(), "stores.csv")
+        >>> s.to_csv(p)
+        >>> back = og.StoreSet.from_csv(p)
+        >>> back.service_area_geometry[0].equals(box(0, 0, 1, 1)), back.service_radius_m[1], back["seats"].tolist()
+        (True, np.float64(2500.0), [12.0, 30.0])
+        """
+        names = self.columns
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(names)
+            columns = [self._csv_cells(name) for name in names]
+            writer.writerows(zip(*columns, strict=True))
+
+    def _csv_cells(self, name: str) -> list[str]:
+        """Column ``name`` as CSV text cells (see :meth:`to_csv`)."""
+        if name == "service_area":
+            cells = []
+            for geom, radius in zip(self._areas.tolist(), self._radius_m.tolist(), strict=True):
+                if geom is not None:
+                    cells.append(shapely.to_wkt(geom, rounding_precision=-1))
+                else:
+                    cells.append(repr(radius) if radius >= 0.0 else "")  # NaN: no service area
+            return cells
+        values = self._cols[name]
+        if values.dtype.kind == "f":
+            return [repr(v) for v in values.tolist()]  # repr(nan) is 'nan', which float() reads back
+        return ["" if v is None else (repr(v) if isinstance(v, float) else str(v)) for v in values.tolist()]
 
     def to_dataframe(self) -> Any:
         """The stores as a pandas DataFrame, one row per store.
@@ -793,8 +850,11 @@ def _is_int_literal(text: str) -> bool:
 
 
 def _parse_cells(raw: list[str], name: str, required_float: bool) -> Any:
+    """A CSV column: numbers when every non-empty cell is one (empty cells NaN), else text."""
     try:
-        return np.asarray([float(v) for v in raw], dtype=np.float64)
+        if required_float or not any(v.strip() for v in raw):
+            return np.asarray([float(v) for v in raw], dtype=np.float64)
+        return np.asarray([float(v) if v.strip() else np.nan for v in raw], dtype=np.float64)
     except ValueError:
         if required_float:
             bad = next(i for i, v in enumerate(raw) if not _is_float(v))
@@ -808,21 +868,6 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _parse_area_cell(text: str) -> Any:
-    t = text.strip()
-    if not t:
-        return None
-    if t.startswith("{"):
-        try:
-            return json.loads(t)
-        except json.JSONDecodeError as exc:
-            raise InvalidRecordError(f"service_area cell is not valid GeoJSON: {exc}") from exc
-    try:
-        return float(t)
-    except ValueError:
-        raise InvalidRecordError(f"service_area cell {t!r} is neither a radius in metres nor GeoJSON") from None
 
 
 def _degrees_column(values: Any, name: str) -> FloatArray:
