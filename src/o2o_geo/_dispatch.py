@@ -441,6 +441,12 @@ class Dispatcher:
                 + [self._history_event(e, e["kind"]) for e in self.state.events()]
             )
 
+    def __repr__(self) -> str:
+        return (
+            f"Dispatcher({len(self.index):,} stores, {len(self.offers):,} offers, "
+            f"{type(self.state).__name__}, {self.policy!r})"
+        )
+
     def close(self) -> None:
         """Close the state backend's connections (the stored data stays).
 

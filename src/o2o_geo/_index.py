@@ -326,7 +326,11 @@ class StoreIndex:
         return int(self._alive.shape[0] - self._n_dead)
 
     def __repr__(self) -> str:
-        return f"StoreIndex({len(self)} stores)"
+        extra = [c for c in self._chunks[0].columns if c not in ("store_id", "lat", "lon")]
+        n_areas = int(np.count_nonzero(self._alive & (~np.isnan(self._radius) | (self._areas != None))))  # noqa: E711
+        churn = self._alive.shape[0] - self._main_end
+        live = f", {churn} added and {self._n_dead} removed since the last compaction" if churn or self._n_dead else ""
+        return f"StoreIndex({len(self):,} stores, columns {extra}, {n_areas:,} with a service area{live})"
 
     def __contains__(self, store_id: object) -> bool:
         return store_id in self._id_to_slot

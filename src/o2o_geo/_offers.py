@@ -152,6 +152,11 @@ class OfferSet:
     [True, False]
     """
 
+    def __repr__(self) -> str:
+        merchants = len(set(self.merchant_id.tolist()))
+        categories = len({c for c in self.category.tolist() if c is not None})
+        return f"OfferSet({len(self):,} offers of {merchants:,} merchants, {categories:,} categories)"
+
     def __init__(self, offers: Sequence[Offer]) -> None:
         lookup: dict[Any, int] = {}
         for i, o in enumerate(offers):

@@ -11,7 +11,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -54,7 +54,7 @@ class Budget:
             raise InvalidParameterError(f"Budget.max_cost must be a number >= 0; got {self.max_cost!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PushPolicy:
     """Triggers, caps, budgets, quiet and opening hours, holdout and attribution of a :class:`Dispatcher`.
 
@@ -161,6 +161,16 @@ class PushPolicy:
     holdout_salt: str = "o2o"
     holdout_per_offer: bool = False
     attribution_window_s: float = 7 * 86_400.0
+
+    def __repr__(self) -> str:
+        """The settings that differ from the defaults (``PushPolicy()`` for none)."""
+        default = _default_policy()
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        ]
+        return f"PushPolicy({', '.join(changed)})"
 
     def __post_init__(self) -> None:
         bad = [t for t in self.triggers if t not in TRIGGERS]
@@ -365,3 +375,13 @@ def tz_at(lat: float, lon: float) -> str:
         _TF = TimezoneFinder(in_memory=True)
     name = _TF.timezone_at(lng=lon, lat=lat)
     return name or "UTC"
+
+
+def _default_policy() -> PushPolicy:
+    global _DEFAULT_POLICY
+    if _DEFAULT_POLICY is None:
+        _DEFAULT_POLICY = PushPolicy()
+    return _DEFAULT_POLICY
+
+
+_DEFAULT_POLICY: PushPolicy | None = None

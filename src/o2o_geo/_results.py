@@ -51,6 +51,16 @@ def _column_names(columns: Sequence[str]) -> list[str]:
         raise InvalidParameterError(f"columns must be a sequence of column names; got {columns!r}") from None
 
 
+def _found_text(ids: np.ndarray, position: IntArray, distance_m: FloatArray, most: int) -> str:
+    """``'a' 12.3 m, 'b' 45.6 m, None`` for the first ``most`` entries of a 1-D result."""
+    items = [
+        "None" if p < 0 else f"{ids[p]!r} {d:,.1f} m"
+        for p, d in zip(position[:most].tolist(), distance_m[:most].tolist(), strict=True)
+    ]
+    more = position.shape[0] - most
+    return ", ".join(items) + (f", ... ({more} more)" if more > 0 else "")
+
+
 def _with_points(gpd: Any, df: Any, lat: FloatArray, lon: FloatArray) -> Any:
     """``df`` (which has a ``position`` column) as a GeoDataFrame of the stores' Points, EPSG:4326."""
     pos = df["position"].to_numpy(dtype=np.int64)
@@ -98,6 +108,14 @@ class Neighbors:
     def store_id(self) -> np.ndarray:
         """Store ids, object array shaped like ``position``; ``None`` where no store."""
         return _gather_ids(self._ids, self.position)
+
+    def __repr__(self) -> str:
+        if self.position.ndim == 1:
+            return f"Neighbors(k={self.position.shape[0]}: {_found_text(self._ids, self.position, self.distance_m, 8)})"
+        n, k = self.position.shape
+        rows = [f"[{i}] {_found_text(self._ids, self.position[i], self.distance_m[i], 3)}" for i in range(min(n, 3))]
+        more = f"; ... ({n - 3:,} more)" if n > 3 else ""
+        return f"Neighbors(n={n}, k={k}: " + "; ".join(rows) + more + ")"
 
     def store(self, column: str) -> np.ndarray:
         """A store attribute for every neighbour, shaped like ``position``; NaN or None where there is none.
@@ -259,6 +277,16 @@ class Matches:
     def store_id(self) -> np.ndarray:
         """Store id of each match, object array of shape (m,)."""
         return _gather_ids(self._ids, self.position)
+
+    def __repr__(self) -> str:
+        n, counts = len(self), self.counts
+        if n == 0:
+            return "Matches(0 queries)"
+        head = (
+            f"Matches({n} queries, {int(self.offsets[-1]):,} matches, {int(counts.min())} to {int(counts.max())} each"
+        )
+        first = self[0]
+        return head + f"; [0]: {_found_text(first._ids, first.position, first.distance_m, 3) or 'none'})"
 
     def store(self, column: str) -> np.ndarray:
         """A store attribute for every match, shape (m,) (as :meth:`Neighbors.store`).
