@@ -38,3 +38,31 @@ def test_engine_reprs_show_sizes_and_settings():
     assert repr(policy) == "PushPolicy(triggers=('enter',), fence_radius_m=50.0)"
     engine = og.Dispatcher(index, offers, policy=policy)
     assert repr(engine) == f"Dispatcher(48 stores, 3 offers, MemoryState, {policy!r})"
+
+
+def test_result_types_do_not_depend_on_what_is_installed(monkeypatch):
+    import sys
+
+    import numpy as np
+    import pytest
+
+    index = og.StoreIndex(og.sample_stores())
+    offers = og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)])
+    engine = og.Dispatcher(index, offers)
+    engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+    scorer = og.OfferScorer(index, offers)
+    args = (["u1", "u2"], [31.2304, 31.2243], [121.4737, 121.4768])
+    frame = scorer.rank_many(*args, now=1767225600, k=1)
+    arrays = scorer.rank_many(*args, now=1767225600, k=1, as_frame=False)
+    assert type(frame).__name__ == "DataFrame" and isinstance(arrays, dict)
+    assert frame["offer_id"].tolist() == arrays["offer_id"].tolist() and np.array_equal(frame["score"], arrays["score"])
+    rows = engine.report(by="all", as_frame=False)
+    assert isinstance(rows, list) and engine.report(by="all")["pushed"].tolist() == [rows[0]["pushed"]]
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    with pytest.raises(ImportError, match=r"Dispatcher.report\(as_frame=True\) needs pandas .*o2o_geo\[geo\]"):
+        engine.report(by="all")
+    with pytest.raises(ImportError, match=r"OfferScorer.rank_many\(as_frame=True\) needs pandas"):
+        scorer.rank_many(*args, now=1767225600, k=1)
+    again = engine.report(by="all", as_frame=False)  # the explicit records still work
+    assert again[0].keys() == rows[0].keys() and again[0]["pushed"] == rows[0]["pushed"] == 1
+    assert isinstance(scorer.rank_many(*args, now=1767225600, k=1, as_frame=False), dict)

@@ -55,7 +55,7 @@ from ._policy import PushPolicy, open_for, parse_hours, tz_at, zone
 from ._scoring import FEATURES, OfferScorer
 from ._state import DispatchState, MemoryState, Transaction, _key
 from ._types import FloatArray, IntArray
-from ._validate import as_latlon
+from ._validate import as_latlon, import_optional
 from .errors import (
     InvalidGeometryError,
     InvalidParameterError,
@@ -1032,7 +1032,8 @@ class Dispatcher:
             Window of the push times.
         by : {"offer", "merchant", "store", "all"}
         as_frame : bool, default True
-            A pandas DataFrame (when pandas is installed), else a list of dicts.
+            A pandas DataFrame, or (False) a list of dicts; the type never
+            depends on what is installed.
 
         Returns
         -------
@@ -1047,6 +1048,11 @@ class Dispatcher:
             with an attributed redeem or visit), ``uplift`` and its 95 %
             interval ``uplift_low``, ``uplift_high`` (normal approximation,
             users as the unit of randomisation).
+
+        Raises
+        ------
+        ImportError
+            ``as_frame=True`` and pandas is not installed (``pip install "o2o_geo[geo]"``).
 
         Examples
         --------
@@ -1121,10 +1127,7 @@ class Dispatcher:
             )
         rows.sort(key=lambda r: (-int(r["pushed"]), str(r[by if by != "all" else "group"])))
         if as_frame:
-            try:
-                import pandas as pd
-            except ImportError:  # pragma: no cover - pandas is optional
-                return rows
+            pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
             return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
         return rows
 

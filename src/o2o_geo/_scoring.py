@@ -40,7 +40,7 @@ from ._history import Event, UserHistory, to_epoch_s
 from ._index import StoreIndex
 from ._offers import OfferSet
 from ._types import FloatArray, IntArray
-from ._validate import as_latlon, check_k
+from ._validate import as_latlon, check_k, import_optional
 from .errors import InvalidParameterError, InvalidRecordError, UnknownOfferError
 
 __all__ = ["FEATURES", "OfferScorer", "ScoredOffer"]
@@ -548,14 +548,23 @@ class OfferScorer:
             )
         return out
 
-    def rank_many(self, user_ids: Any, lats: Any, lons: Any, now: Any = None, k: int = 10) -> Any:
+    def rank_many(
+        self, user_ids: Any, lats: Any, lons: Any, now: Any = None, k: int = 10, as_frame: bool = True
+    ) -> Any:
         """Rank for many users at once (vectorised); one row per (user, offer), best first per user.
+
+        ``as_frame=False`` returns a dict of arrays; the type never depends on what is installed.
 
         Returns
         -------
         pandas.DataFrame or dict of arrays
             Columns ``query`` (row of the input), ``user_id``, ``rank``, ``offer_id``,
-            ``store_id``, ``score``, ``distance_m``; a dict when pandas is missing.
+            ``store_id``, ``score``, ``distance_m``.
+
+        Raises
+        ------
+        ImportError
+            ``as_frame=True`` and pandas is not installed (``pip install "o2o_geo[geo]"``).
 
         Examples
         --------
@@ -581,10 +590,9 @@ class OfferScorer:
             "score": res["score"],
             "distance_m": res["distance_m"],
         }
-        try:
-            import pandas as pd
-        except ImportError:  # pragma: no cover - pandas is optional
+        if not as_frame:
             return cols
+        pd = import_optional("pandas", needed_by="OfferScorer.rank_many(as_frame=True)", extra="geo")
         return pd.DataFrame(cols)
 
     def _rank_arrays(self, users: list[Any], lats: Any, lons: Any, now: Any, k: int) -> dict[str, Any]:
