@@ -46,6 +46,22 @@ def test_readme_python_blocks_run(tmp_path):
         assert res.returncode == 0, f"README block {i} failed:\n{res.stderr}"
 
 
+def test_readme_quick_start_runs_on_the_base_install(tmp_path):
+    """The quick start's blocks (before the pandas section) run with pandas and geopandas absent."""
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Quick start")
+    blocks = re.findall(r"```python\n(.*?)```", readme[start : readme.index("\n## ", start + 5)], re.S)
+    assert len(blocks) >= 2
+    hide = "import sys\nsys.modules['pandas'] = None\nsys.modules['geopandas'] = None\n"
+    for i, code in enumerate(blocks):
+        script = tmp_path / f"base{i}.py"
+        script.write_text(hide + code, encoding="utf-8")
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert res.returncode == 0, f"quick-start block {i} needs more than the base install:\n{res.stderr}"
+
+
 def test_tour_notebook_runs(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
