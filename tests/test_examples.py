@@ -47,7 +47,7 @@ def test_readme_python_blocks_run(tmp_path):
 
 
 def test_readme_quick_start_runs_on_the_base_install(tmp_path):
-    """The quick start's blocks (before the pandas section) run with pandas and geopandas absent."""
+    """The quick start's blocks run with pandas and geopandas absent, and run again the same."""
     import re
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
@@ -58,8 +58,14 @@ def test_readme_quick_start_runs_on_the_base_install(tmp_path):
     for i, code in enumerate(blocks):
         script = tmp_path / f"base{i}.py"
         script.write_text(hide + code, encoding="utf-8")
-        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert res.returncode == 0, f"quick-start block {i} needs more than the base install:\n{res.stderr}"
+        outputs = []
+        for _ in range(2):  # and a second run in the same folder prints the same (no state left behind)
+            res = subprocess.run(
+                [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+            )
+            assert res.returncode == 0, f"quick-start block {i} needs more than the base install:\n{res.stderr}"
+            outputs.append(res.stdout)
+        assert outputs[0] == outputs[1], f"quick-start block {i} prints something else when run again"
 
 
 def test_tour_notebook_runs(tmp_path):
