@@ -40,10 +40,10 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import shapely
@@ -64,6 +64,7 @@ from ._geodesy import (
     chord_to_geodesic_scalar_m,
     geodesic_inverse_m,
 )
+from ._joins import join_nearest, join_serving, join_within
 from ._results import Matches, Neighbors
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
@@ -169,10 +170,6 @@ class _Queries:
         self.r = np.sqrt(np.einsum("ij,ij->i", self.xyz, self.xyz))
         self._u: FloatArray | None = None
 
-    @classmethod
-    def of(cls, lat: FloatArray, lon: FloatArray) -> _Queries:
-        return cls(lat, lon)
-
     @property
     def u(self) -> FloatArray:
         if self._u is None:
@@ -194,6 +191,17 @@ def _as_store_set(stores: Any) -> StoreSet:
         f"StoreIndex takes a StoreSet, a pandas DataFrame or a geopandas GeoDataFrame; got {type(stores).__name__} "
         "(for a list of dicts use StoreIndex.from_records)"
     )
+
+
+def _keep_block_rows(pre: _BlockDistances, keep: np.ndarray) -> _BlockDistances:
+    """The block distances of the rows in the boolean mask ``keep`` (rough entries renumbered)."""
+    dist, err, rough = pre
+    if rough is not None:
+        rr, fc, e = rough
+        sel = keep[rr]
+        new_row = np.cumsum(keep) - 1
+        rough = (new_row[rr[sel]], fc[sel], e[sel]) if sel.any() else None
+    return dist[keep], err[keep], rough
 
 
 def _rough_kth(
@@ -754,13 +762,12 @@ class StoreIndex:
         k = check_k(k)
         max_d = check_distance_m(max_distance_m, "max_distance_m", allow_none=True)
         with self._lock:
-            if is_scalar and self._n_dead == 0:  # one tree and nothing to skip: slots are positions
-                one = ([self._main], None) if where is None and self._delta is None else self._segments_for(where)
-                if len(one[0]) == 1 and one[1] is None and one[0][0] is not None:
-                    fast = self._nearest_scalar(float(lat_a[0]), float(lon_a[0]), k, max_d, one[0][0])
-                    if fast is not None:
-                        return fast
             segs, skip = self._segments_for(where)
+            if is_scalar and self._n_dead == 0 and len(segs) == 1 and skip is None:
+                # one tree and nothing to skip (the index's or a filter's): slots are positions
+                fast = self._nearest_scalar(float(lat_a[0]), float(lon_a[0]), k, max_d, segs[0])
+                if fast is not None:
+                    return fast
             dist, slots = self._knn(lat_a, lon_a, k, max_d, segs, skip)
             pos = np.full(slots.shape, -1, dtype=np.int64)
             found = slots >= 0
@@ -854,7 +861,7 @@ class StoreIndex:
         for j in np.flatnonzero(short).tolist():
             i = int(found[j])
             dist[j] = chord_to_geodesic_scalar_m(chords[j], float(self._z[i]) - z, 0.5 * (gn + float(self._gn[i])))
-            errs[j] = 2e-8 + 1e-31 * chords[j] ** 5
+            errs[j] = chord_error_bound_m(chords[j])
         far = ~short
         fi = found[far]
         u = _parametric_unit(np.array([lat]), np.array([lon]))
@@ -869,7 +876,7 @@ class StoreIndex:
         if c_next != math.inf and c_next <= reach:  # a store the tree did not return may be nearer
             if thr == math.inf:
                 return None
-            q = _Queries.of(np.array([lat]), np.array([lon]))
+            q = _Queries(np.array([lat]), np.array([lon]))
             d2, s2 = self._ball_knn(
                 np.zeros(1, dtype=np.int64), np.array([reach]), np.array([thr]), k, max_d, [seg], None, q
             )
@@ -981,7 +988,7 @@ class StoreIndex:
         total = sum(s.n for s in segs)
         if n == 0 or total == 0:
             return out_d, out_s
-        q = _Queries.of(lat, lon)
+        q = _Queries(lat, lon)
         ub = math.inf if max_d is None else max_d + 1.0  # chords never exceed geodesics
         n_skip = 0 if skip is None else int(skip[np.concatenate([s.slots for s in segs])].sum())
         frac_ok = max(0.05, 1.0 - n_skip / total)
@@ -1008,7 +1015,7 @@ class StoreIndex:
                         keep = np.ones(rows.size, dtype=bool)
                         keep[fr] = False
                         rows, c, s, c_next = rows[keep], c[keep], s[keep], c_next[keep]
-                        pre = None
+                        pre = _keep_block_rows(pre, keep)
                 dist, slots, err = self._rank_rows(c, s, rows, k, q, max_d, pre)
                 kcol = min(k, dist.shape[1])
                 thr = dist[:, k - 1] + err if kcol == k else np.full(rows.size, np.inf)
@@ -1271,7 +1278,7 @@ class StoreIndex:
     ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
         """Unsorted (query, slot, distance, error bound) of every store within ``radius_m`` (checked inputs)."""
         segs, skip = self._segments_for(where)
-        q = _Queries.of(lat, lon)
+        q = _Queries(lat, lon)
         qs, sl = [], []
         for seg in segs:
             qi, i = self._ball(seg, q, radius_m)
@@ -1407,7 +1414,7 @@ class StoreIndex:
         """
         lat_a, lon_a, is_scalar = as_latlon(lat, lon)
         with self._lock:
-            queries = _Queries.of(lat_a, lon_a)
+            queries = _Queries(lat_a, lon_a)
             poly_tree, poly_slots = self._cached("poly_tree", self._build_poly_tree)
             if not poly_slots.size and not (self._alive & ~np.isnan(self._radius)).any() and len(self):
                 warn_user(
@@ -1442,147 +1449,10 @@ class StoreIndex:
         has = np.flatnonzero(self._alive & has_area)
         return shapely.STRtree(self._areas[has]), has.astype(np.int64)
 
-    # ------------------------------------------------------------ joins
-    def join_nearest(
-        self,
-        df: Any,
-        k: int = 1,
-        *,
-        lat: str = "lat",
-        lon: str = "lon",
-        max_distance_m: float | None = None,
-        where: Where = None,
-        columns: Sequence[str] | None = None,
-        distance_col: str = "distance_m",
-        layout: Literal["long", "wide"] = "long",
-    ) -> Any:
-        """The input frame with its k nearest stores joined on, as ``geopandas.sjoin_nearest`` does.
-
-        Every input row comes out with its index and columns; ``store_id``, the
-        distance and the store ``columns`` asked for are added.  With k > 1 the
-        long layout has one row per (input row, rank) and a ``rank`` column (0
-        nearest); ``layout="wide"`` keeps one row per input row with columns
-        ``store_id_1, distance_m_1, <column>_1, ...``.  A row with no store
-        (none within ``max_distance_m``, none passing ``where``) keeps one row
-        with None and NaN.  A store column whose name the frame already has
-        gets the suffix ``_store``.
-
-        Parameters
-        ----------
-        df : pandas.DataFrame or geopandas.GeoDataFrame
-            The points: columns ``lat`` and ``lon`` (degrees), or else a
-            GeoDataFrame's Point geometry (reprojected to EPSG:4326 if needed).
-        k : int, default 1
-            Stores per row.
-        lat, lon : str
-            Column names of the points.
-        max_distance_m : float, optional
-            Ignore stores farther than this.
-        where : mapping, boolean mask or callable, optional
-            Store filter, as in :meth:`nearest`.
-        columns : sequence of str, optional
-            Store columns to add (their values at query time).
-        distance_col : str, default "distance_m"
-            Name of the distance column (metres, WGS84 geodesic; NaN where no store).
-        layout : {"long", "wide"}
-            One row per (row, rank), or one row per input row.
-
-        Returns
-        -------
-        pandas.DataFrame (a GeoDataFrame stays one)
-
-        Raises
-        ------
-        InvalidParameterError
-            Not a DataFrame, no point columns or geometry, an unknown store column, a bad layout.
-        InvalidCoordinateError, InvalidRecordError
-            A bad coordinate (named by its index label) or a geometry that is not a Point.
-
-        Examples
-        --------
-        >>> import pandas as pd, o2o_geo as og
-        >>> index = og.StoreIndex(og.sample_stores())
-        >>> users = pd.DataFrame({"lat": [31.2304, 31.2243], "lon": [121.4737, 121.4768]}, index=["ada", "bo"])
-        >>> out = index.join_nearest(users, columns=["category"])
-        >>> out.index.tolist(), out[["store_id", "category"]].values.tolist()
-        (['ada', 'bo'], [['lucky-09', 'coffee'], ['teagarden-01', 'tea']])
-        >>> index.join_nearest(users, k=2, max_distance_m=700)[["rank", "store_id"]].values.tolist()
-        [[0, 'lucky-09'], [0, 'teagarden-01'], [1, 'lucky-07']]
-        """
-        from ._joins import join_nearest
-
-        return join_nearest(
-            self,
-            df,
-            k,
-            lat=lat,
-            lon=lon,
-            max_distance_m=max_distance_m,
-            where=where,
-            columns=columns,
-            distance_col=distance_col,
-            layout=layout,
-        )
-
-    def join_within(
-        self,
-        df: Any,
-        radius_m: float,
-        *,
-        lat: str = "lat",
-        lon: str = "lon",
-        where: Where = None,
-        columns: Sequence[str] | None = None,
-        distance_col: str = "distance_m",
-    ) -> Any:
-        """The input frame with every store within ``radius_m`` joined on, one row per (row, store).
-
-        Rows keep their index and columns and their order, each row's stores
-        nearest first; a row with no store keeps one row with None/NaN.  The
-        parameters are those of :meth:`join_nearest`.
-
-        Examples
-        --------
-        >>> import pandas as pd, o2o_geo as og
-        >>> index = og.StoreIndex(og.sample_stores())
-        >>> users = pd.DataFrame({"lat": [31.2304, 31.30], "lon": [121.4737, 121.60]}, index=["ada", "bo"])
-        >>> out = index.join_within(users, radius_m=900)
-        >>> out.index.tolist(), out["store_id"].isna().tolist()
-        (['ada', 'ada', 'bo'], [False, False, True])
-        >>> out["store_id"].iloc[:2].tolist()
-        ['lucky-09', 'teagarden-07']
-        """
-        from ._joins import join_within
-
-        return join_within(
-            self, df, radius_m, lat=lat, lon=lon, where=where, columns=columns, distance_col=distance_col
-        )
-
-    def join_serving(
-        self,
-        df: Any,
-        *,
-        lat: str = "lat",
-        lon: str = "lon",
-        columns: Sequence[str] | None = None,
-        distance_col: str = "distance_m",
-    ) -> Any:
-        """The input frame with the stores whose service area contains each point, one row per (row, store).
-
-        As :meth:`join_within`, for :meth:`serving`.
-
-        Examples
-        --------
-        >>> import pandas as pd, o2o_geo as og
-        >>> index = og.StoreIndex(og.sample_stores())
-        >>> users = pd.DataFrame({"lat": [31.2304], "lon": [121.4737]}, index=["ada"])
-        >>> out = index.join_serving(users, columns=["merchant_id"])
-        >>> bool(len(out) > 1 and (out.index == "ada").all() and out["distance_m"].is_monotonic_increasing)
-        True
-        """
-        from ._joins import join_serving
-
-        return join_serving(self, df, lat=lat, lon=lon, columns=columns, distance_col=distance_col)
+    # ------------------------------------------------------------ joins (tables in, tables out: ._joins)
+    join_nearest = join_nearest
+    join_within = join_within
+    join_serving = join_serving
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:

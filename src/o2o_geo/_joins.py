@@ -85,7 +85,59 @@ def join_nearest(
     distance_col: str = "distance_m",
     layout: Literal["long", "wide"] = "long",
 ) -> Any:
-    """See :meth:`StoreIndex.join_nearest`."""
+    """The input frame with its k nearest stores joined on, as ``geopandas.sjoin_nearest`` does.
+
+    Every input row comes out with its index and columns; ``store_id``, the
+    distance and the store ``columns`` asked for are added.  With k > 1 the
+    long layout has one row per (input row, rank) and a ``rank`` column (0
+    nearest); ``layout="wide"`` keeps one row per input row with columns
+    ``store_id_1, distance_m_1, <column>_1, ...``.  A row with no store
+    (none within ``max_distance_m``, none passing ``where``) keeps one row
+    with None and NaN.  A store column whose name the frame already has
+    gets the suffix ``_store``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame or geopandas.GeoDataFrame
+        The points: columns ``lat`` and ``lon`` (degrees), or else a
+        GeoDataFrame's Point geometry (reprojected to EPSG:4326 if needed).
+    k : int, default 1
+        Stores per row.
+    lat, lon : str
+        Column names of the points.
+    max_distance_m : float, optional
+        Ignore stores farther than this.
+    where : mapping, boolean mask or callable, optional
+        Store filter, as in :meth:`nearest`.
+    columns : sequence of str, optional
+        Store columns to add (their values at query time).
+    distance_col : str, default "distance_m"
+        Name of the distance column (metres, WGS84 geodesic; NaN where no store).
+    layout : {"long", "wide"}
+        One row per (row, rank), or one row per input row.
+
+    Returns
+    -------
+    pandas.DataFrame (a GeoDataFrame stays one)
+
+    Raises
+    ------
+    InvalidParameterError
+        Not a DataFrame, no point columns or geometry, an unknown store column, a bad layout.
+    InvalidCoordinateError, InvalidRecordError
+        A bad coordinate (named by its index label) or a geometry that is not a Point.
+
+    Examples
+    --------
+    >>> import pandas as pd, o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> users = pd.DataFrame({"lat": [31.2304, 31.2243], "lon": [121.4737, 121.4768]}, index=["ada", "bo"])
+    >>> out = index.join_nearest(users, columns=["category"])
+    >>> out.index.tolist(), out[["store_id", "category"]].values.tolist()
+    (['ada', 'bo'], [['lucky-09', 'coffee'], ['teagarden-01', 'tea']])
+    >>> index.join_nearest(users, k=2, max_distance_m=700)[["rank", "store_id"]].values.tolist()
+    [[0, 'lucky-09'], [0, 'teagarden-01'], [1, 'lucky-07']]
+    """
     if layout not in ("long", "wide"):
         raise InvalidParameterError(f"layout must be 'long' or 'wide'; got {layout!r}")
     lat_a, lon_a = _frame_points(df, lat, lon, "join_nearest")
@@ -153,7 +205,23 @@ def join_within(
     columns: Sequence[str] | None = None,
     distance_col: str = "distance_m",
 ) -> Any:
-    """See :meth:`StoreIndex.join_within`."""
+    """The input frame with every store within ``radius_m`` joined on, one row per (row, store).
+
+    Rows keep their index and columns and their order, each row's stores
+    nearest first; a row with no store keeps one row with None/NaN.  The
+    parameters are those of :meth:`join_nearest`.
+
+    Examples
+    --------
+    >>> import pandas as pd, o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> users = pd.DataFrame({"lat": [31.2304, 31.30], "lon": [121.4737, 121.60]}, index=["ada", "bo"])
+    >>> out = index.join_within(users, radius_m=900)
+    >>> out.index.tolist(), out["store_id"].isna().tolist()
+    (['ada', 'ada', 'bo'], [False, False, True])
+    >>> out["store_id"].iloc[:2].tolist()
+    ['lucky-09', 'teagarden-07']
+    """
     lat_a, lon_a = _frame_points(df, lat, lon, "join_within")
     cols = _store_columns(index, columns)
     m = index.within(lat_a, lon_a, radius_m=radius_m, where=where)
@@ -170,7 +238,19 @@ def join_serving(
     columns: Sequence[str] | None = None,
     distance_col: str = "distance_m",
 ) -> Any:
-    """See :meth:`StoreIndex.join_serving`."""
+    """The input frame with the stores whose service area contains each point, one row per (row, store).
+
+    As :meth:`join_within`, for :meth:`serving`.
+
+    Examples
+    --------
+    >>> import pandas as pd, o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> users = pd.DataFrame({"lat": [31.2304], "lon": [121.4737]}, index=["ada"])
+    >>> out = index.join_serving(users, columns=["merchant_id"])
+    >>> bool(len(out) > 1 and (out.index == "ada").all() and out["distance_m"].is_monotonic_increasing)
+    True
+    """
     lat_a, lon_a = _frame_points(df, lat, lon, "join_serving")
     cols = _store_columns(index, columns)
     m = index.serving(lat_a, lon_a)
