@@ -76,7 +76,7 @@ def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
         default.record(e)
     fitted = og.OfferScorer(world.index, world.offers)
     t0 = time.perf_counter()
-    fitted.fit(train_evs)
+    fitted.fit(train_evs, record=True)
     fit_s = time.perf_counter() - t0
 
     ev = ~train
@@ -87,8 +87,8 @@ def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     dist = log.distance_m[ev]
     y = log.redeemed[ev]
     t_eval = split  # features frozen at the end of training
-    X = default._features(users, q, offer, dist, store, t_eval, default._user_features(users, t_eval))
-    X_f = fitted._features(users, q, offer, dist, store, t_eval, fitted._user_features(users, t_eval))
+    X = default._features(users, q, offer, store, dist, t_eval)
+    X_f = fitted._features(users, q, offer, store, dist, t_eval)
     merchant_pop = np.array([default.history.merchant_popularity(m) for m in world.offers.merchant_id])
     methods = {
         "nearest-first": lambda X, off, d, u: -d,
@@ -110,10 +110,10 @@ def run_seed(seed: int, quick: bool) -> dict[str, dict[str, float]]:
     # ranking quality at the places of redeemed evaluation pushes
     red = np.flatnonzero(ev & log.redeemed)
     red = red[: 1500 if quick else 4000]
-    cq, coffer, cpos, cdist = default._candidates(log.lat[red], log.lon[red], t_eval)
+    cq, coffer, cpos, cdist = default._candidates(default._catalog(), log.lat[red], log.lon[red], t_eval)
     cusers = [int(u) for u in log.user[red]]
-    CX = default._features(cusers, cq, coffer, cdist, cpos, t_eval, default._user_features(cusers, t_eval))
-    CX_f = fitted._features(cusers, cq, coffer, cdist, cpos, t_eval, fitted._user_features(cusers, t_eval))
+    CX = default._features(cusers, cq, coffer, cpos, cdist, t_eval)
+    CX_f = fitted._features(cusers, cq, coffer, cpos, cdist, t_eval)
     cu = log.user[red][cq]
     target = log.offer[red][cq]
     n_cand = np.bincount(cq, minlength=red.shape[0])

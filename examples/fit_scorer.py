@@ -23,7 +23,7 @@ train = world.push_log(n_days=21, pushes_per_user_per_day=0.5, seed=6)
 test = world.push_log(n_days=7, pushes_per_user_per_day=0.5, seed=7)
 
 scorer = og.OfferScorer(world.index, world.offers)
-scorer.fit(world.events(train, seed=8))  # replays the log in time order; logistic regression on the features
+scorer.fit(world.events(train, seed=8), record=True)  # replays the log in time order, then keeps it as history
 baseline = og.OfferScorer(world.index, world.offers, history=scorer.history)  # same history, default weights
 print(f"fitted on {scorer.n_fit_examples_:,} pushes; weights (default -> fitted):")
 for name, w0, w1 in zip(og.OfferScorer.FEATURES, baseline.weights_, scorer.weights_, strict=True):

@@ -250,11 +250,15 @@ def _per_user_oracle(pdf, index, offers, policy, make_scorer):
     return _decisions(decisions)
 
 
+#: the features learnt across users, off: each user's scores then depend on that user alone
+SOLO = {name: 0.0 for name in og.OfferScorer.CROSS_USER_FEATURES}
+
+
 def test_replay_equals_per_user_dispatchers(client, ddf, pdf, index, world, scorer):
-    """Without global limits, and with the merchant-rate feature (learnt across users) off, every user's
+    """Without global limits, and with the features learnt across users off, every user's
     decisions equal a Dispatcher replaying that user's pings alone."""
     policy = og.PushPolicy(holdout_fraction=0.2, max_per_day=2, min_gap_s=600)
-    solo = og.OfferScorer(index, world.offers, scorer.history, weights={"merchant_rate": 0.0})
+    solo = og.OfferScorer(index, world.offers, scorer.history, weights=SOLO)
     with client.as_current():
         got = ogd.replay(ddf, index, world.offers, policy, scorer=solo, npartitions=4, explanation="json").compute()
     assert got["push_id"].is_unique
@@ -264,7 +268,7 @@ def test_replay_equals_per_user_dispatchers(client, ddf, pdf, index, world, scor
         index,
         world.offers,
         policy,
-        lambda: og.OfferScorer(index, world.offers, copy.deepcopy(scorer.history), weights={"merchant_rate": 0.0}),
+        lambda: og.OfferScorer(index, world.offers, copy.deepcopy(scorer.history), weights=SOLO),
     )
     assert len(want) >= 50 and want["holdout"].any() and not want["holdout"].all()
     key = ["user_id", "ts", "offer_id"]
@@ -320,7 +324,7 @@ def test_replay_datetime_ts_and_string_users(client, index, world):
         }
     )
     policy = og.PushPolicy(holdout_fraction=0.0)
-    solo = og.OfferScorer(index, world.offers, weights={"merchant_rate": 0.0})  # users independent: see above
+    solo = og.OfferScorer(index, world.offers, weights=SOLO)  # users independent: see above
     kw = {"scorer": solo, "user": "uid", "ts": "when"}
     with client.as_current():
         got = ogd.replay(dd.from_pandas(df, npartitions=4), index, world.offers, policy, **kw).compute()

@@ -107,21 +107,13 @@ def test_fit_learns_and_is_calibrated_on_the_simulated_world():
     log = world.push_log(n_days=35, pushes_per_user_per_day=0.5, seed=4)
     events = world.events(log, seed=5, max_delay_days=2.0)
     split = world.start_ts + 28 * DAY
-    scorer = og.OfferScorer(world.index, world.offers).fit([e for e in events if e.ts < split])
+    scorer = og.OfferScorer(world.index, world.offers).fit([e for e in events if e.ts < split], record=True)
     w = dict(zip(og._scoring.FEATURES, scorer.weights_, strict=True))
     assert w["discount"] + w["discount_x_sensitivity"] > 0  # the simulated users like discounts
     assert w["distance"] + w["beyond_usual_distance"] > 0  # ... and dislike distance
     ev = np.flatnonzero(log.ts >= split)
     users = log.user[ev].tolist()
-    X = scorer._features(
-        users,
-        np.arange(ev.size),
-        log.offer[ev],
-        log.distance_m[ev],
-        log.store[ev],
-        split,
-        scorer._user_features(users, split),
-    )
+    X = scorer._features(users, np.arange(ev.size), log.offer[ev], log.store[ev], log.distance_m[ev], split)
     _, p = scorer._score_pairs(X)
     y = log.redeemed[ev]
     # calibration: predicted vs observed redemption rate per quintile of the prediction
@@ -172,9 +164,9 @@ def test_dense_top_k_equals_sorted_top_k():
     keep = np.unique(q * 1000 + offer, return_index=True)[1]  # one row per (query, offer)
     q, offer = q[keep], offer[keep]
     logit = np.round(rng.normal(0, 1, q.shape[0]), 1)  # many exact ties
-    dense = scorer._top_k(q, offer, logit, 5)
+    dense = scorer._top_k(scorer._catalog(), q, offer, logit, 5)
     scorer.max_per_merchant = 10**6  # forces the sorted path without changing the answer
-    sorted_rows = scorer._top_k(q, offer, logit, 5)
+    sorted_rows = scorer._top_k(scorer._catalog(), q, offer, logit, 5)
     np.testing.assert_array_equal(dense, sorted_rows)
     # brute force: per query, sort by (-logit, offer)
     for query in np.unique(q):

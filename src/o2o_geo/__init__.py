@@ -21,7 +21,7 @@ from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
 from ._policy import Budget, PushPolicy
 from ._redis import RedisState
-from ._results import Matches, Neighbors
+from ._results import Matches, Neighbors, Pairs
 from ._sample import sample_stores
 from ._scoring import OfferScorer, ScoredOffer
 from ._state import DispatchState, MemoryState, SQLiteState
@@ -41,6 +41,7 @@ __all__ = [
     "Offer",
     "OfferScorer",
     "OfferSet",
+    "Pairs",
     "PushDecision",
     "PushPolicy",
     "RedisState",

@@ -51,7 +51,7 @@ from ._geodesy import (
 from ._history import Event, to_epoch_s
 from ._index import StoreIndex
 from ._offers import OfferSet
-from ._policy import PushPolicy, open_for, parse_hours, tz_at, zone
+from ._policy import PushPolicy, open_for, parse_hours, store_zones, tz_at, zone
 from ._scoring import FEATURES, OfferScorer
 from ._state import DispatchState, MemoryState, Transaction, _key
 from ._types import FloatArray, IntArray
@@ -244,15 +244,7 @@ class _Geo:
         self.nearby_m = float(policy.nearby_radius_m) if "nearby" in policy.triggers else 0.0
         self.query_m = max(self.reach_m, self.nearby_m)
         # local time of stores
-        if policy.tz_column in stores.columns:
-            self.tz = [
-                str(t) if t else tz_at(float(a), float(b))
-                for t, a, b in zip(stores[policy.tz_column].tolist(), stores.lat, stores.lon, strict=True)
-            ]
-        else:
-            self.tz = [tz_at(float(a), float(b)) for a, b in zip(stores.lat.tolist(), stores.lon.tolist(), strict=True)]
-        for name in set(self.tz):
-            zone(name)
+        self.tz = store_zones(stores, policy.tz_column)
         # the single-ping path: a tree over the live stores (tree index = position)
         xyz = _ecef(stores.lat, stores.lon)
         self._tree = cKDTree(xyz, leafsize=32) if n else None

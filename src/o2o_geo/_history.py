@@ -5,6 +5,20 @@ the time ``t0`` it refers to, read at time ``t`` as ``S * 2**(-(t - t0) / h)``
 for a half-life ``h``.  Adding an event updates one such sum in O(1), in any
 time order (an event older than ``t0`` is added already decayed), so adding an
 event never rescans the log and the result does not depend on arrival order.
+
+Visits and redemptions are also remembered per store (how often and how
+recently the user was there, at which local hours, where they went next) and,
+for all users together, per store and category (popularity, the hours of
+each category, the category that follows each category).  What comes next
+depends on order: an event older than the user's latest visit or redemption
+updates the counts but not the "previous place" or the transitions.
+
+Events that name only ``offer_id`` or ``store_id`` carry no merchant and no
+category; an :class:`~o2o_geo.OfferScorer` given the history fills them in
+from its offers and stores (for the events already added too), and reads the
+local hour in each store's time zone.  Without a scorer such events count
+everywhere except in the category and merchant affinities, and their hours
+are read in UTC.
 """
 
 from __future__ import annotations
@@ -12,14 +26,16 @@ from __future__ import annotations
 import math
 import pickle
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
+import numpy as np
+
 from .errors import InvalidParameterError, InvalidRecordError
 
-__all__ = ["Event", "EventKind", "UserHistory", "to_epoch_s"]
+__all__ = ["Event", "EventKind", "UserHistory", "as_events", "to_epoch_s"]
 
 #: What happened: the engine pushed an offer, the user opened or clicked it,
 #: redeemed it in store, visited the store, or dismissed the push.
@@ -147,6 +163,37 @@ class _Decayed:
         return self.value * 2.0 ** (-max(t - self.t0, 0.0) / half_life_s)
 
 
+#: Hour bins of the time-of-day profiles: 24 hours of a weekday, then 24 of a weekend day.
+N_HOUR_BINS = 48
+
+
+def hour_bin(ts: float, utc_offset_s: float) -> int:
+    """Profile bin of a time: local hour of day, plus 24 on Saturdays and Sundays.
+
+    Examples
+    --------
+    >>> from o2o_geo._history import hour_bin
+    >>> hour_bin(1767258000, 0)  # Thursday 2026-01-01 09:00 UTC
+    9
+    >>> hour_bin(1767258000, 2 * 86400)  # the same clock time two days later: Saturday
+    33
+    """
+    local = ts + utc_offset_s
+    weekday = (int(local // SECONDS_PER_DAY) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    return int(local % SECONDS_PER_DAY // 3600) + (24 if weekday >= 5 else 0)
+
+
+@dataclass(slots=True)
+class _Place:
+    """One user at one store: recency-weighted visits, the count, the last time, local hours and what came next."""
+
+    recency: _Decayed = field(default_factory=_Decayed)
+    n: int = 0
+    last_ts: float = -math.inf
+    hours: dict[int, int] = field(default_factory=dict)
+    next: dict[Any, int] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class _UserState:
     category: dict[Any, _Decayed] = field(default_factory=dict)
@@ -163,6 +210,13 @@ class _UserState:
     push_depth: _Decayed = field(default_factory=_Decayed)
     push_n: _Decayed = field(default_factory=_Decayed)
     last_ts: float = -math.inf
+    # per store, and the latest visit or redemption: (ts, store_id, category, hour bin)
+    places: dict[Any, _Place] = field(default_factory=dict)
+    prev: tuple[float, Any, Any, int] | None = None
+    cat_hours: dict[tuple[Any, int], int] = field(default_factory=dict)
+    cat_next: dict[tuple[Any, Any], int] = field(default_factory=dict)
+    # the hour bin each visit came after: (bin of the previous visit, store) -> times
+    next_at_hour: dict[tuple[int, Any], int] = field(default_factory=dict)
 
 
 #: Weight of each kind in the category and merchant affinities.
@@ -230,6 +284,18 @@ class UserHistory:
         self._merchant_redeems: dict[Any, int] = {}
         self._n_pushes = 0
         self._n_redeems = 0
+        # all users: visits per store (codes in first-seen order, so readers can map them once),
+        # moves between stores, category counts by hour bin and the category that follows each
+        self._store_code: dict[Any, int] = {}
+        self._store_ids: list[Any] = []
+        self._store_visits = np.zeros(1024, dtype=np.int64)  # by store code; grown by doubling
+        self._store_next: dict[Any, dict[Any, int]] = {}
+        self._cat_hours: list[dict[Any, int]] = [{} for _ in range(N_HOUR_BINS)]
+        self._cat_visits: dict[Any, int] = {}
+        self._cat_next: dict[Any, dict[Any, int]] = {}
+        self._rates_version = 0
+        self._resolver: Resolver | None = None
+        self._pending: list[Event] = []  # events waiting for a resolver (merchant or category unknown)
         self._version = 0  # bumped by every change; lets readers cache derived values
         self._lock = threading.Lock()
 
@@ -245,10 +311,7 @@ class UserHistory:
         1
         """
         h = cls(**kwargs)
-        if hasattr(events, "to_dict") and hasattr(events, "columns"):
-            records: list[dict[str, Any]] = events.to_dict("records")
-            events = [Event(**_present(rec)) for rec in records]
-        for e in events:
+        for e in as_events(events):
             h.add(e)
         return h
 
@@ -268,10 +331,13 @@ class UserHistory:
         (1, 2)
         """
         with self._lock:  # pickled under the lock: no event is half added (and bytes copy fast)
-            return pickle.dumps({k: v for k, v in self.__dict__.items() if k != "_lock"}, pickle.HIGHEST_PROTOCOL)
+            # the resolver (a scorer's) is not part of the history: the scorer binds it again on unpickling
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_resolver")}
+            return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
 
     def __setstate__(self, state: bytes) -> None:
         self.__dict__.update(pickle.loads(state))
+        self._resolver = None
         self._lock = threading.Lock()
 
     def __contains__(self, user_id: object) -> bool:
@@ -297,41 +363,129 @@ class UserHistory:
         """
         if not isinstance(event, Event):
             raise InvalidRecordError(f"UserHistory.add takes an Event; got {type(event).__name__}")
-        h = self._h
-        t = event.ts
+        resolver = self._resolver
+        # resolved before taking the lock: the resolver may read the index, which takes its own lock
+        resolved = resolver(event) if resolver is not None else None
         with self._lock:
             self._version += 1
             st = self._users.get(event.user_id)
             if st is None:
                 st = self._users[event.user_id] = _UserState()
-            st.counts[event.kind] = st.counts.get(event.kind, 0) + 1
-            st.last_ts = max(st.last_ts, t)
-            w = self.kind_weights.get(event.kind, 0.0)
-            if w > 0:
-                if event.category is not None:
-                    st.category.setdefault(event.category, _Decayed()).add(w, t, h)
-                if event.merchant_id is not None:
-                    st.merchant.setdefault(event.merchant_id, _Decayed()).add(w, t, h)
-            if event.kind in ("redeem", "visit"):
-                st.engaged.add(1.0, t, h)
-            if event.kind == "push":
-                st.pushes.add(1.0, t, h)
-                self._n_pushes += 1
-                if event.merchant_id is not None:
-                    self._merchant_pushes[event.merchant_id] = self._merchant_pushes.get(event.merchant_id, 0) + 1
-                if event.discount_depth is not None:
-                    st.push_depth.add(event.discount_depth, t, h)
-                    st.push_n.add(1.0, t, h)
-            if event.kind == "redeem":
-                self._n_redeems += 1
-                if event.merchant_id is not None:
-                    self._merchant_redeems[event.merchant_id] = self._merchant_redeems.get(event.merchant_id, 0) + 1
-                if event.distance_m is not None:
-                    st.dist_w.add(1.0, t, h)
-                    st.dist_log.add(math.log(max(event.distance_m, 1.0)), t, h)
-                if event.discount_depth is not None:
-                    st.redeem_depth.add(event.discount_depth, t, h)
-                    st.redeem_n.add(1.0, t, h)
+            self._fold_basic(st, event)
+            if resolved is None and _unresolved(event):
+                self._pending.append(event)
+            else:
+                self._fold_resolved(st, event, resolved)
+
+    def _fold_basic(self, st: _UserState, event: Event) -> None:
+        """The parts of an event that need neither its merchant, nor its category, nor local time."""
+        h, t = self._h, event.ts
+        st.counts[event.kind] = st.counts.get(event.kind, 0) + 1
+        st.last_ts = max(st.last_ts, t)
+        if event.kind in ("redeem", "visit"):
+            st.engaged.add(1.0, t, h)
+        if event.kind in ("push", "redeem"):
+            self._rates_version += 1  # redemption rates change only with pushes and redemptions
+        if event.kind == "push":
+            st.pushes.add(1.0, t, h)
+            self._n_pushes += 1
+            if event.discount_depth is not None:
+                st.push_depth.add(event.discount_depth, t, h)
+                st.push_n.add(1.0, t, h)
+        if event.kind == "redeem":
+            self._n_redeems += 1
+            if event.distance_m is not None:
+                st.dist_w.add(1.0, t, h)
+                st.dist_log.add(math.log(max(event.distance_m, 1.0)), t, h)
+            if event.discount_depth is not None:
+                st.redeem_depth.add(event.discount_depth, t, h)
+                st.redeem_n.add(1.0, t, h)
+
+    def _fold_resolved(self, st: _UserState, event: Event, resolved: tuple[Any, Any, float] | None) -> None:
+        """Affinities, merchant counts, places, hours and moves: what needs the merchant, category or local hour.
+
+        ``resolved`` is the resolver's (merchant, category, UTC offset) of the event, or None
+        (then the event's own merchant and category, and UTC).
+        """
+        h, t = self._h, event.ts
+        merchant, category, offset_s = event.merchant_id, event.category, 0.0
+        if resolved is not None:
+            r_merchant, r_category, offset_s = resolved
+            merchant = r_merchant if merchant is None else merchant
+            category = r_category if category is None else category
+        w = self.kind_weights.get(event.kind, 0.0)
+        if w > 0:
+            if category is not None:
+                st.category.setdefault(category, _Decayed()).add(w, t, h)
+            if merchant is not None:
+                st.merchant.setdefault(merchant, _Decayed()).add(w, t, h)
+        if merchant is not None and event.kind == "push":
+            self._merchant_pushes[merchant] = self._merchant_pushes.get(merchant, 0) + 1
+        if merchant is not None and event.kind == "redeem":
+            self._merchant_redeems[merchant] = self._merchant_redeems.get(merchant, 0) + 1
+        if event.kind not in ("redeem", "visit"):
+            return
+        b = hour_bin(t, offset_s)
+        store = event.store_id
+        prev = st.prev
+        in_order = prev is None or t >= prev[0]
+        if store is not None:
+            place = st.places.get(store)
+            if place is None:
+                place = st.places[store] = _Place()
+            place.recency.add(1.0, t, h)
+            place.n += 1
+            place.last_ts = max(place.last_ts, t)
+            place.hours[b] = place.hours.get(b, 0) + 1
+            code = self._store_code.get(store)
+            if code is None:
+                code = self._store_code[store] = len(self._store_ids)
+                self._store_ids.append(store)
+                if code == self._store_visits.shape[0]:
+                    self._store_visits = np.concatenate([self._store_visits, np.zeros_like(self._store_visits)])
+            self._store_visits[code] += 1
+        if category is not None:
+            key = (category, b)
+            st.cat_hours[key] = st.cat_hours.get(key, 0) + 1
+            pop = self._cat_hours[b]
+            pop[category] = pop.get(category, 0) + 1
+            self._cat_visits[category] = self._cat_visits.get(category, 0) + 1
+        if in_order and prev is not None:
+            _, p_store, p_category, p_bin = prev
+            if store is not None and p_store is not None:
+                nxt = st.places[p_store].next
+                nxt[store] = nxt.get(store, 0) + 1
+                crowd = self._store_next.setdefault(p_store, {})
+                crowd[store] = crowd.get(store, 0) + 1
+                key2 = (p_bin, store)
+                st.next_at_hour[key2] = st.next_at_hour.get(key2, 0) + 1
+            if category is not None and p_category is not None:
+                key3 = (p_category, category)
+                st.cat_next[key3] = st.cat_next.get(key3, 0) + 1
+                crowd_c = self._cat_next.setdefault(p_category, {})
+                crowd_c[category] = crowd_c.get(category, 0) + 1
+        if in_order:
+            st.prev = (t, store, category, b)
+
+    def _bind(self, resolver: Resolver) -> None:
+        """Fill in merchants, categories and local hours with ``resolver`` from now on, and for the waiting events."""
+        with self._lock:
+            self._resolver = resolver
+            pending, self._pending = sorted(self._pending, key=lambda e: e.ts), []
+        if not pending:
+            return
+        resolved = [resolver(e) for e in pending]  # outside the lock, as in add
+        with self._lock:
+            self._version += 1
+            self._rates_version += 1
+            for e, r in zip(pending, resolved, strict=True):
+                st = self._users.get(e.user_id)
+                if st is not None:  # None: the user was forgotten meanwhile
+                    self._fold_resolved(st, e, r)
+
+    def _user(self, user_id: Any) -> _UserState | None:
+        """The user's state, for readers that hold :attr:`_lock` (the scorer's feature extractor)."""
+        return self._users.get(user_id)
 
     def forget_user(self, user_id: Any) -> bool:
         """Erase a user's features; returns whether there were any.
@@ -351,6 +505,8 @@ class UserHistory:
         """
         with self._lock:
             self._version += 1
+            if self._pending:
+                self._pending = [e for e in self._pending if e.user_id != user_id]
             return self._users.pop(user_id, None) is not None
 
     # ------------------------------------------------------------ features
@@ -575,10 +731,99 @@ class UserHistory:
         return self._merchant_redeems.get(merchant_id, 0)
 
 
-def _present(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """A DataFrame row as Event fields, with NaN/None cells left out."""
-    return {k: v for k, v in rec.items() if not _is_missing(v)}
+_EVENT_FIELDS = (
+    "kind",
+    "user_id",
+    "ts",
+    "offer_id",
+    "store_id",
+    "merchant_id",
+    "category",
+    "push_id",
+    "amount",
+    "discount_depth",
+    "distance_m",
+    "event_id",
+)
+
+
+def as_events(events: Any, what: str = "events") -> list[Event]:
+    """Events from :class:`Event` objects, dict records or a DataFrame with the Event fields as columns.
+
+    Missing cells (None, NaN) are left out; numpy scalars become Python
+    numbers.  Rows are named by their 0-based position (and the DataFrame's
+    index label when it differs) in every error.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``events`` is not a collection of events (None, a string, a number).
+    InvalidRecordError
+        A row is not an event: an unknown column (with the nearest known
+        name), a missing ``kind``/``user_id``/``ts``, or a bad value.
+
+    Examples
+    --------
+    >>> from o2o_geo._history import as_events
+    >>> as_events([{"kind": "visit", "user_id": 7, "ts": 0.0, "store_id": "s1", "offer_id": None}])[0].store_id
+    's1'
+    >>> as_events([{"kind": "visit", "user": 7, "ts": 0.0}])
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidRecordError: events[0]: unknown field 'user' (did you mean 'user_id'?); an event has ...
+    """
+    import difflib
+
+    labels: list[Any] | None = None
+    if hasattr(events, "to_dict") and hasattr(events, "columns"):
+        labels = list(events.index)
+        rows: Iterable[Any] = events.to_dict("records")
+    elif events is None or isinstance(events, (str, bytes, Mapping, Event)) or not isinstance(events, Iterable):
+        raise InvalidParameterError(
+            f"{what} must be Event objects, dict records or a DataFrame of events; got {type(events).__name__}"
+        )
+    else:
+        rows = events
+    out: list[Event] = []
+    for i, row in enumerate(rows):
+        where = f"{what}[{i}]" + (f" (index {labels[i]!r})" if labels is not None and labels[i] != i else "")
+        if isinstance(row, Event):
+            out.append(row)
+            continue
+        if not isinstance(row, Mapping):
+            raise InvalidRecordError(f"{where}: an event is an Event or a dict of its fields; got {type(row).__name__}")
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            if k not in _EVENT_FIELDS:
+                near = difflib.get_close_matches(str(k), _EVENT_FIELDS, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
+            if _is_missing(v):
+                continue
+            rec[k] = v.item() if isinstance(v, np.generic) else v
+        missing = [f for f in ("kind", "user_id", "ts") if f not in rec]
+        if missing:
+            raise InvalidRecordError(f"{where}: no {', '.join(missing)} (every event needs kind, user_id and ts)")
+        try:
+            out.append(Event(**rec))
+        except (InvalidRecordError, InvalidParameterError) as exc:
+            raise InvalidRecordError(f"{where}: {exc}") from None
+    return out
+
+
+#: Fills in an event's merchant, category and its store's UTC offset in seconds (the scorer's catalog).
+Resolver = Callable[[Event], tuple[Any, Any, float]]
+
+
+def _unresolved(event: Event) -> bool:
+    """Whether the event names an offer or a store but lacks the merchant or category only they can tell."""
+    return (event.offer_id is not None or event.store_id is not None) and (
+        event.merchant_id is None or event.category is None
+    )
 
 
 def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """None, NaN, or pandas' NA/NaT (known by type name: pandas is not imported for this)."""
+    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return True
+    return type(v).__name__ in ("NAType", "NaTType")

@@ -65,7 +65,7 @@ from ._geodesy import (
     geodesic_inverse_m,
 )
 from ._joins import join_nearest, join_serving, join_within
-from ._results import Matches, Neighbors
+from ._results import Matches, Neighbors, Pairs
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
 from ._validate import as_latlon, check_distance_m, check_k, warn_user
@@ -1272,6 +1272,61 @@ class StoreIndex:
         if is_scalar:
             return Neighbors(dist, pos, ids, s_lat, s_lon, table)
         return Matches(q, dist, pos, offsets, ids, s_lat, s_lon, table)
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever stores are added or removed (for callers caching derived tables).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 0.0, "lon": 0.0}])
+        >>> v = index.version
+        >>> index.add([{"store_id": "b", "lat": 0.0, "lon": 0.001}])
+        >>> index.version != v
+        True
+        """
+        return self._version
+
+    def pairs_within(self, lat: Any, lon: Any, radius_m: float, where: Where = None) -> Pairs:
+        """Every (point, store) pair within ``radius_m`` metres (exact WGS84), in no particular order.
+
+        The unsorted, allocation-light form of :meth:`within` for callers that
+        do their own ranking (the offer scorer); the distances and the set of
+        pairs are exactly :meth:`within`'s.
+
+        Parameters
+        ----------
+        lat, lon : float or array_like of shape (n,)
+            Query points, degrees.
+        radius_m : float
+            Search radius in metres; a store exactly at the radius is included.
+        where : mapping, boolean mask or callable, optional
+            Filter, as in :meth:`nearest`.
+
+        Returns
+        -------
+        Pairs
+            ``query`` (row of the input), ``position`` (row of :attr:`stores`) and
+            ``distance_m``, each of shape (n_pairs,), plus the index ``version``
+            the positions refer to.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([
+        ...     {"store_id": i, "lat": 0.0, "lon": i * 0.001} for i in range(5)])
+        >>> pairs = index.pairs_within([0.0, 0.0], [0.0021, 0.0], radius_m=150)
+        >>> order = sorted(zip(pairs.query.tolist(), pairs.distance_m.round(1).tolist()))
+        >>> order
+        [(0, 11.1), (0, 100.2), (0, 122.5), (1, 0.0), (1, 111.3)]
+        """
+        lat_a, lon_a, _ = as_latlon(lat, lon)
+        radius = check_distance_m(radius_m, "radius_m")
+        assert radius is not None
+        with self._lock:
+            q, slot, dist, _ = self._within_pairs(lat_a, lon_a, radius, where)
+            return Pairs(q, self._slot_to_pos()[slot], dist, self._version)
 
     def _within_pairs(
         self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None

@@ -377,6 +377,32 @@ def tz_at(lat: float, lon: float) -> str:
     return name or "UTC"
 
 
+def store_zones(stores: Any, tz_column: str = "tz") -> list[str]:
+    """Each store's IANA zone: its ``tz_column`` value, else looked up offline at its position.
+
+    Raises
+    ------
+    InvalidParameterError
+        A zone name that is not an IANA name.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> stores = og.StoreSet.from_records([{"store_id": "a", "lat": 31.23, "lon": 121.47},
+    ...                                    {"store_id": "b", "lat": 0.0, "lon": 0.0, "tz": "Africa/Lagos"}])
+    >>> store_zones(stores)
+    ['Asia/Shanghai', 'Africa/Lagos']
+    """
+    given = stores[tz_column].tolist() if tz_column in stores.columns else [None] * len(stores)
+    names = [
+        str(t) if isinstance(t, str) and t else tz_at(float(a), float(b))
+        for t, a, b in zip(given, stores.lat.tolist(), stores.lon.tolist(), strict=True)
+    ]
+    for name in set(names):
+        zone(name)
+    return names
+
+
 def _default_policy() -> PushPolicy:
     global _DEFAULT_POLICY
     if _DEFAULT_POLICY is None:

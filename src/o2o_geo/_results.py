@@ -4,14 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._types import FloatArray, IntArray
 from ._validate import import_optional
 
-__all__ = ["Matches", "Neighbors"]
+__all__ = ["Matches", "Neighbors", "Pairs"]
+
+
+class Pairs(NamedTuple):
+    """(point, store) pairs from :meth:`StoreIndex.pairs_within`, in no particular order.
+
+    Attributes
+    ----------
+    query : ndarray of int64, shape (n_pairs,)
+        Row of the query points.
+    position : ndarray of int64, shape (n_pairs,)
+        Row of ``index.stores`` (as of ``version``).
+    distance_m : ndarray of float64, shape (n_pairs,)
+        WGS84 geodesic distance, metres.
+    version : int
+        The index version the positions refer to (:attr:`StoreIndex.version`).
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 0.0, "lon": 0.0}])
+    >>> pairs = index.pairs_within(0.0, 0.0005, radius_m=100)
+    >>> pairs.query.tolist(), pairs.position.tolist(), pairs.distance_m.round(1).tolist()
+    ([0], [0], [55.7])
+    """
+
+    query: IntArray
+    position: IntArray
+    distance_m: FloatArray
+    version: int
 
 
 def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:

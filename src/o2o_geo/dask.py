@@ -624,11 +624,12 @@ def replay(
       so across the result they can be exceeded up to ``npartitions`` times.
       Replay with ``npartitions=1`` (or a pandas frame) for exact global budgets.
     * The dispatcher feeds its pushes back into its scorer's history, whose
-      merchant and global redemption rates (the ``merchant_rate`` feature)
-      are shared by all users: they are learnt per partition, so scores can
-      differ from a replay of all users by one dispatcher.  With no global
-      limits and a ``merchant_rate`` weight of 0, each user's decisions equal
-      those of a dispatcher replaying that user's pings alone.
+      cross-user features (``OfferScorer.CROSS_USER_FEATURES``: merchant
+      rates, store popularity, the crowd's moves and hours) are shared by all
+      users: they are learnt per partition, so scores can differ from a
+      replay of all users by one dispatcher.  With no global limits and those
+      weights at 0, each user's decisions equal those of a dispatcher
+      replaying that user's pings alone.
     * ``push_id`` is the partition's dispatcher's id prefixed with the
       partition number (``"3:p17"``), unique in the result.
 

@@ -1,34 +1,25 @@
 """OfferScorer: rank offers for a user by a calibrated probability of redemption.
 
 The score of offer ``o`` at store ``s`` for user ``u`` is
-``sigmoid(sum_i w_i * f_i)`` over the features of :data:`FEATURES`; each term
-``w_i * f_i`` is what :meth:`ScoredOffer.explain` reports, so the explanation
-adds up to the logit exactly.  ``fit`` learns the weights from logged pushes
-and their outcomes by L2-regularised logistic regression (Newton's method),
-replaying the log in time order so that every push is scored with the
-history as it stood before it.
+``sigmoid(sum_i w_i * f_i)`` over the features of :data:`FEATURES` (documented
+in ``_features``); each term ``w_i * f_i`` is what :meth:`ScoredOffer.explain`
+reports, so the explanation adds up to the logit exactly.
 
-The features of a (user, offer, store) candidate, ``d`` the WGS84 distance in metres:
+``fit`` learns the weights in one of two ways:
 
-``intercept``               1
-``distance``                the decay model: power ``-log(d / scale)``, exponential
-                            ``-d / scale`` or logistic (see ``decay``), ``d`` floored at 10 m
-``beyond_usual_distance``   ``-log(1 + d / usual)``, ``usual`` the user's recency-weighted
-                            geometric-mean redemption distance (1 km when unknown)
-``category_affinity``       ``log(1 + a)``, ``a`` the user's recency-weighted engagement
-                            with the offer's category
-``merchant_affinity``       the same for the offer's merchant
-``merchant_rate``           logit of the merchant's shrunk redemption rate minus the logit of
-                            the global rate (0 for a merchant with no history)
-``discount``                discount depth (0.2 for 20 % off)
-``discount_x_sensitivity``  depth times the user's discount sensitivity
-``activity``                ``log(1 + n)``, ``n`` the user's recency-weighted redemptions and visits
-``attraction``              log of the store's attraction column (0 without one)
+- ``target="redeem"``: from logged pushes and their outcomes, by
+  L2-regularised logistic regression;
+- ``target="visit"``: from visits alone, each visit a choice among the stores
+  near the user's previous place (a conditional logit over sampled
+  alternatives, as Huff models are calibrated).
+
+Both replay the log in time order into a fresh history, so every example is
+featurised with the history as it stood before it, and both minimise with
+L-BFGS (``_model``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,43 +27,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._history import Event, UserHistory, to_epoch_s
-from ._index import StoreIndex
-from ._offers import OfferSet
-from ._types import FloatArray, IntArray
-from ._validate import as_latlon, check_k, import_optional
-from .errors import InvalidParameterError, InvalidRecordError, UnknownOfferError
+from .._geodesy import geodesic_distance_m
+from .._history import Event, UserHistory, as_events, to_epoch_s
+from .._index import StoreIndex
+from .._offers import OfferSet
+from .._types import FloatArray, IntArray
+from .._validate import as_latlon, check_k, import_optional
+from ..errors import InvalidParameterError, InvalidRecordError, UnknownOfferError
+from ._catalog import Catalog
+from ._features import CROSS_USER_FEATURES, DEFAULT_WEIGHTS, FEATURES, Decay, FeatureExtractor
+from ._model import fit_choice, fit_logistic
 
-__all__ = ["FEATURES", "OfferScorer", "ScoredOffer"]
+__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredOffer"]
 
-#: Feature names, in the order of the weight vector.
-FEATURES = (
-    "intercept",
-    "distance",
-    "beyond_usual_distance",
-    "category_affinity",
-    "merchant_affinity",
-    "merchant_rate",
-    "discount",
-    "discount_x_sensitivity",
-    "activity",
-    "attraction",
-)
-#: Default weights: a sensible prior before ``fit`` (logit units per feature unit).
-DEFAULT_WEIGHTS: Mapping[str, float] = {
-    "intercept": -3.0,
-    "distance": 0.8,
-    "beyond_usual_distance": 0.5,
-    "category_affinity": 1.0,
-    "merchant_affinity": 0.7,
-    "merchant_rate": 0.5,
-    "discount": 2.0,
-    "discount_x_sensitivity": 3.0,
-    "activity": 0.2,
-    "attraction": 1.0,
-}
-Decay = Literal["power", "exponential", "logistic"]
-_NOW_DEFAULT = object()
+Target = Literal["redeem", "visit"]
+#: Weights ``fit(target="visit")`` cannot learn from visits alone (the same for every store of a
+#: choice, or about offers the visitors were never shown); they keep their values.
+_NOT_FROM_VISITS = ("intercept", "merchant_rate", "discount", "discount_x_sensitivity", "activity")
 
 
 @dataclass(frozen=True)
@@ -130,14 +101,9 @@ class ScoredOffer:
         distance               +0.342
         beyond_usual_distance  -0.251
         >>> print(f"{sum(best.explain().values()):.3f} = logit {best.logit:.3f}")
-        -2.509 = logit -2.509
+        -2.381 = logit -2.381
         """
         return dict(sorted(self._terms, key=lambda kv: -abs(kv[1])))
-
-
-def _logit(p: FloatArray) -> FloatArray:
-    q = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(q / (1 - q))
 
 
 class OfferScorer:
@@ -146,11 +112,15 @@ class OfferScorer:
     Parameters
     ----------
     index : StoreIndex
-        The stores; needs a ``merchant_id`` column.
+        The stores; needs a ``merchant_id`` column (and may have ``category``
+        and ``tz`` columns: a store's category stands in for an offer without
+        one, its zone gives the local hour).
     offers : OfferSet
         The offers.
     history : UserHistory, optional
-        Past events; a new empty one when omitted (every user is then a cold start).
+        Past events; a new empty one when omitted (every user is then a cold
+        start).  Events in it that name only an ``offer_id`` or a ``store_id``
+        get their merchant, category and local hour from these offers and stores.
     decay : {"power", "exponential", "logistic"}, default "power"
         Distance decay: power ``-log(d / scale)`` (Huff's ``d**-beta``, beta is the
         ``distance`` weight), exponential ``-d / scale``, or logistic
@@ -167,13 +137,25 @@ class OfferScorer:
         Initial weights by feature name (defaults: :data:`DEFAULT_WEIGHTS`).
     max_per_merchant, max_per_category : int, optional
         Diversity caps within each user's top k.
+    tz_column : str, default "tz"
+        Store column of IANA time zones; where absent, the zone at the store's
+        position (offline lookup).
 
     Attributes
     ----------
     weights_ : ndarray of shape (n_features,)
-        Current weights (defaults until :meth:`fit`).
+        Current weights (from ``weights`` until :meth:`fit`).
+    n_fit_examples_ : int
+        Pushes (``target="redeem"``) or visits (``target="visit"``) the last
+        :meth:`fit` learnt from.
+    fit_history_ : UserHistory
+        The history :meth:`fit` replayed the events into.
     FEATURES : tuple of str
         The feature names, in the order of ``weights_`` (a class attribute).
+    CROSS_USER_FEATURES : tuple of str
+        The features learnt from all users together (merchant rates, store
+        popularity, the crowd's moves and hours); with their weights at 0 a
+        user's scores depend on that user's events alone (a class attribute).
 
     Examples
     --------
@@ -190,6 +172,7 @@ class OfferScorer:
     """
 
     FEATURES = FEATURES
+    CROSS_USER_FEATURES = CROSS_USER_FEATURES
 
     def __init__(
         self,
@@ -204,193 +187,87 @@ class OfferScorer:
         weights: Mapping[str, float] | None = None,
         max_per_merchant: int | None = None,
         max_per_category: int | None = None,
+        tz_column: str = "tz",
     ) -> None:
         if not isinstance(index, StoreIndex) or not isinstance(offers, OfferSet):
             raise InvalidParameterError("OfferScorer takes a StoreIndex and an OfferSet")
+        if history is not None and not isinstance(history, UserHistory):
+            raise InvalidParameterError(f"history must be a UserHistory or None; got {type(history).__name__}")
         if decay not in ("power", "exponential", "logistic"):
             raise InvalidParameterError(f"decay must be 'power', 'exponential' or 'logistic'; got {decay!r}")
         for name, v in (("distance_scale_m", distance_scale_m), ("search_radius_m", search_radius_m)):
-            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise InvalidParameterError(f"{name} must be a positive number of metres; got {v!r}")
         for name, cap in (("max_per_merchant", max_per_merchant), ("max_per_category", max_per_category)):
-            if cap is not None and (not isinstance(cap, int) or cap < 1):
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise InvalidParameterError(f"{name} must be a positive int or None; got {cap!r}")
         w = dict(DEFAULT_WEIGHTS)
+        if weights is not None and not isinstance(weights, Mapping):
+            raise InvalidParameterError(f"weights must be a mapping of feature name to weight; got {weights!r}")
         for k_, v in (weights or {}).items():
             if k_ not in w:
                 raise InvalidParameterError(f"unknown feature {k_!r} in weights; features are {list(FEATURES)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InvalidParameterError(f"weights[{k_!r}] must be a finite number; got {v!r}")
             w[k_] = float(v)
         if "merchant_id" not in index.stores.columns:
             raise InvalidParameterError("the index's stores need a 'merchant_id' column to match offers to stores")
         if attraction_column is not None and attraction_column not in index.stores.columns:
             raise InvalidParameterError(f"attraction_column {attraction_column!r} is not a store column")
+        if not isinstance(tz_column, str):
+            raise InvalidParameterError(f"tz_column must be a column name; got {tz_column!r}")
         self.index = index
         self.offers = offers
         self.history = history if history is not None else UserHistory()
         self.decay = decay
-        self.distance_scale_m = float(distance_scale_m)
-        self.search_radius_m = float(search_radius_m)
+        self.distance_scale_m = distance_scale_m
+        self.search_radius_m = search_radius_m
         self.attraction_column = attraction_column
+        self.weights = weights
         self.max_per_merchant = max_per_merchant
         self.max_per_category = max_per_category
+        self.tz_column = tz_column
         self.weights_ = np.array([w[f] for f in FEATURES], dtype=np.float64)
-        self._prepare()
+        self._extractor = FeatureExtractor(decay, float(distance_scale_m))
+        self._cat: Catalog | None = None
+        self._catalog()
+        self.history._bind(self._resolve)
 
     # ------------------------------------------------------------ structure
-    def _prepare(self) -> None:
-        stores = self.index.stores
-        self._stores_version = self.index._version, len(stores)
-        offsets, positions = self.offers.redeemable_positions(stores["merchant_id"], stores.store_id)
-        # offers redeemable at the same set of stores form a group (usually: one merchant's
-        # offers at all its stores); candidates are found per group, then expanded to offers
-        group_of: dict[bytes, int] = {}
-        offer_group = np.empty(len(self.offers), dtype=np.int64)
-        group_positions: list[IntArray] = []
-        for o in range(len(self.offers)):
-            rows = positions[offsets[o] : offsets[o + 1]]
-            key = rows.tobytes()
-            g = group_of.get(key)
-            if g is None:
-                g = group_of[key] = len(group_positions)
-                group_positions.append(rows)
-            offer_group[o] = g
-        n_groups = len(group_positions)
-        g_of_pos = np.repeat(np.arange(n_groups), [r.shape[0] for r in group_positions])
-        pos_all = np.concatenate(group_positions) if group_positions else np.empty(0, dtype=np.int64)
-        order = np.lexsort((g_of_pos, pos_all))
-        self._store_groups = g_of_pos[order]  # store position -> groups redeemable there (CSR)
-        self._store_offsets = np.zeros(len(stores) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(pos_all, minlength=len(stores)), out=self._store_offsets[1:])
-        by_group = np.argsort(offer_group, kind="stable")  # group -> its offers (CSR)
-        self._group_offers = by_group
-        self._group_offsets = np.zeros(n_groups + 1, dtype=np.int64)
-        np.cumsum(np.bincount(offer_group, minlength=n_groups), out=self._group_offsets[1:])
-        if self.attraction_column is not None:
-            a = np.asarray(stores[self.attraction_column], dtype=np.float64)
-            if not np.all(a > 0):
-                raise InvalidParameterError(f"attraction column {self.attraction_column!r} must be > 0 for every store")
-            self._log_attr = np.log(a)
-        else:
-            self._log_attr = np.zeros(len(stores))
-        self._store_ids = stores.store_id
-        self._cat_codes, self._cats = _codes(self.offers.category)
-        self._mer_codes, self._mers = _codes(self.offers.merchant_id)
-        self._cat_col = {c: i for i, c in enumerate(self._cats)}
-        self._mer_col = {m: i for i, m in enumerate(self._mers)}
-        # store position -> the offers redeemable there (the dispatcher's per-ping lookups)
-        so, sg = self._store_offsets, self._store_groups
-        go, gof = self._group_offsets, self._group_offers
-        self._store_offer_lists = [
-            np.concatenate([gof[go[g] : go[g + 1]] for g in sg[so[p] : so[p + 1]]])
-            if so[p + 1] > so[p]
-            else np.empty(0, dtype=np.int64)
-            for p in range(len(stores))
-        ]
+    def _catalog(self) -> Catalog:
+        """The offers matched to the index's current stores (rebuilt when stores are added or removed)."""
+        cat = self._cat
+        version = self.index.version
+        if cat is None or cat.version != version:
+            cat = self._cat = Catalog(self.index.stores, self.offers, version, self.attraction_column, self.tz_column)
+        return cat
 
-    def _decay(self, d: FloatArray) -> FloatArray:
-        x = np.maximum(d, 10.0) / self.distance_scale_m
-        if self.decay == "power":
-            return -np.log(x)
-        if self.decay == "exponential":
-            return -x
-        return -np.logaddexp(0.0, (x - 1.0) * 4.0)
+    def _resolve(self, event: Event) -> tuple[Any, Any, float]:
+        """An event's merchant, category and local UTC offset from these offers and stores (the history's resolver)."""
+        return self._catalog().resolve(event)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling (e.g. on a Dask worker): the history gets this scorer's resolver back."""
+        self.__dict__.update(state)
+        self.history._bind(self._resolve)
 
     # ------------------------------------------------------------ features
-    def _user_features(self, user_ids: list[Any], t: float) -> dict[str, Any]:
-        """Per-user features at time ``t`` and (user x category), (user x merchant) affinity matrices."""
-        h = self.history
-        n = len(user_ids)
-        usual = np.empty(n)
-        sens = np.empty(n)
-        act = np.empty(n)
-        cat_aff = np.zeros((n, len(self._cats)))
-        mer_aff = np.zeros((n, len(self._mers)))
-        cat_col, mer_col = self._cat_col, self._mer_col
-        for i, u in enumerate(user_ids):
-            usual[i] = h.usual_distance_m(u)
-            sens[i] = h.discount_sensitivity(u)
-            act[i] = h.activity(u, t)
-            for c, v in h.category_sums(u, t):
-                j = cat_col.get(c)
-                if j is not None:
-                    cat_aff[i, j] = v
-            for m, v in h.merchant_sums(u, t):
-                j = mer_col.get(m)
-                if j is not None:
-                    mer_aff[i, j] = v
-        return {
-            "usual": usual,
-            "sensitivity": sens,
-            "activity": act,
-            "cat_aff": cat_aff,
-            "mer_aff": mer_aff,
-            "mer_rate": self._merchant_rate_feature(),
-        }
-
-    def _merchant_rate_feature(self) -> FloatArray:
-        """Per merchant code: logit of its shrunk redemption rate minus the global one (cached per history change)."""
-        h = self.history
-        key = (id(h), h._version)
-        if getattr(self, "_mer_rate_key", None) != key:
-            rates = np.array([h.merchant_redemption_rate(m) for m in self._mers])
-            self._mer_rate = _logit(rates) - _logit(np.array([h.global_redemption_rate()]))[0]
-            self._mer_rate_key = key
-        return self._mer_rate
-
     def _features(
         self,
         users: list[Any],
         uq: IntArray,
         offer: IntArray,
+        pos: IntArray,
         dist: FloatArray,
-        store: IntArray,
         t: float,
-        ufeat: dict[str, Any],
+        cat: Catalog | None = None,
     ) -> FloatArray:
-        """Feature matrix (n_pairs, n_features) for (user row, offer, distance, store) pairs."""
-        depth = self.offers.discount_depth[offer]
-        return self._feature_matrix(
-            dist,
-            usual_m=ufeat["usual"][uq],
-            cat_aff=ufeat["cat_aff"][uq, self._cat_codes[offer]],
-            mer_aff=ufeat["mer_aff"][uq, self._mer_codes[offer]],
-            mer_rate=ufeat["mer_rate"][self._mer_codes[offer]],
-            depth=depth,
-            sensitivity=ufeat["sensitivity"][uq],
-            activity=ufeat["activity"][uq],
-            log_attr=self._log_attr[store],
-        )
-
-    def _feature_matrix(
-        self,
-        dist: FloatArray,
-        *,
-        usual_m: FloatArray,
-        cat_aff: FloatArray,
-        mer_aff: FloatArray,
-        mer_rate: FloatArray,
-        depth: FloatArray,
-        sensitivity: FloatArray,
-        activity: FloatArray,
-        log_attr: FloatArray,
-    ) -> FloatArray:
-        """The feature transforms (see the module docstring), one row per pair, from raw per-pair values."""
-        X = np.empty((dist.shape[0], len(FEATURES)))
-        X[:, 0] = 1.0
-        X[:, 1] = self._decay(dist)
-        X[:, 2] = -np.log1p(dist / usual_m)
-        X[:, 3] = np.log1p(cat_aff)
-        X[:, 4] = np.log1p(mer_aff)
-        X[:, 5] = mer_rate
-        X[:, 6] = depth
-        X[:, 7] = depth * sensitivity
-        X[:, 8] = np.log1p(activity)
-        X[:, 9] = log_attr
-        return X
+        """Feature matrix of (user row, offer row, store position, distance) pairs at time ``t`` (the one extractor)."""
+        return self._extractor.transform(cat or self._catalog(), self.history, users, uq, offer, pos, dist, t)
 
     # ------------------------------------------------------------ ranking
     def _candidates(
-        self, lat: FloatArray, lon: FloatArray, t: float
+        self, cat: Catalog, lat: FloatArray, lon: FloatArray, t: float
     ) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
         """(query, offer, store position, distance), one row per (query, valid offer), best store each.
 
@@ -399,20 +276,24 @@ class OfferScorer:
         nearest without an attraction column); an offer whose best store is
         beyond its ``max_distance_m`` is left out.
         """
-        if self._stores_version != (self.index._version, len(self.index.stores)):
-            self._prepare()
-        with self.index._lock:  # unsorted exact pairs: the ranking below does its own ordering
-            q, slot, dist, _ = self.index._within_pairs(lat, lon, self.search_radius_m)
-            pos = self.index._slot_to_pos()[slot]
-        q, grp, pos, dist = _expand(q, pos, dist, self._store_offsets, self._store_groups)
-        # the best store per (query, group): highest attraction, then lowest position
-        attract = self._log_attr[pos] - np.log(np.maximum(dist, 10.0))
-        key = q * max(len(self._group_offsets) - 1, 1) + grp
-        best = _argbest(key, attract, pos, int(q.max(initial=-1) + 1) * max(len(self._group_offsets) - 1, 1))
-        q, grp, pos, dist = q[best], grp[best], pos[best], dist[best]
-        # expand each group to its offers
-        q, offer, pos, dist = _expand(q, pos, dist, self._group_offsets, self._group_offers, key=grp)
-        valid = self.offers.valid_at(t)[offer] & (dist <= self.offers.max_distance_m[offer])
+        pairs = self.index.pairs_within(lat, lon, float(self.search_radius_m))
+        if pairs.version != cat.version:  # stores changed between the two calls: start again
+            return self._candidates(self._catalog(), lat, lon, t)
+        q, pos, dist = pairs.query, pairs.position, pairs.distance_m
+        if cat.one_to_one:  # one offer per store, store order: nothing to group
+            offer = pos
+        else:
+            q, grp, pos, dist = _expand(q, pos, dist, cat.store_offsets, cat.store_groups)
+            # the best store per (query, group): highest attraction, then lowest position
+            attract = cat.log_attr[pos] - np.log(np.maximum(dist, 10.0))
+            n_groups = max(cat.n_groups, 1)
+            best = _argbest(q * n_groups + grp, attract, pos, int(q.max(initial=-1) + 1) * n_groups)
+            q, grp, pos, dist = q[best], grp[best], pos[best], dist[best]
+            q, offer, pos, dist = _expand(q, pos, dist, cat.group_offsets, cat.group_offers, key=grp)
+        o = self.offers
+        valid = (o.valid_from_s[offer] <= t) & (t <= o.valid_until_s[offer]) & (dist <= o.max_distance_m[offer])
+        if valid.all():
+            return q, offer, pos, dist
         return q[valid], offer[valid], pos[valid], dist[valid]
 
     def _score_at(
@@ -420,13 +301,11 @@ class OfferScorer:
     ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
         """Every valid offer redeemable at the given stores (positions, distances), scored for one user.
 
-        The single-user path of the dispatcher: the same features as :meth:`rank`,
-        with the per-user values looked up only for the candidates.  Returns
+        The dispatcher's path: the same features as :meth:`rank`.  Returns
         (offer, store position, distance, logit, features), one row per (offer, store).
         """
-        if self._stores_version != (self.index._version, len(self.index.stores)):
-            self._prepare()
-        lists = self._store_offer_lists
+        cat = self._catalog()
+        lists = cat.store_offer_lists
         parts = [lists[p] for p in pos.tolist()]
         counts = [len(x) for x in parts]
         if not parts or not sum(counts):
@@ -439,33 +318,14 @@ class OfferScorer:
         valid = (o.valid_from_s[offer] <= t) & (t <= o.valid_until_s[offer]) & (dist <= o.max_distance_m[offer])
         if not valid.all():
             offer, pos, dist = offer[valid], pos[valid], dist[valid]
-        h = self.history
-        cats = dict(h.category_sums(user_id, t))
-        mers = dict(h.merchant_sums(user_id, t))
-        g = _logit_scalar(h.global_redemption_rate())
-        rates = {}
-        for m in set(o.merchant_id[offer].tolist()):
-            rates[m] = _logit_scalar(h.merchant_redemption_rate(m)) - g
-        mer_ids = o.merchant_id[offer].tolist()
-        n = offer.shape[0]
-        X = self._feature_matrix(
-            dist,
-            usual_m=np.full(n, h.usual_distance_m(user_id)),
-            cat_aff=np.array([cats.get(c, 0.0) for c in o.category[offer].tolist()]),
-            mer_aff=np.array([mers.get(m, 0.0) for m in mer_ids]),
-            mer_rate=np.array([rates[m] for m in mer_ids]),
-            depth=o.discount_depth[offer],
-            sensitivity=np.full(n, h.discount_sensitivity(user_id)),
-            activity=np.full(n, h.activity(user_id, t)),
-            log_attr=self._log_attr[pos],
-        )
+        X = self._features([user_id], np.zeros(offer.shape[0], dtype=np.int64), offer, pos, dist, t, cat)
         return offer, pos, dist, X @ self.weights_, X
 
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         logit = X @ self.weights_
         return logit, 0.5 * (1.0 + np.tanh(0.5 * logit))
 
-    def _top_k(self, q: IntArray, offer: IntArray, logit: FloatArray, k: int) -> IntArray:
+    def _top_k(self, cat: Catalog, q: IntArray, offer: IntArray, logit: FloatArray, k: int) -> IntArray:
         """Rows of each query's top k by score (ties: lower offer row), honouring the diversity caps.
 
         Returned sorted by query, then score.  Without caps a dense (query x offer)
@@ -491,7 +351,7 @@ class OfferScorer:
         order = order[np.argsort(-logit[order], kind="stable")]
         order = order[np.argsort(q[order], kind="stable")]
         keep = np.ones(order.shape[0], dtype=bool)
-        for cap, codes in ((self.max_per_merchant, self._mer_codes), (self.max_per_category, self._cat_codes)):
+        for cap, codes in ((self.max_per_merchant, cat.offer_mer), (self.max_per_category, cat.offer_cat)):
             if cap is None:
                 continue
             keep &= _rank_within(q[order], codes[offer[order]], keep) < cap
@@ -527,8 +387,8 @@ class OfferScorer:
         >>> scorer = og.OfferScorer(index, offers)
         >>> for s in scorer.rank("u1", 31.2304, 121.4737, now=1767225600, k=2):  # u1 is a cold start
         ...     print(f"{s.offer_id:<8} {s.store_id:<12} score {s.score:.3f} at {s.distance_m:.0f} m")
-        latte    lucky-09     score 0.075 at 652 m
-        milk-tea teagarden-07 score 0.049 at 838 m
+        latte    lucky-09     score 0.085 at 652 m
+        milk-tea teagarden-07 score 0.052 at 838 m
         """
         res = self._rank_arrays([user_id], np.atleast_1d(lat), np.atleast_1d(lon), now, k)
         out = []
@@ -538,7 +398,7 @@ class OfferScorer:
             out.append(
                 ScoredOffer(
                     offer_id=self.offers.offer_id[o],
-                    store_id=self._store_ids[res["store"][j]],
+                    store_id=res["store_id"][j],
                     merchant_id=self.offers.merchant_id[o],
                     category=self.offers.category[o],
                     score=float(res["score"][j]),
@@ -576,8 +436,8 @@ class OfferScorer:
         >>> res = scorer.rank_many(["u1", "u2"], [31.2304, 31.2243], [121.4737, 121.4768], now=1767225600, k=1)
         >>> for u, o, s, p in zip(res["user_id"], res["offer_id"], res["store_id"], res["score"]):
         ...     print(f"{u} {o} {s} {p:.3f}")
-        u1 latte lucky-09 0.075
-        u2 latte lucky-07 0.080
+        u1 latte lucky-09 0.085
+        u2 milk-tea teagarden-01 0.093
         """
         users = list(np.asarray(user_ids, dtype=object).ravel())
         res = self._rank_arrays(users, lats, lons, now, k)
@@ -586,7 +446,7 @@ class OfferScorer:
             "user_id": np.asarray(users, dtype=object)[res["query"]] if len(users) else np.empty(0, dtype=object),
             "rank": res["rank"],
             "offer_id": self.offers.offer_id[res["offer"]],
-            "store_id": self._store_ids[res["store"]],
+            "store_id": res["store_id"],
             "score": res["score"],
             "distance_m": res["distance_m"],
         }
@@ -601,16 +461,17 @@ class OfferScorer:
         if len(users) != lat_a.shape[0]:
             raise InvalidParameterError(f"{len(users)} user ids but {lat_a.shape[0]} positions")
         t = _now(now)
+        cat = self._catalog()
         parts = []
         n_cand = 0
         for start in range(0, lat_a.shape[0], _USER_CHUNK):
             sl = slice(start, start + _USER_CHUNK)
             chunk_users = users[sl]
-            q, offer, pos, dist = self._candidates(lat_a[sl], lon_a[sl], t)
+            q, offer, pos, dist = self._candidates(cat, lat_a[sl], lon_a[sl], t)
             n_cand += q.shape[0]
-            X = self._features(chunk_users, q, offer, dist, pos, t, self._user_features(chunk_users, t))
+            X = self._features(chunk_users, q, offer, pos, dist, t, cat)
             logit, score = self._score_pairs(X)
-            top = self._top_k(q, offer, logit, k)
+            top = self._top_k(cat, q, offer, logit, k)
             parts.append((q[top] + start, offer[top], pos[top], dist[top], score[top], X[top]))
         if parts:
             qt, ot, pt, dt, st, xt = (np.concatenate(c) for c in zip(*parts, strict=True))
@@ -627,33 +488,77 @@ class OfferScorer:
             "distance_m": dt,
             "score": st,
             "X": xt,
+            "store_id": cat.store_ids[pt],
             "n_candidates": n_cand,
         }
 
     # ------------------------------------------------------------ learning
-    def fit(self, events: Iterable[Event], *, window_days: float = 7.0, l2: float = 1.0) -> OfferScorer:
-        """Learn the weights from logged pushes and their outcomes.
+    def fit(
+        self,
+        events: Iterable[Event] | Any,
+        *,
+        target: Target = "redeem",
+        window_days: float = 7.0,
+        l2: float = 1.0,
+        choice_radius_m: float | None = None,
+        n_negatives: int = 80,
+        random_state: int = 0,
+        record: bool = False,
+    ) -> OfferScorer:
+        """Learn the weights from a log of events.
 
-        Every ``push`` event (with ``offer_id``, ``store_id`` and ``distance_m``)
-        is an example; it is positive when the same user redeems the same
-        offer within ``window_days`` after it, negative otherwise.  Events are
-        replayed in time order into a fresh history, so each push's features
-        are those the scorer would have seen when it was sent.  Afterwards
-        :attr:`history` holds every event.
+        The events are replayed in time order into a fresh history, so each
+        example is featurised as the scorer would have seen it then.
+        :attr:`history` is not changed unless ``record=True``; the replayed
+        history is :attr:`fit_history_`.
+
+        ``target="redeem"`` (push logs): every ``push`` (with ``offer_id``,
+        ``store_id`` and ``distance_m``) is an example, positive when it was
+        redeemed within ``window_days``.  A ``redeem`` carrying a ``push_id``
+        counts for that push; one without counts for the latest earlier push
+        of the same offer to the same user; a redemption never counts twice.
+
+        ``target="visit"`` (check-ins, no push log needed): every ``visit`` to
+        a known store after an earlier visit by the same user is a choice
+        among the stores within ``choice_radius_m`` of that earlier place, made
+        at its time.  The alternatives are the user's known stores in range,
+        the ``n_negatives // 2`` nearest, and a uniform sample of
+        ``n_negatives // 2`` draws among all stores, weighted by McFadden's
+        correction so the sample does not bias the fit.  A store stands for
+        its first offer.  Weights visits cannot tell (intercept, merchant
+        rate, discount, sensitivity, activity) keep their values.
 
         Parameters
         ----------
-        events : iterable of Event
-            Pushes and outcomes (redeem, visit, open, ...).
+        events : iterable of Event, list of dict, or DataFrame
+            The log; records and DataFrames have the :class:`Event` fields as
+            keys or columns (``kind, user_id, ts, offer_id, store_id, distance_m, push_id, ...``).
+        target : {"redeem", "visit"}, default "redeem"
         window_days : float, default 7
-            Attribution window.
+            Attribution window of a redemption (``target="redeem"``).
         l2 : float, default 1.0
             L2 penalty on the weights (not the intercept).
+        choice_radius_m : float, optional
+            Radius of a visit's choice set (default ``search_radius_m``).
+        n_negatives : int, default 80
+            Sampled alternatives per visit, besides the user's known stores.
+        random_state : int, default 0
+            Seed of the sampled alternatives.
+        record : bool, default False
+            Also add the events to :attr:`history` afterwards.
 
         Returns
         -------
         OfferScorer
             ``self``.
+
+        Raises
+        ------
+        InvalidParameterError
+            No events, nothing to learn from, or a bad parameter.
+        InvalidRecordError
+            A row that is not an event (named by its position), or a push
+            without a known offer, store and distance.
 
         Examples
         --------
@@ -667,104 +572,192 @@ class OfferScorer:
         >>> for i in range(40):
         ...     ts = 1767225600 + i * 3600
         ...     d = 200.0 if i % 2 == 0 else 3000.0
-        ...     log.append(og.Event("push", f"u{i}", ts, offer_id="latte", store_id="lucky-09", distance_m=d))
+        ...     log.append({"kind": "push", "user_id": f"u{i}", "ts": ts, "offer_id": "latte",
+        ...                 "store_id": "lucky-09", "distance_m": d, "push_id": f"p{i}"})
         ...     if i % 4 == 0:
-        ...         log.append(og.Event("redeem", f"u{i}", ts + 1800, offer_id="latte"))
+        ...         log.append({"kind": "redeem", "user_id": f"u{i}", "ts": ts + 1800, "offer_id": "latte",
+        ...                     "push_id": f"p{i}"})
         >>> scorer = og.OfferScorer(index, offers)
         >>> print(f"distance weight {scorer.weights_[1]:.2f}")
         distance weight 0.80
         >>> scorer = scorer.fit(log)
         >>> print(f"distance weight {scorer.weights_[1]:.2f}")
-        distance weight 1.15
-        >>> scorer.n_fit_examples_, len(scorer.history)
-        (40, 40)
+        distance weight 1.08
+        >>> scorer.n_fit_examples_, len(scorer.fit_history_), len(scorer.history)
+        (40, 40, 0)
         """
-        evs = sorted(events, key=lambda e: e.ts)
+        if target not in ("redeem", "visit"):
+            raise InvalidParameterError(f"target must be 'redeem' or 'visit'; got {target!r}")
+        for name, v in (("window_days", window_days), ("l2", l2)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
+                raise InvalidParameterError(f"{name} must be a finite number >= 0; got {v!r}")
+        radius = self.search_radius_m if choice_radius_m is None else choice_radius_m
+        if (
+            isinstance(radius, bool)
+            or not isinstance(radius, (int, float))
+            or not (radius > 0 and math.isfinite(radius))
+        ):
+            raise InvalidParameterError(f"choice_radius_m must be a positive number of metres; got {radius!r}")
+        if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 2:
+            raise InvalidParameterError(f"n_negatives must be an int >= 2; got {n_negatives!r}")
+        evs = sorted(as_events(events), key=lambda e: e.ts)
         if not evs:
             raise InvalidParameterError("fit needs events; got none")
-        window_s = float(window_days) * 86_400.0
-        redeem_times: dict[tuple[Any, Any], list[float]] = {}
+        cat = self._catalog()
         for e in evs:
-            if e.kind == "redeem" and e.offer_id is not None:
-                redeem_times.setdefault((e.user_id, e.offer_id), []).append(e.ts)
-        hist = UserHistory(
-            self.history.half_life_days, self.history.kind_weights, self.history.prior_pushes, self.history.prior_rate
-        )
-        saved = self.history
-        self.history = hist
-        raw: list[tuple[float, ...]] = []  # per push: the raw values behind its features
-        labels: list[bool] = []
-        offer_row = {oid: i for i, oid in enumerate(self.offers.offer_id.tolist())}
-        store_row = {sid: i for i, sid in enumerate(self._store_ids.tolist())}
+            if e.offer_id is not None and e.kind in ("push", "redeem") and e.offer_id not in cat.offer_lookup:
+                raise UnknownOfferError(f"event at ts {e.ts} names offer_id {e.offer_id!r}, which is not in the offers")
+        h0 = self.history
+        hist = UserHistory(h0.half_life_days, h0.kind_weights, h0.prior_pushes, h0.prior_rate)
+        hist._bind(self._resolve)
+        if target == "redeem":
+            X, y = self._replay_pushes(cat, hist, evs, float(window_days) * 86_400.0)
+            weights = fit_logistic(X, y, l2=float(l2), w0=self.weights_)
+        else:
+            X, starts, chosen, offset = self._replay_visits(cat, hist, evs, float(radius), n_negatives, random_state)
+            free = np.array([f not in _NOT_FROM_VISITS for f in FEATURES])
+            fixed_offset = offset + X[:, ~free] @ self.weights_[~free]
+            Xf = np.column_stack([np.ones(X.shape[0]), X[:, free]])
+            w = fit_choice(
+                Xf, starts, chosen, fixed_offset, l2=float(l2), w0=np.concatenate([[0.0], self.weights_[free]])
+            )
+            weights = self.weights_.copy()
+            weights[free] = w[1:]
+            y = starts
+        self.weights_ = weights
+        self.n_fit_examples_ = int(y.shape[0])
+        self.fit_history_ = hist
+        if record:
+            for e in evs:
+                self.history.add(e)
+        return self
+
+    def _replay_pushes(
+        self, cat: Catalog, hist: UserHistory, evs: list[Event], window_s: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """Features of every push (history as it stood before it) and whether it was redeemed in the window."""
+        credited: dict[int, bool] = {}  # push example -> redeemed
+        by_push_id: dict[Any, int] = {}
+        latest: dict[tuple[Any, Any], list[tuple[float, int]]] = {}
+        rows: list[FloatArray] = []
+        saved, self.history = self.history, hist
         try:
             for e in evs:
-                e = self._enrich(e, offer_row)
                 if e.kind == "push":
-                    if e.offer_id not in offer_row or e.store_id not in store_row or e.distance_m is None:
+                    p = cat.store_pos.get(e.store_id)
+                    o = cat.offer_lookup.get(e.offer_id)
+                    if o is None or p is None or e.distance_m is None:
                         raise InvalidRecordError(
                             f"push at ts {e.ts} needs a known offer_id and store_id and a distance_m; got "
                             f"offer {e.offer_id!r}, store {e.store_id!r}, distance {e.distance_m!r}"
                         )
-                    o = offer_row[e.offer_id]
-                    u, t, m = e.user_id, e.ts, e.merchant_id
-                    raw.append(
-                        (
-                            e.distance_m,
-                            hist.usual_distance_m(u),
-                            hist.category_affinity(u, e.category, t),
-                            hist.merchant_affinity(u, m, t),
-                            _logit_scalar(hist.merchant_redemption_rate(m))
-                            - _logit_scalar(hist.global_redemption_rate()),
-                            float(self.offers.discount_depth[o]),
-                            hist.discount_sensitivity(u),
-                            hist.activity(u, t),
-                            float(self._log_attr[store_row[e.store_id]]),
-                        )
+                    j = len(rows)
+                    one = np.zeros(1, dtype=np.int64)
+                    rows.append(
+                        self._features([e.user_id], one, one + o, one + p, np.array([e.distance_m]), e.ts, cat)[0]
                     )
-                    times = redeem_times.get((e.user_id, e.offer_id), ())
-                    labels.append(any(e.ts <= r <= e.ts + window_s for r in times))
+                    credited[j] = False
+                    if e.push_id is not None:
+                        by_push_id[e.push_id] = j
+                    latest.setdefault((e.user_id, e.offer_id), []).append((e.ts, j))
+                elif e.kind == "redeem":
+                    j = self._redeemed_push(e, by_push_id, latest, credited, window_s)
+                    if j is not None:
+                        credited[j] = True
                 hist.add(e)
-        except BaseException:
+        finally:
             self.history = saved
-            raise
-        if not raw:
-            self.history = saved
+        if not rows:
             raise InvalidParameterError("fit found no push events to learn from")
-        cols = np.array(raw, dtype=np.float64).T
-        X = self._feature_matrix(
-            cols[0],
-            usual_m=cols[1],
-            cat_aff=cols[2],
-            mer_aff=cols[3],
-            mer_rate=cols[4],
-            depth=cols[5],
-            sensitivity=cols[6],
-            activity=cols[7],
-            log_attr=cols[8],
-        )
-        y = np.asarray(labels, dtype=np.float64)
-        self.weights_ = _logistic_newton(X, y, l2=l2, w0=self.weights_)
-        self.n_fit_examples_ = int(y.shape[0])
-        return self
+        X = np.vstack(rows)
+        y = np.array([credited[j] for j in range(len(rows))], dtype=np.float64)
+        return X, y
 
-    def _enrich(self, e: Event, offer_row: Mapping[Any, int]) -> Event:
-        """Fill merchant, category and discount depth of an event from its offer."""
-        o = offer_row.get(e.offer_id)
-        if o is None:
-            if e.offer_id is not None and e.kind in ("push", "redeem"):
-                raise UnknownOfferError(f"event at ts {e.ts} names offer_id {e.offer_id!r}, which is not in the offers")
-            return e
-        if e.merchant_id is not None and e.category is not None and e.discount_depth is not None:
-            return e
-        return dataclasses.replace(
-            e,
-            merchant_id=e.merchant_id if e.merchant_id is not None else self.offers.merchant_id[o],
-            category=e.category if e.category is not None else self.offers.category[o],
-            discount_depth=e.discount_depth if e.discount_depth is not None else float(self.offers.discount_depth[o]),
+    @staticmethod
+    def _redeemed_push(
+        e: Event,
+        by_push_id: Mapping[Any, int],
+        sent: Mapping[tuple[Any, Any], list[tuple[float, int]]],
+        credited: Mapping[int, bool],
+        window_s: float,
+    ) -> int | None:
+        """The push a redemption is credited to: its ``push_id``'s, else the latest uncredited one in the window."""
+        pushes = sent.get((e.user_id, e.offer_id), [])
+        if e.push_id is not None and e.push_id in by_push_id:
+            j = by_push_id[e.push_id]
+            ts = next((ts for ts, jj in pushes if jj == j), None)
+            if ts is None:  # the push was for another user or offer: credit it by its id anyway
+                return None if credited[j] else j
+            return j if not credited[j] and ts <= e.ts <= ts + window_s else None
+        for ts, j in reversed(pushes):
+            if ts <= e.ts <= ts + window_s and not credited[j]:
+                return j
+        return None
+
+    def _replay_visits(
+        self, cat: Catalog, hist: UserHistory, evs: list[Event], radius_m: float, n_negatives: int, seed: int
+    ) -> tuple[FloatArray, IntArray, IntArray, FloatArray]:
+        """Choice sets of every visit: (features, first row of each set, chosen row, sampling offset)."""
+        rng = np.random.default_rng(seed)
+        n_near = n_negatives // 2
+        n_draw = n_negatives - n_near
+        n_stores = cat.n_stores
+        has_offer = np.array([lst.shape[0] > 0 for lst in cat.store_offer_lists], dtype=bool)
+        first_offer = np.array([lst[0] if lst.shape[0] else -1 for lst in cat.store_offer_lists], dtype=np.int64)
+        # a store outside the always-included set is in the sample with this probability
+        log_inclusion = math.log(-math.expm1(n_draw * math.log1p(-1.0 / n_stores))) if n_stores > 1 else 0.0
+        lat, lon = self.index.stores.lat, self.index.stores.lon
+        blocks: list[FloatArray] = []
+        starts: list[int] = []
+        chosen: list[int] = []
+        offsets: list[FloatArray] = []
+        n_rows = 0
+        saved, self.history = self.history, hist
+        try:
+            for e in evs:
+                if e.kind == "visit":
+                    st = hist._user(e.user_id)
+                    prev = st.prev if st is not None else None
+                    target = cat.store_pos.get(e.store_id)
+                    origin = cat.store_pos.get(prev[1]) if prev is not None and prev[1] is not None else None
+                    if origin is not None and target is not None and has_offer[target] and e.ts >= prev[0]:
+                        lat0, lon0 = float(lat[origin]), float(lon[origin])
+                        near = self.index.nearest(lat0, lon0, k=min(n_near, n_stores), max_distance_m=radius_m)
+                        always = set(near.position[near.position >= 0].tolist())
+                        for sid in st.places:
+                            p = cat.store_pos.get(sid)
+                            if p is not None:
+                                always.add(p)
+                        drawn = set(rng.integers(0, n_stores, n_draw).tolist()) - always
+                        alts = np.array(sorted(always | drawn | {target}), dtype=np.int64)
+                        d = np.asarray(geodesic_distance_m(lat0, lon0, lat[alts], lon[alts]), dtype=np.float64)
+                        keep = (d <= radius_m) & has_offer[alts]
+                        if keep[np.searchsorted(alts, target)]:
+                            alts, d = alts[keep], d[keep]
+                            off = np.array([0.0 if a in always else -log_inclusion for a in alts.tolist()])
+                            zeros = np.zeros(alts.shape[0], dtype=np.int64)
+                            blocks.append(self._features([e.user_id], zeros, first_offer[alts], alts, d, prev[0], cat))
+                            starts.append(n_rows)
+                            chosen.append(n_rows + int(np.searchsorted(alts, target)))
+                            offsets.append(off)
+                            n_rows += alts.shape[0]
+                hist.add(e)
+        finally:
+            self.history = saved
+        if not blocks:
+            raise InvalidParameterError(
+                "fit(target='visit') found no visit to learn from: it needs visits with a store_id, each after an "
+                "earlier visit by the same user to a store within choice_radius_m"
+            )
+        return (
+            np.vstack(blocks),
+            np.array(starts, dtype=np.int64),
+            np.array(chosen, dtype=np.int64),
+            np.concatenate(offsets),
         )
 
     def record(self, event: Event) -> None:
-        """Add an outcome to the history (merchant, category and discount filled in from the offer).
+        """Add an outcome to the history (merchant, category and local hour filled in from the offers and stores).
 
         Examples
         --------
@@ -774,30 +767,34 @@ class OfferScorer:
         >>> scorer = og.OfferScorer(index, offers)
         >>> now = 1767225600
         >>> print(f"{scorer.rank('u1', 31.2304, 121.4737, now=now, k=1)[0].score:.3f}")
-        0.075
+        0.085
         >>> scorer.record(og.Event("redeem", "u1", now - 3600, offer_id="latte", distance_m=300.0))
         >>> scorer.history.n_events("u1", "redeem"), scorer.history.category_affinity("u1", "coffee", now) > 0
         (1, True)
         >>> print(f"{scorer.rank('u1', 31.2304, 121.4737, now=now, k=1)[0].score:.3f}")
-        0.200
+        0.222
         """
-        self.history.add(self._enrich(event, self.offers._lookup))
+        if not isinstance(event, Event):
+            raise InvalidRecordError(f"record takes an Event; got {type(event).__name__}")
+        if event.offer_id is not None and event.kind in ("push", "redeem") and event.offer_id not in self.offers:
+            raise UnknownOfferError(
+                f"event at ts {event.ts} names offer_id {event.offer_id!r}, which is not in the offers"
+            )
+        if self.history._resolver is None or self.history._resolver != self._resolve:
+            self.history._bind(self._resolve)
+        self.history.add(event)
 
 
 #: Users ranked together in one block of rank_many (bounds the memory of the candidate pairs).
 _USER_CHUNK = 2048
 
 
-def _logit_scalar(p: float) -> float:
-    q = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(q / (1 - q))
+def _now(now: Any) -> float:
+    if now is None:
+        import time
 
-
-def _codes(values: np.ndarray) -> tuple[IntArray, list[Any]]:
-    """Integer codes of an object column and the distinct values, in first-seen order."""
-    seen: dict[Any, int] = {}
-    codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values.tolist()), dtype=np.int64, count=len(values))
-    return codes, list(seen)
+        return time.time()
+    return to_epoch_s(now, "now")
 
 
 def _argbest(key: IntArray, value: FloatArray, tie: IntArray, n_keys: int) -> IntArray:
@@ -826,14 +823,6 @@ def _expand(
     return q[rows], items[np.repeat(offsets[k], counts) + within], pos[rows], dist[rows]
 
 
-def _now(now: Any) -> float:
-    if now is None:
-        import time
-
-        return time.time()
-    return to_epoch_s(now, "now")
-
-
 def _rank_within(q: IntArray, group: IntArray, mask: np.ndarray) -> IntArray:
     """For rows sorted by query, the 0-based rank of each row among earlier masked rows of the same (query, group)."""
     n = q.shape[0]
@@ -848,39 +837,3 @@ def _rank_within(q: IntArray, group: IntArray, mask: np.ndarray) -> IntArray:
     out = np.empty(n, dtype=np.int64)
     out[key_order] = csum - start
     return out
-
-
-def _logistic_newton(X: FloatArray, y: FloatArray, *, l2: float, w0: FloatArray, max_iter: int = 100) -> FloatArray:
-    """L2-regularised logistic regression by damped Newton steps (the intercept, column 0, unpenalised).
-
-    Each step is halved until the penalised log-loss decreases, so the
-    iteration cannot diverge on separable or badly scaled data.
-    """
-    pen = np.full(X.shape[1], float(l2))
-    pen[0] = 0.0
-
-    def loss(w: FloatArray) -> float:
-        z = X @ w
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * w * w))
-
-    w = np.zeros(X.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)
-    cur = loss(w)
-    for _ in range(max_iter):
-        z = X @ w
-        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow
-        g = X.T @ (p - y) + pen * w
-        hess = (X * (p * (1 - p))[:, None]).T @ X + np.diag(pen + 1e-6)
-        step = np.linalg.solve(hess, g)
-        t = 1.0
-        while t > 1e-8:
-            cand = w - t * step
-            new = loss(cand)
-            if new <= cur:
-                break
-            t *= 0.5
-        else:
-            break
-        w, improvement, cur = cand, cur - new, new
-        if improvement < 1e-10 * max(1.0, abs(cur)):
-            break
-    return w

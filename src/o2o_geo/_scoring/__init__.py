@@ -1,0 +1,11 @@
+"""Offer scoring: which offers, at which stores, a user is most likely to take up.
+
+- ``_catalog``: offers matched to the stores they can be redeemed at;
+- ``_features``: the one feature extractor (rank, rank_many, fit and the dispatcher);
+- ``_model``: the likelihoods the weights are fitted by;
+- ``_scorer``: :class:`OfferScorer`, the public facade.
+"""
+
+from ._scorer import DEFAULT_WEIGHTS, FEATURES, OfferScorer, ScoredOffer
+
+__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredOffer"]

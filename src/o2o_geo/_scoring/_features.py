@@ -1,0 +1,392 @@
+"""The one feature extractor: rank, rank_many, fit and the dispatcher all call :meth:`FeatureExtractor.transform`.
+
+The features of a (user, offer, store) candidate at time ``t``, ``d`` the WGS84
+distance in metres, "visits" meaning visits and redemptions, "the previous
+place" the store of the user's latest visit before ``t``:
+
+``intercept``               1
+``distance``                the decay model: power ``-log(d / scale)``, exponential ``-d / scale``
+                            or logistic (see ``decay``), ``d`` floored at 10 m
+``beyond_usual_distance``   ``-log(1 + d / usual)``, ``usual`` the user's recency-weighted
+                            geometric-mean redemption distance (1 km when unknown)
+``known_store``             1 when the user has visited this store before, else 0
+``store_familiarity``       ``log(1 + v)``, ``v`` the user's recency-weighted visits to this store
+``distance_x_new_store``    ``distance`` for a store the user has never visited, else 0 (distance
+                            matters more for a place one does not know)
+``visited_last_24h``        1 when the user was at this store in the last 24 hours
+``store_next``              ``log(1 + n)``, ``n`` how often the user went from the previous place
+                            straight to this store
+``crowd_next``              the same over all users
+``next_at_hour``            ``log(1 + n)``, ``n`` how often the user's next place after a visit at
+                            this local hour (+-1 h, same kind of day) was this store
+``store_popularity``        ``log(1 + n)``, ``n`` all users' visits to this store
+``category_affinity``       ``log(1 + a)``, ``a`` the user's recency-weighted engagement with the
+                            category (the offer's, else the store's)
+``category_at_hour``        ``log P(category | hour) - log P(category)``: the user's visits by category
+                            and local hour bin (weekday or weekend, 48 bins), shrunk towards all
+                            users' (5 visits' worth), theirs shrunk towards the overall share (20)
+``category_next``           ``log P(category | previous place's category) - log P(category)``,
+                            the user's moves shrunk towards all users' the same way
+``merchant_affinity``       ``log(1 + a)`` for the offer's merchant
+``merchant_rate``           logit of the merchant's shrunk redemption rate minus the logit of the
+                            global rate (0 for a merchant with no history)
+``discount``                discount depth (0.2 for 20 % off)
+``discount_x_sensitivity``  depth times the user's discount sensitivity
+``activity``                ``log(1 + n)``, ``n`` the user's recency-weighted visits
+``attraction``              log of the store's attraction column (0 without one)
+
+Local hours are the store's (its ``tz`` column, else its position's zone).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from .._history import SECONDS_PER_DAY, UserHistory, hour_bin
+from .._types import FloatArray, IntArray
+from ._catalog import Catalog
+
+__all__ = ["CROSS_USER_FEATURES", "DEFAULT_WEIGHTS", "FEATURES", "Decay", "FeatureExtractor"]
+
+#: Feature names, in the order of the weight vector.
+FEATURES = (
+    "intercept",
+    "distance",
+    "beyond_usual_distance",
+    "known_store",
+    "store_familiarity",
+    "distance_x_new_store",
+    "visited_last_24h",
+    "store_next",
+    "crowd_next",
+    "next_at_hour",
+    "store_popularity",
+    "category_affinity",
+    "category_at_hour",
+    "category_next",
+    "merchant_affinity",
+    "merchant_rate",
+    "discount",
+    "discount_x_sensitivity",
+    "activity",
+    "attraction",
+)
+#: Default weights: a prior before ``fit`` (logit units per feature unit).  The redemption
+#: features are hand-set; the visit features are about a third of what ``fit(target="visit")``
+#: learns on real check-ins, so an unfitted scorer still reads a user's habits.
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "intercept": -3.0,
+    "distance": 0.8,
+    "beyond_usual_distance": 0.5,
+    "known_store": 1.0,
+    "store_familiarity": 0.4,
+    "distance_x_new_store": 0.3,
+    "visited_last_24h": -0.3,
+    "store_next": 0.15,
+    "crowd_next": 0.05,
+    "next_at_hour": 0.1,
+    "store_popularity": 0.1,
+    "category_affinity": 1.0,
+    "category_at_hour": 0.1,
+    "category_next": 0.1,
+    "merchant_affinity": 0.7,
+    "merchant_rate": 0.5,
+    "discount": 2.0,
+    "discount_x_sensitivity": 3.0,
+    "activity": 0.2,
+    "attraction": 1.0,
+}
+#: Features learnt from all users together: with these weights at 0, a user's scores depend on
+#: that user's events alone (what a per-partition replay needs to equal a per-user one).
+CROSS_USER_FEATURES = ("merchant_rate", "store_popularity", "crowd_next", "category_at_hour", "category_next")
+Decay = Literal["power", "exponential", "logistic"]
+_COL = {name: i for i, name in enumerate(FEATURES)}
+#: Shrinkage: a user's profile counts like this many visits of the population's,
+#: the population's like this many of the overall category shares.
+USER_PRIOR_VISITS = 5.0
+POPULATION_PRIOR_VISITS = 20.0
+
+
+def _logit_scalar(p: float) -> float:
+    q = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(q / (1 - q))
+
+
+def _lookup(keys: IntArray, values: FloatArray, want: IntArray) -> FloatArray:
+    """``values`` at the positions of ``want`` in the sorted unique ``keys`` (rows of 0.0 where absent)."""
+    out = np.zeros((want.shape[0],) + values.shape[1:])
+    if keys.shape[0] == 0 or want.shape[0] == 0:
+        return out
+    j = np.minimum(np.searchsorted(keys, want), keys.shape[0] - 1)
+    hit = keys[j] == want
+    out[hit] = values[j[hit]]
+    return out
+
+
+class FeatureExtractor:
+    """Features of (user, offer, store) pairs from a catalog and a history, one row per pair.
+
+    Parameters
+    ----------
+    decay : {"power", "exponential", "logistic"}
+    distance_scale_m : float
+
+    Examples
+    --------
+    >>> import numpy as np, o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee")])
+    >>> cat = Catalog(index.stores, offers, index.version)
+    >>> h = og.UserHistory()
+    >>> fx = FeatureExtractor("power", 1000.0)
+    >>> X = fx.transform(cat, h, ["u1"], np.array([0]), np.array([0]), np.array([3]), np.array([500.0]), 0.0)
+    >>> X.shape, X[0, FEATURES.index("distance")].round(3), X[0, FEATURES.index("known_store")]
+    ((1, 20), np.float64(0.693), np.float64(0.0))
+    """
+
+    def __init__(self, decay: Decay, distance_scale_m: float) -> None:
+        self.decay = decay
+        self.distance_scale_m = float(distance_scale_m)
+        self._codes_key: tuple[int, int] | None = None
+        self._pos_code = np.empty(0, dtype=np.int64)
+        self._n_coded = 0
+
+    def decay_of(self, d: FloatArray) -> FloatArray:
+        """The ``distance`` feature of distances ``d`` (metres)."""
+        x = np.maximum(d, 10.0) / self.distance_scale_m
+        if self.decay == "power":
+            return -np.log(x)
+        if self.decay == "exponential":
+            return -x
+        return -np.logaddexp(0.0, (x - 1.0) * 4.0)
+
+    def _store_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
+        """Catalog position -> the history's store code (-1: never visited), kept up to date incrementally."""
+        key = (id(cat), id(h))
+        if self._codes_key != key:
+            self._codes_key, self._pos_code, self._n_coded = key, np.full(cat.n_stores, -1, dtype=np.int64), 0
+        ids = h._store_ids
+        for code in range(self._n_coded, len(ids)):
+            p = cat.store_pos.get(ids[code])
+            if p is not None:
+                self._pos_code[p] = code
+        self._n_coded = len(ids)
+        return self._pos_code
+
+    def transform(
+        self,
+        cat: Catalog,
+        h: UserHistory,
+        users: list[Any],
+        uq: IntArray,
+        offer: IntArray,
+        pos: IntArray,
+        dist: FloatArray,
+        t: float,
+    ) -> FloatArray:
+        """Feature matrix of shape (n_pairs, n_features) of pairs (user row ``uq``, ``offer``, store ``pos``, ``dist``).
+
+        ``users[uq[i]]`` is pair ``i``'s user; the history is read as it is, at time ``t``.
+        """
+        n = dist.shape[0]
+        X = np.zeros((n, len(FEATURES)))
+        X[:, 0] = 1.0
+        decay = self.decay_of(dist)
+        X[:, _COL["distance"]] = decay
+        X[:, _COL["discount"]] = depth = cat.offer_depth[offer]
+        X[:, _COL["attraction"]] = cat.log_attr[pos]
+        if n == 0:
+            return X
+        n_users, n_cat, n_pos = len(users), len(cat.cats), cat.n_stores
+        n_mer = max(len(cat.mers), 1)
+        offsets = cat.utc_offsets_s(t)
+        zone_bin = np.array([hour_bin(t, o) for o in offsets.tolist()], dtype=np.int64)
+        pair_zone = cat.store_zone[pos]
+        pair_cat = cat.pair_category(offer, pos)
+        hl = h._h
+        usual = np.full(n_users, 1000.0)
+        sens = np.zeros(n_users)
+        act = np.zeros(n_users)
+        place_k: list[int] = []
+        place_v: list[tuple[float, float, float, float, float]] = []
+        crowd_k: list[int] = []
+        crowd_v: list[float] = []
+        cat_k: list[int] = []
+        cat_v: list[float] = []
+        mer_k: list[int] = []
+        mer_v: list[float] = []
+        hour_k: list[int] = []  # ((user row * n_zones + zone) * n_cat + category)
+        hour_v: list[float] = []
+        hour_tot = np.zeros((n_users, len(zone_bin)))
+        next_k: list[int] = []  # user row * n_cat + category, from the user's previous category
+        next_v: list[float] = []
+        next_tot = np.zeros(n_users)
+        prev_cat = np.full(n_users, -1, dtype=np.int64)
+        zones_used = np.unique(pair_zone)
+        with h._lock:
+            pos_code = self._store_codes(cat, h)
+            visits = h._store_visits[: len(h._store_ids)]
+            global_logit = _logit_scalar(h.global_redemption_rate())
+            for r in np.unique(uq).tolist():
+                st = h._user(users[r])
+                if st is None:
+                    continue
+                usual[r] = h.usual_distance_m(users[r])
+                sens[r] = h.discount_sensitivity(users[r])
+                act[r] = st.engaged.at(t, hl)
+                for c, d in st.category.items():
+                    code = cat.cat_index.get(c)
+                    if code is not None:
+                        cat_k.append(r * n_cat + code)
+                        cat_v.append(d.at(t, hl))
+                for m, d in st.merchant.items():
+                    code = cat.mer_index.get(m)
+                    if code is not None:
+                        mer_k.append(r * n_mer + code)
+                        mer_v.append(d.at(t, hl))
+                prev = st.prev if st.prev is not None and st.prev[0] <= t else None
+                prev_next = st.places[prev[1]].next if prev is not None and prev[1] is not None else {}
+                for sid, place in st.places.items():
+                    p = cat.store_pos.get(sid)
+                    if p is None:
+                        continue
+                    b = int(zone_bin[cat.store_zone[p]])
+                    day = 24 * (b // 24)
+                    around = sum(st.next_at_hour.get((day + (b + dh) % 24, sid), 0) for dh in (-1, 0, 1))
+                    since = t - place.last_ts
+                    place_k.append(r * n_pos + p)
+                    place_v.append(
+                        (
+                            place.recency.at(t, hl),
+                            1.0 if 0.0 <= since < SECONDS_PER_DAY else 0.0,
+                            float(prev_next.get(sid, 0)),
+                            float(around),
+                            1.0,
+                        )
+                    )
+                if prev is not None and prev[1] is not None:
+                    for sid, count in h._store_next.get(prev[1], {}).items():
+                        p = cat.store_pos.get(sid)
+                        if p is not None:
+                            crowd_k.append(r * n_pos + p)
+                            crowd_v.append(float(count))
+                for (c, b), count in st.cat_hours.items():
+                    code = cat.cat_index.get(c)
+                    for zi in zones_used.tolist():
+                        if zone_bin[zi] == b:
+                            hour_tot[r, zi] += count
+                            if code is not None:
+                                hour_k.append((r * len(zone_bin) + zi) * n_cat + code)
+                                hour_v.append(float(count))
+                if prev is not None and prev[2] is not None:
+                    cp = cat.cat_index.get(prev[2])
+                    if cp is not None:
+                        prev_cat[r] = cp
+                        for (a, c), count in st.cat_next.items():
+                            if a == prev[2]:
+                                next_tot[r] += count
+                                code = cat.cat_index.get(c)
+                                if code is not None:
+                                    next_k.append(r * n_cat + code)
+                                    next_v.append(float(count))
+            # all users: the overall category shares, by hour bin, after each category
+            pop_c = np.array([h._cat_visits.get(c, 0) for c in cat.cats], dtype=np.float64)
+            share = (pop_c + 1.0) / (pop_c.sum() + max(n_cat, 1))
+            by_bin = {
+                int(zi): np.array([h._cat_hours[int(zone_bin[zi])].get(c, 0) for c in cat.cats], dtype=np.float64)
+                for zi in zones_used.tolist()
+            }
+            after = {
+                int(cp): np.array([h._cat_next.get(cat.cats[cp], {}).get(c, 0) for c in cat.cats], dtype=np.float64)
+                for cp in np.unique(prev_cat[prev_cat >= 0]).tolist()
+            }
+            mer_rate = self._merchant_rates(cat, h, global_logit)
+            code = pos_code[pos]
+            popularity = np.zeros(n)
+            seen = code >= 0
+            popularity[seen] = visits[code[seen]]
+        X[:, _COL["beyond_usual_distance"]] = -np.log1p(dist / usual[uq])
+        X[:, _COL["discount_x_sensitivity"]] = depth * sens[uq]
+        X[:, _COL["activity"]] = np.log1p(act[uq])
+        X[:, _COL["store_popularity"]] = np.log1p(popularity)
+        X[:, _COL["merchant_rate"]] = mer_rate[cat.offer_mer[offer]]
+        pair_store = uq * n_pos + pos
+        if place_k:
+            keys = np.array(place_k, dtype=np.int64)
+            order = np.argsort(keys)
+            vals = _lookup(keys[order], np.array(place_v)[order], pair_store)
+            known = vals[:, 4]
+            X[:, _COL["store_familiarity"]] = np.log1p(vals[:, 0])
+            X[:, _COL["visited_last_24h"]] = vals[:, 1]
+            X[:, _COL["store_next"]] = np.log1p(vals[:, 2])
+            X[:, _COL["next_at_hour"]] = np.log1p(vals[:, 3])
+            X[:, _COL["known_store"]] = known
+            X[:, _COL["distance_x_new_store"]] = decay * (1.0 - known)
+        else:
+            X[:, _COL["distance_x_new_store"]] = decay
+        if crowd_k:
+            keys = np.array(crowd_k, dtype=np.int64)
+            order = np.argsort(keys)
+            X[:, _COL["crowd_next"]] = np.log1p(_lookup(keys[order], np.array(crowd_v)[order], pair_store))
+        has_cat = pair_cat >= 0
+        safe_cat = np.maximum(pair_cat, 0)
+        if cat_k:
+            keys = np.array(cat_k, dtype=np.int64)
+            order = np.argsort(keys)
+            aff = _lookup(keys[order], np.array(cat_v)[order], uq * n_cat + safe_cat)
+            X[:, _COL["category_affinity"]] = np.where(has_cat, np.log1p(aff), 0.0)
+        if mer_k:
+            keys = np.array(mer_k, dtype=np.int64)
+            order = np.argsort(keys)
+            mer_code = cat.offer_mer[offer]
+            aff = _lookup(keys[order], np.array(mer_v)[order], uq * n_mer + np.maximum(mer_code, 0))
+            X[:, _COL["merchant_affinity"]] = np.where(mer_code >= 0, np.log1p(aff), 0.0)
+        if n_cat:
+            log_share = np.log(share[safe_cat])
+            # category_at_hour
+            pop_at = np.zeros(n)
+            for zi, counts in by_bin.items():
+                sel = pair_zone == zi
+                p_bin = (counts + POPULATION_PRIOR_VISITS * share) / (counts.sum() + POPULATION_PRIOR_VISITS)
+                pop_at[sel] = p_bin[safe_cat[sel]]
+            mine = np.zeros(n)
+            if hour_k:
+                keys = np.array(hour_k, dtype=np.int64)
+                order = np.argsort(keys)
+                mine = _lookup(
+                    keys[order], np.array(hour_v)[order], (uq * len(zone_bin) + pair_zone) * n_cat + safe_cat
+                )
+            p_user = (mine + USER_PRIOR_VISITS * pop_at) / (hour_tot[uq, pair_zone] + USER_PRIOR_VISITS)
+            X[:, _COL["category_at_hour"]] = np.where(has_cat, np.log(p_user) - log_share, 0.0)
+            # category_next
+            cp = prev_cat[uq]
+            with_prev = has_cat & (cp >= 0)
+            if with_prev.any():
+                pop_next = np.zeros(n)
+                for c0, counts in after.items():
+                    sel = cp == c0
+                    p_after = (counts + POPULATION_PRIOR_VISITS * share) / (counts.sum() + POPULATION_PRIOR_VISITS)
+                    pop_next[sel] = p_after[safe_cat[sel]]
+                mine = np.zeros(n)
+                if next_k:
+                    keys = np.array(next_k, dtype=np.int64)
+                    order = np.argsort(keys)
+                    mine = _lookup(keys[order], np.array(next_v)[order], uq * n_cat + safe_cat)
+                p_user = (mine + USER_PRIOR_VISITS * pop_next) / (next_tot[uq] + USER_PRIOR_VISITS)
+                X[:, _COL["category_next"]] = np.where(
+                    with_prev, np.log(np.where(with_prev, p_user, 1.0)) - log_share, 0.0
+                )
+        return X
+
+    def _merchant_rates(self, cat: Catalog, h: UserHistory, global_logit: float) -> FloatArray:
+        """Per merchant code: logit of its shrunk redemption rate minus the global one (cached per history version)."""
+        key = (id(cat), id(h), h._rates_version)
+        if getattr(self, "_rate_key", None) != key:
+            rates = [_logit_scalar(h.merchant_redemption_rate(m)) - global_logit for m in cat.mers]
+            self._rates = np.array(rates + [0.0])  # the last entry: offers without a merchant code
+            self._rate_key = key
+        return self._rates
