@@ -280,8 +280,10 @@ class UserHistory:
         self.prior_rate = float(prior_rate)
         self._h = self.half_life_days * SECONDS_PER_DAY
         self._users: dict[Any, _UserState] = {}
-        self._merchant_pushes: dict[Any, int] = {}
-        self._merchant_redeems: dict[Any, int] = {}
+        # per merchant (codes in first-seen order): pushes and redemptions, columns 0 and 1
+        self._merchant_code: dict[Any, int] = {}
+        self._merchant_ids: list[Any] = []
+        self._merchant_counts = np.zeros((64, 2), dtype=np.int64)
         self._n_pushes = 0
         self._n_redeems = 0
         # all users: visits per store (codes in first-seen order, so readers can map them once),
@@ -290,9 +292,11 @@ class UserHistory:
         self._store_ids: list[Any] = []
         self._store_visits = np.zeros(1024, dtype=np.int64)  # by store code; grown by doubling
         self._store_next: dict[Any, dict[Any, int]] = {}
-        self._cat_hours: list[dict[Any, int]] = [{} for _ in range(N_HOUR_BINS)]
-        self._cat_visits: dict[Any, int] = {}
-        self._cat_next: dict[Any, dict[Any, int]] = {}
+        # per category (codes in first-seen order): visits by hour bin; moves from category to category
+        self._cat_code: dict[Any, int] = {}
+        self._cat_ids: list[Any] = []
+        self._cat_hours = np.zeros((16, N_HOUR_BINS), dtype=np.int64)
+        self._cat_next: dict[int, dict[int, int]] = {}
         self._rates_version = 0
         self._resolver: Resolver | None = None
         self._pending: list[Event] = []  # events waiting for a resolver (merchant or category unknown)
@@ -419,10 +423,16 @@ class UserHistory:
                 st.category.setdefault(category, _Decayed()).add(w, t, h)
             if merchant is not None:
                 st.merchant.setdefault(merchant, _Decayed()).add(w, t, h)
-        if merchant is not None and event.kind == "push":
-            self._merchant_pushes[merchant] = self._merchant_pushes.get(merchant, 0) + 1
-        if merchant is not None and event.kind == "redeem":
-            self._merchant_redeems[merchant] = self._merchant_redeems.get(merchant, 0) + 1
+        if merchant is not None and event.kind in ("push", "redeem"):
+            code = self._merchant_code.get(merchant)
+            if code is None:
+                code = self._merchant_code[merchant] = len(self._merchant_ids)
+                self._merchant_ids.append(merchant)
+                if code == self._merchant_counts.shape[0]:
+                    self._merchant_counts = np.concatenate(
+                        [self._merchant_counts, np.zeros_like(self._merchant_counts)]
+                    )
+            self._merchant_counts[code, 0 if event.kind == "push" else 1] += 1
         if event.kind not in ("redeem", "visit"):
             return
         b = hour_bin(t, offset_s)
@@ -447,9 +457,8 @@ class UserHistory:
         if category is not None:
             key = (category, b)
             st.cat_hours[key] = st.cat_hours.get(key, 0) + 1
-            pop = self._cat_hours[b]
-            pop[category] = pop.get(category, 0) + 1
-            self._cat_visits[category] = self._cat_visits.get(category, 0) + 1
+            c_code = self._category_code(category)
+            self._cat_hours[c_code, b] += 1
         if in_order and prev is not None:
             _, p_store, p_category, p_bin = prev
             if store is not None and p_store is not None:
@@ -462,10 +471,20 @@ class UserHistory:
             if category is not None and p_category is not None:
                 key3 = (p_category, category)
                 st.cat_next[key3] = st.cat_next.get(key3, 0) + 1
-                crowd_c = self._cat_next.setdefault(p_category, {})
-                crowd_c[category] = crowd_c.get(category, 0) + 1
+                crowd_c = self._cat_next.setdefault(self._category_code(p_category), {})
+                c_code = self._category_code(category)
+                crowd_c[c_code] = crowd_c.get(c_code, 0) + 1
         if in_order:
             st.prev = (t, store, category, b)
+
+    def _category_code(self, category: Any) -> int:
+        code = self._cat_code.get(category)
+        if code is None:
+            code = self._cat_code[category] = len(self._cat_ids)
+            self._cat_ids.append(category)
+            if code == self._cat_hours.shape[0]:
+                self._cat_hours = np.concatenate([self._cat_hours, np.zeros_like(self._cat_hours)])
+        return code
 
     def _bind(self, resolver: Resolver) -> None:
         """Fill in merchants, categories and local hours with ``resolver`` from now on, and for the waiting events."""
@@ -691,8 +710,8 @@ class UserHistory:
         m-new  0.157
         """
         global_rate = self.global_redemption_rate()
-        p = self._merchant_pushes.get(merchant_id, 0)
-        r = self._merchant_redeems.get(merchant_id, 0)
+        code = self._merchant_code.get(merchant_id)
+        p, r = (0, 0) if code is None else self._merchant_counts[code].tolist()
         denom = p + self.prior_pushes
         return (r + self.prior_pushes * global_rate) / denom if denom > 0 else global_rate
 
@@ -728,7 +747,8 @@ class UserHistory:
         >>> h.merchant_popularity("m-lucky"), h.merchant_popularity("m-tea")
         (2, 0)
         """
-        return self._merchant_redeems.get(merchant_id, 0)
+        code = self._merchant_code.get(merchant_id)
+        return 0 if code is None else int(self._merchant_counts[code, 1])
 
 
 _EVENT_FIELDS = (

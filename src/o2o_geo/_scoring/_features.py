@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._history import SECONDS_PER_DAY, UserHistory, hour_bin
+from .._history import N_HOUR_BINS, SECONDS_PER_DAY, UserHistory, hour_bin
 from .._types import FloatArray, IntArray
 from ._catalog import Catalog
 
@@ -116,14 +116,29 @@ def _logit_scalar(p: float) -> float:
     return math.log(q / (1 - q))
 
 
-def _lookup(keys: IntArray, values: FloatArray, want: IntArray) -> FloatArray:
-    """``values`` at the positions of ``want`` in the sorted unique ``keys`` (rows of 0.0 where absent)."""
-    out = np.zeros((want.shape[0],) + values.shape[1:])
-    if keys.shape[0] == 0 or want.shape[0] == 0:
+def _lookup(keys: list[int], values: list[Any], want: IntArray, keyspace: int) -> FloatArray:
+    """``values`` (one row per key, keys unique) at each of ``want``; zero rows where a key is absent.
+
+    A dense index over the key space when it is small next to ``want`` (one user's
+    stores), else a binary search over the sorted keys (many users at once).
+    """
+    vals = np.asarray(values, dtype=np.float64)
+    out = np.zeros((want.shape[0],) + vals.shape[1:])
+    if not keys or want.shape[0] == 0:
         return out
-    j = np.minimum(np.searchsorted(keys, want), keys.shape[0] - 1)
-    hit = keys[j] == want
-    out[hit] = values[j[hit]]
+    k = np.asarray(keys, dtype=np.int64)
+    if keyspace <= 8 * want.shape[0] + 65_536:
+        slot = np.full(keyspace, -1, dtype=np.int64)
+        slot[k] = np.arange(k.shape[0])
+        j = slot[want]
+        hit = j >= 0
+        out[hit] = vals[j[hit]]
+        return out
+    order = np.argsort(k)
+    k, vals = k[order], vals[order]
+    j = np.minimum(np.searchsorted(k, want), k.shape[0] - 1)
+    hit = k[j] == want
+    out[hit] = vals[j[hit]]
     return out
 
 
@@ -186,14 +201,15 @@ class FeatureExtractor:
         offer: IntArray,
         pos: IntArray,
         dist: FloatArray,
-        t: float,
+        t: float | FloatArray,
     ) -> FloatArray:
         """Feature matrix of shape (n_pairs, n_features) of pairs (user row ``uq``, ``offer``, store ``pos``, ``dist``).
 
-        ``users[uq[i]]`` is pair ``i``'s user; the history is read as it is, at time ``t``.
+        ``users[uq[i]]`` is pair ``i``'s user; the history is read as it is, at time ``t``
+        (epoch seconds: one time, or one per user row, shape (len(users),)).
         """
         n = dist.shape[0]
-        X = np.zeros((n, len(FEATURES)))
+        X = np.zeros((n, len(FEATURES)), order="F")  # filled column by column
         X[:, 0] = 1.0
         decay = self.decay_of(dist)
         X[:, _COL["distance"]] = decay
@@ -203,9 +219,13 @@ class FeatureExtractor:
             return X
         n_users, n_cat, n_pos = len(users), len(cat.cats), cat.n_stores
         n_mer = max(len(cat.mers), 1)
-        offsets = cat.utc_offsets_s(t)
-        zone_bin = np.array([hour_bin(t, o) for o in offsets.tolist()], dtype=np.int64)
+        t_user = np.broadcast_to(np.asarray(t, dtype=np.float64), (n_users,))
+        bins_at: dict[float, list[int]] = {}  # time -> the hour bin it is in each zone
+        for tv in set(t_user.tolist()):
+            bins_at[tv] = [hour_bin(tv, o) for o in cat.utc_offsets_s(tv).tolist()]
+        zone_bin = np.array([bins_at[tv] for tv in t_user.tolist()], dtype=np.int64).reshape(n_users, -1)
         pair_zone = cat.store_zone[pos]
+        pair_bin = zone_bin[uq, pair_zone]
         pair_cat = cat.pair_category(offer, pos)
         hl = h._h
         usual = np.full(n_users, 1000.0)
@@ -226,42 +246,48 @@ class FeatureExtractor:
         next_v: list[float] = []
         next_tot = np.zeros(n_users)
         prev_cat = np.full(n_users, -1, dtype=np.int64)
-        zones_used = np.unique(pair_zone)
+        zones_used = np.unique(pair_zone).tolist()
+        store_zone = cat.store_zone_list
+        n_zones = zone_bin.shape[1]
         with h._lock:
             pos_code = self._store_codes(cat, h)
             visits = h._store_visits[: len(h._store_ids)]
-            global_logit = _logit_scalar(h.global_redemption_rate())
             for r in np.unique(uq).tolist():
                 st = h._user(users[r])
                 if st is None:
                     continue
+                tr = float(t_user[r])
+                zone_bin_l = zone_bin[r].tolist()
+                bin_zones: dict[int, list[int]] = {}  # hour bin now -> the zones (of the pairs) at that hour
+                for zi in zones_used:
+                    bin_zones.setdefault(zone_bin_l[zi], []).append(zi)
                 usual[r] = h.usual_distance_m(users[r])
                 sens[r] = h.discount_sensitivity(users[r])
-                act[r] = st.engaged.at(t, hl)
+                act[r] = st.engaged.at(tr, hl)
                 for c, d in st.category.items():
                     code = cat.cat_index.get(c)
                     if code is not None:
                         cat_k.append(r * n_cat + code)
-                        cat_v.append(d.at(t, hl))
+                        cat_v.append(d.at(tr, hl))
                 for m, d in st.merchant.items():
                     code = cat.mer_index.get(m)
                     if code is not None:
                         mer_k.append(r * n_mer + code)
-                        mer_v.append(d.at(t, hl))
-                prev = st.prev if st.prev is not None and st.prev[0] <= t else None
+                        mer_v.append(d.at(tr, hl))
+                prev = st.prev if st.prev is not None and st.prev[0] <= tr else None
                 prev_next = st.places[prev[1]].next if prev is not None and prev[1] is not None else {}
                 for sid, place in st.places.items():
                     p = cat.store_pos.get(sid)
                     if p is None:
                         continue
-                    b = int(zone_bin[cat.store_zone[p]])
+                    b = zone_bin_l[store_zone[p]]
                     day = 24 * (b // 24)
                     around = sum(st.next_at_hour.get((day + (b + dh) % 24, sid), 0) for dh in (-1, 0, 1))
-                    since = t - place.last_ts
+                    since = tr - place.last_ts
                     place_k.append(r * n_pos + p)
                     place_v.append(
                         (
-                            place.recency.at(t, hl),
+                            place.recency.at(tr, hl),
                             1.0 if 0.0 <= since < SECONDS_PER_DAY else 0.0,
                             float(prev_next.get(sid, 0)),
                             float(around),
@@ -275,13 +301,15 @@ class FeatureExtractor:
                             crowd_k.append(r * n_pos + p)
                             crowd_v.append(float(count))
                 for (c, b), count in st.cat_hours.items():
+                    zs = bin_zones.get(b)
+                    if zs is None:
+                        continue
                     code = cat.cat_index.get(c)
-                    for zi in zones_used.tolist():
-                        if zone_bin[zi] == b:
-                            hour_tot[r, zi] += count
-                            if code is not None:
-                                hour_k.append((r * len(zone_bin) + zi) * n_cat + code)
-                                hour_v.append(float(count))
+                    for zi in zs:
+                        hour_tot[r, zi] += count
+                        if code is not None:
+                            hour_k.append((r * n_zones + zi) * n_cat + code)
+                            hour_v.append(float(count))
                 if prev is not None and prev[2] is not None:
                     cp = cat.cat_index.get(prev[2])
                     if cp is not None:
@@ -294,17 +322,27 @@ class FeatureExtractor:
                                     next_k.append(r * n_cat + code)
                                     next_v.append(float(count))
             # all users: the overall category shares, by hour bin, after each category
-            pop_c = np.array([h._cat_visits.get(c, 0) for c in cat.cats], dtype=np.float64)
+            # catalog category -> the history's rows of counts (a zero row appended for the unseen)
+            c_code = self._category_codes(cat, h)
+            n_hc = len(h._cat_ids)
+            hours = np.vstack([h._cat_hours[:n_hc], np.zeros((1, N_HOUR_BINS), dtype=np.int64)])
+            rows = np.where(c_code >= 0, c_code, n_hc)
+            by_cat_bin = hours[rows].astype(np.float64)  # (n_cat, 48)
+            pop_c = by_cat_bin.sum(axis=1)
             share = (pop_c + 1.0) / (pop_c.sum() + max(n_cat, 1))
-            by_bin = {
-                int(zi): np.array([h._cat_hours[int(zone_bin[zi])].get(c, 0) for c in cat.cats], dtype=np.float64)
-                for zi in zones_used.tolist()
-            }
-            after = {
-                int(cp): np.array([h._cat_next.get(cat.cats[cp], {}).get(c, 0) for c in cat.cats], dtype=np.float64)
-                for cp in np.unique(prev_cat[prev_cat >= 0]).tolist()
-            }
-            mer_rate = self._merchant_rates(cat, h, global_logit)
+            by_bin = {b: by_cat_bin[:, b] for b in np.unique(pair_bin).tolist()}
+            to_catalog = np.full(n_hc + 1, -1, dtype=np.int64)
+            to_catalog[c_code[c_code >= 0]] = np.flatnonzero(c_code >= 0)
+            after = {}
+            for cp in np.unique(prev_cat[prev_cat >= 0]).tolist():
+                counts = np.zeros(n_cat)
+                moves = h._cat_next.get(int(c_code[cp]), {}) if c_code[cp] >= 0 else {}
+                if moves:
+                    k = to_catalog[np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))]
+                    v = np.fromiter(moves.values(), dtype=np.float64, count=len(moves))
+                    counts[k[k >= 0]] = v[k >= 0]
+                after[int(cp)] = counts
+            mer_rate = self._merchant_rate(cat, h, cat.offer_mer[offer])
             code = pos_code[pos]
             popularity = np.zeros(n)
             seen = code >= 0
@@ -313,12 +351,10 @@ class FeatureExtractor:
         X[:, _COL["discount_x_sensitivity"]] = depth * sens[uq]
         X[:, _COL["activity"]] = np.log1p(act[uq])
         X[:, _COL["store_popularity"]] = np.log1p(popularity)
-        X[:, _COL["merchant_rate"]] = mer_rate[cat.offer_mer[offer]]
+        X[:, _COL["merchant_rate"]] = mer_rate
         pair_store = uq * n_pos + pos
         if place_k:
-            keys = np.array(place_k, dtype=np.int64)
-            order = np.argsort(keys)
-            vals = _lookup(keys[order], np.array(place_v)[order], pair_store)
+            vals = _lookup(place_k, place_v, pair_store, n_users * n_pos)
             known = vals[:, 4]
             X[:, _COL["store_familiarity"]] = np.log1p(vals[:, 0])
             X[:, _COL["visited_last_24h"]] = vals[:, 1]
@@ -329,37 +365,28 @@ class FeatureExtractor:
         else:
             X[:, _COL["distance_x_new_store"]] = decay
         if crowd_k:
-            keys = np.array(crowd_k, dtype=np.int64)
-            order = np.argsort(keys)
-            X[:, _COL["crowd_next"]] = np.log1p(_lookup(keys[order], np.array(crowd_v)[order], pair_store))
+            X[:, _COL["crowd_next"]] = np.log1p(_lookup(crowd_k, crowd_v, pair_store, n_users * n_pos))
         has_cat = pair_cat >= 0
         safe_cat = np.maximum(pair_cat, 0)
         if cat_k:
-            keys = np.array(cat_k, dtype=np.int64)
-            order = np.argsort(keys)
-            aff = _lookup(keys[order], np.array(cat_v)[order], uq * n_cat + safe_cat)
+            aff = _lookup(cat_k, cat_v, uq * n_cat + safe_cat, n_users * n_cat)
             X[:, _COL["category_affinity"]] = np.where(has_cat, np.log1p(aff), 0.0)
         if mer_k:
-            keys = np.array(mer_k, dtype=np.int64)
-            order = np.argsort(keys)
             mer_code = cat.offer_mer[offer]
-            aff = _lookup(keys[order], np.array(mer_v)[order], uq * n_mer + np.maximum(mer_code, 0))
+            aff = _lookup(mer_k, mer_v, uq * n_mer + np.maximum(mer_code, 0), n_users * n_mer)
             X[:, _COL["merchant_affinity"]] = np.where(mer_code >= 0, np.log1p(aff), 0.0)
         if n_cat:
             log_share = np.log(share[safe_cat])
             # category_at_hour
             pop_at = np.zeros(n)
-            for zi, counts in by_bin.items():
-                sel = pair_zone == zi
+            for b, counts in by_bin.items():
+                sel = pair_bin == b
                 p_bin = (counts + POPULATION_PRIOR_VISITS * share) / (counts.sum() + POPULATION_PRIOR_VISITS)
                 pop_at[sel] = p_bin[safe_cat[sel]]
             mine = np.zeros(n)
             if hour_k:
-                keys = np.array(hour_k, dtype=np.int64)
-                order = np.argsort(keys)
-                mine = _lookup(
-                    keys[order], np.array(hour_v)[order], (uq * len(zone_bin) + pair_zone) * n_cat + safe_cat
-                )
+                want = (uq * n_zones + pair_zone) * n_cat + safe_cat
+                mine = _lookup(hour_k, hour_v, want, n_users * n_zones * n_cat)
             p_user = (mine + USER_PRIOR_VISITS * pop_at) / (hour_tot[uq, pair_zone] + USER_PRIOR_VISITS)
             X[:, _COL["category_at_hour"]] = np.where(has_cat, np.log(p_user) - log_share, 0.0)
             # category_next
@@ -373,20 +400,49 @@ class FeatureExtractor:
                     pop_next[sel] = p_after[safe_cat[sel]]
                 mine = np.zeros(n)
                 if next_k:
-                    keys = np.array(next_k, dtype=np.int64)
-                    order = np.argsort(keys)
-                    mine = _lookup(keys[order], np.array(next_v)[order], uq * n_cat + safe_cat)
+                    mine = _lookup(next_k, next_v, uq * n_cat + safe_cat, n_users * n_cat)
                 p_user = (mine + USER_PRIOR_VISITS * pop_next) / (next_tot[uq] + USER_PRIOR_VISITS)
                 X[:, _COL["category_next"]] = np.where(
                     with_prev, np.log(np.where(with_prev, p_user, 1.0)) - log_share, 0.0
                 )
         return X
 
-    def _merchant_rates(self, cat: Catalog, h: UserHistory, global_logit: float) -> FloatArray:
-        """Per merchant code: logit of its shrunk redemption rate minus the global one (cached per history version)."""
-        key = (id(cat), id(h), h._rates_version)
-        if getattr(self, "_rate_key", None) != key:
-            rates = [_logit_scalar(h.merchant_redemption_rate(m)) - global_logit for m in cat.mers]
-            self._rates = np.array(rates + [0.0])  # the last entry: offers without a merchant code
-            self._rate_key = key
-        return self._rates
+    def _category_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
+        """Catalog category code -> the history's category code (-1: no visit yet), incremental."""
+        key = (id(cat), id(h))
+        if getattr(self, "_cat_key", None) != key:
+            self._cat_key, self._cat_code, self._n_cat_coded = key, np.full(len(cat.cats), -1, dtype=np.int64), 0
+        ids = h._cat_ids
+        for code in range(self._n_cat_coded, len(ids)):
+            c = cat.cat_index.get(ids[code])
+            if c is not None:
+                self._cat_code[c] = code
+        self._n_cat_coded = len(ids)
+        return self._cat_code
+
+    def _merchant_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
+        """Catalog merchant code -> the history's merchant code (-1: no push or redemption yet), incremental."""
+        key = (id(cat), id(h))
+        if getattr(self, "_mer_key", None) != key:
+            self._mer_key, self._mer_code, self._n_mer_coded = key, np.full(len(cat.mers) + 1, -1, dtype=np.int64), 0
+        ids = h._merchant_ids
+        for code in range(self._n_mer_coded, len(ids)):
+            m = cat.mer_index.get(ids[code])
+            if m is not None:
+                self._mer_code[m] = code
+        self._n_mer_coded = len(ids)
+        return self._mer_code
+
+    def _merchant_rate(self, cat: Catalog, h: UserHistory, mer: IntArray) -> FloatArray:
+        """The ``merchant_rate`` feature of catalog merchant codes ``mer`` (-1: an offer with no merchant code)."""
+        g = h.global_redemption_rate()
+        code = self._merchant_codes(cat, h)[mer]
+        counts = np.zeros((mer.shape[0], 2))
+        seen = code >= 0
+        counts[seen] = h._merchant_counts[code[seen]]
+        prior = h.prior_pushes
+        denom = counts[:, 0] + prior
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.where(denom > 0, (counts[:, 1] + prior * g) / denom, g)
+        q = np.clip(rate, 1e-6, 1 - 1e-6)
+        return np.log(q / (1 - q)) - _logit_scalar(g)

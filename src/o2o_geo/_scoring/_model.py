@@ -110,19 +110,19 @@ def fit_choice(
     [-3.  -1.5]
     """
     w_start = np.asarray(w0, dtype=np.float64)
-    Z = X[:, 1:]
+    Z = X[:, 1:]  # float32 or float64; utilities and sums are taken in float64
     set_of = np.repeat(np.arange(starts.shape[0]), np.diff(np.append(starts, X.shape[0])))
-    chosen_sum = Z[chosen].sum(axis=0)
+    chosen_sum = Z[chosen].sum(axis=0, dtype=np.float64)
 
     def loss(v: FloatArray) -> tuple[float, FloatArray]:
-        z = Z @ v + offset
+        z = (Z @ v.astype(Z.dtype)).astype(np.float64) + offset
         top = np.maximum.reduceat(z, starts)
         e = np.exp(z - top[set_of])
         total = np.add.reduceat(e, starts)
         dv = v - w_start[1:]
         value = -(np.sum(z[chosen]) - np.sum(top + np.log(total))) + 0.5 * l2 * float(dv @ dv)
         p = e / total[set_of]
-        grad = -(chosen_sum - p @ Z) + l2 * dv
+        grad = -(chosen_sum - (p.astype(Z.dtype) @ Z).astype(np.float64)) + l2 * dv
         return float(value), grad
 
     res = minimize(loss, w_start[1:], jac=True, method="L-BFGS-B", options={"maxiter": 500})

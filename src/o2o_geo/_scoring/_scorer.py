@@ -514,15 +514,18 @@ class OfferScorer:
 
         ``target="redeem"`` (push logs): every ``push`` (with ``offer_id``,
         ``store_id`` and ``distance_m``) is an example, positive when it was
-        redeemed within ``window_days``.  A ``redeem`` carrying a ``push_id``
+        redeemed within ``window_days``.  Pushes are featurised in batches of
+        events from distinct users: a push's user history is exact, its
+        cross-user features (merchant rates, popularity) may miss up to 1,023
+        other users' events just before it, and it never sees a later event.  A ``redeem`` carrying a ``push_id``
         counts for that push; one without counts for the latest earlier push
         of the same offer to the same user; a redemption never counts twice.
 
         ``target="visit"`` (check-ins, no push log needed): every ``visit`` to
         a known store after an earlier visit by the same user is a choice
         among the stores within ``choice_radius_m`` of that earlier place, made
-        at its time.  The alternatives are the user's known stores in range,
-        the ``n_negatives // 2`` nearest, and a uniform sample of
+        at its time.  The alternatives are the user's ``n_negatives`` most
+        familiar stores in range, the ``n_negatives // 2`` nearest, and a uniform sample of
         ``n_negatives // 2`` draws among all stores, weighted by McFadden's
         correction so the sample does not bias the fit.  A store stands for
         its first offer.  Weights visits cannot tell (intercept, merchant
@@ -541,7 +544,7 @@ class OfferScorer:
         choice_radius_m : float, optional
             Radius of a visit's choice set (default ``search_radius_m``).
         n_negatives : int, default 80
-            Sampled alternatives per visit, besides the user's known stores.
+            Sampled alternatives per visit (besides up to this many of the user's familiar stores).
         random_state : int, default 0
             Seed of the sampled alternatives.
         record : bool, default False
@@ -640,9 +643,36 @@ class OfferScorer:
         by_push_id: dict[Any, int] = {}
         latest: dict[tuple[Any, Any], list[tuple[float, int]]] = {}
         rows: list[FloatArray] = []
+        held: list[Event] = []  # events waiting, so that their pushes are featurised together
+        pushes: list[tuple[Event, int, int]] = []  # the held pushes: (event, offer row, store position)
+        held_users: set[Any] = set()
         saved, self.history = self.history, hist
+
+        def flush() -> None:
+            """Featurise the held pushes in one call, then add the held events to the history (in time order)."""
+            if pushes:
+                uq = np.arange(len(pushes))
+                users = [e.user_id for e, _, _ in pushes]
+                offer = np.array([o for _, o, _ in pushes], dtype=np.int64)
+                store = np.array([p for _, _, p in pushes], dtype=np.int64)
+                dist = np.array([e.distance_m for e, _, _ in pushes], dtype=np.float64)
+                ts = np.array([e.ts for e, _, _ in pushes])
+                rows.append(self._features(users, uq, offer, store, dist, ts, cat))
+            for e in held:
+                hist.add(e)
+            held.clear()
+            pushes.clear()
+            held_users.clear()
+
         try:
             for e in evs:
+                # events wait (their users' histories exact, one event per user per batch); a push
+                # is featurised before any held event is added, so it may miss up to _PUSH_BATCH - 1
+                # events of other users just before it, and never sees a later one
+                if e.user_id in held_users or len(held) >= _PUSH_BATCH:
+                    flush()
+                held.append(e)
+                held_users.add(e.user_id)
                 if e.kind == "push":
                     p = cat.store_pos.get(e.store_id)
                     o = cat.offer_lookup.get(e.offer_id)
@@ -651,26 +681,23 @@ class OfferScorer:
                             f"push at ts {e.ts} needs a known offer_id and store_id and a distance_m; got "
                             f"offer {e.offer_id!r}, store {e.store_id!r}, distance {e.distance_m!r}"
                         )
-                    j = len(rows)
-                    one = np.zeros(1, dtype=np.int64)
-                    rows.append(
-                        self._features([e.user_id], one, one + o, one + p, np.array([e.distance_m]), e.ts, cat)[0]
-                    )
+                    j = len(credited)
                     credited[j] = False
                     if e.push_id is not None:
                         by_push_id[e.push_id] = j
                     latest.setdefault((e.user_id, e.offer_id), []).append((e.ts, j))
+                    pushes.append((e, o, p))
                 elif e.kind == "redeem":
                     j = self._redeemed_push(e, by_push_id, latest, credited, window_s)
                     if j is not None:
                         credited[j] = True
-                hist.add(e)
+            flush()
         finally:
             self.history = saved
         if not rows:
             raise InvalidParameterError("fit found no push events to learn from")
         X = np.vstack(rows)
-        y = np.array([credited[j] for j in range(len(rows))], dtype=np.float64)
+        y = np.array([credited[j] for j in range(X.shape[0])], dtype=np.float64)
         return X, y
 
     @staticmethod
@@ -712,9 +739,35 @@ class OfferScorer:
         chosen: list[int] = []
         offsets: list[FloatArray] = []
         n_rows = 0
+        held: list[Event] = []  # as in _replay_pushes: one event per user, added after the batch's features
+        held_users: set[Any] = set()
+        sets: list[tuple[Any, float, IntArray, FloatArray]] = []  # the batch's choices: user, time, stores, distances
+
+        def flush() -> None:
+            nonlocal n_rows
+            if sets:
+                users = [u for u, _, _, _ in sets]
+                sizes = [alts.shape[0] for _, _, alts, _ in sets]
+                uq = np.repeat(np.arange(len(sets)), sizes)
+                alts = np.concatenate([x for _, _, x, _ in sets])
+                d = np.concatenate([x for _, _, _, x in sets])
+                times = np.array([t for _, t, _, _ in sets])
+                X = self._features(users, uq, first_offer[alts], alts, d, times, cat)
+                blocks.append(X.astype(np.float32))  # half the memory; the fit sums in float64
+                n_rows += X.shape[0]
+            for e in held:
+                hist.add(e)
+            held.clear()
+            held_users.clear()
+            sets.clear()
+
         saved, self.history = self.history, hist
         try:
             for e in evs:
+                if e.user_id in held_users or len(held) >= _PUSH_BATCH:
+                    flush()
+                held.append(e)
+                held_users.add(e.user_id)
                 if e.kind == "visit":
                     st = hist._user(e.user_id)
                     prev = st.prev if st is not None else None
@@ -724,7 +777,9 @@ class OfferScorer:
                         lat0, lon0 = float(lat[origin]), float(lon[origin])
                         near = self.index.nearest(lat0, lon0, k=min(n_near, n_stores), max_distance_m=radius_m)
                         always = set(near.position[near.position >= 0].tolist())
-                        for sid in st.places:
+                        # the user's most familiar stores (a set the history decides, not the choice)
+                        familiar = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
+                        for sid, _ in familiar[:n_negatives]:
                             p = cat.store_pos.get(sid)
                             if p is not None:
                                 always.add(p)
@@ -735,13 +790,12 @@ class OfferScorer:
                         if keep[np.searchsorted(alts, target)]:
                             alts, d = alts[keep], d[keep]
                             off = np.array([0.0 if a in always else -log_inclusion for a in alts.tolist()])
-                            zeros = np.zeros(alts.shape[0], dtype=np.int64)
-                            blocks.append(self._features([e.user_id], zeros, first_offer[alts], alts, d, prev[0], cat))
-                            starts.append(n_rows)
-                            chosen.append(n_rows + int(np.searchsorted(alts, target)))
+                            base = n_rows + sum(x.shape[0] for _, _, x, _ in sets)
+                            starts.append(base)
+                            chosen.append(base + int(np.searchsorted(alts, target)))
                             offsets.append(off)
-                            n_rows += alts.shape[0]
-                hist.add(e)
+                            sets.append((e.user_id, prev[0], alts, d))
+            flush()
         finally:
             self.history = saved
         if not blocks:
@@ -787,6 +841,9 @@ class OfferScorer:
 
 #: Users ranked together in one block of rank_many (bounds the memory of the candidate pairs).
 _USER_CHUNK = 2048
+#: Events replayed together by fit: a push's or a visit's cross-user features may miss other users'
+#: events up to this many events before it (its own user's history is exact).
+_PUSH_BATCH = 1024
 
 
 def _now(now: Any) -> float:
