@@ -69,7 +69,7 @@ def metrics(ranks: list[int]) -> dict[str, float]:
         "Acc@1": float(np.sum(hit & (r < 1)) / n),
         "Acc@5": float(np.sum(hit & (r < 5)) / n),
         "Acc@10": float(np.sum(hit & (r < 10)) / n),
-        "MRR@10": float(np.sum(np.where(hit & (r < 10), 1.0 / (r + 1.0), 0.0)) / n),
+        "MRR@10": float(np.sum(1.0 / (r[hit & (r < 10)] + 1.0)) / n),
     }
 
 
@@ -195,7 +195,8 @@ def main() -> None:
     res = {k: metrics(v) for k, v in ranks.items()}
     print(
         f"\n{n_eval:,} test check-ins ranked (sample {args.sample:g}); "
-        f"{statistics.median(in_range):,.0f} offers within 5 km of the median ping (max {max(in_range):,}); replay {eval_s:.0f} s; peak RSS {peak_mib:,.0f} MiB\n"
+        f"{statistics.median(in_range):,.0f} offers within 5 km of the median ping (max {max(in_range):,}); "
+        f"replay {eval_s:.0f} s; peak RSS {peak_mib:,.0f} MiB\n"
     )
     print("| method | Acc@1 | Acc@5 | Acc@10 | MRR@10 |")
     print("|---|---|---|---|---|")
