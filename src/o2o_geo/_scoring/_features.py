@@ -41,7 +41,10 @@ Local hours are the store's (its ``tz`` column, else its position's zone).
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -116,21 +119,31 @@ def _logit_scalar(p: float) -> float:
     return math.log(q / (1 - q))
 
 
-def _lookup(keys: list[int], values: list[Any], want: IntArray, keyspace: int) -> FloatArray:
-    """``values`` (one row per key, keys unique) at each of ``want``; zero rows where a key is absent.
+_SCRATCH = threading.local()  # per thread: a reusable key -> row index, all -1 between calls
+
+
+def _lookup(key_parts: list[IntArray], value_parts: list[FloatArray], want: IntArray, keyspace: int) -> FloatArray:
+    """The values (one row per key, keys unique; given in parts) at each of ``want``; zero rows where absent.
 
     A dense index over the key space when it is small next to ``want`` (one user's
-    stores), else a binary search over the sorted keys (many users at once).
+    stores; the index array is kept per thread and reset after use, so a call
+    costs O(len(keys) + len(want))), else a binary search over the sorted keys
+    (many users at once).
     """
-    vals = np.asarray(values, dtype=np.float64)
+    if not key_parts:
+        return np.zeros(want.shape[0])
+    k = np.concatenate(key_parts) if len(key_parts) > 1 else key_parts[0]
+    vals = np.concatenate(value_parts) if len(value_parts) > 1 else value_parts[0]
     out = np.zeros((want.shape[0],) + vals.shape[1:])
-    if not keys or want.shape[0] == 0:
+    if k.shape[0] == 0 or want.shape[0] == 0:
         return out
-    k = np.asarray(keys, dtype=np.int64)
     if keyspace <= 8 * want.shape[0] + 65_536:
-        slot = np.full(keyspace, -1, dtype=np.int64)
+        slot = getattr(_SCRATCH, "slot", None)
+        if slot is None or slot.shape[0] < keyspace:
+            slot = _SCRATCH.slot = np.full(max(keyspace, 65_536), -1, dtype=np.int64)
         slot[k] = np.arange(k.shape[0])
         j = slot[want]
+        slot[k] = -1
         hit = j >= 0
         out[hit] = vals[j[hit]]
         return out
@@ -140,6 +153,93 @@ def _lookup(keys: list[int], values: list[Any], want: IntArray, keyspace: int) -
     hit = k[j] == want
     out[hit] = vals[j[hit]]
     return out
+
+
+def _decayed(value: FloatArray, t0: FloatArray, t: float, half_life_s: float) -> FloatArray:
+    """Recency-weighted sums ``value`` (as of ``t0``) read at ``t`` (as ``_Decayed.at``, vectorised)."""
+    return value * np.exp2(-np.maximum(t - t0, 0.0) / half_life_s)
+
+
+@dataclass(frozen=True)
+class _UserView:
+    """One user's history as arrays over one catalog's codes (rebuilt when the user changes)."""
+
+    cat_code: IntArray
+    cat_val: FloatArray
+    cat_t0: FloatArray
+    mer_code: IntArray
+    mer_val: FloatArray
+    mer_t0: FloatArray
+    place_pos: IntArray
+    place_zone: IntArray
+    rec_val: FloatArray
+    rec_t0: FloatArray
+    last_ts: FloatArray
+    next_count: FloatArray  # moves from the previous place to each place
+    nah_row: IntArray  # next_at_hour entries: place row, hour bin of the visit before, count
+    nah_bin: IntArray
+    nah_count: FloatArray
+    hour_code: IntArray  # category-by-hour entries: category code (-1: not in the catalog), bin, count
+    hour_bin: IntArray
+    hour_count: FloatArray
+    prev_ts: float | None
+    prev_store: Any
+    prev_cat: int
+    cat_next_code: IntArray
+    cat_next_count: FloatArray
+    cat_next_total: float
+
+
+def _user_view(cat: Catalog, st: Any) -> _UserView:
+    def decayed_parts(items: Any, index: Mapping[Any, int]) -> tuple[IntArray, FloatArray, FloatArray]:
+        rows = [(index[k], d.value, d.t0) for k, d in items if k in index]
+        if not rows:
+            return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
+        code, val, t0 = zip(*rows, strict=True)
+        return np.array(code, dtype=np.int64), np.array(val), np.array(t0)
+
+    cat_code, cat_val, cat_t0 = decayed_parts(st.category.items(), cat.cat_index)
+    mer_code, mer_val, mer_t0 = decayed_parts(st.merchant.items(), cat.mer_index)
+    prev = st.prev
+    prev_next = st.places[prev[1]].next if prev is not None and prev[1] is not None else {}
+    row_of: dict[Any, int] = {}
+    pos, rec_val, rec_t0, last, nxt = [], [], [], [], []
+    for sid, place in st.places.items():
+        p = cat.store_pos.get(sid)
+        if p is None:
+            continue
+        row_of[sid] = len(pos)
+        pos.append(p)
+        rec_val.append(place.recency.value)
+        rec_t0.append(place.recency.t0)
+        last.append(place.last_ts)
+        nxt.append(prev_next.get(sid, 0))
+    nah = [(row_of[sid], b, n) for (b, sid), n in st.next_at_hour.items() if sid in row_of]
+    hours = [(cat.cat_index.get(c, -1), b, n) for (c, b), n in st.cat_hours.items()]
+    prev_cat, moves, total = -1, [], 0.0
+    if prev is not None and prev[2] is not None and prev[2] in cat.cat_index:
+        prev_cat = cat.cat_index[prev[2]]
+        for (a, c), n in st.cat_next.items():
+            if a == prev[2]:
+                total += n
+                if c in cat.cat_index:
+                    moves.append((cat.cat_index[c], n))
+    place_pos = np.array(pos, dtype=np.int64)
+    return _UserView(
+        cat_code, cat_val, cat_t0, mer_code, mer_val, mer_t0,
+        place_pos, cat.store_zone[place_pos], np.array(rec_val), np.array(rec_t0), np.array(last),
+        np.array(nxt, dtype=np.float64),
+        np.array([x[0] for x in nah], dtype=np.int64), np.array([x[1] for x in nah], dtype=np.int64),
+        np.array([x[2] for x in nah], dtype=np.float64),
+        np.array([x[0] for x in hours], dtype=np.int64), np.array([x[1] for x in hours], dtype=np.int64),
+        np.array([x[2] for x in hours], dtype=np.float64),
+        None if prev is None else prev[0], None if prev is None else prev[1], prev_cat,
+        np.array([m[0] for m in moves], dtype=np.int64), np.array([m[1] for m in moves], dtype=np.float64), total,
+    )  # fmt: skip
+
+
+#: Users whose history arrays the extractor keeps (least recently used dropped first).
+_VIEW_CACHE = 1024
 
 
 class FeatureExtractor:
@@ -178,6 +278,20 @@ class FeatureExtractor:
         if self.decay == "exponential":
             return -x
         return -np.logaddexp(0.0, (x - 1.0) * 4.0)
+
+    def _view(self, cat: Catalog, h: UserHistory, user_id: Any, st: Any) -> _UserView:
+        """The user's history as arrays, rebuilt only when the user's history or the catalog changed."""
+        views = self.__dict__.setdefault("_views", OrderedDict())
+        key = (id(h), user_id)
+        hit = views.get(key)
+        if hit is not None and hit[0] == (st.version, id(cat)):
+            views.move_to_end(key)
+            return hit[1]
+        view = _user_view(cat, st)
+        views[key] = ((st.version, id(cat)), view)
+        if len(views) > _VIEW_CACHE:
+            views.popitem(last=False)
+        return view
 
     def _store_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
         """Catalog position -> the history's store code (-1: never visited), kept up to date incrementally."""
@@ -231,96 +345,79 @@ class FeatureExtractor:
         usual = np.full(n_users, 1000.0)
         sens = np.zeros(n_users)
         act = np.zeros(n_users)
-        place_k: list[int] = []
-        place_v: list[tuple[float, float, float, float, float]] = []
-        crowd_k: list[int] = []
-        crowd_v: list[float] = []
-        cat_k: list[int] = []
-        cat_v: list[float] = []
-        mer_k: list[int] = []
-        mer_v: list[float] = []
-        hour_k: list[int] = []  # ((user row * n_zones + zone) * n_cat + category)
-        hour_v: list[float] = []
+        # (key, value) parts per user, keys: user row * size + code
+        place_k: list[IntArray] = []
+        place_v: list[FloatArray] = []
+        crowd_k: list[IntArray] = []
+        crowd_v: list[FloatArray] = []
+        cat_k: list[IntArray] = []
+        cat_v: list[FloatArray] = []
+        mer_k: list[IntArray] = []
+        mer_v: list[FloatArray] = []
+        hour_k: list[IntArray] = []  # ((user row * n_zones + zone) * n_cat + category)
+        hour_v: list[FloatArray] = []
         hour_tot = np.zeros((n_users, len(zone_bin)))
-        next_k: list[int] = []  # user row * n_cat + category, from the user's previous category
-        next_v: list[float] = []
+        next_k: list[IntArray] = []  # user row * n_cat + category, from the user's previous category
+        next_v: list[FloatArray] = []
         next_tot = np.zeros(n_users)
         prev_cat = np.full(n_users, -1, dtype=np.int64)
-        zones_used = np.unique(pair_zone).tolist()
-        store_zone = cat.store_zone_list
+        n_all_zones = len(cat.zone_names)
+        zones_used = list(range(n_all_zones)) if n_all_zones <= 4 else np.unique(pair_zone).tolist()
         n_zones = zone_bin.shape[1]
         with h._lock:
             pos_code = self._store_codes(cat, h)
             visits = h._store_visits[: len(h._store_ids)]
-            for r in np.unique(uq).tolist():
+            for r in range(n_users):
                 st = h._user(users[r])
                 if st is None:
                     continue
                 tr = float(t_user[r])
-                zone_bin_l = zone_bin[r].tolist()
-                bin_zones: dict[int, list[int]] = {}  # hour bin now -> the zones (of the pairs) at that hour
-                for zi in zones_used:
-                    bin_zones.setdefault(zone_bin_l[zi], []).append(zi)
+                v = self._view(cat, h, users[r], st)
                 usual[r] = h.usual_distance_m(users[r])
                 sens[r] = h.discount_sensitivity(users[r])
                 act[r] = st.engaged.at(tr, hl)
-                for c, d in st.category.items():
-                    code = cat.cat_index.get(c)
-                    if code is not None:
-                        cat_k.append(r * n_cat + code)
-                        cat_v.append(d.at(tr, hl))
-                for m, d in st.merchant.items():
-                    code = cat.mer_index.get(m)
-                    if code is not None:
-                        mer_k.append(r * n_mer + code)
-                        mer_v.append(d.at(tr, hl))
-                prev = st.prev if st.prev is not None and st.prev[0] <= tr else None
-                prev_next = st.places[prev[1]].next if prev is not None and prev[1] is not None else {}
-                for sid, place in st.places.items():
-                    p = cat.store_pos.get(sid)
-                    if p is None:
-                        continue
-                    b = zone_bin_l[store_zone[p]]
-                    day = 24 * (b // 24)
-                    around = sum(st.next_at_hour.get((day + (b + dh) % 24, sid), 0) for dh in (-1, 0, 1))
-                    since = tr - place.last_ts
-                    place_k.append(r * n_pos + p)
+                cat_k.append(r * n_cat + v.cat_code)
+                cat_v.append(_decayed(v.cat_val, v.cat_t0, tr, hl))
+                mer_k.append(r * n_mer + v.mer_code)
+                mer_v.append(_decayed(v.mer_val, v.mer_t0, tr, hl))
+                with_prev = v.prev_ts is not None and v.prev_ts <= tr
+                if v.place_pos.shape[0]:
+                    b = zone_bin[r][v.place_zone][v.nah_row]  # the hour now at each entry's store
+                    same_day = (b // 24) == (v.nah_bin // 24)
+                    near = same_day & (((v.nah_bin - b) % 24 <= 1) | ((b - v.nah_bin) % 24 <= 1))
+                    around = np.bincount(v.nah_row[near], weights=v.nah_count[near], minlength=v.place_pos.shape[0])
+                    since = tr - v.last_ts
+                    place_k.append(r * n_pos + v.place_pos)
                     place_v.append(
-                        (
-                            place.recency.at(tr, hl),
-                            1.0 if 0.0 <= since < SECONDS_PER_DAY else 0.0,
-                            float(prev_next.get(sid, 0)),
-                            float(around),
-                            1.0,
+                        np.column_stack(
+                            [
+                                _decayed(v.rec_val, v.rec_t0, tr, hl),
+                                (since >= 0.0) & (since < SECONDS_PER_DAY),
+                                v.next_count if with_prev else np.zeros(v.place_pos.shape[0]),
+                                around,
+                                np.ones(v.place_pos.shape[0]),
+                            ]
                         )
                     )
-                if prev is not None and prev[1] is not None:
-                    for sid, count in h._store_next.get(prev[1], {}).items():
-                        p = cat.store_pos.get(sid)
-                        if p is not None:
-                            crowd_k.append(r * n_pos + p)
-                            crowd_v.append(float(count))
-                for (c, b), count in st.cat_hours.items():
-                    zs = bin_zones.get(b)
-                    if zs is None:
-                        continue
-                    code = cat.cat_index.get(c)
-                    for zi in zs:
-                        hour_tot[r, zi] += count
-                        if code is not None:
-                            hour_k.append((r * n_zones + zi) * n_cat + code)
-                            hour_v.append(float(count))
-                if prev is not None and prev[2] is not None:
-                    cp = cat.cat_index.get(prev[2])
-                    if cp is not None:
-                        prev_cat[r] = cp
-                        for (a, c), count in st.cat_next.items():
-                            if a == prev[2]:
-                                next_tot[r] += count
-                                code = cat.cat_index.get(c)
-                                if code is not None:
-                                    next_k.append(r * n_cat + code)
-                                    next_v.append(float(count))
+                if with_prev and v.prev_store is not None:
+                    moves = h._store_next.get(v.prev_store)
+                    if moves:
+                        known = [(cat.store_pos.get(sid), c) for sid, c in moves.items()]
+                        pos_c = np.array([p for p, _ in known if p is not None], dtype=np.int64)
+                        crowd_k.append(r * n_pos + pos_c)
+                        crowd_v.append(np.array([c for p, c in known if p is not None], dtype=np.float64))
+                for zi in zones_used:
+                    sel = v.hour_bin == zone_bin[r, zi]
+                    if sel.any():
+                        hour_tot[r, zi] = v.hour_count[sel].sum()
+                        coded = sel & (v.hour_code >= 0)
+                        hour_k.append((r * n_zones + zi) * n_cat + v.hour_code[coded])
+                        hour_v.append(v.hour_count[coded])
+                if with_prev and v.prev_cat >= 0:
+                    prev_cat[r] = v.prev_cat
+                    next_tot[r] = v.cat_next_total
+                    next_k.append(r * n_cat + v.cat_next_code)
+                    next_v.append(v.cat_next_count)
             # all users: the overall category shares, by hour bin, after each category
             # catalog category -> the history's rows of counts (a zero row appended for the unseen)
             c_code = self._category_codes(cat, h)
@@ -330,7 +427,8 @@ class FeatureExtractor:
             by_cat_bin = hours[rows].astype(np.float64)  # (n_cat, 48)
             pop_c = by_cat_bin.sum(axis=1)
             share = (pop_c + 1.0) / (pop_c.sum() + max(n_cat, 1))
-            by_bin = {b: by_cat_bin[:, b] for b in np.unique(pair_bin).tolist()}
+            bins_used = set(zone_bin.ravel().tolist()) if zone_bin.size <= 64 else np.unique(pair_bin).tolist()
+            by_bin = {b: by_cat_bin[:, b] for b in bins_used}
             to_catalog = np.full(n_hc + 1, -1, dtype=np.int64)
             to_catalog[c_code[c_code >= 0]] = np.flatnonzero(c_code >= 0)
             after = {}
@@ -434,15 +532,23 @@ class FeatureExtractor:
         return self._mer_code
 
     def _merchant_rate(self, cat: Catalog, h: UserHistory, mer: IntArray) -> FloatArray:
-        """The ``merchant_rate`` feature of catalog merchant codes ``mer`` (-1: an offer with no merchant code)."""
-        g = h.global_redemption_rate()
-        code = self._merchant_codes(cat, h)[mer]
-        counts = np.zeros((mer.shape[0], 2))
-        seen = code >= 0
-        counts[seen] = h._merchant_counts[code[seen]]
-        prior = h.prior_pushes
-        denom = counts[:, 0] + prior
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(denom > 0, (counts[:, 1] + prior * g) / denom, g)
-        q = np.clip(rate, 1e-6, 1 - 1e-6)
-        return np.log(q / (1 - q)) - _logit_scalar(g)
+        """The ``merchant_rate`` feature of catalog merchant codes ``mer``.
+
+        Computed for every catalog merchant at once and kept until a push or a
+        redemption changes the rates.
+        """
+        key = (id(cat), id(h), h._rates_version, len(h._merchant_ids))
+        if getattr(self, "_rates_key", None) != key:
+            g = h.global_redemption_rate()
+            code = self._merchant_codes(cat, h)
+            counts = np.zeros((code.shape[0], 2))
+            seen = code >= 0
+            counts[seen] = h._merchant_counts[code[seen]]
+            prior = h.prior_pushes
+            denom = counts[:, 0] + prior
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(denom > 0, (counts[:, 1] + prior * g) / denom, g)
+            q = np.clip(rate, 1e-6, 1 - 1e-6)
+            self._rates = np.log(q / (1 - q)) - _logit_scalar(g)
+            self._rates_key = key
+        return self._rates[mer]
