@@ -285,3 +285,29 @@ def test_scorer_survives_pickling_with_its_history_bound(town):
     assert copy.history.category_affinity("ann", "gym", T0 + 6 * HOUR) > h.category_affinity(
         "ann", "gym", T0 + 6 * HOUR
     )
+
+
+def test_parameters_are_stored_as_given_and_bad_ones_are_typed_errors(town):
+    index, offers, _ = town
+    weights = {"distance": 1.2}
+    scorer = og.OfferScorer(index, offers, distance_scale_m=800, weights=weights, tz_column="tz")
+    assert scorer.distance_scale_m == 800 and type(scorer.distance_scale_m) is int
+    assert scorer.weights is weights and scorer.weights_[col("distance")] == 1.2
+    log = [og.Event("visit", "a", T0, store_id="s0"), og.Event("visit", "a", T0 + HOUR, store_id="s1")]
+    for kwargs, match in (
+        ({"choice_radius_m": 0}, "choice_radius_m"),
+        ({"choice_radius_m": True}, "choice_radius_m"),
+        ({"n_negatives": 1}, "n_negatives"),
+        ({"l2": -1.0}, "l2"),
+        ({"window_days": float("nan")}, "window_days"),
+    ):
+        with pytest.raises(InvalidParameterError, match=match):
+            scorer.fit(log, target="visit", **kwargs)
+    with pytest.raises(InvalidParameterError, match="history must be a UserHistory"):
+        og.OfferScorer(index, offers, history=[])
+    with pytest.raises(InvalidParameterError, match=r"weights\['distance'\] must be a finite number"):
+        og.OfferScorer(index, offers, weights={"distance": float("inf")})
+    w_before = scorer.weights_.copy()
+    with pytest.raises(InvalidRecordError):
+        scorer.fit([log[0], {"kind": "visit", "user_id": "a"}], target="visit")
+    np.testing.assert_array_equal(scorer.weights_, w_before)  # a failed fit changes nothing

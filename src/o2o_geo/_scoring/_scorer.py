@@ -14,8 +14,8 @@ reports, so the explanation adds up to the logit exactly.
   alternatives, as Huff models are calibrated).
 
 Both replay the log in time order into a fresh history, so every example is
-featurised with the history as it stood before it, and both minimise with
-L-BFGS (``_model``).
+featurised with the history as it stood before it (``_model`` holds the
+solvers: damped Newton for the pushes, L-BFGS for the choices).
 """
 
 from __future__ import annotations
