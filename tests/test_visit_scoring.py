@@ -311,3 +311,24 @@ def test_parameters_are_stored_as_given_and_bad_ones_are_typed_errors(town):
     with pytest.raises(InvalidRecordError):
         scorer.fit([log[0], {"kind": "visit", "user_id": "a"}], target="visit")
     np.testing.assert_array_equal(scorer.weights_, w_before)  # a failed fit changes nothing
+
+
+def test_many_users_at_once_stay_linear_in_memory(town):
+    """20,000 user rows in one extractor call (as when fit or a benchmark featurises a whole log)."""
+    import tracemalloc
+
+    index, offers, _ = town
+    h = og.UserHistory()
+    for u in range(0, 20_000, 7):
+        h.add(og.Event("visit", u, T0 + u, store_id=f"s{u % 6}"))
+    scorer = og.OfferScorer(index, offers, history=h)
+    n = 20_000
+    users = list(range(n))
+    idx = np.arange(n, dtype=np.int64)
+    tracemalloc.start()
+    X = scorer._features(users, idx, idx % 6, idx % 6, np.full(n, 300.0), T0 + np.arange(n, dtype=float) + 30.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert X.shape == (n, len(F))
+    assert peak < 64 * 2**20  # a (users x users) table would be 3 GB
+    assert X[7, col("known_store")] == 1.0 and X[8, col("known_store")] == 0.0

@@ -356,7 +356,7 @@ class FeatureExtractor:
         mer_v: list[FloatArray] = []
         hour_k: list[IntArray] = []  # ((user row * n_zones + zone) * n_cat + category)
         hour_v: list[FloatArray] = []
-        hour_tot = np.zeros((n_users, len(zone_bin)))
+        hour_tot = np.zeros((n_users, zone_bin.shape[1]))
         next_k: list[IntArray] = []  # user row * n_cat + category, from the user's previous category
         next_v: list[FloatArray] = []
         next_tot = np.zeros(n_users)

@@ -620,7 +620,7 @@ class OfferScorer:
             X, starts, chosen, offset = self._replay_visits(cat, hist, evs, float(radius), n_negatives, random_state)
             free = np.array([f not in _NOT_FROM_VISITS for f in FEATURES])
             fixed_offset = offset + X[:, ~free] @ self.weights_[~free]
-            Xf = np.column_stack([np.ones(X.shape[0]), X[:, free]])
+            Xf = np.column_stack([np.ones(X.shape[0], dtype=X.dtype), X[:, free]])  # stays float32
             w = fit_choice(
                 Xf, starts, chosen, fixed_offset, l2=float(l2), w0=np.concatenate([[0.0], self.weights_[free]])
             )
