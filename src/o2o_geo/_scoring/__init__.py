@@ -3,6 +3,7 @@
 - ``_catalog``: offers matched to the stores they can be redeemed at;
 - ``_features``: the one feature extractor (rank, rank_many, fit and the dispatcher);
 - ``_model``: the likelihoods the weights are fitted by;
+- ``_replay``: the replays that turn an event log into examples;
 - ``_scorer``: :class:`OfferScorer`, the public facade.
 """
 
