@@ -217,7 +217,7 @@ class _UserState:
     cat_next: dict[tuple[Any, Any], int] = field(default_factory=dict)
     # the hour bin each visit came after: (bin of the previous visit, store) -> times
     next_at_hour: dict[tuple[int, Any], int] = field(default_factory=dict)
-    version: int = 0  # the history's version at this user's last change (readers cache per user on it)
+    version: int = 0  # the history's version when affinities, places or moves last changed (readers cache on it)
 
 
 #: Weight of each kind in the category and merchant affinities.
@@ -385,7 +385,6 @@ class UserHistory:
     def _fold_basic(self, st: _UserState, event: Event) -> None:
         """The parts of an event that need neither its merchant, nor its category, nor local time."""
         h, t = self._h, event.ts
-        st.version = self._version
         st.counts[event.kind] = st.counts.get(event.kind, 0) + 1
         st.last_ts = max(st.last_ts, t)
         if event.kind in ("redeem", "visit"):
@@ -414,13 +413,14 @@ class UserHistory:
         (then the event's own merchant and category, and UTC).
         """
         h, t = self._h, event.ts
-        st.version = self._version
         merchant, category, offset_s = event.merchant_id, event.category, 0.0
         if resolved is not None:
             r_merchant, r_category, offset_s = resolved
             merchant = r_merchant if merchant is None else merchant
             category = r_category if category is None else category
         w = self.kind_weights.get(event.kind, 0.0)
+        if w > 0 or event.kind in ("redeem", "visit"):
+            st.version = self._version  # what the scorer reads per user changes only here
         if w > 0:
             if category is not None:
                 st.category.setdefault(category, _Decayed()).add(w, t, h)

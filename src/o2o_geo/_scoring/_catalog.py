@@ -146,6 +146,7 @@ class Catalog:
         self.zone_names = list(zone_index)
         self.store_zone_list: list[int] = self.store_zone.tolist()
         self._zones = [zone(z) for z in self.zone_names]
+        self._offsets: dict[int, FloatArray] = {}
 
     def pair_category(self, offer: IntArray, pos: IntArray) -> IntArray:
         """Category code of each (offer, store) pair: the offer's, else the store's (-1: none)."""
@@ -153,8 +154,23 @@ class Catalog:
         return np.where(c >= 0, c, self.store_cat[pos])
 
     def utc_offsets_s(self, t: float) -> FloatArray:
-        """UTC offset of every zone at time ``t``, seconds (indexed by ``store_zone``)."""
-        return np.array([datetime.fromtimestamp(t, z).utcoffset().total_seconds() for z in self._zones])  # type: ignore[union-attr]
+        """UTC offset of every zone at time ``t``, seconds (indexed by ``store_zone``).
+
+        Cached per UTC hour: zones change their offset on the hour or half-hour, so
+        an hour is looked up at its start and its end and cached only when they agree.
+        """
+        hour = int(t // 3600)
+        hit = self._offsets.get(hour)
+        if hit is not None:
+            return hit
+        out = np.array([datetime.fromtimestamp(t, z).utcoffset().total_seconds() for z in self._zones])  # type: ignore[union-attr]
+        end = [datetime.fromtimestamp(hour * 3600 + 3599, z).utcoffset().total_seconds() for z in self._zones]  # type: ignore[union-attr]
+        start = [datetime.fromtimestamp(hour * 3600, z).utcoffset().total_seconds() for z in self._zones]  # type: ignore[union-attr]
+        if start == end:
+            if len(self._offsets) >= 100_000:
+                self._offsets.clear()
+            self._offsets[hour] = out
+        return out
 
     def resolve(self, event: Event) -> tuple[Any, Any, float]:
         """An event's merchant, category and its store's UTC offset (seconds), from the offers and stores.

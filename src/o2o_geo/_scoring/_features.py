@@ -78,9 +78,9 @@ FEATURES = (
     "activity",
     "attraction",
 )
-#: Default weights: a prior before ``fit`` (logit units per feature unit).  The redemption
-#: features are hand-set; the visit features are about a third of what ``fit(target="visit")``
-#: learns on real check-ins, so an unfitted scorer still reads a user's habits.
+#: Default weights: a prior before ``fit`` (logit units per feature unit), set by hand.  The visit
+#: features get a third or less of what ``fit(target="visit")`` learns on real check-ins, so an
+#: unfitted scorer reads a user's habits without trusting them much.
 DEFAULT_WEIGHTS: Mapping[str, float] = {
     "intercept": -3.0,
     "distance": 0.8,
@@ -120,6 +120,7 @@ def _logit_scalar(p: float) -> float:
 
 
 _SCRATCH = threading.local()  # per thread: a reusable key -> row index, all -1 between calls
+_DENSE_MAX = 1 << 22  # largest such index (32 MiB); larger key spaces are binary-searched
 
 
 def _lookup(key_parts: list[IntArray], value_parts: list[FloatArray], want: IntArray, keyspace: int) -> FloatArray:
@@ -137,7 +138,7 @@ def _lookup(key_parts: list[IntArray], value_parts: list[FloatArray], want: IntA
     out = np.zeros((want.shape[0],) + vals.shape[1:])
     if k.shape[0] == 0 or want.shape[0] == 0:
         return out
-    if keyspace <= 8 * want.shape[0] + 65_536:
+    if keyspace <= min(8 * want.shape[0] + 65_536, _DENSE_MAX):
         slot = getattr(_SCRATCH, "slot", None)
         if slot is None or slot.shape[0] < keyspace:
             slot = _SCRATCH.slot = np.full(max(keyspace, 65_536), -1, dtype=np.int64)
@@ -238,8 +239,18 @@ def _user_view(cat: Catalog, st: Any) -> _UserView:
     )  # fmt: skip
 
 
+_EMPTY: list[_UserView] = []
+
+
+def _empty_view() -> _UserView:
+    if not _EMPTY:
+        i, f = np.empty(0, dtype=np.int64), np.empty(0)
+        _EMPTY.append(_UserView(i, f, f, i, f, f, i, i, f, f, f, f, i, i, f, i, i, f, None, None, -1, i, f, 0.0))
+    return _EMPTY[0]
+
+
 #: Users whose history arrays the extractor keeps (least recently used dropped first).
-_VIEW_CACHE = 1024
+_VIEW_CACHE = 4096
 
 
 class FeatureExtractor:
@@ -287,6 +298,8 @@ class FeatureExtractor:
         if hit is not None and hit[0] == (st.version, id(cat)):
             views.move_to_end(key)
             return hit[1]
+        if not (st.category or st.merchant or st.places or st.cat_hours):
+            return _empty_view()  # a user with pushes only: nothing to cache
         view = _user_view(cat, st)
         views[key] = ((st.version, id(cat)), view)
         if len(views) > _VIEW_CACHE:
@@ -376,10 +389,12 @@ class FeatureExtractor:
                 usual[r] = h.usual_distance_m(users[r])
                 sens[r] = h.discount_sensitivity(users[r])
                 act[r] = st.engaged.at(tr, hl)
-                cat_k.append(r * n_cat + v.cat_code)
-                cat_v.append(_decayed(v.cat_val, v.cat_t0, tr, hl))
-                mer_k.append(r * n_mer + v.mer_code)
-                mer_v.append(_decayed(v.mer_val, v.mer_t0, tr, hl))
+                if v.cat_code.shape[0]:
+                    cat_k.append(r * n_cat + v.cat_code)
+                    cat_v.append(_decayed(v.cat_val, v.cat_t0, tr, hl))
+                if v.mer_code.shape[0]:
+                    mer_k.append(r * n_mer + v.mer_code)
+                    mer_v.append(_decayed(v.mer_val, v.mer_t0, tr, hl))
                 with_prev = v.prev_ts is not None and v.prev_ts <= tr
                 if v.place_pos.shape[0]:
                     b = zone_bin[r][v.place_zone][v.nah_row]  # the hour now at each entry's store
@@ -406,7 +421,7 @@ class FeatureExtractor:
                         pos_c = np.array([p for p, _ in known if p is not None], dtype=np.int64)
                         crowd_k.append(r * n_pos + pos_c)
                         crowd_v.append(np.array([c for p, c in known if p is not None], dtype=np.float64))
-                for zi in zones_used:
+                for zi in zones_used if v.hour_bin.shape[0] else ():
                     sel = v.hour_bin == zone_bin[r, zi]
                     if sel.any():
                         hour_tot[r, zi] = v.hour_count[sel].sum()
@@ -416,8 +431,9 @@ class FeatureExtractor:
                 if with_prev and v.prev_cat >= 0:
                     prev_cat[r] = v.prev_cat
                     next_tot[r] = v.cat_next_total
-                    next_k.append(r * n_cat + v.cat_next_code)
-                    next_v.append(v.cat_next_count)
+                    if v.cat_next_code.shape[0]:
+                        next_k.append(r * n_cat + v.cat_next_code)
+                        next_v.append(v.cat_next_count)
             # all users: the overall category shares, by hour bin, after each category
             # catalog category -> the history's rows of counts (a zero row appended for the unseen)
             c_code = self._category_codes(cat, h)
