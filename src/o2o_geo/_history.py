@@ -298,6 +298,7 @@ class UserHistory:
         self._cat_ids: list[Any] = []
         self._cat_hours = np.zeros((16, N_HOUR_BINS), dtype=np.int64)
         self._cat_next: dict[int, dict[int, int]] = {}
+        self._cat_version = 0  # bumped when _cat_hours changes (readers cache the shares on it)
         self._rates_version = 0
         self._resolver: Resolver | None = None
         self._pending: list[Event] = []  # events waiting for a resolver (merchant or category unknown)
@@ -462,6 +463,7 @@ class UserHistory:
             st.cat_hours[key] = st.cat_hours.get(key, 0) + 1
             c_code = self._category_code(category)
             self._cat_hours[c_code, b] += 1
+            self._cat_version += 1
         if in_order and prev is not None:
             _, p_store, p_category, p_bin = prev
             if store is not None and p_store is not None:

@@ -346,11 +346,17 @@ class FeatureExtractor:
             return X
         n_users, n_cat, n_pos = len(users), len(cat.cats), cat.n_stores
         n_mer = max(len(cat.mers), 1)
-        t_user = np.broadcast_to(np.asarray(t, dtype=np.float64), (n_users,))
-        bins_at: dict[float, list[int]] = {}  # time -> the hour bin it is in each zone
-        for tv in set(t_user.tolist()):
-            bins_at[tv] = [hour_bin(tv, o) for o in cat.utc_offsets_s(tv).tolist()]
-        zone_bin = np.array([bins_at[tv] for tv in t_user.tolist()], dtype=np.int64).reshape(n_users, -1)
+        if isinstance(t, (int, float)):  # one time for every user (rank, the dispatcher)
+            t_user = np.full(n_users, float(t))
+            one = [hour_bin(float(t), o) for o in cat.utc_offsets_s(float(t)).tolist()]
+            zone_bin = np.empty((n_users, len(one)), dtype=np.int64)
+            zone_bin[:] = one
+        else:
+            t_user = np.asarray(t, dtype=np.float64).reshape(n_users)
+            bins_at: dict[float, list[int]] = {}  # time -> the hour bin it is in each zone
+            for tv in set(t_user.tolist()):
+                bins_at[tv] = [hour_bin(tv, o) for o in cat.utc_offsets_s(tv).tolist()]
+            zone_bin = np.array([bins_at[tv] for tv in t_user.tolist()], dtype=np.int64).reshape(n_users, -1)
         pair_zone = cat.store_zone[pos]
         pair_bin = zone_bin[uq, pair_zone]
         pair_cat = cat.pair_category(offer, pos)
@@ -438,17 +444,12 @@ class FeatureExtractor:
             # catalog category -> the history's rows of counts (a zero row appended for the unseen)
             c_code = self._category_codes(cat, h)
             n_hc = len(h._cat_ids)
-            hours = np.vstack([h._cat_hours[:n_hc], np.zeros((1, N_HOUR_BINS), dtype=np.int64)])
-            rows = np.where(c_code >= 0, c_code, n_hc)
-            by_cat_bin = hours[rows].astype(np.float64)  # (n_cat, 48)
-            pop_c = by_cat_bin.sum(axis=1)
-            share = (pop_c + 1.0) / (pop_c.sum() + max(n_cat, 1))
+            by_cat_bin, share = self._category_shares(cat, h, c_code, n_hc)
             bins_used = set(zone_bin.ravel().tolist()) if zone_bin.size <= 64 else np.unique(pair_bin).tolist()
             by_bin = {b: by_cat_bin[:, b] for b in bins_used}
-            to_catalog = np.full(n_hc + 1, -1, dtype=np.int64)
-            to_catalog[c_code[c_code >= 0]] = np.flatnonzero(c_code >= 0)
+            to_catalog = self._to_catalog(c_code, n_hc)
             after = {}
-            for cp in np.unique(prev_cat[prev_cat >= 0]).tolist():
+            for cp in set(prev_cat[prev_cat >= 0].tolist()):
                 counts = np.zeros(n_cat)
                 moves = h._cat_next.get(int(c_code[cp]), {}) if c_code[cp] >= 0 else {}
                 if moves:
@@ -520,6 +521,31 @@ class FeatureExtractor:
                     with_prev, np.log(np.where(with_prev, p_user, 1.0)) - log_share, 0.0
                 )
         return X
+
+    def _category_shares(
+        self, cat: Catalog, h: UserHistory, c_code: IntArray, n_hc: int
+    ) -> tuple[FloatArray, FloatArray]:
+        """All users' visits by (catalog category, hour bin) and the shrunk category shares (cached per change)."""
+        key = (id(cat), id(h), h._cat_version)
+        hit = getattr(self, "_shares", None)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        hours = np.vstack([h._cat_hours[:n_hc], np.zeros((1, N_HOUR_BINS), dtype=np.int64)])
+        by_cat_bin = hours[np.where(c_code >= 0, c_code, n_hc)].astype(np.float64)  # (n_cat, 48)
+        pop_c = by_cat_bin.sum(axis=1)
+        share = (pop_c + 1.0) / (pop_c.sum() + max(len(cat.cats), 1))
+        self._shares = (key, by_cat_bin, share)
+        return by_cat_bin, share
+
+    def _to_catalog(self, c_code: IntArray, n_hc: int) -> IntArray:
+        """History category code -> catalog category code (-1: not in the catalog); cached per code count."""
+        hit = getattr(self, "_to_cat", None)
+        if hit is not None and hit[0] is c_code and hit[1] == n_hc and hit[2] == int((c_code >= 0).sum()):
+            return hit[3]
+        out = np.full(n_hc + 1, -1, dtype=np.int64)
+        out[c_code[c_code >= 0]] = np.flatnonzero(c_code >= 0)
+        self._to_cat = (c_code, n_hc, int((c_code >= 0).sum()), out)
+        return out
 
     def _category_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
         """Catalog category code -> the history's category code (-1: no visit yet), incremental."""
