@@ -333,3 +333,17 @@ def test_many_users_at_once_stay_linear_in_memory(town):
     assert X.shape == (n, len(F))
     assert peak < 64 * 2**20  # a (users x users) table would be 3 GB
     assert X[7, col("known_store")] == 1.0 and X[8, col("known_store")] == 0.0
+
+
+def test_a_pickled_scorer_carries_no_caches(town):
+    index, offers, _ = town
+    scorer = og.OfferScorer(index, offers)
+    for u in range(300):
+        scorer.record(og.Event("visit", u, T0 + u, store_id=f"s{u % 6}"))
+        scorer.rank(u, 0.0, 0.003, now=T0 + 400.0, k=3)  # fills the per-user cache
+    assert len(scorer._extractor._views) == 300
+    copy = pickle.loads(pickle.dumps(scorer))
+    assert not getattr(copy._extractor, "_views", None)
+    assert [s.offer_id for s in copy.rank(5, 0.0, 0.003, now=T0 + 400.0, k=3)] == [
+        s.offer_id for s in scorer.rank(5, 0.0, 0.003, now=T0 + 400.0, k=3)
+    ]

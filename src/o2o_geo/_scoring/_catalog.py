@@ -144,7 +144,6 @@ class Catalog:
         self.zone_names: list[str] = []
         self.store_zone = np.array([zone_index.setdefault(z, len(zone_index)) for z in names], dtype=np.int64)
         self.zone_names = list(zone_index)
-        self.store_zone_list: list[int] = self.store_zone.tolist()
         self._zones = [zone(z) for z in self.zone_names]
         self._offsets: dict[int, FloatArray] = {}
 

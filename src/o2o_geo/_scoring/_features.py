@@ -281,6 +281,13 @@ class FeatureExtractor:
         self._pos_code = np.empty(0, dtype=np.int64)
         self._n_coded = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the parameters only: the caches are keyed on objects of this process."""
+        return {"decay": self.decay, "distance_scale_m": self.distance_scale_m}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["decay"], state["distance_scale_m"])  # type: ignore[misc]
+
     def decay_of(self, d: FloatArray) -> FloatArray:
         """The ``distance`` feature of distances ``d`` (metres)."""
         x = np.maximum(d, 10.0) / self.distance_scale_m
