@@ -616,6 +616,7 @@ class OfferScorer:
         if target == "redeem":
             X, y = replay_pushes(self._extractor, cat, hist, evs, float(window_days) * 86_400.0)
             weights = fit_logistic(X, y, l2=float(l2), w0=self.weights_)
+            n_examples = y.shape[0]
         else:
             X, starts, chosen, offset = replay_visits(
                 self._extractor, cat, self.index, hist, evs, float(radius), n_negatives, random_state
@@ -628,9 +629,9 @@ class OfferScorer:
             )
             weights = self.weights_.copy()
             weights[free] = w[1:]
-            y = starts
+            n_examples = starts.shape[0]
         self.weights_ = weights
-        self.n_fit_examples_ = int(y.shape[0])
+        self.n_fit_examples_ = int(n_examples)
         self.fit_history_ = hist
         if record:
             for e in evs:
