@@ -428,14 +428,8 @@ class UserHistory:
             if merchant is not None:
                 st.merchant.setdefault(merchant, _Decayed()).add(w, t, h)
         if merchant is not None and event.kind in ("push", "redeem"):
-            code = self._merchant_code.get(merchant)
-            if code is None:
-                code = self._merchant_code[merchant] = len(self._merchant_ids)
-                self._merchant_ids.append(merchant)
-                if code == self._merchant_counts.shape[0]:
-                    self._merchant_counts = np.concatenate(
-                        [self._merchant_counts, np.zeros_like(self._merchant_counts)]
-                    )
+            code = _code_of(self._merchant_code, self._merchant_ids, merchant)
+            self._merchant_counts = _with_row(self._merchant_counts, code)
             self._merchant_counts[code, 0 if event.kind == "push" else 1] += 1
         if event.kind not in ("redeem", "visit"):
             return
@@ -451,12 +445,8 @@ class UserHistory:
             place.n += 1
             place.last_ts = max(place.last_ts, t)
             place.hours[b] = place.hours.get(b, 0) + 1
-            code = self._store_code.get(store)
-            if code is None:
-                code = self._store_code[store] = len(self._store_ids)
-                self._store_ids.append(store)
-                if code == self._store_visits.shape[0]:
-                    self._store_visits = np.concatenate([self._store_visits, np.zeros_like(self._store_visits)])
+            code = _code_of(self._store_code, self._store_ids, store)
+            self._store_visits = _with_row(self._store_visits, code)
             self._store_visits[code] += 1
         if category is not None:
             key = (category, b)
@@ -483,12 +473,8 @@ class UserHistory:
             st.prev = (t, store, category, b)
 
     def _category_code(self, category: Any) -> int:
-        code = self._cat_code.get(category)
-        if code is None:
-            code = self._cat_code[category] = len(self._cat_ids)
-            self._cat_ids.append(category)
-            if code == self._cat_hours.shape[0]:
-                self._cat_hours = np.concatenate([self._cat_hours, np.zeros_like(self._cat_hours)])
+        code = _code_of(self._cat_code, self._cat_ids, category)
+        self._cat_hours = _with_row(self._cat_hours, code)
         return code
 
     def _bind(self, resolver: Resolver) -> None:
@@ -834,6 +820,20 @@ def as_events(events: Any, what: str = "events") -> list[Event]:
         except (InvalidRecordError, InvalidParameterError) as exc:
             raise InvalidRecordError(f"{where}: {exc}") from None
     return out
+
+
+def _code_of(index: dict[Any, int], ids: list[Any], key: Any) -> int:
+    """The code of ``key`` in first-seen order, a new one (appended to ``ids``) when unseen."""
+    code = index.get(key)
+    if code is None:
+        code = index[key] = len(ids)
+        ids.append(key)
+    return code
+
+
+def _with_row(counts: np.ndarray, code: int) -> np.ndarray:
+    """``counts``, doubled with zero rows when it has no row ``code`` yet (amortised O(1) growth)."""
+    return counts if code < counts.shape[0] else np.concatenate([counts, np.zeros_like(counts)])
 
 
 #: Fills in an event's merchant, category and its store's UTC offset in seconds (the scorer's catalog).
