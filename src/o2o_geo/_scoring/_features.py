@@ -253,6 +253,29 @@ def _empty_view() -> _UserView:
 _VIEW_CACHE = 4096
 
 
+class _CodeMap:
+    """A catalog's codes -> the history's codes of the same ids (-1: not in the history yet).
+
+    The history hands out codes in first-seen order and never takes one back, so
+    the map is extended with the new ids only.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] | None = None
+        self._codes = np.empty(0, dtype=np.int64)
+        self._n = 0
+
+    def codes(self, cat: Catalog, h: UserHistory, size: int, ids: list[Any], index: Mapping[Any, int]) -> IntArray:
+        if self._key != (id(cat), id(h)):
+            self._key, self._codes, self._n = (id(cat), id(h)), np.full(size, -1, dtype=np.int64), 0
+        for code in range(self._n, len(ids)):
+            c = index.get(ids[code])
+            if c is not None:
+                self._codes[c] = code
+        self._n = len(ids)
+        return self._codes
+
+
 class FeatureExtractor:
     """Features of (user, offer, store) pairs from a catalog and a history, one row per pair.
 
@@ -277,9 +300,7 @@ class FeatureExtractor:
     def __init__(self, decay: Decay, distance_scale_m: float) -> None:
         self.decay = decay
         self.distance_scale_m = float(distance_scale_m)
-        self._codes_key: tuple[int, int] | None = None
-        self._pos_code = np.empty(0, dtype=np.int64)
-        self._n_coded = 0
+        self._store_map, self._cat_map, self._mer_map = _CodeMap(), _CodeMap(), _CodeMap()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the parameters only: the caches are keyed on objects of this process."""
@@ -314,17 +335,8 @@ class FeatureExtractor:
         return view
 
     def _store_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
-        """Catalog position -> the history's store code (-1: never visited), kept up to date incrementally."""
-        key = (id(cat), id(h))
-        if self._codes_key != key:
-            self._codes_key, self._pos_code, self._n_coded = key, np.full(cat.n_stores, -1, dtype=np.int64), 0
-        ids = h._store_ids
-        for code in range(self._n_coded, len(ids)):
-            p = cat.store_pos.get(ids[code])
-            if p is not None:
-                self._pos_code[p] = code
-        self._n_coded = len(ids)
-        return self._pos_code
+        """Catalog position -> the history's store code (-1: never visited)."""
+        return self._store_map.codes(cat, h, cat.n_stores, h._store_ids, cat.store_pos)
 
     def transform(
         self,
@@ -555,30 +567,12 @@ class FeatureExtractor:
         return out
 
     def _category_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
-        """Catalog category code -> the history's category code (-1: no visit yet), incremental."""
-        key = (id(cat), id(h))
-        if getattr(self, "_cat_key", None) != key:
-            self._cat_key, self._cat_code, self._n_cat_coded = key, np.full(len(cat.cats), -1, dtype=np.int64), 0
-        ids = h._cat_ids
-        for code in range(self._n_cat_coded, len(ids)):
-            c = cat.cat_index.get(ids[code])
-            if c is not None:
-                self._cat_code[c] = code
-        self._n_cat_coded = len(ids)
-        return self._cat_code
+        """Catalog category code -> the history's category code (-1: no visit yet)."""
+        return self._cat_map.codes(cat, h, len(cat.cats), h._cat_ids, cat.cat_index)
 
     def _merchant_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
-        """Catalog merchant code -> the history's merchant code (-1: no push or redemption yet), incremental."""
-        key = (id(cat), id(h))
-        if getattr(self, "_mer_key", None) != key:
-            self._mer_key, self._mer_code, self._n_mer_coded = key, np.full(len(cat.mers) + 1, -1, dtype=np.int64), 0
-        ids = h._merchant_ids
-        for code in range(self._n_mer_coded, len(ids)):
-            m = cat.mer_index.get(ids[code])
-            if m is not None:
-                self._mer_code[m] = code
-        self._n_mer_coded = len(ids)
-        return self._mer_code
+        """Catalog merchant code -> the history's merchant code (-1: no push or redemption yet; one spare -1 last)."""
+        return self._mer_map.codes(cat, h, len(cat.mers) + 1, h._merchant_ids, cat.mer_index)
 
     def _merchant_rate(self, cat: Catalog, h: UserHistory, mer: IntArray) -> FloatArray:
         """The ``merchant_rate`` feature of catalog merchant codes ``mer``.
