@@ -141,10 +141,43 @@ def replay_visits(
     n_rows = 0
     held: list[Event] = []  # as in _replay_pushes: one event per user, added after the batch's features
     held_users: set[Any] = set()
-    sets: list[tuple[Any, float, IntArray, FloatArray]] = []  # the batch's choices: user, time, stores, distances
+    # the batch's visits that make a choice: user, time of the previous visit, its store, the visited
+    # store, and the user's most familiar stores (sets the history decides, not the choice)
+    pending: list[tuple[Any, float, int, int, list[int]]] = []
+
+    def choice_sets() -> list[tuple[Any, float, IntArray, FloatArray]]:
+        """The pending visits' alternatives, with one nearest query and one distance call for the batch."""
+        origins = np.array([o for _, _, o, _, _ in pending], dtype=np.int64)
+        near = index.nearest(lat[origins], lon[origins], k=min(n_near, n_stores), max_distance_m=radius_m)
+        near_pos = np.asarray(near.position).reshape(origins.shape[0], -1)
+        always_sets, alt_sets = [], []
+        for (_, _, _, target, familiar), row in zip(pending, near_pos.tolist(), strict=True):
+            always = {p for p in row if p >= 0} | set(familiar)
+            drawn = set(rng.integers(0, n_stores, n_draw).tolist()) - always
+            always_sets.append(always)
+            alt_sets.append(np.array(sorted(always | drawn | {target}), dtype=np.int64))
+        alts_all = np.concatenate(alt_sets)
+        o_all = np.repeat(origins, [a.shape[0] for a in alt_sets])
+        d_all = np.asarray(geodesic_distance_m(lat[o_all], lon[o_all], lat[alts_all], lon[alts_all]), dtype=np.float64)
+        out = []
+        start = 0
+        for (user, t_prev, _, target, _), alts, always in zip(pending, alt_sets, always_sets, strict=True):
+            d = d_all[start : start + alts.shape[0]]
+            start += alts.shape[0]
+            keep = (d <= radius_m) & has_offer[alts]
+            if not keep[np.searchsorted(alts, target)]:
+                continue  # the visited store is beyond the radius: not a choice among these
+            alts, d = alts[keep], d[keep]
+            base = n_rows + sum(x.shape[0] for _, _, x, _ in out)
+            starts.append(base)
+            chosen.append(base + int(np.searchsorted(alts, target)))
+            offsets.append(np.array([0.0 if a in always else -log_inclusion for a in alts.tolist()]))
+            out.append((user, t_prev, alts, d))
+        return out
 
     def flush() -> None:
         nonlocal n_rows
+        sets = choice_sets() if pending else []
         if sets:
             users = [u for u, _, _, _ in sets]
             sizes = [alts.shape[0] for _, _, alts, _ in sets]
@@ -159,7 +192,7 @@ def replay_visits(
             hist.add(e)
         held.clear()
         held_users.clear()
-        sets.clear()
+        pending.clear()
 
     for e in evs:
         if e.user_id in held_users or len(held) >= REPLAY_BATCH:
@@ -172,27 +205,9 @@ def replay_visits(
             target = cat.store_pos.get(e.store_id)
             origin = cat.store_pos.get(prev[1]) if prev is not None and prev[1] is not None else None
             if origin is not None and target is not None and has_offer[target] and e.ts >= prev[0]:
-                lat0, lon0 = float(lat[origin]), float(lon[origin])
-                near = index.nearest(lat0, lon0, k=min(n_near, n_stores), max_distance_m=radius_m)
-                always = set(near.position[near.position >= 0].tolist())
-                # the user's most familiar stores (a set the history decides, not the choice)
-                familiar = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
-                for sid, _ in familiar[:n_negatives]:
-                    p = cat.store_pos.get(sid)
-                    if p is not None:
-                        always.add(p)
-                drawn = set(rng.integers(0, n_stores, n_draw).tolist()) - always
-                alts = np.array(sorted(always | drawn | {target}), dtype=np.int64)
-                d = np.asarray(geodesic_distance_m(lat0, lon0, lat[alts], lon[alts]), dtype=np.float64)
-                keep = (d <= radius_m) & has_offer[alts]
-                if keep[np.searchsorted(alts, target)]:
-                    alts, d = alts[keep], d[keep]
-                    off = np.array([0.0 if a in always else -log_inclusion for a in alts.tolist()])
-                    base = n_rows + sum(x.shape[0] for _, _, x, _ in sets)
-                    starts.append(base)
-                    chosen.append(base + int(np.searchsorted(alts, target)))
-                    offsets.append(off)
-                    sets.append((e.user_id, prev[0], alts, d))
+                ranked = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
+                familiar = [cat.store_pos[sid] for sid, _ in ranked[:n_negatives] if sid in cat.store_pos]
+                pending.append((e.user_id, prev[0], origin, target, familiar))
     flush()
     if not blocks:
         raise InvalidParameterError(
