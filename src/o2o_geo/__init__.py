@@ -20,11 +20,11 @@ from ._index import StoreIndex
 from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
 from ._policy import Budget, PushPolicy
-from ._redis import RedisState
-from ._results import Matches, Neighbors, Pairs
+from ._fences import FenceHit, FenceHits, Geofences
+from ._results import Matches, Neighbors, Pairs, StoreRadii
 from ._sample import sample_stores
 from ._scoring import OfferScorer, ScoredOffer
-from ._state import DispatchState, MemoryState, SQLiteState
+from ._state import DispatchState, MemoryState, RedisState, SQLiteState
 from ._stores import StoreSet
 
 __version__ = "0.1.0"
@@ -35,6 +35,9 @@ __all__ = [
     "Dispatcher",
     "Event",
     "FORMAT_VERSION",
+    "FenceHit",
+    "FenceHits",
+    "Geofences",
     "Matches",
     "MemoryState",
     "Neighbors",
@@ -48,6 +51,7 @@ __all__ = [
     "SQLiteState",
     "ScoredOffer",
     "StoreIndex",
+    "StoreRadii",
     "StoreSet",
     "UserHistory",
     "WGS84_A_M",

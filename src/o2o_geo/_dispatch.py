@@ -53,7 +53,8 @@ from ._index import StoreIndex
 from ._offers import OfferSet
 from ._policy import PushPolicy, open_for, parse_hours, store_zones, tz_at, zone
 from ._scoring import FEATURES, OfferScorer
-from ._state import DispatchState, MemoryState, Transaction, _key
+from ._state import DispatchState, MemoryState, Transaction
+from ._state._keys import id_text as _key
 from ._types import FloatArray, IntArray
 from ._validate import as_latlon, import_optional
 from .errors import (

@@ -292,6 +292,14 @@ def geodesic_inverse_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon
     return np.asarray(dist, dtype=np.float64)
 
 
+def geodesic_inverse_az_m(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """GeographicLib's azimuth at point 1 (degrees clockwise from north) and distance (metres), unchecked 1-D arrays."""
+    az, _, dist = _GEOD.inv(lon1, lat1, lon2, lat2)
+    return np.asarray(az, dtype=np.float64), np.asarray(dist, dtype=np.float64)
+
+
 def geodesic_distance_m(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> FloatArray | float:
     """Geodesic distance on the WGS84 ellipsoid, in metres.
 

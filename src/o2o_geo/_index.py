@@ -65,11 +65,18 @@ from ._geodesy import (
     geodesic_inverse_m,
 )
 from ._joins import join_nearest, join_serving, join_within
-from ._results import Matches, Neighbors, Pairs
+from ._results import Matches, Neighbors, Pairs, StoreRadii
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
 from ._validate import as_latlon, check_distance_m, check_k, warn_user
-from .errors import EmptyResultWarning, InvalidParameterError, InvalidRecordError, UnknownStoreError
+from .errors import (
+    EmptyResultWarning,
+    InvalidParameterError,
+    InvalidRecordError,
+    ShapeMismatchError,
+    StaleRadiiError,
+    UnknownStoreError,
+)
 
 __all__ = ["StoreIndex"]
 
@@ -1288,19 +1295,74 @@ class StoreIndex:
         """
         return self._version
 
-    def pairs_within(self, lat: Any, lon: Any, radius_m: float, where: Where = None) -> Pairs:
+    def store_radii(self, radius_m: Any) -> StoreRadii:
+        """Check a radius per store once, for many :meth:`pairs_within` calls (geofences, service rings).
+
+        Parameters
+        ----------
+        radius_m : array_like of shape (len(index),)
+            Metres, by row of :attr:`stores`; NaN (or None) for a store that is never within.
+
+        Returns
+        -------
+        StoreRadii
+            Valid for this index :attr:`version`.
+
+        Raises
+        ------
+        ShapeMismatchError
+            Not one radius per store.
+        InvalidParameterError
+            A negative or infinite radius (the message names the store).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": i, "lat": 0.0, "lon": i * 0.001} for i in range(3)])
+        >>> radii = index.store_radii([50.0, 200.0, None])
+        >>> pairs = index.pairs_within(0.0, 0.0, radii)       # store 1 is 111 m away: within its 200 m
+        >>> sorted(pairs.position.tolist())
+        [0, 1]
+        """
+        with self._lock:
+            n = len(self)
+            try:
+                arr = np.array(radius_m, dtype=np.float64, copy=True).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise InvalidParameterError(f"radius_m must be numbers of metres, one per store: {exc}") from None
+            if np.ndim(radius_m) != 1 or arr.shape[0] != n:
+                raise ShapeMismatchError(
+                    f"radius_m has shape {np.shape(radius_m)}; expected one radius per store, shape ({n},)"
+                )
+            bad = ~np.isnan(arr) & ~((arr >= 0.0) & np.isfinite(arr))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InvalidParameterError(
+                    f"radius_m[{i}] = {arr[i]!r} (store {self._live_ids()[i]!r}) must be a finite number of metres "
+                    ">= 0, or NaN for none"
+                )
+            arr.flags.writeable = False
+            by_slot = np.full(self._alive.shape[0], -1.0)
+            by_slot[self._alive] = np.nan_to_num(arr, nan=-1.0)
+            top = float(np.nanmax(arr)) if n and not np.isnan(arr).all() else 0.0
+            return StoreRadii(arr, self._version, top, by_slot)
+
+    def pairs_within(self, lat: Any, lon: Any, radius_m: float | StoreRadii | Any, where: Where = None) -> Pairs:
         """Every (point, store) pair within ``radius_m`` metres (exact WGS84), in no particular order.
 
         The unsorted, allocation-light form of :meth:`within` for callers that
-        do their own ranking (the offer scorer); the distances and the set of
-        pairs are exactly :meth:`within`'s.
+        do their own ranking (the offer scorer, the dispatcher's geofences); the
+        distances and the set of pairs are exactly :meth:`within`'s.  One point
+        (floats) takes a pure-Python path.
 
         Parameters
         ----------
         lat, lon : float or array_like of shape (n,)
             Query points, degrees.
-        radius_m : float
-            Search radius in metres; a store exactly at the radius is included.
+        radius_m : float, StoreRadii or array_like of shape (len(index),)
+            Search radius in metres, one for all stores or one per store (see
+            :meth:`store_radii`, which checks them once); a store exactly at its
+            radius is included.
         where : mapping, boolean mask or callable, optional
             Filter, as in :meth:`nearest`.
 
@@ -1310,6 +1372,11 @@ class StoreIndex:
             ``query`` (row of the input), ``position`` (row of :attr:`stores`) and
             ``distance_m``, each of shape (n_pairs,), plus the index ``version``
             the positions refer to.
+
+        Raises
+        ------
+        StaleRadiiError
+            ``radius_m`` was prepared for an earlier index version.
 
         Examples
         --------
@@ -1321,17 +1388,88 @@ class StoreIndex:
         >>> order
         [(0, 11.1), (0, 100.2), (0, 122.5), (1, 0.0), (1, 111.3)]
         """
+        scalar = type(lat) is float and type(lon) is float and where is None
+        if scalar and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+            if isinstance(radius_m, StoreRadii):
+                return self._pairs_scalar(lat, lon, radius_m)
+            if type(radius_m) is float and radius_m >= 0.0 and radius_m != math.inf:
+                return self._pairs_scalar(lat, lon, radius_m)
         lat_a, lon_a, _ = as_latlon(lat, lon)
-        radius = check_distance_m(radius_m, "radius_m")
-        assert radius is not None
+        if not isinstance(radius_m, StoreRadii) and np.ndim(radius_m) == 1:
+            radius_m = self.store_radii(radius_m)
         with self._lock:
-            q, slot, dist, _ = self._within_pairs(lat_a, lon_a, radius, where)
+            if isinstance(radius_m, StoreRadii):
+                self._check_radii(radius_m)
+                q, slot, dist, _ = self._within_pairs(lat_a, lon_a, radius_m.max_m, where, radius_m.by_slot)
+            else:
+                radius = check_distance_m(radius_m, "radius_m")
+                assert radius is not None
+                q, slot, dist, _ = self._within_pairs(lat_a, lon_a, radius, where)
             return Pairs(q, self._slot_to_pos()[slot], dist, self._version)
 
+    def _check_radii(self, radii: StoreRadii) -> None:
+        if radii.version != self._version:
+            raise StaleRadiiError(
+                f"these radii were prepared for index version {radii.version}; the index is at version "
+                f"{self._version} (stores were added or removed): prepare them again with index.store_radii(...)"
+            )
+
+    def _pairs_scalar(self, lat: float, lon: float, radius_m: float | StoreRadii) -> Pairs:
+        """:meth:`pairs_within` for one point and no filter, in plain floats (the same exact pairs)."""
+        with self._lock:
+            per_slot = None
+            if isinstance(radius_m, StoreRadii):
+                self._check_radii(radius_m)
+                per_slot, top = radius_m.by_slot, radius_m.max_m
+            else:
+                top = radius_m
+            x, y, z, gn = _ecef_scalar(lat, lon)
+            reach = chord_reach_scalar_m(top, math.sqrt(x * x + y * y + z * z))
+            dead = self._n_dead > 0
+            xyz, zs, gns = self._xyz, self._z, self._gn
+            out_s: list[int] = []
+            out_d: list[float] = []
+            for seg in (self._main, self._delta):
+                if seg is None:
+                    continue
+                found = seg.tree.query_ball_point((x, y, z), reach)
+                if not found:
+                    continue
+                slots = found if seg.identity else seg.slots[found].tolist()
+                for s in slots:
+                    if dead and not self._alive[s]:
+                        continue
+                    r = top if per_slot is None else float(per_slot[s])
+                    if r < 0.0:
+                        continue
+                    sx, sy, sz = xyz[s].tolist()
+                    dx, dy, dz = sx - x, sy - y, sz - z
+                    c = math.sqrt(dx * dx + dy * dy + dz * dz)
+                    if c > CHORD_SERIES_MAX_M:
+                        d = self._exact_scalar_m(lat, lon, s)
+                    else:
+                        d = chord_to_geodesic_scalar_m(c, float(zs[s]) - z, 0.5 * (gn + float(gns[s])))
+                        if abs(d - r) <= chord_error_bound_m(c):
+                            d = self._exact_scalar_m(lat, lon, s)
+                    if d <= r:
+                        out_s.append(s)
+                        out_d.append(d)
+            slot_a = np.array(out_s, dtype=np.int64)
+            pos = slot_a if not dead else self._slot_to_pos()[slot_a]
+            return Pairs(np.zeros(len(out_s), dtype=np.int64), pos, np.array(out_d, dtype=np.float64), self._version)
+
+    def _exact_scalar_m(self, lat: float, lon: float, slot: int) -> float:
+        """GeographicLib's distance from one point to one slot."""
+        la, lo = np.array([lat]), np.array([lon])
+        return float(geodesic_inverse_m(la, lo, self._lat[slot : slot + 1], self._lon[slot : slot + 1])[0])
+
     def _within_pairs(
-        self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None
+        self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None, per_slot: FloatArray | None = None
     ) -> tuple[IntArray, IntArray, FloatArray, FloatArray]:
-        """Unsorted (query, slot, distance, error bound) of every store within ``radius_m`` (checked inputs)."""
+        """Unsorted (query, slot, distance, error bound) of every store within ``radius_m`` (checked inputs).
+
+        With ``per_slot`` (a radius per slot, negative for none), ``radius_m`` is its maximum.
+        """
         segs, skip = self._segments_for(where)
         q = _Queries(lat, lon)
         qs, sl = [], []
@@ -1344,7 +1482,7 @@ class StoreIndex:
         if skip is not None and s.size:
             keep = ~skip[s]
             qi, s = qi[keep], s[keep]
-        return self._exact_pairs(qi, s, q, radius_m)
+        return self._exact_pairs(qi, s, q, radius_m if per_slot is None else per_slot)
 
     def _ball(self, seg: _Segment, q: _Queries, distance_m: float) -> tuple[IntArray, IntArray]:
         """(query, tree point) pairs that can be within geodesic ``distance_m`` (by chord reach).

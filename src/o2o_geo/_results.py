@@ -11,7 +11,7 @@ import numpy as np
 from ._types import FloatArray, IntArray
 from ._validate import import_optional
 
-__all__ = ["Matches", "Neighbors", "Pairs"]
+__all__ = ["Matches", "Neighbors", "Pairs", "StoreRadii"]
 
 
 class Pairs(NamedTuple):
@@ -41,6 +41,39 @@ class Pairs(NamedTuple):
     position: IntArray
     distance_m: FloatArray
     version: int
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class StoreRadii:
+    """A radius per store, checked once, for :meth:`StoreIndex.pairs_within` (from :meth:`StoreIndex.store_radii`).
+
+    Attributes
+    ----------
+    radius_m : ndarray of float64, shape (n_stores,)
+        By row of ``index.stores`` as of ``version`` (read-only); NaN: the store is never within.
+    version : int
+        The index version the rows refer to; a query on a changed index raises
+        :class:`~o2o_geo.errors.StaleRadiiError` (prepare them again).
+    max_m : float
+        The largest radius (0 when there is none).
+
+    Examples
+    --------
+    >>> import numpy as np, o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": i, "lat": 0.0, "lon": i * 0.001} for i in range(3)])
+    >>> radii = index.store_radii(np.array([50.0, 200.0, np.nan]))
+    >>> radii.max_m, radii.version == index.version
+    (200.0, True)
+    """
+
+    radius_m: FloatArray
+    version: int
+    max_m: float
+    by_slot: FloatArray = field(repr=False)  # -1.0 for none (no store is within a negative radius)
+
+    def __repr__(self) -> str:
+        n = int(np.count_nonzero(~np.isnan(self.radius_m)))
+        return f"StoreRadii({n:,} of {self.radius_m.shape[0]:,} stores, up to {self.max_m:,.1f} m, version {self.version})"
 
 
 def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:

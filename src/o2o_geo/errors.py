@@ -8,6 +8,7 @@ callers can catch either the library's type or the familiar one::
     ├── InvalidCoordinateError   (ValueError)   lat/lon out of range, NaN, inf
     ├── ShapeMismatchError       (ValueError)   arrays of different lengths
     ├── InvalidParameterError    (ValueError)   k < 1, negative radius, bad option
+    │   └── StaleRadiiError                     per-store radii prepared for an index that changed since
     ├── InvalidRecordError       (ValueError)   a store record that cannot be read
     ├── DuplicateStoreError      (ValueError)   a store id given twice
     ├── UnknownStoreError        (KeyError)     a store id the index does not hold
@@ -51,6 +52,7 @@ __all__ = [
     "O2OGeoError",
     "O2OGeoWarning",
     "ShapeMismatchError",
+    "StaleRadiiError",
     "StateError",
     "UnknownOfferError",
     "UnknownPushError",
@@ -121,6 +123,26 @@ class InvalidParameterError(O2OGeoError, ValueError):
     ... except og.errors.InvalidParameterError as exc:
     ...     print(type(exc).__name__)
     InvalidParameterError
+    """
+
+
+class StaleRadiiError(InvalidParameterError):
+    """Per-store radii (:class:`~o2o_geo.StoreRadii`) were prepared for an index version that has changed since.
+
+    Stores were added or removed, so the radii's rows no longer name the same
+    stores: prepare them again with :meth:`StoreIndex.store_radii`.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex.from_records([{"store_id": "a", "lat": 0.0, "lon": 0.0}])
+    >>> radii = index.store_radii([100.0])
+    >>> index.add([{"store_id": "b", "lat": 0.0, "lon": 0.001}])
+    >>> try:
+    ...     index.pairs_within(0.0, 0.0, radii)
+    ... except og.errors.StaleRadiiError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, og.errors.InvalidParameterError))
+    StaleRadiiError True
     """
 
 

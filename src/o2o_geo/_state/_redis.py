@@ -73,14 +73,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ._state import DispatchState, Transaction, _key
-from ._validate import import_optional
-from .errors import InvalidParameterError, StateError
+from .._validate import import_optional
+from ..errors import InvalidParameterError, StateError
+from ._base import DispatchState, Transaction
+from ._keys import DAY_S as _DAY_S
+from ._keys import id_text as _key
+from ._keys import ttl_of as _ttl_of
+from ._keys import user_counter as _user_counter
 
 __all__ = ["RedisState"]
 
 T = TypeVar("T")
-_DAY_S = 86_400
 _NEVER = 1e15  # the expiry score, in the user's key index, of a key that never expires (as NEVER in the script)
 
 # The commit.  ARGV[1]: the checks, ARGV[2]: the writes (JSON arrays of arrays; keys as indexes into KEYS),
@@ -400,27 +403,6 @@ class RedisState(DispatchState):
             self.r.close()
         except Exception:  # noqa: BLE001 - closing a broken client
             pass
-
-
-_DECODER = json.JSONDecoder()
-
-
-def _user_counter(counter: str) -> tuple[str, str] | None:
-    """(user key, window kind) of a per-user counter ``u|<uid json>|<kind>|...``; None for other counters."""
-    if not counter.startswith("u|"):
-        return None
-    _, end = _DECODER.raw_decode(counter, 2)
-    return counter[2:end], counter[end + 1 :].split("|", 1)[0]
-
-
-def _ttl_of(counter: str) -> int | None:
-    """Expiry of a counter by its window: per-user day counters 3 days, week 15, store-day 3; others never."""
-    user = _user_counter(counter)
-    if user is not None:
-        return {"d": 3 * _DAY_S, "m": 3 * _DAY_S, "w": 15 * _DAY_S}.get(user[1])
-    if counter.startswith("sc|"):
-        return 3 * _DAY_S
-    return None
 
 
 _GUESS = 0  # the batch of values not read in this unit of work: read_user's, and event ids assumed new

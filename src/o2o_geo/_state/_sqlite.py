@@ -1,0 +1,321 @@
+"""SQLiteState: the dispatcher's state in a SQLite file (WAL), shared by the processes of one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import InvalidParameterError, StateError
+from ._base import DispatchState, Transaction
+from ._keys import id_from_text as _unkey
+from ._keys import id_text as _key
+from ._keys import user_prefix
+
+__all__ = ["SQLiteState"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (uid TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS idem (event_id TEXT PRIMARY KEY, uid TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pushes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, push_id TEXT UNIQUE NOT NULL, uid TEXT NOT NULL, offer_id TEXT,
+    store_id TEXT, merchant_id TEXT, ts REAL NOT NULL, holdout INTEGER NOT NULL, score REAL, distance_m REAL,
+    trigger TEXT);
+CREATE INDEX IF NOT EXISTS pushes_uid_ts ON pushes (uid, ts);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, uid TEXT NOT NULL, kind TEXT NOT NULL,
+    ts REAL NOT NULL, offer_id TEXT, store_id TEXT, merchant_id TEXT, push_id TEXT, amount REAL,
+    distance_m REAL, inferred INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_uid ON events (uid);
+"""
+
+
+class SQLiteState(DispatchState):
+    """State in a SQLite file: survives restarts, shared safely by processes on one machine.
+
+    WAL journal; every transaction is ``BEGIN IMMEDIATE`` (one writer at a
+    time, readers never blocked).  ``synchronous="NORMAL"`` (the default)
+    never loses a committed transaction when a process dies; pass ``"FULL"``
+    to also survive power loss, at some speed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The database file (created when missing).
+    timeout_s : float, default 30
+        How long to wait for another process's write lock before :class:`~o2o_geo.errors.StateError`.
+    synchronous : {"NORMAL", "FULL"}, default "NORMAL"
+
+    Examples
+    --------
+    >>> import os, tempfile, o2o_geo as og
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.db")
+    >>> state = og.SQLiteState(path)
+    >>> with state.transaction() as tx:
+    ...     tx.add_counter("pushes", 2)
+    >>> state.close()
+    >>> with og.SQLiteState(path).transaction() as tx:
+    ...     tx.counter("pushes")
+    2.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise InvalidParameterError(f"synchronous must be 'NORMAL' or 'FULL'; got {synchronous!r}")
+        self.path = os.fspath(path)
+        self.timeout_s = float(timeout_s)
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        try:
+            c = self._conn()
+            c.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state database {self.path!r}: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            # one connection per thread; check_same_thread=False only so that close() may close them all
+            c = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute(f"PRAGMA synchronous={self.synchronous}")
+            self._local.conn = c
+            with self._all_lock:
+                self._all.append(c)
+        return c
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; a ``ROLLBACK`` on any error (in a :meth:`group`: a savepoint)."""
+        c = self._conn()
+        if getattr(self._local, "group", False):
+            c.execute("SAVEPOINT ping")
+            try:
+                yield _SQLiteTx(c)
+                c.execute("RELEASE ping")
+            except sqlite3.Error as exc:
+                c.execute("ROLLBACK TO ping")
+                c.execute("RELEASE ping")
+                raise StateError(f"state database {self.path!r} failed; nothing was changed: {exc}") from exc
+            except BaseException:
+                c.execute("ROLLBACK TO ping")
+                c.execute("RELEASE ping")
+                raise
+            return
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
+        try:
+            yield _SQLiteTx(c)
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:
+            c.execute("ROLLBACK")
+            raise StateError(f"state database {self.path!r} failed; nothing was changed: {exc}") from exc
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` around the group; each transaction in it is a savepoint.
+
+        A failed transaction rolls back to its savepoint alone; the group
+        commits what succeeded, also when it ends with an error.  Groups do
+        not nest (an inner one is part of the outer).
+        """
+        if getattr(self._local, "group", False):
+            yield
+            return
+        c = self._conn()
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
+        self._local.group = True
+        try:
+            yield
+        finally:
+            self._local.group = False
+            try:
+                c.execute("COMMIT")
+            except sqlite3.Error as exc:
+                c.execute("ROLLBACK")
+                raise StateError(f"state database {self.path!r} failed to commit a group: {exc}") from exc
+
+    def read_user(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's state as last committed."""
+        try:
+            row = self._conn().execute("SELECT data FROM users WHERE uid = ?", (_key(user_id),)).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
+        return None if row is None else json.loads(row[0])
+
+    def pushes(self) -> list[dict[str, Any]]:
+        """Every push record, in the order stored."""
+        rows = self._conn().execute(
+            "SELECT push_id, uid, offer_id, store_id, merchant_id, ts, holdout, score, distance_m, trigger "
+            "FROM pushes ORDER BY seq"
+        )
+        return [_push_row(r) for r in rows]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event record, in the order stored."""
+        rows = self._conn().execute(
+            "SELECT event_id, uid, kind, ts, offer_id, store_id, merchant_id, push_id, amount, distance_m, inferred "
+            "FROM events ORDER BY seq"
+        )
+        return [_event_row(r) for r in rows]
+
+    def forget_user(self, user_id: Any) -> None:
+        """Erase the user's state, pushes, events and event ids."""
+        k = _key(user_id)
+        with self.transaction() as tx:
+            c = tx.c  # type: ignore[attr-defined]
+            c.execute("DELETE FROM users WHERE uid = ?", (k,))
+            prefix = user_prefix(user_id)  # every per-user counter: [prefix, prefix with its last '|' bumped to '}')
+            c.execute("DELETE FROM counters WHERE key >= ? AND key < ?", (prefix, prefix[:-1] + "}"))
+            c.execute("DELETE FROM idem WHERE uid = ?", (k,))
+            c.execute("DELETE FROM pushes WHERE uid = ?", (k,))
+            c.execute("DELETE FROM events WHERE uid = ?", (k,))
+
+    def close(self) -> None:
+        """Close every connection this object opened."""
+        with self._all_lock:
+            for c in self._all:
+                try:
+                    c.close()
+                except sqlite3.Error:  # pragma: no cover - closing a broken connection
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _push_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "push_id": _unkey(r[0]),
+        "user_id": _unkey(r[1]),
+        "offer_id": _unkey(r[2]),
+        "store_id": _unkey(r[3]),
+        "merchant_id": _unkey(r[4]),
+        "ts": r[5],
+        "holdout": bool(r[6]),
+        "score": r[7],
+        "distance_m": r[8],
+        "trigger": r[9],
+    }
+
+
+def _event_row(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "event_id": _unkey(r[0]),
+        "user_id": _unkey(r[1]),
+        "kind": r[2],
+        "ts": r[3],
+        "offer_id": _unkey(r[4]),
+        "store_id": _unkey(r[5]),
+        "merchant_id": _unkey(r[6]),
+        "push_id": _unkey(r[7]),
+        "amount": r[8],
+        "distance_m": r[9],
+        "inferred": bool(r[10]),
+    }
+
+
+class _SQLiteTx(Transaction):
+    def __init__(self, c: sqlite3.Connection) -> None:
+        self.c = c
+
+    def get_user(self, user_id: Any) -> dict[str, Any] | None:
+        row = self.c.execute("SELECT data FROM users WHERE uid = ?", (_key(user_id),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
+        self.c.execute("INSERT OR REPLACE INTO users (uid, data) VALUES (?, ?)", (_key(user_id), json.dumps(data)))
+
+    def counter(self, key: str) -> float:
+        row = self.c.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
+        return 0.0 if row is None else float(row[0])
+
+    def add_counter(self, key: str, delta: float) -> None:
+        self.c.execute(
+            "INSERT INTO counters (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
+            (key, float(delta), float(delta)),
+        )
+
+    def idem(self, event_id: Any) -> Any:
+        row = self.c.execute("SELECT payload FROM idem WHERE event_id = ?", (_key(event_id),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
+        self.c.execute(
+            "INSERT OR REPLACE INTO idem (event_id, uid, payload) VALUES (?, ?, ?)",
+            (_key(event_id), _key(user_id), json.dumps(payload)),
+        )
+
+    def add_push(self, rec: dict[str, Any]) -> None:
+        self.c.execute(
+            "INSERT INTO pushes (push_id, uid, offer_id, store_id, merchant_id, ts, holdout, score, distance_m,"
+            " trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                _key(rec["push_id"]),
+                _key(rec["user_id"]),
+                _key(rec["offer_id"]),
+                _key(rec["store_id"]),
+                _key(rec["merchant_id"]),
+                rec["ts"],
+                int(rec["holdout"]),
+                rec["score"],
+                rec["distance_m"],
+                rec["trigger"],
+            ),
+        )
+
+    def push(self, push_id: Any) -> dict[str, Any] | None:
+        row = self.c.execute(
+            "SELECT push_id, uid, offer_id, store_id, merchant_id, ts, holdout, score, distance_m, trigger "
+            "FROM pushes WHERE push_id = ?",
+            (_key(push_id),),
+        ).fetchone()
+        return None if row is None else _push_row(row)
+
+    def latest_push(
+        self, user_id: Any, lo_ts: float, hi_ts: float, offer_id: Any = None, merchant_id: Any = None
+    ) -> dict[str, Any] | None:
+        col, val = ("offer_id", offer_id) if offer_id is not None else ("merchant_id", merchant_id)
+        row = self.c.execute(
+            "SELECT push_id, uid, offer_id, store_id, merchant_id, ts, holdout, score, distance_m, trigger "
+            f"FROM pushes WHERE uid = ? AND ts >= ? AND ts <= ? AND {col} = ? ORDER BY ts DESC, seq DESC LIMIT 1",
+            (_key(user_id), lo_ts, hi_ts, _key(val)),
+        ).fetchone()
+        return None if row is None else _push_row(row)
+
+    def add_event(self, rec: dict[str, Any]) -> None:
+        self.c.execute(
+            "INSERT INTO events (event_id, uid, kind, ts, offer_id, store_id, merchant_id, push_id, amount,"
+            " distance_m, inferred) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                None if rec["event_id"] is None else _key(rec["event_id"]),
+                _key(rec["user_id"]),
+                rec["kind"],
+                rec["ts"],
+                _key(rec["offer_id"]),
+                _key(rec["store_id"]),
+                _key(rec["merchant_id"]),
+                _key(rec["push_id"]),
+                rec["amount"],
+                rec["distance_m"],
+                int(rec["inferred"]),
+            ),
+        )
