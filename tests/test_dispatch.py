@@ -216,9 +216,21 @@ def test_polygon_fences_and_bad_fences(engine_factory):
     eng = engine_factory(index=idx)
     assert eng.on_location("u", lat + 0.0007, lon, T0) == []  # north of the box (~78 m from the store)
     assert [x.store_id for x in eng.on_location("u", lat, lon + 0.0009, T0 + 10)] == ["A"]  # ~86 m east, inside
-    for bad in (-5.0, "round", box(179.9, 0, 180, 1).union(box(-180, 0, -179.9, 1))):
+    for bad in (-5.0, "round", box(0, 0, 1, 1).difference(box(0, 0, 1, 1))):
         with pytest.raises(InvalidGeometryError):
             og.Dispatcher(make_stores(geofence=[bad, None, None]), make_offers()).on_location("u", lat, lon, T0)
+
+
+def test_polygon_fence_across_the_antimeridian_pushes_on_both_sides(engine_factory):
+    from shapely.geometry import box
+
+    fence = box(179.999, -17.0, 180.0, -16.999).union(box(-180.0, -17.0, -179.999, -16.999))  # split at 180
+    recs = [{"store_id": "A", "lat": -16.9995, "lon": 179.9995, "merchant_id": "mA", "geofence": fence},
+            {"store_id": "B", "lat": -16.9995, "lon": -179.9995, "merchant_id": "mB", "geofence": 10.0}]  # fmt: skip
+    eng = engine_factory(index=og.StoreIndex.from_records(recs))
+    assert [d.store_id for d in eng.on_location("u", -16.9995, -179.9998, T0)] == ["A"]  # east of 180, in A's fence
+    assert [d.store_id for d in eng.on_location("w", -16.9995, 179.9998, T0)] == ["A"]  # west of 180
+    assert eng.on_location("v", -16.99, 179.9995, T0) == []  # 1 km north
 
 
 # ------------------------------------------------------------------ policy

@@ -493,11 +493,13 @@ def test_a_fault_in_the_middle_of_a_ping_changes_nothing(state):
     with pytest.raises(StateError, match="injected: add_push failed"):
         engine.on_location("u", *at(RING_A[0]), T0 + 400, event_id="ping-2")
     assert snapshot(state) == before
+    engine.flush_feedback()  # the engine's own events reach the history a tick later
     assert engine.scorer.history.n_events("u", "visit") == 0
     faulty.fail_at = None
     (dwell,) = engine.on_location("u", *at(RING_A[0]), T0 + 400, event_id="ping-2")  # a retry, not a duplicate
     assert (enter.push_id, dwell.push_id, dwell.trigger) == ("p1", "p2", "dwell")
     assert [e["kind"] for e in state.events()] == ["visit"]
+    engine.flush_feedback()
     assert engine.scorer.history.n_events("u", "visit") == 1
 
 

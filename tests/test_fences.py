@@ -33,7 +33,7 @@ def ring_of_stores(rng, n, lat0=48.85, lon0=2.35, spread_deg=0.01, **cols):
 
 
 def brute_hits(index, lat, lon, r_in, buf, near):
-    """(position, inside, in_buffer, nearby) of every store whose radius fence, buffer or nearby radius holds the point."""
+    """(position, inside, in_buffer, nearby) of each store whose fence, buffer or nearby radius holds the point."""
     out = []
     for p in range(len(index)):
         d = geographiclib_m(lat, lon, float(index.stores.lat[p]), float(index.stores.lon[p]))
@@ -164,7 +164,7 @@ def test_store_radii_match_brute_force_on_both_paths_and_go_stale(rng):
     lat = 48.85 + rng.uniform(-0.02, 0.02, 300)
     lon = 2.35 + rng.uniform(-0.02, 0.02, 300)
     batch = index.pairs_within(lat, lon, radii)
-    got_batch = sorted(zip(batch.query.tolist(), batch.position.tolist()))
+    got_batch = sorted(zip(batch.query.tolist(), batch.position.tolist(), strict=True))
     want = []
     for i in range(300):
         for p in range(len(index)):

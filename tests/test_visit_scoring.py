@@ -202,11 +202,19 @@ def test_one_extractor_for_rank_rank_many_and_the_dispatcher(town):
         assert many["score"][r] == pytest.approx(single[many["offer_id"][r]].score, rel=1e-12)
     pos = np.arange(6)
     dist = np.asarray(og.geodesic_distance_m(lat, lon, index.stores.lat, index.stores.lon))
-    offer, spos, _, logit, X = scorer._score_at("ann", pos, dist, t)
-    for o, lg, x in zip(offer.tolist(), logit.tolist(), X, strict=True):
+    sc = scorer.score_candidates("ann", pos, dist, t)
+    for j, (o, lg, x) in enumerate(zip(sc.offer.tolist(), sc.logit.tolist(), sc.features, strict=True)):
         s = single[offers.offer_id[o]]
         assert lg == pytest.approx(s.logit, rel=1e-12, abs=1e-12)
         assert dict(zip(F, (x * scorer.weights_).tolist(), strict=True)) == pytest.approx(s.explain())
+        assert sc.explanation(j) == pytest.approx(s.explain())
+    # a batch of (user, time) rows scores each row as that user alone at that time
+    both = scorer.score_candidates(["bob", "ann", "ann"], [0, 1, 2], dist[:3], [t, t, t + DAY])
+    for j in range(len(both)):
+        r = int(both.row[j])
+        alone = scorer.score_candidates(["bob", "ann", "ann"][r], [r], dist[r : r + 1], [t, t, t + DAY][r])
+        k = int(np.flatnonzero(alone.offer == both.offer[j])[0])
+        assert both.logit[j] == alone.logit[k]
 
 
 def _simulate_choices(rng, stores_lat, stores_lon, n_users, n_visits, beta, habit):

@@ -14,16 +14,16 @@ Examples
 
 from . import errors, simulate
 from ._dispatch import Dispatcher, PushDecision
+from ._fences import FenceHit, FenceHits, Geofences
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._history import Event, UserHistory
 from ._index import StoreIndex
 from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
 from ._policy import Budget, PushPolicy
-from ._fences import FenceHit, FenceHits, Geofences
 from ._results import Matches, Neighbors, Pairs, StoreRadii
 from ._sample import sample_stores
-from ._scoring import OfferScorer, ScoredOffer
+from ._scoring import OfferScorer, ScoredCandidates, ScoredOffer
 from ._state import DispatchState, MemoryState, RedisState, SQLiteState
 from ._stores import StoreSet
 
@@ -49,6 +49,7 @@ __all__ = [
     "PushPolicy",
     "RedisState",
     "SQLiteState",
+    "ScoredCandidates",
     "ScoredOffer",
     "StoreIndex",
     "StoreRadii",

@@ -146,7 +146,9 @@ class _Polygon:
             self.ring_lon.append(np.ascontiguousarray(xy[:, 0]))
             self.ring_lat.append(np.ascontiguousarray(xy[:, 1]))
         lat_v, lon_v = np.concatenate(self.ring_lat), np.concatenate(self.ring_lon)
-        self.reach_m = float(geodesic_inverse_m(np.full(lat_v.shape, lat0), np.full(lon_v.shape, lon0), lat_v, lon_v).max())
+        self.reach_m = float(
+            geodesic_inverse_m(np.full(lat_v.shape, lat0), np.full(lon_v.shape, lon0), lat_v, lon_v).max()
+        )
 
     def holds(self, lat: float, lon: float) -> bool:
         return bool(shapely.intersects_xy(self.contains, lon, lat))  # inside or on the boundary
@@ -155,7 +157,9 @@ class _Polygon:
         """Geodesic distance from a point outside the polygon to it (its densified boundary)."""
         best = math.inf
         for ring_lat, ring_lon in zip(self.ring_lat, self.ring_lon, strict=True):
-            az, s = geodesic_inverse_az_m(np.full(ring_lat.shape, lat), np.full(ring_lon.shape, lon), ring_lat, ring_lon)
+            az, s = geodesic_inverse_az_m(
+                np.full(ring_lat.shape, lat), np.full(ring_lon.shape, lon), ring_lat, ring_lon
+            )
             a = np.radians(az)
             line = shapely.linestrings(s * np.sin(a), s * np.cos(a))
             best = min(best, float(shapely.distance(line, shapely.points(0.0, 0.0))))
@@ -284,7 +288,9 @@ class Geofences:
                 lay = self._layout_cache
                 if lay is None or lay.version != self.index.version:
                     lay = self._layout_cache = _Layout(self, self.index)
-                    live = {(i, a, b) for i, a, b in zip(self.index.stores.store_id.tolist(), lay.lat, lay.lon, strict=True)}
+                    live = {
+                        (i, a, b) for i, a, b in zip(self.index.stores.store_id.tolist(), lay.lat, lay.lon, strict=True)
+                    }
                     for key in [k for k in self._specs if k not in live]:  # removed stores
                         del self._specs[key]
         return lay
@@ -389,7 +395,9 @@ class Geofences:
         buf, near_m = self.buffer_m, self.nearby_m
         err = np.where(dist <= CHORD_SERIES_MAX_M, chord_error_bound_m(dist), 0.0)
         poly = np.isnan(r_in)
-        edge = (np.abs(dist - near_m) <= err) | (~poly & ((np.abs(dist - r_in) <= err) | (np.abs(dist - r_in - buf) <= err)))
+        edge = (np.abs(dist - near_m) <= err) | (
+            ~poly & ((np.abs(dist - r_in) <= err) | (np.abs(dist - r_in - buf) <= err))
+        )
         if edge.any():
             s_lat, s_lon = np.asarray(lay.lat)[pos[edge]], np.asarray(lay.lon)[pos[edge]]
             dist[edge] = geodesic_inverse_m(lat_a[q[edge]], lon_a[q[edge]], s_lat, s_lon)
@@ -418,7 +426,11 @@ def _finite_m(value: Any, name: str) -> float:
 def _same(a: Any, b: Any) -> bool:
     """Whether two fence values are the same fence (floats by value, polygons by geometry)."""
     if isinstance(a, (shapely.Polygon, shapely.MultiPolygon)) or isinstance(b, (shapely.Polygon, shapely.MultiPolygon)):
-        return isinstance(a, shapely.Geometry) and isinstance(b, shapely.Geometry) and bool(shapely.equals_exact(a, b, 0.0))
+        return (
+            isinstance(a, shapely.Geometry)
+            and isinstance(b, shapely.Geometry)
+            and bool(shapely.equals_exact(a, b, 0.0))
+        )
     try:
         return bool(a == b) or (a != a and b != b)
     except (TypeError, ValueError):

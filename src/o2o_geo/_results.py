@@ -73,7 +73,9 @@ class StoreRadii:
 
     def __repr__(self) -> str:
         n = int(np.count_nonzero(~np.isnan(self.radius_m)))
-        return f"StoreRadii({n:,} of {self.radius_m.shape[0]:,} stores, up to {self.max_m:,.1f} m, version {self.version})"
+        return (
+            f"StoreRadii({n:,} of {self.radius_m.shape[0]:,} stores, up to {self.max_m:,.1f} m, version {self.version})"
+        )
 
 
 def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:

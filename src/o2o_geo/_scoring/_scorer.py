@@ -32,13 +32,13 @@ from .._index import StoreIndex
 from .._offers import OfferSet
 from .._types import FloatArray, IntArray
 from .._validate import as_latlon, check_k, import_optional
-from ..errors import InvalidParameterError, InvalidRecordError, UnknownOfferError
+from ..errors import InvalidParameterError, InvalidRecordError, ShapeMismatchError, UnknownOfferError
 from ._catalog import Catalog
 from ._features import CROSS_USER_FEATURES, DEFAULT_WEIGHTS, FEATURES, Decay, FeatureExtractor
 from ._model import fit_choice, fit_logistic
 from ._replay import replay_pushes, replay_visits
 
-__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredOffer"]
+__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "ScoredOffer"]
 
 Target = Literal["redeem", "visit"]
 #: Weights ``fit(target="visit")`` cannot learn from visits alone (the same for every store of a
@@ -104,6 +104,66 @@ class ScoredOffer:
         -2.381 = logit -2.381
         """
         return dict(sorted(self._terms, key=lambda kv: -abs(kv[1])))
+
+
+@dataclass(frozen=True)
+class ScoredCandidates:
+    """Offers scored at given stores for given users (:meth:`OfferScorer.score_candidates`).
+
+    One row per (input row, valid offer redeemable at that row's store).
+
+    Attributes
+    ----------
+    row : ndarray of int64, shape (n,)
+        The input row each candidate came from.
+    offer : ndarray of int64, shape (n,)
+        Row of the OfferSet.
+    position : ndarray of int64, shape (n,)
+        Row of ``index.stores``.
+    distance_m : ndarray of float64, shape (n,)
+    logit, score : ndarray of float64, shape (n,)
+        Log-odds and probability of redemption.
+    features : ndarray of float64, shape (n, n_features)
+        The feature values (:data:`FEATURES` order).
+    weights : ndarray of float64, shape (n_features,)
+        The weights the scores were computed with.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
+    >>> tea, lucky = (int(p) for p in index.stores.position_of(["teagarden-07", "lucky-09"]))
+    >>> sc = scorer.score_candidates(["u1", "u2"], [tea, lucky], [50.0, 50.0], now=1767225600)
+    >>> sc.row.tolist(), bool(0.0 < sc.score[0] < 1.0)       # only the second store redeems the latte
+    ([1], True)
+    """
+
+    row: IntArray
+    offer: IntArray
+    position: IntArray
+    distance_m: FloatArray
+    logit: FloatArray
+    score: FloatArray
+    features: FloatArray = field(repr=False)
+    weights: FloatArray = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    def explanation(self, j: int) -> dict[str, float]:
+        """Each feature's term (weight times value) of candidate ``j``'s logit, in :data:`FEATURES` order.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
+        >>> sc = scorer.score_candidates("u1", index.stores.position_of("lucky-09"), [50.0], now=1767225600)
+        >>> print(f"{sc.explanation(0)['intercept']:+.1f}")
+        -3.0
+        """
+        return dict(zip(FEATURES, (self.features[j] * self.weights).tolist(), strict=True))
 
 
 class OfferScorer:
@@ -259,7 +319,7 @@ class OfferScorer:
         offer: IntArray,
         pos: IntArray,
         dist: FloatArray,
-        t: float,
+        t: float | FloatArray,
         cat: Catalog | None = None,
     ) -> FloatArray:
         """Feature matrix of (user row, offer row, store position, distance) pairs at time ``t`` (the one extractor)."""
@@ -296,30 +356,101 @@ class OfferScorer:
             return q, offer, pos, dist
         return q[valid], offer[valid], pos[valid], dist[valid]
 
-    def _score_at(
-        self, user_id: Any, pos: IntArray, dist: FloatArray, t: float
-    ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
-        """Every valid offer redeemable at the given stores (positions, distances), scored for one user.
+    def score_candidates(self, user_id: Any, position: Any, distance_m: Any, now: Any) -> ScoredCandidates:
+        """Score every valid offer redeemable at given stores, for given users at given times (the dispatcher's call).
 
-        The dispatcher's path: the same features as :meth:`rank`.  Returns
-        (offer, store position, distance, logit, features), one row per (offer, store).
+        Where :meth:`rank` finds the stores around a point, this scores the
+        stores a caller already found (a geofence's, say): one row per
+        (input row, valid offer of that store), with the same features and
+        weights as :meth:`rank`.
+
+        Parameters
+        ----------
+        user_id : str or int, or sequence of shape (n,)
+            One user for every row, or one per row.
+        position : array_like of int, shape (n,)
+            Rows of ``index.stores``.
+        distance_m : array_like of float, shape (n,)
+            Distance from the user to each store, metres.
+        now : float or datetime, or array_like of float, shape (n,)
+            Epoch seconds (or an aware datetime): one time, or one per row.
+
+        Returns
+        -------
+        ScoredCandidates
+            Rows in input order, each store's offers in offer order.
+
+        Raises
+        ------
+        ShapeMismatchError
+            Arrays of different lengths.
+        InvalidParameterError
+            A position outside ``index.stores``.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
+        >>> store = int(index.stores.position_of("lucky-09")[0])
+        >>> sc = scorer.score_candidates("u1", [store], [40.0], now=1767225600)
+        >>> [scorer.offers.offer_id[o] for o in sc.offer.tolist()], sc.row.tolist()
+        (['latte'], [0])
+        >>> bool(abs(sum(sc.explanation(0).values()) - sc.logit[0]) < 1e-12)
+        True
         """
+        pos = np.asarray(position, dtype=np.int64).reshape(-1)
+        dist = np.asarray(distance_m, dtype=np.float64).reshape(-1)
+        n = pos.shape[0]
+        if dist.shape[0] != n:
+            raise ShapeMismatchError(f"position has {n} rows but distance_m has {dist.shape[0]}")
         cat = self._catalog()
+        if n and (int(pos.min()) < 0 or int(pos.max()) >= cat.n_stores):
+            raise InvalidParameterError(f"position must be rows of index.stores (0..{cat.n_stores - 1})")
+        one_user = isinstance(user_id, (str, int, np.integer, np.str_))
+        if not one_user and len(user_id) != n:
+            raise ShapeMismatchError(f"user_id has {len(user_id)} rows but position has {n}")
+        one_time = np.ndim(now) == 0
+        t0 = to_epoch_s(now, "now") if one_time else 0.0
+        t_in = None if one_time else np.asarray(now, dtype=np.float64).reshape(-1)
+        if t_in is not None and t_in.shape[0] != n:
+            raise ShapeMismatchError(f"now has {t_in.shape[0]} rows but position has {n}")
         lists = cat.store_offer_lists
         parts = [lists[p] for p in pos.tolist()]
-        counts = [len(x) for x in parts]
-        if not parts or not sum(counts):
+        counts = np.fromiter((len(x) for x in parts), dtype=np.int64, count=n)
+        w = self.weights_
+        if not n or not counts.sum():
             e = np.empty(0, dtype=np.int64)
-            return e, e, np.empty(0), np.empty(0), np.empty((0, len(FEATURES)))
+            return ScoredCandidates(e, e, e, np.empty(0), np.empty(0), np.empty(0), np.empty((0, len(FEATURES))), w)
         offer = np.concatenate(parts)
-        pos = np.repeat(pos, counts)
-        dist = np.repeat(dist, counts)
+        row = np.repeat(np.arange(n), counts)
+        pos, dist = pos[row], dist[row]
         o = self.offers
-        valid = (o.valid_from_s[offer] <= t) & (t <= o.valid_until_s[offer]) & (dist <= o.max_distance_m[offer])
+        t_row = t0 if t_in is None else t_in[row]
+        valid = (o.valid_from_s[offer] <= t_row) & (t_row <= o.valid_until_s[offer]) & (dist <= o.max_distance_m[offer])
         if not valid.all():
-            offer, pos, dist = offer[valid], pos[valid], dist[valid]
-        X = self._features([user_id], np.zeros(offer.shape[0], dtype=np.int64), offer, pos, dist, t, cat)
-        return offer, pos, dist, X @ self.weights_, X
+            offer, row, pos, dist = offer[valid], row[valid], pos[valid], dist[valid]
+        if one_user and t_in is None:  # one user at one time: the dispatcher's per-ping call
+            users: list[Any] = [user_id]
+            uq = np.zeros(row.shape[0], dtype=np.int64)
+            t_users: float | FloatArray = t0
+        else:  # one user row per distinct (user, time)
+            seen: dict[tuple[Any, float], int] = {}
+            users, times = [], []
+            row_user = np.empty(n, dtype=np.int64)
+            for i in range(n):
+                key = (user_id if one_user else user_id[i], t0 if t_in is None else float(t_in[i]))
+                j = seen.get(key)
+                if j is None:
+                    j = seen[key] = len(users)
+                    users.append(key[0])
+                    times.append(key[1])
+                row_user[i] = j
+            uq = row_user[row]
+            t_users = np.array(times)
+        X = self._features(users, uq, offer, pos, dist, t_users, cat)  # type: ignore[arg-type]
+        logit = _row_sums(X * w)
+        return ScoredCandidates(row, offer, pos, dist, logit, 0.5 * (1.0 + np.tanh(0.5 * logit)), X, w)
 
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         logit = X @ self.weights_
@@ -677,6 +808,17 @@ def _now(now: Any) -> float:
 
         return time.time()
     return to_epoch_s(now, "now")
+
+
+def _row_sums(terms: FloatArray) -> FloatArray:
+    """Each row's sum, added column by column: the same bits whichever rows are summed together.
+
+    numpy sums a column-major array's rows column by column, except a single
+    row, which it sums pairwise (another order); so one row is summed as two.
+    """
+    if terms.shape[0] == 1:
+        return np.add.reduce(np.asfortranarray(np.repeat(terms, 2, axis=0)), axis=1)[:1]
+    return np.add.reduce(np.asfortranarray(terms), axis=1)
 
 
 def _argbest(key: IntArray, value: FloatArray, tie: IntArray, n_keys: int) -> IntArray:

@@ -18,4 +18,3 @@ from ._redis import RedisState
 from ._sqlite import SQLiteState
 
 __all__ = ["EVENT_FIELDS", "PUSH_FIELDS", "DispatchState", "MemoryState", "RedisState", "SQLiteState", "Transaction"]
-

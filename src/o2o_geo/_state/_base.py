@@ -94,6 +94,11 @@ class DispatchState(ABC):
     True
     """
 
+    #: Whether :meth:`read_user` costs little next to a transaction (in-process, a local file): the
+    #: dispatcher then answers a ping that changes nothing from it, without a transaction.  A networked
+    #: backend sets it False: a transaction's first read (one round trip) answers such a ping as cheaply.
+    cheap_reads: bool = True
+
     @abstractmethod
     def transaction(self) -> Any:
         """Context manager yielding a :class:`Transaction`; commits on exit, discards everything on an error.

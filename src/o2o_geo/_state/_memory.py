@@ -12,6 +12,7 @@ from ._keys import user_prefix
 
 __all__ = ["MemoryState"]
 
+
 class MemoryState(DispatchState):
     """In-process state (the default): fast, thread-safe, gone when the process ends.
 

@@ -221,6 +221,8 @@ class RedisState(DispatchState):
     fails closed: StateError
     """
 
+    cheap_reads = False  # a read is a round trip: a ping inside a fence goes straight to its transaction
+
     def __init__(
         self,
         url_or_client: Any = "redis://localhost:6379/0",

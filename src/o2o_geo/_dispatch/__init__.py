@@ -1,0 +1,21 @@
+"""The dispatch engine: location pings in, push decisions out, the offline outcome measured.
+
+- ``_engine``: :class:`Dispatcher`, the orchestration;
+- ``_fence_state``: the pure fence-state machine (enter, dwell, exit);
+- ``_limits``: caps, budgets and store capacity, and the user's local day;
+- ``_attribution``: which push an outcome belongs to;
+- ``_feedback``: the engine's events into the scorer's history, a tick at a time;
+- ``_report``: the funnel and the uplift over the holdout;
+- ``_stores``: each store's merchant, zone and opening hours, per index version;
+- ``_decision``: :class:`PushDecision`;
+- ``_inputs``: checks of what comes in.
+
+The geofences are the index layer's (:class:`~o2o_geo.Geofences`); the keys
+of the state are the state layer's (``o2o_geo._state._keys``).
+"""
+
+from ._decision import PushDecision
+from ._engine import RECORD_KINDS, Dispatcher
+from ._report import REPORT_COLUMNS
+
+__all__ = ["RECORD_KINDS", "REPORT_COLUMNS", "Dispatcher", "PushDecision"]

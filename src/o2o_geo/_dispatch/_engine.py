@@ -1,0 +1,876 @@
+"""Dispatcher: location pings in, push decisions out, and the offline outcome measured.
+
+The O2O loop, end to end: a ping enters a store's geofence (drainage), the
+engine pushes the best eligible offer under the policy; ``record`` takes the
+open (conversion), the in-store redemption or visit (consumption), repeat
+visits (retention), and feeds them to the scorer's history (feedback);
+``report`` measures each stage, and the uplift against a held-out group.
+
+This module is the orchestration; each rule has its own module: the fences
+(:class:`~o2o_geo.Geofences`, in the index layer), the fence-state machine
+(``_fence_state``), the limits (``_limits``), attribution
+(``_attribution``), feedback (``_feedback``) and the report (``_report``).
+
+Rules worth knowing (all tested):
+
+* Time is event time: every ``ts`` is epoch seconds or an aware datetime
+  (naive datetimes are refused).  A ping older than the last ping that
+  changed the user's state is ignored as stale; a ping that changes nothing
+  (no fence entered, left, dwelt in; no trigger) leaves no trace, so it is
+  answered after the geometry and one read of the user's state.  Events may
+  arrive in any order (attribution uses their ``ts``).
+* Attribution: a redeem, visit, open or click is attributed to the push it
+  names (``push_id``), else to the user's latest push of the same offer (or,
+  without an offer, of the store's merchant) at most
+  ``policy.attribution_window_s`` before it; holdout decisions are attributed
+  the same way, which is what makes the uplift measurable.
+* Idempotency: a ping or an event with an ``event_id`` is processed once;
+  the same id again returns the stored outcome and changes nothing.
+* Holdout decisions count against the user's caps (so both groups see the
+  same policy) but not against budgets or store capacity (nothing is sent).
+* Feedback: pushes and inferred visits reach the scorer's history at the
+  next tick of ``feedback_interval_s`` (60 s of event time by default; see
+  ``_feedback``), recorded outcomes at once.
+* Atomicity: one ping or one event is one state transaction; an error
+  leaves the state as it was.  A batch replay on :class:`SQLiteState`
+  commits the transactions of a tick's pings together (each still all or
+  nothing on its own).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._fences import FenceHit, FenceHits, Geofences
+from .._history import Event, to_epoch_s
+from .._index import StoreIndex
+from .._offers import OfferSet
+from .._policy import PushPolicy, open_for, zone
+from .._scoring import OfferScorer, ScoredCandidates
+from .._state import DispatchState, MemoryState, Transaction
+from .._state import _keys as keys
+from .._validate import as_latlon, import_optional
+from ..errors import (
+    InvalidParameterError,
+    InvalidRecordError,
+    ShapeMismatchError,
+    UnknownOfferError,
+    UnknownStoreError,
+)
+from ._attribution import record_event
+from ._decision import PushDecision, ScoreTerms, decision_from_dict, push_record
+from ._feedback import Feedback
+from ._fence_state import FenceStep, fence_step
+from ._inputs import check_point, check_user, ping_accuracies, ping_accuracy, ping_columns, ping_times
+from ._limits import Limit, LocalDay, candidate_limits, charge, exceeded, user_capped
+from ._report import REPORT_COLUMNS, funnel_rows
+from ._stores import StoreFacts, StoreFactsCache
+
+__all__ = ["RECORD_KINDS", "Dispatcher"]
+
+RECORD_KINDS = ("open", "click", "redeem", "visit", "dismiss", "failed")
+_CHUNK = 65_536  # pings per geometry call in a batch replay
+_HOLDOUT_MEMO = 65_536
+
+
+class _Scored:
+    """A ping's scored candidates: rows ``[lo, hi)`` of a (batch's) :class:`ScoredCandidates`, as lists.
+
+    ``asked`` holds the store positions that were scored (a store without a valid offer has no row).
+    """
+
+    __slots__ = ("sc", "lo", "hi", "asked", "offer", "pos", "dist", "logit", "score")
+
+    def __init__(self, sc: ScoredCandidates, lists: tuple[list[Any], ...], lo: int, hi: int, asked: set[int]) -> None:
+        self.sc, self.lo, self.hi, self.asked = sc, lo, hi, asked
+        self.offer, self.pos, self.dist, self.logit, self.score = lists
+
+    @staticmethod
+    def lists(sc: ScoredCandidates) -> tuple[list[Any], ...]:
+        return sc.offer.tolist(), sc.position.tolist(), sc.distance_m.tolist(), sc.logit.tolist(), sc.score.tolist()
+
+
+class _Ping(NamedTuple):
+    """One checked ping of a batch, with its fence hits."""
+
+    user_id: Any
+    lat: float
+    lon: float
+    t: float
+    event_id: Any
+    tz: str | None
+    hits: list[FenceHit]
+
+
+class _Candidate(NamedTuple):
+    """A scored offer at a store, with what the limits need."""
+
+    offer_id: Any
+    merchant_id: Any
+    store_id: Any
+    position: int
+    store_local: datetime
+    holdout: bool
+    limits: list[Limit]
+
+
+class Dispatcher:
+    """Decide which offers to push on location pings, and measure what they did offline.
+
+    Parameters
+    ----------
+    index : StoreIndex
+        The stores (with a ``merchant_id`` column; optional ``geofence``,
+        ``opening_hours`` and ``tz`` columns, see :class:`PushPolicy`).
+    offers : OfferSet
+        The offers.
+    scorer : OfferScorer, optional
+        Ranks the offers; default: an :class:`OfferScorer` over the same index
+        and offers whose history the dispatcher feeds from its own event log
+        (rebuilt from ``state`` at start-up, so learning survives restarts).
+    policy : PushPolicy, optional
+        Triggers, caps, budgets, holdout; default ``PushPolicy()``.
+    state : DispatchState, optional
+        :class:`MemoryState` (default) or :class:`SQLiteState`.
+    deliver : callable, optional
+        Called with each non-holdout :class:`PushDecision` after it is stored
+        (in a batch replay: after its tick of pings is committed); if it
+        raises, a ``failed`` event is recorded for the push (the decision
+        still counts against caps and budgets).
+    feedback_interval_s : float, default 60
+        How soon the engine's own pushes and inferred visits reach the
+        scorer's history: before the first ping of the next tick of this many
+        seconds (event time); 0 for before the next ping.  Ticks let a batch
+        replay score a tick's pings together and still decide exactly as
+        ping-by-ping calls do.  Recorded outcomes always go in at once.
+
+    Attributes
+    ----------
+    fences : Geofences
+        The stores' geofences, from the policy (``fence_radius_m``,
+        ``exit_buffer_m``, ``fence_column``, ``nearby_radius_m``).
+    stats : collections.Counter
+        What the engine did and why it did not push: ``pushed``, ``holdout``,
+        ``min_gap``, ``dismiss_cooldown``, ``quiet_hours``, ``user_cap`` (day or
+        week cap), ``capped`` (an offer, merchant, budget or store limit),
+        ``store_closed``, ``ignored_inaccurate``, ``stale_pings``,
+        ``duplicate_pings``, ``duplicate_events``, ``delivery_failed``.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> index = og.StoreIndex(og.sample_stores())
+    >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8)])
+    >>> engine = og.Dispatcher(index, offers, policy=og.PushPolicy(quiet_hours=None, holdout_fraction=0.0))
+    >>> store = index.stores.position_of("lucky-09")[0]
+    >>> lat, lon = float(index.stores.lat[store]), float(index.stores.lon[store])
+    >>> t0 = 1767229200  # 2026-01-01 09:00 in Shanghai
+    >>> engine.on_location("u1", lat + 0.01, lon, t0)        # 1.1 km away: nothing
+    []
+    >>> [(d.offer_id, d.store_id, d.trigger) for d in engine.on_location("u1", lat, lon, t0 + 60)]
+    [('latte', 'lucky-09', 'enter')]
+    >>> push = engine.state.pushes()[0]["push_id"]
+    >>> engine.record(og.Event("redeem", "u1", t0 + 900, push_id=push, amount=28.0))
+    'p1'
+    >>> row = engine.report(by="offer", as_frame=False)[0]
+    >>> row["pushed"], row["redeemed"], row["revenue"]
+    (1, 1, 28.0)
+    """
+
+    def __init__(
+        self,
+        index: StoreIndex,
+        offers: OfferSet,
+        scorer: OfferScorer | None = None,
+        policy: PushPolicy | None = None,
+        state: DispatchState | None = None,
+        *,
+        deliver: Callable[[PushDecision], Any] | None = None,
+        feedback_interval_s: float = 60.0,
+    ) -> None:
+        if not isinstance(index, StoreIndex) or not isinstance(offers, OfferSet):
+            raise InvalidParameterError("Dispatcher takes a StoreIndex and an OfferSet")
+        if policy is not None and not isinstance(policy, PushPolicy):
+            raise InvalidParameterError(f"policy must be a PushPolicy; got {type(policy).__name__}")
+        if state is not None and not isinstance(state, DispatchState):
+            raise InvalidParameterError("state must be a MemoryState, SQLiteState or another DispatchState")
+        if scorer is not None and (scorer.index is not index or scorer.offers is not offers):
+            raise InvalidParameterError("the scorer must rank the same index and offers as the dispatcher")
+        if deliver is not None and not callable(deliver):
+            raise InvalidParameterError("deliver must be callable")
+        if isinstance(feedback_interval_s, bool) or not (
+            isinstance(feedback_interval_s, (int, float)) and 0.0 <= feedback_interval_s < math.inf
+        ):
+            raise InvalidParameterError(f"feedback_interval_s must be seconds >= 0; got {feedback_interval_s!r}")
+        self.index = index
+        self.offers = offers
+        self.policy = pol = policy if policy is not None else PushPolicy()
+        self.state = state if state is not None else MemoryState()
+        self.deliver = deliver
+        self.scorer = scorer if scorer is not None else OfferScorer(index, offers)
+        self.feedback_interval_s = float(feedback_interval_s)
+        self.stats: Counter[str] = Counter()
+        self.fences = Geofences(
+            index,
+            radius_m=pol.fence_radius_m,
+            buffer_m=pol.exit_buffer_m,
+            column=pol.fence_column,
+            nearby_m=pol.nearby_radius_m if "nearby" in pol.triggers else 0.0,
+        )
+        self._stores = StoreFactsCache(index, pol)
+        self._feedback = Feedback(self.scorer, offers, self.feedback_interval_s)
+        self._holdout: dict[Any, bool] = {}
+        self._nearby_on = "nearby" in pol.triggers
+        if scorer is None:  # learning survives restarts: the history is the stored log
+            self._feedback.now(
+                [(p, "push") for p in self.state.pushes() if not p["holdout"]]
+                + [(e, e["kind"]) for e in self.state.events()]
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Dispatcher({len(self.index):,} stores, {len(self.offers):,} offers, "
+            f"{type(self.state).__name__}, {self.policy!r})"
+        )
+
+    def close(self) -> None:
+        """Close the state backend's connections (the stored data stays).
+
+        A dispatcher is also a context manager that closes on exit.
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> path = os.path.join(tempfile.mkdtemp(), "o2o.db")
+        >>> index = og.StoreIndex(og.sample_stores())
+        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)])
+        >>> policy = og.PushPolicy(holdout_fraction=0.0)
+        >>> with og.Dispatcher(index, offers, policy=policy, state=og.SQLiteState(path)) as engine:
+        ...     pushed = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> again = og.Dispatcher(index, offers, policy=policy, state=og.SQLiteState(path))
+        >>> [p["push_id"] for p in again.state.pushes()]     # the push outlived the closed engine
+        ['p1']
+        >>> again.close()
+        """
+        self._feedback.flush()
+        self.state.close()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ pings
+    def on_location(
+        self,
+        user_id: Any,
+        lat: float,
+        lon: float,
+        ts: Any,
+        event_id: Any = None,
+        accuracy_m: float | None = None,
+        tz: str | None = None,
+    ) -> list[PushDecision]:
+        """Process one location ping; returns the pushes decided (usually none).
+
+        Parameters
+        ----------
+        user_id : str or int
+        lat, lon : float
+            Degrees (WGS84).
+        ts : float or datetime
+            Epoch seconds or an aware datetime.
+        event_id : str or int, optional
+            The ping's unique id: a redelivered ping returns the same decisions and pushes nothing new.
+        accuracy_m : float, optional
+            The fix's accuracy radius; pings less accurate than ``policy.max_accuracy_m`` are ignored.
+        tz : str, optional
+            The user's IANA time zone; default: looked up offline from the position.
+
+        Returns
+        -------
+        list of PushDecision
+            Best score first; at most ``policy.max_per_ping``.
+
+        Raises
+        ------
+        InvalidCoordinateError, InvalidParameterError, InvalidRecordError
+            Bad position, time, accuracy, time zone or user id (nothing is changed).
+        StateError
+            The state store failed (nothing is changed; no push).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> engine.on_location("u1", 31.2400, 121.4500, 1767258000)          # far from every store
+        []
+        >>> [(d.store_id, d.trigger) for d in engine.on_location("u1", 31.2325, 121.4801, 1767258060)]
+        [('lucky-09', 'enter')]
+        >>> engine.on_location("u1", 31.2325, 121.4801, 1767258120)          # still inside: no second push
+        []
+        """
+        user_id = check_user(user_id)
+        la, lo = check_point(lat, lon)
+        t = to_epoch_s(ts, "ts")
+        acc = ping_accuracy(accuracy_m)
+        if tz is not None:
+            zone(tz)
+        if acc > self.policy.max_accuracy_m:
+            self.stats["ignored_inaccurate"] += 1
+            return []
+        decisions, fresh = self._ping(user_id, la, lo, t, event_id, tz, self.fences.hits_at(la, lo), None)
+        if fresh:
+            self._deliver(decisions)
+        return decisions
+
+    def on_locations(self, pings: Any = None, **columns: Any) -> list[PushDecision]:
+        """Replay a ping log: the same decisions as calling :meth:`on_location` row by row, faster.
+
+        Parameters
+        ----------
+        pings : DataFrame or mapping of arrays, optional
+            Columns ``user_id``, ``lat``, ``lon``, ``ts`` (epoch seconds or a
+            timezone-aware datetime64 column) and optionally ``event_id``,
+            ``accuracy_m``, ``tz``; or pass the columns as keyword arrays.
+            Rows are processed in the given order (sort by ``ts`` for a replay).
+
+        Returns
+        -------
+        list of PushDecision
+            Every decision, in ping order.
+
+        Raises
+        ------
+        InvalidCoordinateError, InvalidParameterError, InvalidRecordError, ShapeMismatchError
+            A bad row (named in the message); raised before any row is processed.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> log = {"user_id": ["u1", "u2", "u1"], "lat": [31.2400, 31.2325, 31.2325],
+        ...        "lon": [121.4500, 121.4801, 121.4801], "ts": [1767258000, 1767258030, 1767258060]}
+        >>> [(d.user_id, d.store_id) for d in engine.on_locations(log)]
+        [('u2', 'lucky-09'), ('u1', 'lucky-09')]
+        """
+        cols = ping_columns(pings, columns)
+        users = cols["user_id"]
+        n = len(users)
+        for name, v in cols.items():
+            if len(v) != n:
+                raise ShapeMismatchError(f"column {name!r} has {len(v)} rows but user_id has {n}")
+        for i, u in enumerate(users):
+            if u is None or isinstance(u, bool) or not isinstance(u, (str, int)):
+                raise InvalidRecordError(f"user_id of row {i} must be a str or an int; got {u!r}")
+        lat_a, lon_a, _ = as_latlon(cols["lat"], cols["lon"])
+        ts = ping_times(cols["ts"])
+        acc = np.zeros(n) if cols.get("accuracy_m") is None else ping_accuracies(cols["accuracy_m"])
+        eids = cols.get("event_id")
+        tzs = cols.get("tz")
+        if tzs is not None:
+            for name in {t for t in tzs if t is not None}:
+                zone(name)
+        ok = (acc <= self.policy.max_accuracy_m).tolist()
+        self.stats["ignored_inaccurate"] += n - sum(ok)
+        out: list[PushDecision] = []
+        ts_l, lat_l, lon_l = ts.tolist(), lat_a.tolist(), lon_a.tolist()
+        tick_of = self._feedback.tick_of
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            hits = _per_ping(self.fences.hits(lat_a[start:stop], lon_a[start:stop]), stop - start)
+            i = start
+            while i < stop:  # one tick of pings at a time: scored together, committed together
+                j = i + 1
+                if self.feedback_interval_s > 0.0:
+                    tick = tick_of(ts_l[i])
+                    while j < stop and tick_of(ts_l[j]) == tick:
+                        j += 1
+                rows = [r for r in range(i, j) if ok[r]]
+                pings = [_Ping(users[r], lat_l[r], lon_l[r], ts_l[r], None if eids is None else eids[r],
+                               None if tzs is None else tzs[r], hits[r - start]) for r in rows]  # fmt: skip
+                out += self._run(pings)
+                i = j
+        return out
+
+    def _run(self, pings: list[_Ping]) -> list[PushDecision]:
+        """One tick of a batch: predict which pings need scores, score them together, then decide in order."""
+        if not pings:
+            return []
+        self._feedback.before_ping(pings[0].t)
+        scored = self._prescore(pings)
+        out: list[PushDecision] = []
+        new: list[PushDecision] = []
+        with self.state.group():
+            for k, g in enumerate(pings):
+                if scored[k] is False:
+                    continue  # predicted to change nothing
+                decisions, fresh = self._ping(g.user_id, g.lat, g.lon, g.t, g.event_id, g.tz, g.hits, scored[k])
+                out += decisions
+                if fresh:
+                    new += decisions
+        self._deliver(new)
+        return out
+
+    def _prescore(self, pings: list[_Ping]) -> list[Any]:
+        """Per ping: False (changes nothing), None (no scores needed or known) or its :class:`_Scored`.
+
+        The fence-state machine is run ahead on the stored state (each user's
+        later pings on what the earlier ones would leave); the pings that
+        would trigger a push, and are not barred by the user's last push or
+        dismissal, are scored in one call.  The decision itself re-runs it
+        all in the ping's transaction and scores again where the state
+        turned out different.
+        """
+        pol = self.policy
+        facts = self._stores.get()
+        read_user = self.state.read_user
+        seen: dict[Any, Any] = {}
+        out: list[Any] = [None] * len(pings)
+        c_user: list[Any] = []
+        c_pos: list[int] = []
+        c_dist: list[float] = []
+        c_t: list[float] = []
+        c_ping: list[int] = []
+        for k, (user_id, _, _, t, eid, _, hits) in enumerate(pings):
+            snap = seen[user_id] if user_id in seen else read_user(user_id)
+            stays = snap.get("in", ()) if snap else ()
+            if not hits and not stays:
+                if eid is None:
+                    out[k] = False
+                continue
+            if snap is not None and t < snap.get("last_ts", -math.inf):
+                continue  # stale: the decision counts it
+            fs = self._step(facts, stays, hits, t)
+            wanted = self._wanted(fs)
+            if not fs.changed and not wanted:
+                if eid is None:
+                    out[k] = False
+                continue
+            snap = {**(snap or {}), "in": fs.stays, "last_ts": t}
+            seen[user_id] = snap
+            if (
+                wanted
+                and t - snap.get("last_push_ts", -math.inf) >= pol.min_gap_s
+                and (t - snap.get("dismiss_ts", -math.inf) >= pol.dismiss_cooldown_s)
+            ):
+                for p, (_, d) in sorted(wanted.items()):
+                    c_user.append(user_id)
+                    c_pos.append(p)
+                    c_dist.append(d)
+                    c_t.append(t)
+                    c_ping.append(k)
+        if not c_pos:
+            return out
+        sc = self.scorer.score_candidates(c_user, c_pos, c_dist, np.array(c_t))
+        lists = _Scored.lists(sc)
+        asked: dict[int, set[int]] = {}
+        for k, p in zip(c_ping, c_pos, strict=True):
+            asked.setdefault(k, set()).add(p)
+        ping_of = np.asarray(c_ping)[sc.row].tolist()
+        span: dict[int, list[int]] = {}
+        for j, k in enumerate(ping_of):  # a ping's rows are contiguous (input order)
+            if k in span:
+                span[k][1] = j + 1
+            else:
+                span[k] = [j, j + 1]
+        for k, ps in asked.items():
+            a, b = span.get(k, (0, 0))  # no row: no valid offer at its stores
+            out[k] = _Scored(sc, lists, a, b, ps)
+        return out
+
+    def _step(self, facts: StoreFacts, stays: Sequence[Any], hits: Sequence[FenceHit], t: float) -> FenceStep:
+        ids = facts.ids
+        inside = {ids[h.position]: (h.position, h.distance_m) for h in hits if h.inside}
+        in_buffer = {ids[h.position] for h in hits if h.in_buffer}
+        near = [(h.position, h.distance_m) for h in hits if h.nearby] if self._nearby_on else []
+        pol = self.policy
+        return fence_step(stays, inside, in_buffer, near, t, dwell_s=pol.dwell_s, exit_after_s=pol.exit_after_s)
+
+    def _wanted(self, fs: FenceStep) -> dict[int, tuple[str, float]]:
+        triggers = self.policy.triggers
+        return {p: td for p, td in fs.triggers.items() if td[0] in triggers}
+
+    def _ping(
+        self,
+        user_id: Any,
+        lat: float,
+        lon: float,
+        t: float,
+        event_id: Any,
+        tz: str | None,
+        hits: Sequence[FenceHit],
+        scored: _Scored | None,
+    ) -> tuple[list[PushDecision], bool]:
+        """Decide one ping (its fences found): (decisions, whether they are new: not a redelivered ping's).
+
+        A ping that changes nothing is answered from one read of the user's
+        state; any other is one transaction.
+        """
+        self._feedback.before_ping(t)
+        facts = self._stores.get()
+        if event_id is None and (self.state.cheap_reads or not hits):
+            snap = self.state.read_user(user_id)
+            stays = snap.get("in", ()) if snap else ()
+            if not hits and not stays:
+                return [], True  # idle
+            if snap is not None and t < snap.get("last_ts", -math.inf):
+                self.stats["stale_pings"] += 1
+                return [], True
+            fs = self._step(facts, stays, hits, t)
+            if not fs.changed and not self._wanted(fs):
+                return [], True  # nothing changes
+        when = LocalDay(user_id, lat, lon, t, tz)
+        push_may_follow = any(h.inside or h.nearby for h in hits)
+        idem_key = None if event_id is None else keys.ping_key(event_id)
+
+        def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any]], Counter[str], bool]:
+            stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
+            tx.prefetch(users=[user_id], idems=() if idem_key is None else [idem_key],
+                        counters=when if push_may_follow else ())  # fmt: skip
+            if idem_key is not None:
+                hit = tx.idem(idem_key)
+                if hit is not None:
+                    stats["duplicate_pings"] += 1
+                    return [decision_from_dict(d) for d in hit], [], stats, False  # already fed and delivered
+            old = tx.get_user(user_id) or {}
+            if t < old.get("last_ts", -math.inf):
+                stats["stale_pings"] += 1
+                return [], [], stats, False
+            fs = self._step(facts, old.get("in", ()), hits, t)
+            wanted = self._wanted(fs)
+            if not fs.changed and not wanted:
+                if idem_key is not None:
+                    tx.put_idem(idem_key, user_id, [])
+                return [], [], stats, True
+            u = {**old, "in": fs.stays, "last_ts": t}
+            stored = []
+            for p in fs.visits:
+                visit = Event("visit", user_id, t, store_id=facts.ids[p], merchant_id=facts.merchant[p])
+                rec = self._record_tx(tx, visit, stats, inferred=True)[0]
+                if rec is not None:
+                    stored.append(rec)
+            decisions = self._decide(tx, stats, facts, u, user_id, t, when, wanted, scored) if wanted else []
+            tx.put_user(user_id, u)
+            if idem_key is not None:
+                tx.put_idem(idem_key, user_id, [d.to_dict() for d in decisions])
+            return decisions, stored, stats, True
+
+        decisions, stored, stats, fresh = self.state.run(work)
+        self.stats.update(stats)
+        if fresh:
+            self._feedback.after_ping(
+                t, [(r, "visit") for r in stored] + [(push_record(d), "push") for d in decisions if not d.holdout]
+            )
+        return decisions, fresh
+
+    def _decide(
+        self,
+        tx: Transaction,
+        stats: Counter[str],
+        facts: StoreFacts,
+        u: dict[str, Any],
+        user_id: Any,
+        t: float,
+        when: LocalDay,
+        triggers: dict[int, tuple[str, float]],
+        scored: _Scored | None,
+    ) -> list[PushDecision]:
+        """The pushes of one ping whose fences triggered: gates, scores, limits; charged in ``tx``."""
+        pol = self.policy
+        if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
+            stats["min_gap"] += 1
+            return []
+        if t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
+            stats["dismiss_cooldown"] += 1
+            return []
+        if pol.is_quiet(when.local):
+            stats["quiet_hours"] += 1
+            return []
+        tx.prefetch(counters=when)
+        if user_capped(tx, pol, when):
+            stats["user_cap"] += 1
+            return []
+        if scored is None or not scored.asked >= triggers.keys():
+            pos = sorted(triggers)
+            sc = self.scorer.score_candidates(user_id, pos, [triggers[p][1] for p in pos], t)
+            scored = _Scored(sc, _Scored.lists(sc), 0, len(sc), set(pos))
+        offer_l, pos_l, logit_l, score_l = scored.offer, scored.pos, scored.logit, scored.score
+        # best first; ties (to 1e-9 in the logit, below rounding noise) by offer, then store
+        ranked = sorted(
+            (j for j in range(scored.lo, scored.hi) if pos_l[j] in triggers and score_l[j] >= pol.min_score),
+            key=lambda j: (-round(logit_l[j], 9), offer_l[j], pos_l[j]),
+        )
+        local_at: dict[Any, datetime] = {}  # store-local time, once per zone
+        o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
+
+        def candidate(j: int) -> _Candidate:
+            o, p = offer_l[j], pos_l[j]
+            oid, mid, sid = o_ids[o], o_mer[o], facts.ids[p]
+            z = facts.zone[p]
+            store_local = local_at.get(z)
+            if store_local is None:
+                store_local = local_at[z] = datetime.fromtimestamp(t, z)
+            holdout = self._is_holdout(user_id, oid)
+            limits = candidate_limits(pol, self.offers, when, oid, mid, sid, store_local.date().isoformat(),
+                                      holdout=holdout)  # fmt: skip
+            return _Candidate(oid, mid, sid, p, store_local, holdout, limits)
+
+        likely: dict[int, _Candidate] = {}
+        if not self.state.cheap_reads:  # one round trip for every counter the likely pushes need
+            likely = {j: candidate(j) for j in ranked[:8]}
+            tx.prefetch(counters=[lim.key for c in likely.values() for lim in c.limits])
+        out: list[PushDecision] = []
+        for j in ranked:
+            if out and user_capped(tx, pol, when):
+                stats["user_cap"] += 1
+                break
+            c = likely[j] if j in likely else candidate(j)
+            if not open_for(facts.hours[c.position], c.store_local, pol.closing_margin_min):
+                stats["store_closed"] += 1
+                continue
+            if any(d.offer_id == c.offer_id for d in out):
+                continue
+            if exceeded(tx, c.limits):
+                stats["capped"] += 1
+                continue
+            charge(tx, c.limits)
+            d = PushDecision(
+                push_id=f"p{tx.next_seq()}",
+                user_id=user_id,
+                offer_id=c.offer_id,
+                store_id=c.store_id,
+                merchant_id=c.merchant_id,
+                score=score_l[j],
+                distance_m=scored.dist[j],
+                trigger=triggers[c.position][0],
+                holdout=c.holdout,
+                ts=t,
+                explanation=ScoreTerms(scored.sc.features[j], scored.sc.weights),
+            )
+            tx.add_push(push_record(d))
+            out.append(d)
+            stats["holdout" if c.holdout else "pushed"] += 1
+            if len(out) >= pol.max_per_ping:
+                break
+        if out:
+            u["last_push_ts"] = t
+        return out
+
+    def _is_holdout(self, user_id: Any, offer_id: Any) -> bool:
+        pol = self.policy
+        if pol.holdout_per_offer:
+            return pol.is_holdout(user_id, offer_id)
+        h = self._holdout.get(user_id)
+        if h is None:
+            if len(self._holdout) >= _HOLDOUT_MEMO:
+                self._holdout.clear()
+            h = self._holdout[user_id] = pol.is_holdout(user_id)
+        return h
+
+    def _deliver(self, decisions: list[PushDecision]) -> None:
+        if self.deliver is None:
+            return
+        for d in decisions:
+            if d.holdout:
+                continue
+            try:
+                self.deliver(d)
+            except Exception:  # noqa: BLE001 - any delivery failure is reported as an event
+                self.stats["delivery_failed"] += 1
+                self.record(
+                    Event("failed", d.user_id, d.ts, offer_id=d.offer_id, store_id=d.store_id, push_id=d.push_id)
+                )
+
+    def flush_feedback(self) -> None:
+        """Add the engine's pending pushes and inferred visits to the scorer's history now.
+
+        They go in by themselves before the next tick's first ping is scored
+        (see ``feedback_interval_s``), and on :meth:`record`, :meth:`forget_user`
+        and :meth:`close`; call this to read the history in between.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.scorer.history.n_events("u1", "push")        # pending until the next tick
+        0
+        >>> engine.flush_feedback()
+        >>> engine.scorer.history.n_events("u1", "push")
+        1
+        """
+        self._feedback.flush()
+
+    # ------------------------------------------------------------ events
+    def record(self, event: Event) -> Any:
+        """Record what a user did: ``open``, ``click``, ``redeem``, ``visit``, ``dismiss`` (or a ``failed`` delivery).
+
+        The event is attributed (see the module rules), stored, and fed to the
+        scorer's history.  A ``dismiss`` starts the user's cooldown.
+
+        Parameters
+        ----------
+        event : Event
+            With ``push_id`` when known; ``offer_id`` and ``store_id`` must be known ids.
+
+        Returns
+        -------
+        str or None
+            The push the event is attributed to.
+
+        Raises
+        ------
+        InvalidRecordError
+            A ``push`` event (pushes come from :meth:`on_location`), or an event
+            before the push it names, or naming another offer than its push.
+        UnknownOfferError, UnknownStoreError, UnknownPushError
+            An id the dispatcher does not know (nothing is stored).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.record(og.Event("open", "u1", 1767258030, push_id=d.push_id))
+        'p1'
+        >>> engine.record(og.Event("redeem", "u1", 1767259000, offer_id="latte", amount=28.0))  # found by offer
+        'p1'
+        >>> engine.record(og.Event("visit", "u9", 1767259000, store_id="lucky-09")) is None    # never pushed
+        True
+        """
+        if not isinstance(event, Event):
+            raise InvalidRecordError(f"record takes an Event; got {type(event).__name__}")
+        if event.kind not in RECORD_KINDS:
+            raise InvalidRecordError(
+                f"record takes kinds {RECORD_KINDS}; got {event.kind!r} (pushes come from on_location)"
+            )
+        if event.offer_id is not None and event.offer_id not in self.offers:
+            raise UnknownOfferError(
+                f"offer_id {event.offer_id!r} is not one of the dispatcher's offers; nothing stored"
+            )
+        if event.store_id is not None and event.store_id not in self.index:
+            raise UnknownStoreError(f"store_id {event.store_id!r} is not in the index; nothing stored")
+        stats: Counter[str] = Counter()
+        rec, push_id = self.state.run(lambda tx: self._record_tx(tx, event, stats, inferred=False))
+        self.stats.update(stats)
+        if rec is not None:
+            self._feedback.now([(rec, rec["kind"])])
+        return push_id
+
+    def _record_tx(
+        self, tx: Transaction, e: Event, stats: Counter[str], *, inferred: bool
+    ) -> tuple[dict[str, Any] | None, Any]:
+        facts = self._stores.get()
+        return record_event(
+            tx,
+            e,
+            offers=self.offers,
+            store_merchant=lambda sid: facts.merchant[int(self.index.stores.position_of(sid)[0])],
+            policy=self.policy,
+            stats=stats,
+            inferred=inferred,
+        )
+
+    def forget_user(self, user_id: Any) -> None:
+        """Erase a user everywhere: fence state, caps, pushes, events, event ids and scorer history.
+
+        Budgets and store capacity keep their totals (they are not personal
+        data and must stay exact).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> (d,) = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.record(og.Event("redeem", "u1", 1767259000, push_id=d.push_id, amount=28.0))
+        'p1'
+        >>> engine.forget_user("u1")
+        >>> engine.state.pushes(), engine.state.events(), engine.scorer.history.n_events("u1", "redeem")
+        ([], [], 0)
+        """
+        user_id = check_user(user_id)
+        self._feedback.flush()
+        self.state.forget_user(user_id)
+        self.scorer.history.forget_user(user_id)
+
+    # ------------------------------------------------------------ measurement
+    def report(self, since: Any = None, until: Any = None, by: str = "offer", as_frame: bool = True) -> Any:
+        """The funnel of pushes made in ``[since, until)``, grouped, with the uplift over the holdout.
+
+        Parameters
+        ----------
+        since, until : float or datetime, optional
+            Window of the push times.
+        by : {"offer", "merchant", "store", "all"}
+        as_frame : bool, default True
+            A pandas DataFrame, or (False) a list of dicts; the type never
+            depends on what is installed.
+
+        Returns
+        -------
+        DataFrame or list of dict
+            Per group: ``pushed`` (treated decisions), ``holdout``, ``failed``,
+            ``delivered``, ``opened`` (pushes with an attributed open, click or
+            redeem), ``redeemed``, ``visited`` (pushes with at least one such
+            attributed event), ``revenue`` (attributed redeem
+            amounts), ``open_rate``, ``redeem_rate``, ``visit_rate`` (per
+            delivered push), ``users_treated``, ``users_holdout``,
+            ``conversion_treated``, ``conversion_holdout`` (share of users
+            with an attributed redeem or visit), ``uplift`` and its 95 %
+            interval ``uplift_low``, ``uplift_high`` (normal approximation,
+            users as the unit of randomisation).
+
+        Raises
+        ------
+        ImportError
+            ``as_frame=True`` and pandas is not installed (``pip install "o2o_geo[geo]"``).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.5))
+        >>> decisions = [d for u in range(40) for d in engine.on_location(f"u{u}", 31.2325, 121.4801, 1767258000)]
+        >>> for d in decisions[::2]:                    # half of the users come in and buy
+        ...     _ = engine.record(og.Event("redeem", d.user_id, 1767259000, offer_id="latte", amount=28.0))
+        >>> row = engine.report(by="all", as_frame=False)[0]
+        >>> row["pushed"] + row["holdout"] == len(decisions), 0.0 <= row["conversion_treated"] <= 1.0
+        (True, True)
+        """
+        if by not in ("offer", "merchant", "store", "all"):
+            raise InvalidParameterError(f"by must be 'offer', 'merchant', 'store' or 'all'; got {by!r}")
+        lo = -math.inf if since is None else to_epoch_s(since, "since")
+        hi = math.inf if until is None else to_epoch_s(until, "until")
+        rows = funnel_rows(self.state.pushes(), self.state.events(), lo, hi, by)
+        if as_frame:
+            pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
+            return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
+        return rows
+
+
+def _per_ping(fh: FenceHits, n: int) -> list[list[FenceHit]]:
+    """The batch's fence hits as one list per ping (empty for most)."""
+    out: list[list[FenceHit]] = [[] for _ in range(n)]
+    cols = (fh.position.tolist(), fh.distance_m.tolist(), fh.inside.tolist(), fh.in_buffer.tolist(), fh.nearby.tolist())
+    for q, *h in zip(fh.ping.tolist(), *cols, strict=True):
+        out[q].append(FenceHit(*h))
+    return out

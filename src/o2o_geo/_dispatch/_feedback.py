@@ -1,0 +1,96 @@
+"""The loop's feedback stage: what the engine decides and learns goes into its scorer's history.
+
+Pushes (not holdout ones) and inferred visits reach the history a *tick*
+after the ping that made them: the events of the pings in one tick of
+``interval_s`` seconds of event time are added before the first ping of
+another tick is scored.  So every ping of a tick is scored against the same
+history, whether the pings come one call at a time or as a batch (which
+scores a tick's pings together), and batch and per-ping decisions stay
+identical.  Recorded outcomes (:meth:`Dispatcher.record`) go in at once,
+after the pending ones.  ``interval_s=0`` feeds every ping's events before
+the next ping.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .._history import Event
+from .._offers import OfferSet
+from .._scoring import OfferScorer
+
+__all__ = ["Feedback"]
+
+
+class Feedback:
+    """Events waiting for the next tick, and the history they go to."""
+
+    def __init__(self, scorer: OfferScorer, offers: OfferSet, interval_s: float) -> None:
+        self.scorer = scorer
+        self.offers = offers
+        self.interval_s = float(interval_s)
+        self._pending: list[Event] = []
+        self._tick: float = math.nan
+        self._lock = threading.Lock()
+
+    def tick_of(self, t: float) -> float:
+        """The tick a time falls in (the time itself when ticks are off)."""
+        return t if self.interval_s <= 0.0 else math.floor(t / self.interval_s)
+
+    def before_ping(self, t: float) -> None:
+        """Add the pending events when a ping of another tick comes (before it is scored)."""
+        if self._pending and self.tick_of(t) != self._tick:
+            self.flush()
+
+    def after_ping(self, t: float, records: Iterable[tuple[Mapping[str, Any], str]]) -> None:
+        """Queue a processed ping's records ``(record, kind)`` for the history."""
+        events = [self.event_of(r, kind) for r, kind in records]
+        if not events:
+            return
+        with self._lock:
+            if self._pending and self.tick_of(t) != self._tick:
+                self._flush_locked()
+            self._pending.extend(events)
+            self._tick = self.tick_of(t)
+            if self.interval_s <= 0.0:
+                self._flush_locked()
+
+    def now(self, records: Iterable[tuple[Mapping[str, Any], str]]) -> None:
+        """Add records at once (recorded outcomes, a restart's replay), after the pending ones."""
+        events = [self.event_of(r, kind) for r, kind in records]
+        with self._lock:
+            self._flush_locked()
+            self._add(events)
+
+    def flush(self) -> None:
+        """Add every pending event now."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        pending, self._pending = self._pending, []
+        self._add(pending)
+
+    def _add(self, events: list[Event]) -> None:
+        for e in events:
+            self.scorer.record(e)
+
+    def event_of(self, rec: Mapping[str, Any], kind: str) -> Event:
+        """A stored push or event record as a history event (category and depth from its offer)."""
+        oid = rec["offer_id"]
+        o = self.offers[oid] if oid is not None and oid in self.offers else None
+        return Event(
+            kind,  # type: ignore[arg-type]
+            rec["user_id"],
+            rec["ts"],
+            offer_id=oid,
+            store_id=rec["store_id"],
+            merchant_id=rec["merchant_id"],
+            category=None if o is None else o.category,
+            amount=rec.get("amount"),
+            discount_depth=None if o is None else float(o.discount_depth),
+            distance_m=rec.get("distance_m"),
+        )

@@ -1,0 +1,118 @@
+"""The fence-state machine: a pure function of what a user was in, what a ping is in, and when.
+
+A user's fence state is a list of stays, one per fence the user is in:
+``[store_id, entered_ts, outside_since_ts or None, dwelt]`` (JSON-able, as
+the state backends store it).  :func:`fence_step` takes it, the fences a
+ping is inside and the ones whose exit buffer holds it, and returns the new
+stays and what happened:
+
+* ``enter``: inside a fence the user was not in;
+* ``dwell``: still inside, at least ``dwell_s`` after entering (once per
+  stay; also an inferred visit);
+* a stay ends when the ping is beyond the fence's buffer, or has been in
+  the buffer (outside the fence) for at least ``exit_after_s``: jitter at
+  the edge never ends a stay, and so never re-enters;
+* ``nearby``: within the nearby radius of a store (every such ping; the
+  policy's caps and gaps keep it rare).
+
+Order: stays keep their order, new ones follow in the order given; the
+triggers are keyed by store position.  The function neither reads nor
+writes state, so the dispatcher runs it inside the ping's transaction and,
+in a batch, ahead of it to see which pings need scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NamedTuple
+
+__all__ = ["FenceStep", "fence_step"]
+
+
+class FenceStep(NamedTuple):
+    """What one ping did to a user's fence state."""
+
+    stays: list[list[Any]]
+    """The new fence state."""
+    triggers: dict[int, tuple[str, float]]
+    """Store position -> (``"enter"``, ``"dwell"`` or ``"nearby"``, distance in metres)."""
+    visits: list[int]
+    """Positions whose stay completed its dwell at this ping (an inferred visit each)."""
+    changed: bool
+    """Whether ``stays`` differs from the state given."""
+
+
+def fence_step(
+    stays: Sequence[Sequence[Any]],
+    inside: Mapping[Any, tuple[int, float]],
+    in_buffer: Collection[Any],
+    nearby: Sequence[tuple[int, float]],
+    t: float,
+    *,
+    dwell_s: float,
+    exit_after_s: float,
+) -> FenceStep:
+    """Advance a user's fence state by one ping.
+
+    Parameters
+    ----------
+    stays : sequence of [store_id, entered_ts, outside_since_ts or None, dwelt]
+        The user's fence state before the ping.
+    inside : mapping of store_id to (position, distance_m)
+        The fences the ping is inside.
+    in_buffer : collection of store_id
+        The fences whose fence or exit buffer holds the ping (includes ``inside``).
+    nearby : sequence of (position, distance_m)
+        Stores whose nearby radius holds the ping (empty when the trigger is off).
+    t : float
+        The ping's epoch seconds (not older than the state's last change: the caller drops stale pings).
+    dwell_s, exit_after_s : float
+        As :class:`~o2o_geo.PushPolicy`.
+
+    Returns
+    -------
+    FenceStep
+
+    Examples
+    --------
+    >>> s1 = fence_step([], {"a": (0, 12.0)}, {"a"}, [], 100.0, dwell_s=300, exit_after_s=120)
+    >>> s1.stays, s1.triggers
+    ([['a', 100.0, None, False]], {0: ('enter', 12.0)})
+    >>> s2 = fence_step(s1.stays, {"a": (0, 9.0)}, {"a"}, [], 420.0, dwell_s=300, exit_after_s=120)
+    >>> s2.triggers, s2.visits
+    ({0: ('dwell', 9.0)}, [0])
+    >>> s3 = fence_step(s2.stays, {}, {"a"}, [], 500.0, dwell_s=300, exit_after_s=120)   # in the buffer
+    >>> s3.stays, s3.triggers
+    ([['a', 100.0, 500.0, True]], {})
+    >>> fence_step(s3.stays, {}, {"a"}, [], 620.0, dwell_s=300, exit_after_s=120).stays  # 120 s outside: gone
+    []
+    """
+    out: list[list[Any]] = []
+    triggers: dict[int, tuple[str, float]] = {}
+    visits: list[int] = []
+    known = set()
+    for st in stays:
+        sid, entered, outside, dwelt = st
+        known.add(sid)
+        hit = inside.get(sid)
+        if hit is not None:
+            p, d = hit
+            if not dwelt and t - entered >= dwell_s:
+                dwelt = True
+                triggers[p] = ("dwell", d)
+                visits.append(p)
+            out.append([sid, entered, None, dwelt])
+        elif sid in in_buffer:
+            if outside is not None and t - outside >= exit_after_s:
+                continue  # outside the fence for long enough: the stay ends
+            out.append([sid, entered, t if outside is None else outside, dwelt])
+        # else: beyond the buffer, the stay ends
+    for sid, (p, d) in inside.items():
+        if sid not in known:
+            out.append([sid, t, None, False])
+            triggers[p] = ("enter", d)
+    for p, d in nearby:
+        if p not in triggers:
+            triggers[p] = ("nearby", d)
+    changed = len(out) != len(stays) or any(list(a) != b for a, b in zip(stays, out, strict=False))
+    return FenceStep(out, triggers, visits, changed)

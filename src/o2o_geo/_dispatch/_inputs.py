@@ -1,0 +1,112 @@
+"""Checks of what comes into the dispatcher: user ids, positions, times, accuracies, ping columns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._history import to_epoch_s
+from .._types import FloatArray
+from .._validate import as_latlon
+from ..errors import InvalidParameterError, InvalidRecordError
+
+__all__ = ["check_point", "check_user", "ping_accuracies", "ping_accuracy", "ping_columns", "ping_times"]
+
+
+def check_user(user_id: Any) -> Any:
+    """The user id as a plain str or int (numpy's integers and strings, as read from arrays, are converted)."""
+    if type(user_id) is str or type(user_id) is int:
+        return user_id
+    if isinstance(user_id, np.integer):
+        return int(user_id)
+    if isinstance(user_id, np.str_):
+        return str(user_id)
+    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
+        raise InvalidRecordError(f"user_id must be a str or an int; got {user_id!r}")
+    return user_id
+
+
+def check_point(lat: Any, lon: Any) -> tuple[float, float]:
+    """One position as plain floats (a fast path for floats in range; else the index's checks and messages)."""
+    if type(lat) is float and type(lon) is float and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+        return lat, lon
+    lat_a, lon_a, _ = as_latlon(lat, lon)
+    if lat_a.shape[0] != 1:
+        raise InvalidParameterError(f"on_location takes one position; got {lat_a.shape[0]} (use on_locations)")
+    return float(lat_a[0]), float(lon_a[0])
+
+
+def ping_accuracy(a: Any) -> float:
+    if a is None:
+        return 0.0
+    if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) or not (math.isfinite(a) and a >= 0):
+        raise InvalidParameterError(f"accuracy_m must be a finite number of metres >= 0; got {a!r}")
+    return float(a)
+
+
+def ping_accuracies(values: Any) -> FloatArray:
+    arr = np.asarray(values, dtype=object)
+    out = np.array(
+        [0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in arr.tolist()], dtype=object
+    )
+    try:
+        res = out.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"accuracy_m must be numbers of metres: {exc}") from exc
+    bad = ~np.isfinite(res) | (res < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidParameterError(f"accuracy_m of row {i} = {res[i]!r} must be a finite number >= 0")
+    return res
+
+
+def ping_times(values: Any) -> FloatArray:
+    """Epoch seconds from numbers, aware datetimes or a tz-aware datetime64 column."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None and str(dtype).startswith("datetime64"):
+        if getattr(dtype, "tz", None) is None:
+            raise InvalidParameterError("ts is a naive datetime64 column; localize it (e.g. .dt.tz_localize('UTC'))")
+        return np.asarray(values.astype("int64"), dtype=np.float64) / _ticks_per_s(dtype)
+    arr = values.tolist() if hasattr(values, "tolist") else list(values)
+    out = np.empty(len(arr))
+    for i, v in enumerate(arr):
+        out[i] = to_epoch_s(v, f"ts of row {i}")
+    return out
+
+
+def _ticks_per_s(dtype: Any) -> float:
+    unit = getattr(dtype, "unit", "ns")
+    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+
+
+def ping_columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
+    src: Mapping[str, Any]
+    if pings is None:
+        src = columns
+    elif hasattr(pings, "columns") and hasattr(pings, "to_dict"):
+        src = {c: pings[c] for c in pings.columns}
+    elif isinstance(pings, Mapping):
+        src = pings
+    else:
+        raise InvalidParameterError("on_locations takes a DataFrame, a mapping of columns, or keyword arrays")
+    missing = [c for c in ("user_id", "lat", "lon", "ts") if c not in src]
+    if missing:
+        raise InvalidParameterError(f"ping columns {missing} are missing (need user_id, lat, lon, ts)")
+    out: dict[str, Any] = {}
+    for name in ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz"):
+        if name not in src:
+            continue
+        v = src[name]
+        if name in ("user_id", "event_id", "tz"):
+            v = [
+                x.item() if isinstance(x, np.generic) else x for x in (v.tolist() if hasattr(v, "tolist") else list(v))
+            ]
+            if name != "user_id":  # a missing event id or time zone (None or NaN from pandas) is none
+                v = [None if isinstance(x, float) and math.isnan(x) else x for x in v]
+        elif name == "ts":
+            v = v if getattr(v, "dtype", None) is not None else list(v)
+        out[name] = v
+    return out

@@ -1,0 +1,125 @@
+"""The policy's limits on pushes: the user's day and week caps, per-offer and per-merchant caps, budgets, capacity.
+
+Each limit is a counter in the state (its key from the state's key grammar,
+:mod:`o2o_geo._state._keys`), a bound and what one push adds to it.  A push
+is allowed when no configured limit would pass its bound; then every one of
+them is charged, in the same transaction.  Holdout decisions count against
+the user's caps (both groups see the same policy) but not against budgets
+or store capacity (nothing is sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from functools import cached_property
+from typing import Any, NamedTuple
+
+from .._offers import OfferSet
+from .._policy import PushPolicy, tz_at, zone
+from .._state import Transaction
+from .._state import _keys as keys
+
+__all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "exceeded", "user_capped"]
+
+
+class Limit(NamedTuple):
+    """One configured limit of a push: a counter, its bound and what one push adds."""
+
+    key: str
+    bound: float
+    increment: float
+
+
+class LocalDay:
+    """A ping's local time and the user's day and week cap keys, computed on first use.
+
+    Iterating it yields the counters a push decision reads first, as a
+    prefetch hint: a backend that ignores hints never looks up the time zone.
+    """
+
+    def __init__(self, user_id: Any, lat: float, lon: float, t: float, tz: str | None) -> None:
+        self._where = (lat, lon, t, tz)
+        self.user_key = keys.id_text(user_id)
+
+    @cached_property
+    def local(self) -> datetime:
+        lat, lon, t, tz = self._where
+        return datetime.fromtimestamp(t, zone(tz or tz_at(lat, lon)))
+
+    @cached_property
+    def day(self) -> str:
+        return self.local.date().isoformat()
+
+    @cached_property
+    def day_key(self) -> str:
+        return keys.user_day(self.user_key, self.day)
+
+    @cached_property
+    def week_key(self) -> str:
+        iso = self.local.isocalendar()
+        return keys.user_week(self.user_key, iso.year, iso.week)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.day_key, self.week_key, keys.SEQ))
+
+
+def user_capped(tx: Transaction, pol: PushPolicy, when: LocalDay) -> bool:
+    """Whether the user's day or week cap is reached."""
+    return (pol.max_per_day is not None and tx.counter(when.day_key) >= pol.max_per_day) or (
+        pol.max_per_week is not None and tx.counter(when.week_key) >= pol.max_per_week
+    )
+
+
+def candidate_limits(
+    pol: PushPolicy,
+    offers: OfferSet,
+    when: LocalDay,
+    offer_id: Any,
+    merchant_id: Any,
+    store_id: Any,
+    store_day: str,
+    *,
+    holdout: bool,
+) -> list[Limit]:
+    """Every configured limit a push of this offer at this store would be charged to."""
+    uk, day = when.user_key, when.day
+    out = []
+    for key, bound in (
+        (when.day_key, pol.max_per_day),
+        (when.week_key, pol.max_per_week),
+        (keys.user_offer(uk, offer_id), pol.max_per_offer),
+        (keys.user_merchant_day(uk, merchant_id, day), pol.max_per_merchant_per_day),
+    ):
+        if bound is not None:
+            out.append(Limit(key, bound, 1.0))
+    if holdout:
+        return out
+    ob, mb = pol.offer_budgets.get(offer_id), pol.merchant_budgets.get(merchant_id)
+    if ob is not None or mb is not None:
+        cost = float(pol.offer_cost.get(offer_id, offers[offer_id].off_amount or 0.0))
+        for budget, key_of in (
+            (ob, lambda w: keys.offer_budget(offer_id, w)),
+            (mb, lambda w: keys.merchant_budget(merchant_id, w)),
+        ):
+            if budget is None:
+                continue
+            if budget.max_pushes is not None:
+                out.append(Limit(key_of("n"), budget.max_pushes, 1.0))
+            if budget.max_cost is not None:
+                out.append(Limit(key_of("c"), budget.max_cost, cost))
+    cap = pol.capacity_of(store_id)
+    if cap is not None:
+        out.append(Limit(keys.store_day(store_id, store_day), cap, 1.0))
+    return out
+
+
+def exceeded(tx: Transaction, limits: list[Limit]) -> bool:
+    """Whether one more push would pass any of the limits."""
+    return any(tx.counter(k) + inc > bound + 1e-9 for k, bound, inc in limits)
+
+
+def charge(tx: Transaction, limits: list[Limit]) -> None:
+    """Count one push against every limit."""
+    for k, _, inc in limits:
+        tx.add_counter(k, inc)

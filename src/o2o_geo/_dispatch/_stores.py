@@ -1,0 +1,75 @@
+"""What the dispatcher needs of each store, by position: id, merchant, local time zone and opening hours."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .._index import StoreIndex
+from .._policy import PushPolicy, parse_hours, tz_at, zone
+
+__all__ = ["StoreFacts", "StoreFactsCache"]
+
+
+class StoreFacts:
+    """The stores of one index version, by position (built by :class:`StoreFactsCache`)."""
+
+    __slots__ = ("version", "ids", "merchant", "zone", "hours")
+
+    def __init__(self, version: int, ids: list[Any], merchant: list[Any], zones: list[ZoneInfo], hours: list[Any]):
+        self.version = version
+        self.ids = ids
+        self.merchant = merchant
+        self.zone = zones
+        self.hours = hours
+
+
+class StoreFactsCache:
+    """The current :class:`StoreFacts`; on an index change only new stores get a zone lookup and an hours parse."""
+
+    def __init__(self, index: StoreIndex, policy: PushPolicy) -> None:
+        self.index = index
+        self.policy = policy
+        self._per_store: dict[tuple[Any, ...], tuple[ZoneInfo, Any]] = {}
+        self._facts: StoreFacts | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> StoreFacts:
+        f = self._facts
+        if f is None or f.version != self.index.version:
+            with self._lock:
+                f = self._facts
+                if f is None or f.version != self.index.version:
+                    f = self._facts = self._build()
+        return f
+
+    def _build(self) -> StoreFacts:
+        stores = self.index.stores
+        version = self.index.version
+        n = len(stores)
+        pol = self.policy
+        ids = stores.store_id.tolist()
+        lat, lon = stores.lat.tolist(), stores.lon.tolist()
+        tzs = stores[pol.tz_column].tolist() if pol.tz_column in stores.columns else [None] * n
+        hours = stores[pol.hours_column].tolist() if pol.hours_column in stores.columns else [None] * n
+        cache = self._per_store
+        fresh: dict[tuple[Any, ...], tuple[ZoneInfo, Any]] = {}
+        zones, parsed = [], []
+        for i in range(n):
+            key = (ids[i], lat[i], lon[i], _plain(tzs[i]), _plain(hours[i]))
+            hit = cache.get(key)
+            if hit is None:
+                name = tzs[i] if isinstance(tzs[i], str) and tzs[i] else tz_at(lat[i], lon[i])
+                hit = (zone(name), parse_hours(hours[i], ids[i]))
+            fresh[key] = hit
+            zones.append(hit[0])
+            parsed.append(hit[1])
+        self._per_store = fresh  # removed stores are forgotten
+        merchant = stores["merchant_id"].tolist()
+        return StoreFacts(version, ids, merchant, zones, parsed)
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a cache key: text and None as they are, anything else (NaN from pandas, say) by its repr."""
+    return value if value is None or isinstance(value, str) else repr(value)
