@@ -1420,13 +1420,13 @@ class StoreIndex:
             per_slot = None
             if isinstance(radius_m, StoreRadii):
                 self._check_radii(radius_m)
-                per_slot, top = radius_m.by_slot, radius_m.max_m
+                per_slot, top = radius_m.by_slot_list(), radius_m.max_m
             else:
                 top = radius_m
             x, y, z, gn = _ecef_scalar(lat, lon)
             reach = chord_reach_scalar_m(top, math.sqrt(x * x + y * y + z * z))
             dead = self._n_dead > 0
-            xyz, zs, gns = self._xyz, self._z, self._gn
+            xyz, zs, gns = self._scalar_lists()
             out_s: list[int] = []
             out_d: list[float] = []
             for seg in (self._main, self._delta):
@@ -1439,16 +1439,16 @@ class StoreIndex:
                 for s in slots:
                     if dead and not self._alive[s]:
                         continue
-                    r = top if per_slot is None else float(per_slot[s])
+                    r = top if per_slot is None else per_slot[s]
                     if r < 0.0:
                         continue
-                    sx, sy, sz = xyz[s].tolist()
+                    sx, sy, sz = xyz[s]
                     dx, dy, dz = sx - x, sy - y, sz - z
                     c = math.sqrt(dx * dx + dy * dy + dz * dz)
                     if c > CHORD_SERIES_MAX_M:
                         d = self._exact_scalar_m(lat, lon, s)
                     else:
-                        d = chord_to_geodesic_scalar_m(c, float(zs[s]) - z, 0.5 * (gn + float(gns[s])))
+                        d = chord_to_geodesic_scalar_m(c, sz - z, 0.5 * (gn + gns[s]))
                         if abs(d - r) <= chord_error_bound_m(c):
                             d = self._exact_scalar_m(lat, lon, s)
                     if d <= r:
@@ -1457,6 +1457,10 @@ class StoreIndex:
             slot_a = np.array(out_s, dtype=np.int64)
             pos = slot_a if not dead else self._slot_to_pos()[slot_a]
             return Pairs(np.zeros(len(out_s), dtype=np.int64), pos, np.array(out_d, dtype=np.float64), self._version)
+
+    def _scalar_lists(self) -> tuple[list[list[float]], list[float], list[float]]:
+        """ECEF points, their z and normal norms by slot as Python lists (the one-point path reads them item by item)."""
+        return self._cached("scalar_lists", lambda: (self._xyz.tolist(), self._z.tolist(), self._gn.tolist()))
 
     def _exact_scalar_m(self, lat: float, lon: float, slot: int) -> float:
         """GeographicLib's distance from one point to one slot."""

@@ -71,6 +71,14 @@ class StoreRadii:
     max_m: float
     by_slot: FloatArray = field(repr=False)  # -1.0 for none (no store is within a negative radius)
 
+    def by_slot_list(self) -> list[float]:
+        """``by_slot`` as a Python list (built once; the one-point query path reads it item by item)."""
+        got = self.__dict__.get("_by_slot_list")
+        if got is None:
+            got = self.by_slot.tolist()
+            object.__setattr__(self, "_by_slot_list", got)
+        return got
+
     def __repr__(self) -> str:
         n = int(np.count_nonzero(~np.isnan(self.radius_m)))
         return (

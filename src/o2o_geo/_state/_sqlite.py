@@ -234,8 +234,11 @@ def _event_row(r: tuple[Any, ...]) -> dict[str, Any]:
 
 
 class _SQLiteTx(Transaction):
+    """Statements on the transaction's connection; counters read once (the write lock is held: nobody else writes)."""
+
     def __init__(self, c: sqlite3.Connection) -> None:
         self.c = c
+        self.counters: dict[str, float] = {}
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         row = self.c.execute("SELECT data FROM users WHERE uid = ?", (_key(user_id),)).fetchone()
@@ -245,14 +248,19 @@ class _SQLiteTx(Transaction):
         self.c.execute("INSERT OR REPLACE INTO users (uid, data) VALUES (?, ?)", (_key(user_id), json.dumps(data)))
 
     def counter(self, key: str) -> float:
-        row = self.c.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
-        return 0.0 if row is None else float(row[0])
+        v = self.counters.get(key)
+        if v is None:
+            row = self.c.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
+            v = self.counters[key] = 0.0 if row is None else float(row[0])
+        return v
 
     def add_counter(self, key: str, delta: float) -> None:
         self.c.execute(
             "INSERT INTO counters (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
             (key, float(delta), float(delta)),
         )
+        if key in self.counters:
+            self.counters[key] += float(delta)
 
     def idem(self, event_id: Any) -> Any:
         row = self.c.execute("SELECT payload FROM idem WHERE event_id = ?", (_key(event_id),)).fetchone()
