@@ -467,6 +467,9 @@ class FaultyState(og.DispatchState):
     def forget_user(self, user_id):
         self.inner.forget_user(user_id)
 
+    def group(self):
+        return self.inner.group()
+
 
 class _FaultyTx:
     def __init__(self, tx, fail_at):
@@ -501,6 +504,35 @@ def test_a_fault_in_the_middle_of_a_ping_changes_nothing(state):
     assert [e["kind"] for e in state.events()] == ["visit"]
     engine.flush_feedback()
     assert engine.scorer.history.n_events("u", "visit") == 1
+
+
+def test_a_batch_keeps_every_ping_before_a_failing_one_and_delivers_them(tmp_path):
+    """On SQLite a tick's pings commit together; a ping that fails is undone alone, the ones before it stay."""
+    index, offers, policy = make_world()
+    path = tmp_path / "s.db"
+    calls = {"n": 0}
+
+    class ThirdPushFails(FaultyState):
+        @contextmanager
+        def transaction(self):
+            with self.inner.transaction() as tx:
+                calls["n"] += 1
+                yield _FaultyTx(tx, "add_push") if calls["n"] == 3 else tx
+
+    delivered = []
+    engine = og.Dispatcher(index, offers, policy=policy, state=ThirdPushFails(og.SQLiteState(path)),
+                           deliver=delivered.append)  # fmt: skip
+    users = [f"u{i}" for i in range(5)]
+    lat, lon = zip(*(at(RING_A[i]) for i in range(5)), strict=True)
+    with pytest.raises(StateError, match="injected: add_push failed"):
+        engine.on_locations(user_id=users, lat=list(lat), lon=list(lon), ts=[T0 + i for i in range(5)])
+    other = og.SQLiteState(path)  # another connection: only what was committed
+    assert [p["user_id"] for p in other.pushes()] == ["u0", "u1"]
+    assert other.read_user("u2") is None and other.read_user("u1") is not None
+    assert [d.user_id for d in delivered] == ["u0", "u1"]
+    assert [d.user_id for d in engine.on_locations(user_id=users[2:], lat=list(lat[2:]), lon=list(lon[2:]),
+                                                   ts=[T0 + 10 + i for i in range(3)])] == users[2:]  # fmt: skip
+    other.close()
 
 
 def test_a_fault_in_the_middle_of_a_record_changes_nothing(state):

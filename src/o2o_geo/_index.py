@@ -1459,7 +1459,7 @@ class StoreIndex:
             return Pairs(np.zeros(len(out_s), dtype=np.int64), pos, np.array(out_d, dtype=np.float64), self._version)
 
     def _scalar_lists(self) -> tuple[list[list[float]], list[float], list[float]]:
-        """ECEF points, their z and normal norms by slot as Python lists (the one-point path reads them item by item)."""
+        """ECEF points, their z and normal norms by slot, as Python lists (the one-point path reads items)."""
         return self._cached("scalar_lists", lambda: (self._xyz.tolist(), self._z.tolist(), self._gn.tolist()))
 
     def _exact_scalar_m(self, lat: float, lon: float, slot: int) -> float:

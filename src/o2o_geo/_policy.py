@@ -360,8 +360,12 @@ def zone(name: str) -> ZoneInfo:
 _TF: Any = None
 
 
+@lru_cache(maxsize=65_536)
 def tz_at(lat: float, lon: float) -> str:
     """IANA time zone at a position, offline (timezonefinder); "UTC" at sea without a zone.
+
+    Remembered per position (the last 65,536), so indexes rebuilt after an
+    ``add`` look up only their new stores.
 
     Examples
     --------

@@ -72,7 +72,15 @@ class StoreRadii:
     by_slot: FloatArray = field(repr=False)  # -1.0 for none (no store is within a negative radius)
 
     def by_slot_list(self) -> list[float]:
-        """``by_slot`` as a Python list (built once; the one-point query path reads it item by item)."""
+        """``by_slot`` as a Python list (built once; the one-point query path reads it item by item).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> index = og.StoreIndex.from_records([{"store_id": i, "lat": 0.0, "lon": i * 0.001} for i in range(2)])
+        >>> index.store_radii([50.0, None]).by_slot_list()
+        [50.0, -1.0]
+        """
         got = self.__dict__.get("_by_slot_list")
         if got is None:
             got = self.by_slot.tolist()

@@ -11,7 +11,7 @@
 - ``_inputs``: checks of what comes in.
 
 The geofences are the index layer's (:class:`~o2o_geo.Geofences`); the keys
-of the state are the state layer's (``o2o_geo._state._keys``).
+of the state are the state layer's (``o2o_geo._state.keys``).
 """
 
 from ._decision import PushDecision

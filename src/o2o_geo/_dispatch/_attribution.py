@@ -17,8 +17,7 @@ from typing import Any
 from .._history import Event
 from .._offers import OfferSet
 from .._policy import PushPolicy
-from .._state import Transaction
-from .._state import _keys as keys
+from .._state import Transaction, keys
 from ..errors import InvalidRecordError, UnknownPushError
 
 __all__ = ["record_event"]

@@ -6,24 +6,26 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._scoring import FEATURES
-from .._types import FloatArray
+from .._scoring import ScoredCandidates, terms_of
 
 __all__ = ["PushDecision", "ScoreTerms", "decision_from_dict", "push_record"]
 
 
 class ScoreTerms(Mapping[str, float]):
-    """Each feature's term of a score's logit (weight times value), computed when first read."""
+    """Candidate ``j``'s terms of its logit (:meth:`ScoredCandidates.explanation`), computed when first read.
+
+    Keeps a copy of the candidate's feature row only, not the batch it was scored in.
+    """
 
     __slots__ = ("_row", "_weights", "_terms")
 
-    def __init__(self, row: FloatArray, weights: FloatArray) -> None:
-        self._row, self._weights = row, weights
+    def __init__(self, scored: ScoredCandidates, j: int) -> None:
+        self._row, self._weights = scored.features[j].copy(), scored.weights
         self._terms: dict[str, float] | None = None
 
     def _all(self) -> dict[str, float]:
         if self._terms is None:
-            self._terms = dict(zip(FEATURES, (self._row * self._weights).tolist(), strict=True))
+            self._terms = terms_of(self._row, self._weights)
         return self._terms
 
     def __getitem__(self, name: str) -> float:
@@ -33,7 +35,7 @@ class ScoreTerms(Mapping[str, float]):
         return iter(self._all())
 
     def __len__(self) -> int:
-        return len(FEATURES)
+        return len(self._all())
 
     def __repr__(self) -> str:
         return repr(self._all())

@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,10 +50,9 @@ from .._fences import FenceHit, FenceHits, Geofences
 from .._history import Event, to_epoch_s
 from .._index import StoreIndex
 from .._offers import OfferSet
-from .._policy import PushPolicy, open_for, zone
-from .._scoring import OfferScorer, ScoredCandidates
-from .._state import DispatchState, MemoryState, Transaction
-from .._state import _keys as keys
+from .._policy import PushPolicy, zone
+from .._scoring import OfferScorer
+from .._state import DispatchState, MemoryState, Transaction, keys
 from .._validate import as_latlon, import_optional
 from ..errors import (
     InvalidParameterError,
@@ -64,11 +62,12 @@ from ..errors import (
     UnknownStoreError,
 )
 from ._attribution import record_event
-from ._decision import PushDecision, ScoreTerms, decision_from_dict, push_record
+from ._choose import PushChooser, Scored
+from ._decision import PushDecision, decision_from_dict, push_record
 from ._feedback import Feedback
 from ._fence_state import FenceStep, fence_step
 from ._inputs import check_point, check_user, ping_accuracies, ping_accuracy, ping_columns, ping_times
-from ._limits import Limit, LocalDay, candidate_limits, charge, exceeded, user_capped
+from ._limits import LocalDay
 from ._report import REPORT_COLUMNS, funnel_rows
 from ._stores import StoreFacts, StoreFactsCache
 
@@ -76,24 +75,6 @@ __all__ = ["RECORD_KINDS", "Dispatcher"]
 
 RECORD_KINDS = ("open", "click", "redeem", "visit", "dismiss", "failed")
 _CHUNK = 65_536  # pings per geometry call in a batch replay
-_HOLDOUT_MEMO = 65_536
-
-
-class _Scored:
-    """A ping's scored candidates: rows ``[lo, hi)`` of a (batch's) :class:`ScoredCandidates`, as lists.
-
-    ``asked`` holds the store positions that were scored (a store without a valid offer has no row).
-    """
-
-    __slots__ = ("sc", "lo", "hi", "asked", "offer", "pos", "dist", "logit", "score")
-
-    def __init__(self, sc: ScoredCandidates, lists: tuple[list[Any], ...], lo: int, hi: int, asked: set[int]) -> None:
-        self.sc, self.lo, self.hi, self.asked = sc, lo, hi, asked
-        self.offer, self.pos, self.dist, self.logit, self.score = lists
-
-    @staticmethod
-    def lists(sc: ScoredCandidates) -> tuple[list[Any], ...]:
-        return sc.offer.tolist(), sc.position.tolist(), sc.distance_m.tolist(), sc.logit.tolist(), sc.score.tolist()
 
 
 class _Ping(NamedTuple):
@@ -106,18 +87,6 @@ class _Ping(NamedTuple):
     event_id: Any
     tz: str | None
     hits: list[FenceHit]
-
-
-class _Candidate(NamedTuple):
-    """A scored offer at a store, with what the limits need."""
-
-    offer_id: Any
-    merchant_id: Any
-    store_id: Any
-    position: int
-    store_local: datetime
-    holdout: bool
-    limits: list[Limit]
 
 
 class Dispatcher:
@@ -225,7 +194,7 @@ class Dispatcher:
         )
         self._stores = StoreFactsCache(index, pol)
         self._feedback = Feedback(self.scorer, offers, self.feedback_interval_s)
-        self._holdout: dict[Any, bool] = {}
+        self._chooser = PushChooser(pol, offers, self.scorer, prefetch_candidates=not self.state.cheap_reads)
         self._nearby_on = "nearby" in pol.triggers
         if scorer is None:  # learning survives restarts: the history is the stored log
             self._feedback.now(
@@ -328,7 +297,7 @@ class Dispatcher:
         if acc > self.policy.max_accuracy_m:
             self.stats["ignored_inaccurate"] += 1
             return []
-        decisions, fresh = self._ping(user_id, la, lo, t, event_id, tz, self.fences.hits_at(la, lo), None)
+        decisions, fresh = self._ping(_Ping(user_id, la, lo, t, event_id, tz, self.fences.hits_at(la, lo)), None)
         if fresh:
             self._deliver(decisions)
         return decisions
@@ -409,22 +378,29 @@ class Dispatcher:
         if not pings:
             return []
         self._feedback.before_ping(pings[0].t)
-        scored = self._prescore(pings)
+        scored, changes = self._prescore(pings)
         out: list[PushDecision] = []
         new: list[PushDecision] = []
-        with self.state.group():
+        error: BaseException | None = None
+        with self.state.group():  # commits what succeeded, also when a ping fails
             for k, g in enumerate(pings):
                 if scored[k] is False:
                     continue  # predicted to change nothing
-                decisions, fresh = self._ping(g.user_id, g.lat, g.lon, g.t, g.event_id, g.tz, g.hits, scored[k])
+                try:
+                    decisions, fresh = self._ping(g, scored[k], prechecked=changes[k])
+                except BaseException as exc:  # noqa: BLE001 - raised again below, after the commit
+                    error = exc
+                    break
                 out += decisions
                 if fresh:
                     new += decisions
-        self._deliver(new)
+        self._deliver(new)  # what the group committed, before a failing ping's error is raised
+        if error is not None:
+            raise error
         return out
 
-    def _prescore(self, pings: list[_Ping]) -> list[Any]:
-        """Per ping: False (changes nothing), None (no scores needed or known) or its :class:`_Scored`.
+    def _prescore(self, pings: list[_Ping]) -> tuple[list[Any], list[bool]]:
+        """Per ping: False (changes nothing), None (no scores) or its :class:`Scored`; and whether it changes something.
 
         The fence-state machine is run ahead on the stored state (each user's
         later pings on what the earlier ones would leave); the pings that
@@ -438,6 +414,7 @@ class Dispatcher:
         read_user = self.state.read_user
         seen: dict[Any, Any] = {}
         out: list[Any] = [None] * len(pings)
+        changes = [False] * len(pings)
         c_user: list[Any] = []
         c_pos: list[int] = []
         c_dist: list[float] = []
@@ -460,6 +437,7 @@ class Dispatcher:
                 continue
             snap = {**(snap or {}), "in": fs.stays, "last_ts": t}
             seen[user_id] = snap
+            changes[k] = True
             if (
                 wanted
                 and t - snap.get("last_push_ts", -math.inf) >= pol.min_gap_s
@@ -472,9 +450,9 @@ class Dispatcher:
                     c_t.append(t)
                     c_ping.append(k)
         if not c_pos:
-            return out
+            return out, changes
         sc = self.scorer.score_candidates(c_user, c_pos, c_dist, np.array(c_t))
-        lists = _Scored.lists(sc)
+        lists = Scored.lists(sc)
         asked: dict[int, set[int]] = {}
         for k, p in zip(c_ping, c_pos, strict=True):
             asked.setdefault(k, set()).add(p)
@@ -487,8 +465,8 @@ class Dispatcher:
                 span[k] = [j, j + 1]
         for k, ps in asked.items():
             a, b = span.get(k, (0, 0))  # no row: no valid offer at its stores
-            out[k] = _Scored(sc, lists, a, b, ps)
-        return out
+            out[k] = Scored(sc, lists, a, b, ps)
+        return out, changes
 
     def _step(self, facts: StoreFacts, stays: Sequence[Any], hits: Sequence[FenceHit], t: float) -> FenceStep:
         ids = facts.ids
@@ -502,25 +480,17 @@ class Dispatcher:
         triggers = self.policy.triggers
         return {p: td for p, td in fs.triggers.items() if td[0] in triggers}
 
-    def _ping(
-        self,
-        user_id: Any,
-        lat: float,
-        lon: float,
-        t: float,
-        event_id: Any,
-        tz: str | None,
-        hits: Sequence[FenceHit],
-        scored: _Scored | None,
-    ) -> tuple[list[PushDecision], bool]:
+    def _ping(self, ping: _Ping, scored: Scored | None, *, prechecked: bool = False) -> tuple[list[PushDecision], bool]:
         """Decide one ping (its fences found): (decisions, whether they are new: not a redelivered ping's).
 
         A ping that changes nothing is answered from one read of the user's
-        state; any other is one transaction.
+        state; any other is one transaction.  ``prechecked``: a batch's look
+        ahead found that the ping changes something (so that read is skipped).
         """
+        user_id, lat, lon, t, event_id, tz, hits = ping
         self._feedback.before_ping(t)
         facts = self._stores.get()
-        if event_id is None and (self.state.cheap_reads or not hits):
+        if event_id is None and not prechecked and (self.state.cheap_reads or not hits):
             snap = self.state.read_user(user_id)
             stays = snap.get("in", ()) if snap else ()
             if not hits and not stays:
@@ -561,7 +531,7 @@ class Dispatcher:
                 rec = self._record_tx(tx, visit, stats, inferred=True)[0]
                 if rec is not None:
                     stored.append(rec)
-            decisions = self._decide(tx, stats, facts, u, user_id, t, when, wanted, scored) if wanted else []
+            decisions = self._chooser.choose(tx, stats, facts, u, user_id, t, when, wanted, scored) if wanted else []
             tx.put_user(user_id, u)
             if idem_key is not None:
                 tx.put_idem(idem_key, user_id, [d.to_dict() for d in decisions])
@@ -574,110 +544,6 @@ class Dispatcher:
                 t, [(r, "visit") for r in stored] + [(push_record(d), "push") for d in decisions if not d.holdout]
             )
         return decisions, fresh
-
-    def _decide(
-        self,
-        tx: Transaction,
-        stats: Counter[str],
-        facts: StoreFacts,
-        u: dict[str, Any],
-        user_id: Any,
-        t: float,
-        when: LocalDay,
-        triggers: dict[int, tuple[str, float]],
-        scored: _Scored | None,
-    ) -> list[PushDecision]:
-        """The pushes of one ping whose fences triggered: gates, scores, limits; charged in ``tx``."""
-        pol = self.policy
-        if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
-            stats["min_gap"] += 1
-            return []
-        if t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
-            stats["dismiss_cooldown"] += 1
-            return []
-        if pol.is_quiet(when.local):
-            stats["quiet_hours"] += 1
-            return []
-        tx.prefetch(counters=when)
-        if user_capped(tx, pol, when):
-            stats["user_cap"] += 1
-            return []
-        if scored is None or not scored.asked >= triggers.keys():
-            pos = sorted(triggers)
-            sc = self.scorer.score_candidates(user_id, pos, [triggers[p][1] for p in pos], t)
-            scored = _Scored(sc, _Scored.lists(sc), 0, len(sc), set(pos))
-        offer_l, pos_l, logit_l, score_l = scored.offer, scored.pos, scored.logit, scored.score
-        # best first; ties (to 1e-9 in the logit, below rounding noise) by offer, then store
-        ranked = sorted(
-            (j for j in range(scored.lo, scored.hi) if pos_l[j] in triggers and score_l[j] >= pol.min_score),
-            key=lambda j: (-round(logit_l[j], 9), offer_l[j], pos_l[j]),
-        )
-        local_at: dict[Any, datetime] = {}  # store-local time, once per zone
-        o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
-
-        def candidate(j: int) -> _Candidate:
-            o, p = offer_l[j], pos_l[j]
-            oid, mid, sid = o_ids[o], o_mer[o], facts.ids[p]
-            z = facts.zone[p]
-            store_local = local_at.get(z)
-            if store_local is None:
-                store_local = local_at[z] = datetime.fromtimestamp(t, z)
-            holdout = self._is_holdout(user_id, oid)
-            limits = candidate_limits(pol, self.offers, when, oid, mid, sid, store_local.date().isoformat(),
-                                      holdout=holdout)  # fmt: skip
-            return _Candidate(oid, mid, sid, p, store_local, holdout, limits)
-
-        likely: dict[int, _Candidate] = {}
-        if not self.state.cheap_reads:  # one round trip for every counter the likely pushes need
-            likely = {j: candidate(j) for j in ranked[:8]}
-            tx.prefetch(counters=[lim.key for c in likely.values() for lim in c.limits])
-        out: list[PushDecision] = []
-        for j in ranked:
-            if out and user_capped(tx, pol, when):
-                stats["user_cap"] += 1
-                break
-            c = likely[j] if j in likely else candidate(j)
-            if not open_for(facts.hours[c.position], c.store_local, pol.closing_margin_min):
-                stats["store_closed"] += 1
-                continue
-            if any(d.offer_id == c.offer_id for d in out):
-                continue
-            if exceeded(tx, c.limits):
-                stats["capped"] += 1
-                continue
-            charge(tx, c.limits)
-            d = PushDecision(
-                push_id=f"p{tx.next_seq()}",
-                user_id=user_id,
-                offer_id=c.offer_id,
-                store_id=c.store_id,
-                merchant_id=c.merchant_id,
-                score=score_l[j],
-                distance_m=scored.dist[j],
-                trigger=triggers[c.position][0],
-                holdout=c.holdout,
-                ts=t,
-                explanation=ScoreTerms(scored.sc.features[j], scored.sc.weights),
-            )
-            tx.add_push(push_record(d))
-            out.append(d)
-            stats["holdout" if c.holdout else "pushed"] += 1
-            if len(out) >= pol.max_per_ping:
-                break
-        if out:
-            u["last_push_ts"] = t
-        return out
-
-    def _is_holdout(self, user_id: Any, offer_id: Any) -> bool:
-        pol = self.policy
-        if pol.holdout_per_offer:
-            return pol.is_holdout(user_id, offer_id)
-        h = self._holdout.get(user_id)
-        if h is None:
-            if len(self._holdout) >= _HOLDOUT_MEMO:
-                self._holdout.clear()
-            h = self._holdout[user_id] = pol.is_holdout(user_id)
-        return h
 
     def _deliver(self, decisions: list[PushDecision]) -> None:
         if self.deliver is None:

@@ -1,7 +1,7 @@
 """The policy's limits on pushes: the user's day and week caps, per-offer and per-merchant caps, budgets, capacity.
 
 Each limit is a counter in the state (its key from the state's key grammar,
-:mod:`o2o_geo._state._keys`), a bound and what one push adds to it.  A push
+:mod:`o2o_geo._state.keys`), a bound and what one push adds to it.  A push
 is allowed when no configured limit would pass its bound; then every one of
 them is charged, in the same transaction.  Holdout decisions count against
 the user's caps (both groups see the same policy) but not against budgets
@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 
 from .._offers import OfferSet
 from .._policy import PushPolicy, tz_at, zone
-from .._state import Transaction
-from .._state import _keys as keys
+from .._state import Transaction, keys
 
 __all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "exceeded", "user_capped"]
 

@@ -7,6 +7,6 @@
 - ``_scorer``: :class:`OfferScorer`, the public facade.
 """
 
-from ._scorer import DEFAULT_WEIGHTS, FEATURES, OfferScorer, ScoredCandidates, ScoredOffer
+from ._scorer import DEFAULT_WEIGHTS, FEATURES, OfferScorer, ScoredCandidates, ScoredOffer, terms_of
 
-__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "ScoredOffer"]
+__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "ScoredOffer", "terms_of"]

@@ -38,7 +38,7 @@ from ._features import CROSS_USER_FEATURES, DEFAULT_WEIGHTS, FEATURES, Decay, Fe
 from ._model import fit_choice, fit_logistic
 from ._replay import replay_pushes, replay_visits
 
-__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "ScoredOffer"]
+__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "ScoredOffer", "terms_of"]
 
 Target = Literal["redeem", "visit"]
 #: Weights ``fit(target="visit")`` cannot learn from visits alone (the same for every store of a
@@ -163,7 +163,7 @@ class ScoredCandidates:
         >>> print(f"{sc.explanation(0)['intercept']:+.1f}")
         -3.0
         """
-        return dict(zip(FEATURES, (self.features[j] * self.weights).tolist(), strict=True))
+        return terms_of(self.features[j], self.weights)
 
 
 class OfferScorer:
@@ -808,6 +808,11 @@ def _now(now: Any) -> float:
 
         return time.time()
     return to_epoch_s(now, "now")
+
+
+def terms_of(features: FloatArray, weights: FloatArray) -> dict[str, float]:
+    """One candidate's terms of its logit by feature name: weight times value, in :data:`FEATURES` order."""
+    return dict(zip(FEATURES, (features * weights).tolist(), strict=True))
 
 
 def _row_sums(terms: FloatArray) -> FloatArray:

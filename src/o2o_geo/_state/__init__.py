@@ -4,7 +4,7 @@ Every change the dispatcher makes for one ping or one event happens inside
 one :meth:`DispatchState.transaction`: all of it is stored, or (on any
 error) none of it.  Backends differ only in where the data lives; one
 conformance test suite runs against each.  The key grammar (counters, event
-ids) lives in :mod:`._keys`; the dispatcher asks it for keys.
+ids) lives in :mod:`._keys` (``keys``); the dispatcher asks it for keys.
 
 Records are plain dicts.  A push: ``push_id, user_id, offer_id, store_id,
 merchant_id, ts, holdout, score, distance_m, trigger``.  An event:
@@ -12,9 +12,19 @@ merchant_id, ts, holdout, score, distance_m, trigger``.  An event:
 amount, distance_m, inferred``.  Ids keep their type (str or int) in every backend.
 """
 
+from . import _keys as keys
 from ._base import EVENT_FIELDS, PUSH_FIELDS, DispatchState, Transaction
 from ._memory import MemoryState
 from ._redis import RedisState
 from ._sqlite import SQLiteState
 
-__all__ = ["EVENT_FIELDS", "PUSH_FIELDS", "DispatchState", "MemoryState", "RedisState", "SQLiteState", "Transaction"]
+__all__ = [
+    "EVENT_FIELDS",
+    "PUSH_FIELDS",
+    "DispatchState",
+    "MemoryState",
+    "RedisState",
+    "SQLiteState",
+    "Transaction",
+    "keys",
+]

@@ -1,0 +1,179 @@
+"""Which offers a ping pushes: the policy's gates, the scores, the limits, charged in the ping's transaction.
+
+Gates first, cheapest first: the minimum gap since the user's last push, the
+dismiss cooldown, quiet hours (the user's local time), the day and week
+caps.  Then the offers of the triggered stores, best score first (ties to
+1e-9 in the logit by offer, then store), each checked for opening hours
+(store-local time, ``closing_margin_min`` before closing), one push per offer
+per ping, and every configured limit (:mod:`._limits`); at most
+``max_per_ping`` pushes.  ``stats`` counts why a ping did not push.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from .._offers import OfferSet
+from .._policy import PushPolicy, open_for
+from .._scoring import OfferScorer, ScoredCandidates
+from .._state import Transaction
+from ._decision import PushDecision, ScoreTerms, push_record
+from ._limits import Limit, LocalDay, candidate_limits, charge, exceeded, user_capped
+from ._stores import StoreFacts
+
+__all__ = ["PushChooser", "Scored"]
+
+_HOLDOUT_MEMO = 65_536
+
+
+class Scored:
+    """A ping's scored candidates: rows ``[lo, hi)`` of a (batch's) :class:`ScoredCandidates`, as lists.
+
+    ``asked`` holds the store positions that were scored (a store without a valid offer has no row).
+    """
+
+    __slots__ = ("sc", "lo", "hi", "asked", "offer", "pos", "dist", "logit", "score")
+
+    def __init__(self, sc: ScoredCandidates, lists: tuple[list[Any], ...], lo: int, hi: int, asked: set[int]) -> None:
+        self.sc, self.lo, self.hi, self.asked = sc, lo, hi, asked
+        self.offer, self.pos, self.dist, self.logit, self.score = lists
+
+    @staticmethod
+    def lists(sc: ScoredCandidates) -> tuple[list[Any], ...]:
+        return sc.offer.tolist(), sc.position.tolist(), sc.distance_m.tolist(), sc.logit.tolist(), sc.score.tolist()
+
+
+class _Candidate(NamedTuple):
+    """A scored offer at a store, with what the limits need."""
+
+    offer_id: Any
+    merchant_id: Any
+    store_id: Any
+    position: int
+    store_local: datetime
+    holdout: bool
+    limits: list[Limit]
+
+
+class PushChooser:
+    """Chooses a ping's pushes (see the module docstring); one per dispatcher."""
+
+    def __init__(self, policy: PushPolicy, offers: OfferSet, scorer: OfferScorer, *, prefetch_candidates: bool) -> None:
+        self.policy = policy
+        self.offers = offers
+        self.scorer = scorer
+        self.prefetch_candidates = prefetch_candidates  # read the likely pushes' counters in one round trip
+        self._holdout: dict[Any, bool] = {}
+
+    def choose(
+        self,
+        tx: Transaction,
+        stats: Counter[str],
+        facts: StoreFacts,
+        u: dict[str, Any],
+        user_id: Any,
+        t: float,
+        when: LocalDay,
+        triggers: dict[int, tuple[str, float]],
+        scored: Scored | None,
+    ) -> list[PushDecision]:
+        """The pushes of one ping whose fences ``triggers`` (position -> (trigger, distance)); charged in ``tx``.
+
+        ``u`` is the user's new state (``last_push_ts`` set here when a push is
+        made); ``scored``, the candidates a batch scored ahead, is used when it
+        covers every triggered store, else they are scored now.
+        """
+        pol = self.policy
+        if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
+            stats["min_gap"] += 1
+            return []
+        if t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
+            stats["dismiss_cooldown"] += 1
+            return []
+        if pol.is_quiet(when.local):
+            stats["quiet_hours"] += 1
+            return []
+        tx.prefetch(counters=when)
+        if user_capped(tx, pol, when):
+            stats["user_cap"] += 1
+            return []
+        if scored is None or not scored.asked >= triggers.keys():
+            pos = sorted(triggers)
+            sc = self.scorer.score_candidates(user_id, pos, [triggers[p][1] for p in pos], t)
+            scored = Scored(sc, Scored.lists(sc), 0, len(sc), set(pos))
+        offer_l, pos_l, logit_l, score_l = scored.offer, scored.pos, scored.logit, scored.score
+        # best first; ties (to 1e-9 in the logit, below rounding noise) by offer, then store
+        ranked = sorted(
+            (j for j in range(scored.lo, scored.hi) if pos_l[j] in triggers and score_l[j] >= pol.min_score),
+            key=lambda j: (-round(logit_l[j], 9), offer_l[j], pos_l[j]),
+        )
+        local_at: dict[Any, datetime] = {}  # store-local time, once per zone
+        o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
+
+        def candidate(j: int) -> _Candidate:
+            o, p = offer_l[j], pos_l[j]
+            oid, mid, sid = o_ids[o], o_mer[o], facts.ids[p]
+            z = facts.zone[p]
+            store_local = local_at.get(z)
+            if store_local is None:
+                store_local = local_at[z] = datetime.fromtimestamp(t, z)
+            holdout = self.is_holdout(user_id, oid)
+            limits = candidate_limits(pol, self.offers, when, oid, mid, sid, store_local.date().isoformat(),
+                                      holdout=holdout)  # fmt: skip
+            return _Candidate(oid, mid, sid, p, store_local, holdout, limits)
+
+        likely: dict[int, _Candidate] = {}
+        if self.prefetch_candidates:  # one round trip for every counter the likely pushes need
+            likely = {j: candidate(j) for j in ranked[:8]}
+            tx.prefetch(counters=[lim.key for c in likely.values() for lim in c.limits])
+        out: list[PushDecision] = []
+        for j in ranked:
+            if out and user_capped(tx, pol, when):
+                stats["user_cap"] += 1
+                break
+            c = likely[j] if j in likely else candidate(j)
+            if not open_for(facts.hours[c.position], c.store_local, pol.closing_margin_min):
+                stats["store_closed"] += 1
+                continue
+            if any(d.offer_id == c.offer_id for d in out):
+                continue
+            if exceeded(tx, c.limits):
+                stats["capped"] += 1
+                continue
+            charge(tx, c.limits)
+            d = PushDecision(
+                push_id=f"p{tx.next_seq()}",
+                user_id=user_id,
+                offer_id=c.offer_id,
+                store_id=c.store_id,
+                merchant_id=c.merchant_id,
+                score=score_l[j],
+                distance_m=scored.dist[j],
+                trigger=triggers[c.position][0],
+                holdout=c.holdout,
+                ts=t,
+                explanation=ScoreTerms(scored.sc, j),
+            )
+            tx.add_push(push_record(d))
+            out.append(d)
+            stats["holdout" if c.holdout else "pushed"] += 1
+            if len(out) >= pol.max_per_ping:
+                break
+        if out:
+            u["last_push_ts"] = t
+        return out
+
+    def is_holdout(self, user_id: Any, offer_id: Any) -> bool:
+        """The policy's holdout, remembered per user (unless it is per offer)."""
+        pol = self.policy
+        if pol.holdout_per_offer:
+            return pol.is_holdout(user_id, offer_id)
+        h = self._holdout.get(user_id)
+        if h is None:
+            if len(self._holdout) >= _HOLDOUT_MEMO:
+                self._holdout.clear()
+            h = self._holdout[user_id] = pol.is_holdout(user_id)
+        return h
