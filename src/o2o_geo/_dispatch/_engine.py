@@ -407,14 +407,17 @@ class Dispatcher:
         would trigger a push, and are not barred by the user's last push or
         dismissal, are scored in one call.  The decision itself re-runs it
         all in the ping's transaction and scores again where the state
-        turned out different.
+        turned out different.  On a backend whose reads are round trips
+        (Redis) nothing is looked ahead.
         """
+        out: list[Any] = [None] * len(pings)
+        changes = [False] * len(pings)
+        if not self.state.cheap_reads:  # a read per ping would cost a round trip each: decide ping by ping
+            return out, changes
         pol = self.policy
         facts = self._stores.get()
         read_user = self.state.read_user
         seen: dict[Any, Any] = {}
-        out: list[Any] = [None] * len(pings)
-        changes = [False] * len(pings)
         c_user: list[Any] = []
         c_pos: list[int] = []
         c_dist: list[float] = []

@@ -6,8 +6,9 @@ after the ping that made them: the events of the pings in one tick of
 another tick is scored.  So every ping of a tick is scored against the same
 history, whether the pings come one call at a time or as a batch (which
 scores a tick's pings together), and batch and per-ping decisions stay
-identical.  Recorded outcomes (:meth:`Dispatcher.record`) go in at once,
-after the pending ones.  ``interval_s=0`` feeds every ping's events before
+identical.  Recorded outcomes (:meth:`Dispatcher.record`, including the
+``failed`` event of a delivery hook that raised) go in at once, after the
+pending ones.  ``interval_s=0`` feeds every ping's events before
 the next ping.
 """
 
