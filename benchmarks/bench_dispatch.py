@@ -364,7 +364,8 @@ def main() -> None:
             f"RedisState (a local redis-server, loopback): {rr['round_trips'] / n_red:.2f} round trips per ping on "
             f"average over the first {n_red:,} pings ({push_pings:,} of them pushed); an idle ping is 1 (one GET), "
             "a ping inside a fence that changes nothing 1 (one MGET of the user and caps), one that changes the "
-            "fence state 2 (and one commit script), a push 2 or 3 (one more MGET when it has offer-level limits), "
+            "fence state 2 (and one commit script), a push 2 (the first MGET also reads the limits a push there could "
+            "charge), "
             "a dwell's visit 1 more (its attribution)."
         )
     else:

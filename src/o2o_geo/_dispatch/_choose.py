@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from .._fences import FenceHit
 from .._offers import OfferSet
 from .._policy import PushPolicy, open_for
 from .._scoring import OfferScorer, ScoredCandidates
-from .._state import Transaction
+from .._state import Transaction, keys
 from ._decision import PushDecision, ScoreTerms, push_record
 from ._limits import Limit, LocalDay, candidate_limits, charge, exceeded, user_capped
 from ._stores import StoreFacts
@@ -165,6 +167,38 @@ class PushChooser:
         if out:
             u["last_push_ts"] = t
         return out
+
+    def likely_keys(self, facts: StoreFacts, when: LocalDay, hits: Sequence[FenceHit], t: float) -> Iterator[str]:
+        """The counters a push at the stores a ping is inside (or near) could read: one prefetch for them all.
+
+        The user's caps and the push sequence, then per store and offer the
+        configured per-offer, per-merchant, budget and capacity counters.  A
+        networked backend reads them with the user in one round trip, so a
+        push with offer-level limits costs no extra read after scoring.
+        """
+        yield from when
+        pol = self.policy
+        uk, seen = when.user_key, set()
+        for h in hits:
+            if not (h.inside or h.nearby):
+                continue
+            p = h.position
+            mid = facts.merchant[p]
+            if pol.store_daily_capacity is not None:
+                local_day = datetime.fromtimestamp(t, facts.zone[p]).date().isoformat()
+                yield keys.store_day(facts.ids[p], local_day)
+            if pol.max_per_merchant_per_day is not None and mid not in seen:
+                seen.add(mid)
+                yield keys.user_merchant_day(uk, mid, when.day)
+            for oid in facts.offers[p]:
+                if pol.max_per_offer is not None:
+                    yield keys.user_offer(uk, oid)
+                if oid in pol.offer_budgets:
+                    yield keys.offer_budget(oid, "n")
+                    yield keys.offer_budget(oid, "c")
+            if mid in pol.merchant_budgets:
+                yield keys.merchant_budget(mid, "n")
+                yield keys.merchant_budget(mid, "c")
 
     def is_holdout(self, user_id: Any, offer_id: Any) -> bool:
         """The policy's holdout, remembered per user (unless it is per offer)."""

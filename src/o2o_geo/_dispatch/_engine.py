@@ -192,7 +192,7 @@ class Dispatcher:
             column=pol.fence_column,
             nearby_m=pol.nearby_radius_m if "nearby" in pol.triggers else 0.0,
         )
-        self._stores = StoreFactsCache(index, pol)
+        self._stores = StoreFactsCache(index, pol, offers)
         self._feedback = Feedback(self.scorer, offers, self.feedback_interval_s)
         self._chooser = PushChooser(pol, offers, self.scorer, prefetch_candidates=not self.state.cheap_reads)
         self._nearby_on = "nearby" in pol.triggers
@@ -510,8 +510,10 @@ class Dispatcher:
 
         def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any]], Counter[str], bool]:
             stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
-            tx.prefetch(users=[user_id], idems=() if idem_key is None else [idem_key],
-                        counters=when if push_may_follow else ())  # fmt: skip
+            counters: Any = ()
+            if push_may_follow:  # the caps, and (a networked backend) every limit a push here could charge
+                counters = when if self.state.cheap_reads else self._chooser.likely_keys(facts, when, hits, t)
+            tx.prefetch(users=[user_id], idems=() if idem_key is None else [idem_key], counters=counters)
             if idem_key is not None:
                 hit = tx.idem(idem_key)
                 if hit is not None:

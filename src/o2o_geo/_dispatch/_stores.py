@@ -7,30 +7,44 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .._index import StoreIndex
+from .._offers import OfferSet
 from .._policy import PushPolicy, parse_hours, tz_at, zone
 
 __all__ = ["StoreFacts", "StoreFactsCache"]
 
 
 class StoreFacts:
-    """The stores of one index version, by position (built by :class:`StoreFactsCache`)."""
+    """The stores of one index version, by position (built by :class:`StoreFactsCache`).
 
-    __slots__ = ("version", "ids", "merchant", "zone", "hours")
+    ``offers`` holds, per store, the offer ids redeemable there (what a push there could charge).
+    """
 
-    def __init__(self, version: int, ids: list[Any], merchant: list[Any], zones: list[ZoneInfo], hours: list[Any]):
+    __slots__ = ("version", "ids", "merchant", "zone", "hours", "offers")
+
+    def __init__(
+        self,
+        version: int,
+        ids: list[Any],
+        merchant: list[Any],
+        zones: list[ZoneInfo],
+        hours: list[Any],
+        offers: list[list[Any]],
+    ) -> None:
         self.version = version
         self.ids = ids
         self.merchant = merchant
         self.zone = zones
         self.hours = hours
+        self.offers = offers
 
 
 class StoreFactsCache:
     """The current :class:`StoreFacts`; on an index change only new stores get a zone lookup and an hours parse."""
 
-    def __init__(self, index: StoreIndex, policy: PushPolicy) -> None:
+    def __init__(self, index: StoreIndex, policy: PushPolicy, offers: OfferSet) -> None:
         self.index = index
         self.policy = policy
+        self.offer_set = offers
         self._per_store: dict[tuple[Any, ...], tuple[ZoneInfo, Any]] = {}
         self._facts: StoreFacts | None = None
         self._lock = threading.Lock()
@@ -66,8 +80,14 @@ class StoreFactsCache:
             zones.append(hit[0])
             parsed.append(hit[1])
         self._per_store = fresh  # removed stores are forgotten
-        merchant = stores["merchant_id"].tolist()
-        return StoreFacts(version, ids, merchant, zones, parsed)
+        merchant = stores["merchant_id"]
+        at: list[list[Any]] = [[] for _ in range(n)]
+        offsets, positions = self.offer_set.redeemable_positions(merchant, stores.store_id)
+        oids = self.offer_set.offer_id.tolist()
+        for o, (a, b) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)):
+            for p in positions[a:b].tolist():
+                at[p].append(oids[o])
+        return StoreFacts(version, ids, merchant.tolist(), zones, parsed, at)
 
 
 def _plain(value: Any) -> Any:

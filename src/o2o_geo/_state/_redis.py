@@ -25,12 +25,12 @@ retry that reads it).  Event sequence numbers are taken by the commit script
 itself (``INCR``), so events never conflict on a shared counter.
 
 Round trips (``round_trips`` counts them, one per command, script call or
-pipeline): an idle ping is one GET; a ping that crosses a fence is one MGET
-(the user, the ping id, and the day and week caps) or one GET, then the
-commit: 2; a push too, unless it needs offer-level limits (per-offer and
-per-merchant caps, budgets, store capacity), known only after scoring: one
-more MGET, 3.  A dwell's inferred visit adds one script call (its
-attribution query).
+pipeline): an idle ping is one GET; a ping inside a fence that changes
+nothing is one MGET; a ping that crosses a fence is one MGET (the user, the
+ping id, the day and week caps, and, from the dispatcher's prefetch hint,
+every offer-level limit a push at its stores could charge), then the
+commit: 2, with or without a push.  A dwell's inferred visit adds one
+script call (its attribution query).
 
 The state expects one Redis primary (replicas for failover are fine).  Redis
 Cluster is out of scope: a cluster runs a script only on keys of one hash
