@@ -627,3 +627,38 @@ def test_on_locations_treats_missing_event_ids_and_time_zones_as_none(engine_fac
     assert len(eng.state.pushes()) == 2
     with pytest.raises(InvalidParameterError, match="IANA"):
         eng.on_locations(df.assign(tz=[1.5, None]))
+
+
+# ------------------------------------------------------------------ feedback a tick at a time
+def test_the_engines_own_events_reach_the_history_a_tick_later(engine_factory):
+    eng = engine_factory(feedback_interval_s=60.0)
+    a = pos(eng.index, "A")
+    t0 = 60.0 * (T0 // 60.0)  # the start of a tick
+    (d,) = eng.on_location("u", *a, t0 + 1)
+    eng.on_location("w", *offset(*a, 5000.0), t0 + 30)  # same tick: nothing fed yet
+    assert eng.scorer.history.n_events("u", "push") == 0
+    eng.on_location("w", *offset(*a, 5000.0), t0 + 61)  # the next tick's first ping feeds the last tick's
+    assert eng.scorer.history.n_events("u", "push") == 1
+    now = engine_factory(feedback_interval_s=0.0)
+    now.on_location("u", *a, t0 + 1)
+    assert now.scorer.history.n_events("u", "push") == 1  # at once
+    eng.record(og.Event("redeem", "u", t0 + 90, push_id=d.push_id))
+    assert eng.scorer.history.n_events("u", "redeem") == 1  # recorded outcomes: at once
+    for bad in (-1.0, math.inf, True, "60"):
+        with pytest.raises(InvalidParameterError, match="feedback_interval_s"):
+            engine_factory(feedback_interval_s=bad)
+
+
+def test_batch_equals_per_ping_with_feedback_at_every_ping():
+    world = simulate.World.generate(seed=5, n_users=150, n_stores=120, n_offers=20, n_merchants=8)
+    log = world.pings(n_days=1, pings_per_user_per_day=10, seed=6)
+    pol = og.PushPolicy(quiet_hours=None, holdout_fraction=0.2)
+    batch = og.Dispatcher(world.index, world.offers, policy=pol, feedback_interval_s=0.0)
+    got = batch.on_locations(**log.columns())
+    one = og.Dispatcher(world.index, world.offers, policy=pol, feedback_interval_s=0.0)
+    want = [d for i in range(len(log)) for d in one.on_location(int(log.user[i]), float(log.lat[i]),
+            float(log.lon[i]), float(log.ts[i]), accuracy_m=float(log.accuracy_m[i]))]  # fmt: skip
+    assert len(want) > 30
+    assert [(d.push_id, d.offer_id, d.store_id, d.score) for d in got] == [
+        (d.push_id, d.offer_id, d.store_id, d.score) for d in want
+    ]
