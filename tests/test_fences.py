@@ -183,3 +183,31 @@ def test_store_radii_match_brute_force_on_both_paths_and_go_stale(rng):
         index.store_radii(radius)
     with pytest.raises(InvalidParameterError, match="store"):
         index.store_radii([-1.0] + [1.0] * (len(index) - 1))
+
+
+def test_odd_inputs_to_the_fence_and_candidate_calls_are_typed_errors():
+    from o2o_geo.errors import InvalidCoordinateError, InvalidRecordError
+
+    index = og.StoreIndex(og.sample_stores())
+    fences = og.Geofences(index)
+    for lat in ("a", None, [1.0, 2.0], float("nan"), 91.0):
+        with pytest.raises((InvalidCoordinateError, InvalidParameterError, ShapeMismatchError)):
+            fences.hits_at(lat, 121.48)
+    assert fences.hits_at(np.float64(31.2325), 121.4801) == fences.hits_at(31.2325, 121.4801) != []
+    scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
+    for args, err in (
+        (("u", ["a"], [1.0], 0.0), InvalidParameterError),
+        (("u", [999], [1.0], 0.0), InvalidParameterError),
+        (("u", [1], [float("nan")], 0.0), InvalidParameterError),
+        (("u", [1], [-5.0], 0.0), InvalidParameterError),
+        ((None, [1], [1.0], 0.0), InvalidRecordError),
+        (([None], [1], [1.0], 0.0), InvalidRecordError),
+        ((["u", "v"], [1], [1.0], 0.0), ShapeMismatchError),
+        (("u", [1, 2], [1.0], 0.0), ShapeMismatchError),
+    ):
+        with pytest.raises(err):
+            scorer.score_candidates(*args)
+    with pytest.raises(InvalidParameterError):
+        index.store_radii("abc")
+    with pytest.raises(ShapeMismatchError):
+        index.store_radii(None)

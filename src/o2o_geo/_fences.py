@@ -321,10 +321,15 @@ class Geofences:
         >>> fences.hits_at(31.2400, 121.4500)
         []
         """
+        if type(lat) is not float or type(lon) is not float:  # numpy scalars, ints, bad values: the index's checks
+            lat_a, lon_a, _ = as_latlon(lat, lon)
+            if lat_a.shape[0] != 1:
+                raise InvalidParameterError(f"hits_at takes one point; got {lat_a.shape[0]} (use hits)")
+            lat, lon = float(lat_a[0]), float(lon_a[0])
         while True:
             lay = self._layout()
             try:
-                pairs = self.index.pairs_within(float(lat), float(lon), lay.radii)
+                pairs = self.index.pairs_within(lat, lon, lay.radii)
             except StaleRadiiError:  # stores changed between the two calls
                 continue
             break

@@ -399,17 +399,26 @@ class OfferScorer:
         >>> bool(abs(sum(sc.explanation(0).values()) - sc.logit[0]) < 1e-12)
         True
         """
-        pos = np.asarray(position, dtype=np.int64).reshape(-1)
-        dist = np.asarray(distance_m, dtype=np.float64).reshape(-1)
+        try:
+            pos = np.asarray(position, dtype=np.int64).reshape(-1)
+            dist = np.asarray(distance_m, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"position must be store rows (ints), distance_m metres: {exc}") from None
         n = pos.shape[0]
         if dist.shape[0] != n:
             raise ShapeMismatchError(f"position has {n} rows but distance_m has {dist.shape[0]}")
         cat = self._catalog()
         if n and (int(pos.min()) < 0 or int(pos.max()) >= cat.n_stores):
             raise InvalidParameterError(f"position must be rows of index.stores (0..{cat.n_stores - 1})")
-        one_user = isinstance(user_id, (str, int, np.integer, np.str_))
-        if not one_user and len(user_id) != n:
-            raise ShapeMismatchError(f"user_id has {len(user_id)} rows but position has {n}")
+        if n and not (dist >= 0.0).all():
+            i = int(np.flatnonzero(~(dist >= 0.0))[0])
+            raise InvalidParameterError(f"distance_m[{i}] = {dist[i]!r} must be metres >= 0")
+        one_user = isinstance(user_id, (str, int, np.integer, np.str_)) and not isinstance(user_id, bool)
+        if not one_user:
+            if user_id is None or isinstance(user_id, (bool, bytes, float, Mapping)) or not hasattr(user_id, "__len__"):
+                raise InvalidRecordError(f"user_id must be a str or an int, or one per row; got {user_id!r}")
+            if len(user_id) != n:
+                raise ShapeMismatchError(f"user_id has {len(user_id)} rows but position has {n}")
         one_time = np.ndim(now) == 0
         t0 = to_epoch_s(now, "now") if one_time else 0.0
         t_in = None if one_time else np.asarray(now, dtype=np.float64).reshape(-1)
@@ -439,7 +448,10 @@ class OfferScorer:
             users, times = [], []
             row_user = np.empty(n, dtype=np.int64)
             for i in range(n):
-                key = (user_id if one_user else user_id[i], t0 if t_in is None else float(t_in[i]))
+                u = user_id if one_user else user_id[i]
+                if not one_user and (u is None or isinstance(u, bool) or not isinstance(u, (str, int, np.integer))):
+                    raise InvalidRecordError(f"user_id[{i}] must be a str or an int; got {u!r}")
+                key = (u, t0 if t_in is None else float(t_in[i]))
                 j = seen.get(key)
                 if j is None:
                     j = seen[key] = len(users)
