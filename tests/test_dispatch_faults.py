@@ -666,3 +666,37 @@ def test_close_releases_the_connections_of_every_thread(tmp_path):
         release.set()
         thread.join(timeout=30)
     assert still_open == []
+
+
+def test_stores_added_and_removed_while_pings_arrive_never_misname_a_store():
+    """A thread changes the index while another pings: every push names a store whose fence holds the ping."""
+    index, offers, policy = make_world()
+    engine = og.Dispatcher(index, offers, policy=policy)
+    stop = threading.Event()
+    extra = [{"store_id": f"x{i}", "lat": LAT0 + 0.01 + i * 1e-4, "lon": LON0, "merchant_id": "m1"} for i in range(40)]
+
+    def churn():
+        k = 0
+        while not stop.is_set():
+            batch = extra[(k % 4) * 10 : (k % 4) * 10 + 10]
+            index.add(batch)
+            index.remove([r["store_id"] for r in batch])
+            k += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        made = []
+        for k in range(400):
+            ring = RING_A if k % 2 else RING_B
+            lat, lon = at(ring[k % len(ring)])
+            for d in engine.on_location(f"u{k}", lat, lon, T0 + k):
+                made.append((d, lat, lon))
+    finally:
+        stop.set()
+        worker.join()
+    assert len(made) > 100
+    for d, lat, lon in made:
+        p = int(index.stores.position_of(d.store_id)[0])
+        dist = GEOD.inv(lon, lat, float(index.stores.lon[p]), float(index.stores.lat[p]))[2]
+        assert dist <= policy.fence_radius_m + 1e-6 and abs(dist - d.distance_m) < 1e-6, d

@@ -78,7 +78,7 @@ def test_polygon_buffer_is_geodesic_metres_at_60_north():
     # due north of the north edge's middle: the nearest boundary point is the middle itself
     for d, want in ((29.9, True), (30.1, False), (5.0, True)):
         la, lo = towards(lat0 + 0.001, lon0, 0.0, d)
-        (hit,) = fences.hits_at(la, lo) or [og.FenceHit(0, math.nan, False, False, False)]
+        (hit,) = fences.hits_at(la, lo) or [og.FenceHit(0, None, math.nan, False, False, False)]
         assert (hit.inside, hit.in_buffer) == (False, want), d
     # due east of the east edge (a meridian): about 0.002 deg of longitude is 111 m at 60 N, not 222 m
     la, lo = towards(lat0, lon0 + 0.002, 90.0, 29.0)

@@ -39,7 +39,7 @@ from ._geodesy import CHORD_SERIES_MAX_M, chord_error_bound_m, geodesic_inverse_
 from ._index import StoreIndex
 from ._types import FloatArray, IntArray
 from ._validate import as_latlon, check_distance_m
-from .errors import InvalidGeometryError, InvalidParameterError, StaleRadiiError
+from .errors import InvalidGeometryError, InvalidParameterError, ShapeMismatchError, StaleRadiiError
 
 __all__ = ["FenceHit", "FenceHits", "Geofences"]
 
@@ -55,12 +55,14 @@ class FenceHit(NamedTuple):
     --------
     >>> import o2o_geo as og
     >>> (hit,) = og.Geofences(og.StoreIndex(og.sample_stores())).hits_at(31.2325, 121.4801)
-    >>> hit.inside, hit.in_buffer, hit.nearby
-    (True, True, False)
+    >>> hit.store_id, hit.inside, hit.in_buffer, hit.nearby
+    ('lucky-09', True, True, False)
     """
 
     position: int
-    """Row of ``index.stores``."""
+    """Row of ``index.stores`` (as the index was at the query)."""
+    store_id: Any
+    """The store."""
     distance_m: float
     """WGS84 distance from the point to the store."""
     inside: bool
@@ -81,6 +83,8 @@ class FenceHits:
         Row of the query points.
     position : ndarray of int64, shape (n_pairs,)
         Row of ``index.stores`` (as of ``version``).
+    store_id : ndarray of object, shape (n_pairs,)
+        The stores.
     distance_m : ndarray of float64, shape (n_pairs,)
         WGS84 distance to the store.
     inside, in_buffer, nearby : ndarray of bool, shape (n_pairs,)
@@ -99,6 +103,7 @@ class FenceHits:
 
     ping: IntArray
     position: IntArray
+    store_id: np.ndarray
     distance_m: FloatArray
     inside: np.ndarray
     in_buffer: np.ndarray
@@ -167,30 +172,37 @@ class _Polygon:
 
 
 class _Layout:
-    """The fences of one index version, by position."""
+    """The fences of one index version, by position (built from one consistent view of the stores)."""
 
     def __init__(self, fences: Geofences, index: StoreIndex) -> None:
-        stores = index.stores
-        self.version = index.version
-        n = len(stores)
-        ids = stores.store_id.tolist()
-        self.lat, self.lon = stores.lat.tolist(), stores.lon.tolist()
-        given = stores[fences.column].tolist() if fences.column in stores.columns else [None] * n
-        r_in = np.full(n, float(fences.radius_m))
-        reach = np.empty(n)
-        self.polygons: dict[int, _Polygon] = {}
-        for i in range(n):
-            spec = fences._spec(ids[i], self.lat[i], self.lon[i], given[i])
-            if isinstance(spec, _Polygon):
-                self.polygons[i] = spec
-                r_in[i] = math.nan
-                reach[i] = spec.reach_m + fences.buffer_m
-            else:
-                r_in[i] = spec
-                reach[i] = spec + fences.buffer_m
-        self.r_in = r_in.tolist()
-        self.r_in_a = r_in
-        self.radii = index.store_radii(np.maximum(reach, fences.nearby_m))
+        while True:  # an add or remove during the build: build again (versions only grow)
+            version = index.version
+            stores = index.stores
+            n = len(stores)
+            ids = stores.store_id.tolist()
+            lat, lon = stores.lat.tolist(), stores.lon.tolist()
+            given = stores[fences.column].tolist() if fences.column in stores.columns else [None] * n
+            r_in = np.full(n, float(fences.radius_m))
+            reach = np.empty(n)
+            polygons: dict[int, _Polygon] = {}
+            for i in range(n):
+                spec = fences._spec(ids[i], lat[i], lon[i], given[i])
+                if isinstance(spec, _Polygon):
+                    polygons[i] = spec
+                    r_in[i] = math.nan
+                    reach[i] = spec.reach_m + fences.buffer_m
+                else:
+                    r_in[i] = spec
+                    reach[i] = spec + fences.buffer_m
+            try:
+                radii = index.store_radii(np.maximum(reach, fences.nearby_m))
+            except ShapeMismatchError:
+                continue
+            if radii.version == version:
+                break
+        self.version, self.radii, self.polygons = version, radii, polygons
+        self.ids_a, self.ids, self.lat, self.lon = stores.store_id, ids, lat, lon
+        self.r_in, self.r_in_a = r_in.tolist(), r_in
 
 
 class Geofences:
@@ -288,9 +300,7 @@ class Geofences:
                 lay = self._layout_cache
                 if lay is None or lay.version != self.index.version:
                     lay = self._layout_cache = _Layout(self, self.index)
-                    live = {
-                        (i, a, b) for i, a, b in zip(self.index.stores.store_id.tolist(), lay.lat, lay.lon, strict=True)
-                    }
+                    live = set(zip(lay.ids, lay.lat, lay.lon, strict=True))
                     for key in [k for k in self._specs if k not in live]:  # removed stores
                         del self._specs[key]
         return lay
@@ -352,7 +362,7 @@ class Geofences:
                 in_buffer = inside or (buf > 0.0 and poly.boundary_distance_m(lat, lon) <= buf)
             nearby = d <= near_m
             if in_buffer or nearby:
-                out.append(FenceHit(p, d, inside, in_buffer, nearby))
+                out.append(FenceHit(p, lay.ids[p], d, inside, in_buffer, nearby))
         return out
 
     @staticmethod
@@ -418,7 +428,7 @@ class Geofences:
         keep = in_buffer | nearby
         if not keep.all():
             q, pos, dist, inside, in_buffer, nearby = (a[keep] for a in (q, pos, dist, inside, in_buffer, nearby))
-        return FenceHits(q, pos, dist, inside, in_buffer, nearby, lay.version)
+        return FenceHits(q, pos, lay.ids_a[pos], dist, inside, in_buffer, nearby, lay.version)
 
 
 def _finite_m(value: Any, name: str) -> float:

@@ -472,9 +472,8 @@ class Dispatcher:
         return out, changes
 
     def _step(self, facts: StoreFacts, stays: Sequence[Any], hits: Sequence[FenceHit], t: float) -> FenceStep:
-        ids = facts.ids
-        inside = {ids[h.position]: (h.position, h.distance_m) for h in hits if h.inside}
-        in_buffer = {ids[h.position] for h in hits if h.in_buffer}
+        inside = {h.store_id: (h.position, h.distance_m) for h in hits if h.inside}
+        in_buffer = {h.store_id for h in hits if h.in_buffer}
         near = [(h.position, h.distance_m) for h in hits if h.nearby] if self._nearby_on else []
         pol = self.policy
         return fence_step(stays, inside, in_buffer, near, t, dwell_s=pol.dwell_s, exit_after_s=pol.exit_after_s)
@@ -493,6 +492,8 @@ class Dispatcher:
         user_id, lat, lon, t, event_id, tz, hits = ping
         self._feedback.before_ping(t)
         facts = self._stores.get()
+        while not _same_stores(facts, hits):  # stores were added or removed between the fences and the facts
+            facts, hits, scored = self._stores.get(), self.fences.hits_at(lat, lon), None
         if event_id is None and not prechecked and (self.state.cheap_reads or not hits):
             snap = self.state.read_user(user_id)
             stays = snap.get("in", ()) if snap else ()
@@ -738,10 +739,23 @@ class Dispatcher:
         return rows
 
 
+def _same_stores(facts: StoreFacts, hits: Sequence[FenceHit]) -> bool:
+    """Whether the hits' positions name the same stores in ``facts`` (true unless the index just changed)."""
+    ids, n = facts.ids, len(facts.ids)
+    return all(h.position < n and ids[h.position] == h.store_id for h in hits)
+
+
 def _per_ping(fh: FenceHits, n: int) -> list[list[FenceHit]]:
     """The batch's fence hits as one list per ping (empty for most)."""
     out: list[list[FenceHit]] = [[] for _ in range(n)]
-    cols = (fh.position.tolist(), fh.distance_m.tolist(), fh.inside.tolist(), fh.in_buffer.tolist(), fh.nearby.tolist())
+    cols = (
+        fh.position.tolist(),
+        fh.store_id.tolist(),
+        fh.distance_m.tolist(),
+        fh.inside.tolist(),
+        fh.in_buffer.tolist(),
+        fh.nearby.tolist(),
+    )
     for q, *h in zip(fh.ping.tolist(), *cols, strict=True):
         out[q].append(FenceHit(*h))
     return out

@@ -59,8 +59,8 @@ class StoreFactsCache:
         return f
 
     def _build(self) -> StoreFacts:
+        version = self.index.version  # read first: a change after it makes these facts stale, never wrong
         stores = self.index.stores
-        version = self.index.version
         n = len(stores)
         pol = self.policy
         ids = stores.store_id.tolist()
