@@ -427,7 +427,8 @@ class Geofences:
         nearby = dist <= near_m
         keep = in_buffer | nearby
         if not keep.all():
-            q, pos, dist, inside, in_buffer, nearby = (a[keep] for a in (q, pos, dist, inside, in_buffer, nearby))
+            q, pos, dist = q[keep], pos[keep], dist[keep]
+            inside, in_buffer, nearby = inside[keep], in_buffer[keep], nearby[keep]
         return FenceHits(q, pos, lay.ids_a[pos], dist, inside, in_buffer, nearby, lay.version)
 
 

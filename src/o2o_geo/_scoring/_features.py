@@ -204,7 +204,11 @@ def _user_view(cat: Catalog, st: Any) -> _UserView:
     prev = st.prev
     prev_next = st.places[prev[1]].next if prev is not None and prev[1] is not None else {}
     row_of: dict[Any, int] = {}
-    pos, rec_val, rec_t0, last, nxt = [], [], [], [], []
+    pos: list[int] = []
+    rec_val: list[float] = []
+    rec_t0: list[float] = []
+    last: list[float] = []
+    nxt: list[float] = []
     for sid, place in st.places.items():
         p = cat.store_pos.get(sid)
         if p is None:
@@ -472,9 +476,9 @@ class FeatureExtractor:
                 counts = np.zeros(n_cat)
                 moves = h._cat_next.get(int(c_code[cp]), {}) if c_code[cp] >= 0 else {}
                 if moves:
-                    k = to_catalog[np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))]
-                    v = np.fromiter(moves.values(), dtype=np.float64, count=len(moves))
-                    counts[k[k >= 0]] = v[k >= 0]
+                    to = to_catalog[np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))]
+                    n_moves = np.fromiter(moves.values(), dtype=np.float64, count=len(moves))
+                    counts[to[to >= 0]] = n_moves[to >= 0]
                 after[int(cp)] = counts
             mer_rate = self._merchant_rate(cat, h, cat.offer_mer[offer])
             code = pos_code[pos]
@@ -489,13 +493,13 @@ class FeatureExtractor:
         pair_store = uq * n_pos + pos
         if place_k:
             vals = _lookup(place_k, place_v, pair_store, n_users * n_pos)
-            known = vals[:, 4]
+            is_known = vals[:, 4]
             X[:, _COL["store_familiarity"]] = np.log1p(vals[:, 0])
             X[:, _COL["visited_last_24h"]] = vals[:, 1]
             X[:, _COL["store_next"]] = np.log1p(vals[:, 2])
             X[:, _COL["next_at_hour"]] = np.log1p(vals[:, 3])
-            X[:, _COL["known_store"]] = known
-            X[:, _COL["distance_x_new_store"]] = decay * (1.0 - known)
+            X[:, _COL["known_store"]] = is_known
+            X[:, _COL["distance_x_new_store"]] = decay * (1.0 - is_known)
         else:
             X[:, _COL["distance_x_new_store"]] = decay
         if crowd_k:
@@ -525,8 +529,8 @@ class FeatureExtractor:
             X[:, _COL["category_at_hour"]] = np.where(has_cat, np.log(p_user) - log_share, 0.0)
             # category_next
             cp = prev_cat[uq]
-            with_prev = has_cat & (cp >= 0)
-            if with_prev.any():
+            has_prev = has_cat & (cp >= 0)
+            if has_prev.any():
                 pop_next = np.zeros(n)
                 for c0, counts in after.items():
                     sel = cp == c0
@@ -537,7 +541,7 @@ class FeatureExtractor:
                     mine = _lookup(next_k, next_v, uq * n_cat + safe_cat, n_users * n_cat)
                 p_user = (mine + USER_PRIOR_VISITS * pop_next) / (next_tot[uq] + USER_PRIOR_VISITS)
                 X[:, _COL["category_next"]] = np.where(
-                    with_prev, np.log(np.where(with_prev, p_user, 1.0)) - log_share, 0.0
+                    has_prev, np.log(np.where(has_prev, p_user, 1.0)) - log_share, 0.0
                 )
         return X
 

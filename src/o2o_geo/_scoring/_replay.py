@@ -82,9 +82,9 @@ def replay_pushes(
             latest.setdefault((e.user_id, e.offer_id), []).append((e.ts, j))
             pushes.append((e, o, p))
         elif e.kind == "redeem":
-            j = _redeemed_push(e, by_push_id, latest, credited, window_s)
-            if j is not None:
-                credited[j] = True
+            hit = _redeemed_push(e, by_push_id, latest, credited, window_s)
+            if hit is not None:
+                credited[hit] = True
     flush()
     if not rows:
         raise InvalidParameterError("fit found no push events to learn from")
@@ -159,7 +159,7 @@ def replay_visits(
         alts_all = np.concatenate(alt_sets)
         o_all = np.repeat(origins, [a.shape[0] for a in alt_sets])
         d_all = np.asarray(geodesic_distance_m(lat[o_all], lon[o_all], lat[alts_all], lon[alts_all]), dtype=np.float64)
-        out = []
+        out: list[tuple[Any, float, IntArray, FloatArray]] = []
         start = 0
         for (user, t_prev, _, target, _), alts, always in zip(pending, alt_sets, always_sets, strict=True):
             d = d_all[start : start + alts.shape[0]]
@@ -204,7 +204,13 @@ def replay_visits(
             prev = st.prev if st is not None else None
             target = cat.store_pos.get(e.store_id)
             origin = cat.store_pos.get(prev[1]) if prev is not None and prev[1] is not None else None
-            if origin is not None and target is not None and has_offer[target] and e.ts >= prev[0]:
+            if (
+                st is not None
+                and prev is not None
+                and origin is not None
+                and target is not None
+                and (has_offer[target] and e.ts >= prev[0])
+            ):
                 ranked = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
                 familiar = [cat.store_pos[sid] for sid, _ in ranked[:n_negatives] if sid in cat.store_pos]
                 pending.append((e.user_id, prev[0], origin, target, familiar))

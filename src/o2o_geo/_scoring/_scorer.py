@@ -460,7 +460,7 @@ class OfferScorer:
                 row_user[i] = j
             uq = row_user[row]
             t_users = np.array(times)
-        X = self._features(users, uq, offer, pos, dist, t_users, cat)  # type: ignore[arg-type]
+        X = self._features(users, uq, offer, pos, dist, t_users, cat)
         logit = _row_sums(X * w)
         return ScoredCandidates(row, offer, pos, dist, logit, 0.5 * (1.0 + np.tanh(0.5 * logit)), X, w)
 
