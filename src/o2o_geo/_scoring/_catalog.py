@@ -190,7 +190,5 @@ class Catalog:
                 merchant = self.store_merchant[pos]
             if category is None and self.store_cat[pos] >= 0:
                 category = self.cats[int(self.store_cat[pos])]
-            z = self._zones[int(self.store_zone[pos])]
-            offset = datetime.fromtimestamp(event.ts, z).utcoffset()
-            return merchant, category, offset.total_seconds() if offset is not None else 0.0
+            return merchant, category, float(self.utc_offsets_s(event.ts)[int(self.store_zone[pos])])
         return merchant, category, 0.0
