@@ -601,9 +601,10 @@ def test_on_locations_takes_a_dataframe_with_aware_times(engine_factory):
     )
     d = eng.on_locations(df)
     assert [x.user_id for x in d] == ["u", "v"] and d[0].ts == pytest.approx(T0)
-    naive = df.assign(ts=df["ts"].dt.tz_localize(None))
-    with pytest.raises(InvalidParameterError, match="naive"):
-        eng.on_locations(naive)
+    naive = df.assign(ts=df["ts"].dt.tz_localize(None), user_id=["w", "x"], event_id=["x3", "x4"])
+    assert [x.ts for x in eng.on_locations(naive)] == pytest.approx([T0, T0 + 1])  # datetime64 is UTC
+    with pytest.raises(InvalidParameterError, match="NaT"):
+        eng.on_locations(naive.assign(ts=pd.to_datetime([None, T0], unit="s"), event_id=["x5", "x6"]))
 
 
 def test_on_locations_treats_missing_event_ids_and_time_zones_as_none(engine_factory):

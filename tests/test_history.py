@@ -179,3 +179,50 @@ def test_pickled_history_has_the_same_features_and_is_independent():
     copy.add(og.Event("redeem", 0, now, merchant_id="m0", category="coffee"))
     assert copy.n_events(0, "redeem") == h.n_events(0, "redeem") + 1
     assert copy.merchant_popularity("m0") == h.merchant_popularity("m0") + 1
+
+
+def test_times_as_users_have_them_agree_and_bad_ones_are_typed_errors():
+    from datetime import datetime, timedelta, timezone
+
+    import pandas as pd
+
+    from o2o_geo._history import to_epoch_s
+    from o2o_geo.errors import InvalidParameterError
+
+    t = 1767258000.0  # 2026-01-01 09:00 UTC
+    same = [
+        t,
+        int(t),
+        np.float64(t),
+        np.int64(int(t)),
+        datetime(2026, 1, 1, 17, 0, tzinfo=timezone(timedelta(hours=8))),
+        "2026-01-01T17:00:00+08:00",
+        "2026-01-01T09:00:00Z",
+        " 2026-01-01 09:00:00+00:00 ",
+        np.datetime64("2026-01-01T09:00:00"),
+        np.datetime64("2026-01-01T09:00:00.000000000"),
+        pd.Timestamp("2026-01-01 09:00:00"),  # naive pandas: datetime64, UTC
+        pd.Timestamp("2026-01-01 17:00:00", tz="Asia/Shanghai"),
+    ]
+    for v in same:
+        assert to_epoch_s(v) == t, v
+    for bad, match in (
+        (t * 1000, "milliseconds\\? divide by 1000"),
+        (t * 1e6, "microseconds\\? divide by 1000000"),
+        (t * 1e9, "nanoseconds\\? divide by 1000000000"),
+        (1e308, "years 1 to 3000"),
+        (2**70, "years 1 to 3000"),
+        (float("nan"), "not a finite"),
+        (datetime(2026, 1, 1, 9), "no timezone"),
+        ("2026-01-01T09:00:00", "no UTC offset"),
+        ("yesterday", "not an ISO 8601"),
+        (np.datetime64("NaT"), "NaT"),
+        (True, "epoch seconds"),
+        (None, "epoch seconds"),
+        (b"1", "epoch seconds"),
+        ([t], "epoch seconds"),
+    ):
+        with pytest.raises(InvalidParameterError, match=match):
+            to_epoch_s(bad)
+    e = og.Event("visit", "u", "2026-01-01T09:00:00Z", store_id="s")
+    assert e.ts == t

@@ -44,39 +44,91 @@ _KINDS = frozenset(get_args(EventKind))
 SECONDS_PER_DAY = 86_400.0
 
 
-def to_epoch_s(ts: Any, name: str = "ts") -> float:
-    """Epoch seconds (UTC) from epoch seconds or a timezone-aware datetime.
+#: Epoch seconds of 3000-01-01 and 0001-01-01 (UTC): times outside are refused (a millisecond
+#: timestamp of today reads as a year beyond 50,000).
+_MAX_EPOCH_S = 32_503_680_000.0
+_MIN_EPOCH_S = -62_135_596_800.0
 
-    Naive datetimes are refused rather than guessed: a naive local time read
-    as UTC moves every event by hours and silently breaks quiet hours and
-    recency.
+
+def to_epoch_s(ts: Any, name: str = "ts") -> float:
+    """Epoch seconds (UTC) from epoch seconds, an aware datetime, an ISO 8601 string or a ``numpy.datetime64``.
+
+    Accepted: numbers of epoch seconds (years 1 to 3000); timezone-aware
+    ``datetime`` (pandas ``Timestamp`` included); ISO 8601 strings with a UTC
+    offset or ``Z`` (``"2026-01-01T09:00:00+08:00"``); ``numpy.datetime64``
+    and naive pandas ``Timestamp`` (datetime64 underneath), which carry no
+    time zone and are taken as UTC, as numpy and pandas count them.  Naive
+    ``datetime.datetime`` values and ISO strings without an offset are
+    refused rather than guessed: a naive local time read as UTC moves every
+    event by hours and silently breaks quiet hours and recency.
 
     Raises
     ------
     InvalidParameterError
-        A naive datetime, a non-finite number, or something else.
+        A naive datetime or string, NaT, a non-finite number, a time outside
+        years 1-3000 (epoch milliseconds or microseconds get a hint), or
+        something else.
 
     Examples
     --------
     >>> from datetime import datetime, timezone
+    >>> import numpy as np
     >>> from o2o_geo._history import to_epoch_s
-    >>> to_epoch_s(datetime(2026, 1, 1, tzinfo=timezone.utc))
-    1767225600.0
-    >>> to_epoch_s(1767225600)
-    1767225600.0
+    >>> to_epoch_s(datetime(2026, 1, 1, tzinfo=timezone.utc)), to_epoch_s(1767225600)
+    (1767225600.0, 1767225600.0)
+    >>> to_epoch_s("2026-01-01T08:00:00+08:00"), to_epoch_s(np.datetime64("2026-01-01T00:00:00"))
+    (1767225600.0, 1767225600.0)
+    >>> try:
+    ...     to_epoch_s(1767225600000)
+    ... except ValueError as exc:
+    ...     print(str(exc).split("; ")[1])
+    epoch milliseconds? divide by 1000
     """
     if isinstance(ts, datetime):
+        if (ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None) and hasattr(ts, "to_datetime64"):
+            return to_epoch_s(ts.to_datetime64(), name)  # a naive pandas Timestamp: datetime64, taken as UTC
         if ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
             raise InvalidParameterError(
                 f"{name} = {ts!r} has no timezone; pass an aware datetime (e.g. tzinfo=timezone.utc) or epoch seconds"
             )
         return ts.timestamp()
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) and not hasattr(ts, "__float__"):
+    if isinstance(ts, str):
+        try:
+            parsed = datetime.fromisoformat(ts.strip())
+        except ValueError:
+            raise InvalidParameterError(
+                f"{name} = {ts!r} is not an ISO 8601 time (e.g. '2026-01-01T09:00:00+08:00')"
+            ) from None
+        if parsed.tzinfo is None:
+            raise InvalidParameterError(f"{name} = {ts!r} has no UTC offset; add one (e.g. '+08:00' or 'Z')")
+        return parsed.timestamp()
+    if isinstance(ts, np.datetime64):
+        if np.isnat(ts):
+            raise InvalidParameterError(f"{name} is NaT (not a time)")
+        out = float((ts - np.datetime64(0, "s")) / np.timedelta64(1, "s"))  # taken as UTC
+        return _in_range(out, ts, name)
+    if isinstance(ts, (bool, np.bool_)) or not isinstance(ts, (int, float)) and not hasattr(ts, "__float__"):
         raise InvalidParameterError(f"{name} must be epoch seconds or an aware datetime; got {ts!r}")
-    out = float(ts)
+    try:
+        out = float(ts)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidParameterError(f"{name} must be epoch seconds or an aware datetime; got {ts!r} ({exc})") from None
     if not math.isfinite(out):
         raise InvalidParameterError(f"{name} = {ts!r} is not a finite time")
-    return out
+    return _in_range(out, ts, name)
+
+
+def _in_range(out: float, ts: Any, name: str) -> float:
+    """``out`` if it is a time in years 1-3000; else the error, with a hint for milliseconds and microseconds."""
+    if _MIN_EPOCH_S <= out <= _MAX_EPOCH_S:
+        return out
+    for unit, factor in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
+        if _MIN_EPOCH_S <= out / factor <= _MAX_EPOCH_S:
+            hint = f"epoch {unit}? divide by {factor:,.0f}".replace(",", "")
+            break
+    else:
+        hint = "epoch seconds must fall in years 1 to 3000"
+    raise InvalidParameterError(f"{name} = {ts!r} is beyond the year 3000 or before the year 1; {hint}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,12 +64,19 @@ def ping_accuracies(values: Any) -> FloatArray:
 
 
 def ping_times(values: Any) -> FloatArray:
-    """Epoch seconds from numbers, aware datetimes or a tz-aware datetime64 column."""
+    """Epoch seconds from numbers, aware datetimes, ISO 8601 strings or a datetime64 column (naive: UTC).
+
+    A datetime64 column (numpy, or pandas with or without a time zone) is read
+    whole; a naive one is taken as UTC, as :func:`~o2o_geo._history.to_epoch_s`
+    takes a ``numpy.datetime64``.  Other columns are read row by row.
+    """
     dtype = getattr(values, "dtype", None)
     if dtype is not None and str(dtype).startswith("datetime64"):
-        if getattr(dtype, "tz", None) is None:
-            raise InvalidParameterError("ts is a naive datetime64 column; localize it (e.g. .dt.tz_localize('UTC'))")
-        return np.asarray(values.astype("int64"), dtype=np.float64) / _ticks_per_s(dtype)
+        ticks = np.asarray(values.astype("int64"), dtype=np.int64)
+        nat = ticks == np.iinfo(np.int64).min
+        if nat.any():
+            raise InvalidParameterError(f"ts of row {int(np.flatnonzero(nat)[0])} is NaT (not a time)")
+        return ticks / _ticks_per_s(dtype)
     arr = values.tolist() if hasattr(values, "tolist") else list(values)
     out = np.empty(len(arr))
     for i, v in enumerate(arr):
@@ -78,7 +85,7 @@ def ping_times(values: Any) -> FloatArray:
 
 
 def _ticks_per_s(dtype: Any) -> float:
-    unit = getattr(dtype, "unit", "ns")
+    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
     return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
 
 
