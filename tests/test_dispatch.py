@@ -663,3 +663,20 @@ def test_batch_equals_per_ping_with_feedback_at_every_ping():
     assert [(d.push_id, d.offer_id, d.store_id, d.score) for d in got] == [
         (d.push_id, d.offer_id, d.store_id, d.score) for d in want
     ]
+
+
+def test_a_misspelt_ping_column_is_an_error_not_ignored(engine_factory):
+    eng = engine_factory()
+    lat, lon = pos(eng.index, "A")
+    cols = {"user_id": ["u"], "lat": [lat], "lon": [lon], "ts": [T0]}
+    with pytest.raises(InvalidParameterError, match="'accuracy'.*did you mean 'accuracy_m'"):
+        eng.on_locations(**cols, accuracy=[5000.0])  # a typo would have pushed on a 5 km fix
+    with pytest.raises(InvalidParameterError, match="unknown column 'speed'"):
+        eng.on_locations(**cols, speed=[1.0])  # a keyword column is a typo or a mistake
+    import pandas as pd
+
+    with pytest.raises(InvalidParameterError, match="did you mean 'event_id'"):
+        eng.on_locations(pd.DataFrame({**cols, "eventid": ["e1"]}))
+    assert eng.state.pushes() == []  # nothing was processed
+    frame = pd.DataFrame({**cols, "device": ["ios"], "accuracy_m": [5000.0]})  # an unrelated extra column is fine
+    assert eng.on_locations(frame) == [] and eng.stats["ignored_inaccurate"] == 1

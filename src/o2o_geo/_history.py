@@ -33,6 +33,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from ._validate import did_you_mean
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["Event", "EventKind", "UserHistory", "as_events", "to_epoch_s"]
@@ -835,8 +836,6 @@ def as_events(events: Any, what: str = "events") -> list[Event]:
     ...
     o2o_geo.errors.InvalidRecordError: events[0]: unknown field 'user' (did you mean 'user_id'?); an event has ...
     """
-    import difflib
-
     labels: list[Any] | None = None
     if hasattr(events, "to_dict") and hasattr(events, "columns"):
         labels = list(events.index)
@@ -858,9 +857,9 @@ def as_events(events: Any, what: str = "events") -> list[Event]:
         rec: dict[str, Any] = {}
         for k, v in row.items():
             if k not in _EVENT_FIELDS:
-                near = difflib.get_close_matches(str(k), _EVENT_FIELDS, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
+                raise InvalidRecordError(
+                    f"{where}: unknown field {k!r}{did_you_mean(k, _EVENT_FIELDS)}; an event has {', '.join(_EVENT_FIELDS)}"
+                )
             if _is_missing(v):
                 continue
             rec[k] = v.item() if isinstance(v, np.generic) else v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -121,3 +122,15 @@ def warn_user(message: str, category: type[Warning]) -> None:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+def did_you_mean(name: Any, known: Any, *, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for the known name nearest to ``name``, or ``""`` when none is near.
+
+    Examples
+    --------
+    >>> did_you_mean("accuracy", ("accuracy_m", "tz")), did_you_mean("zzz", ("tz",))
+    (" (did you mean 'accuracy_m'?)", '')
+    """
+    near = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=cutoff)
+    return f" (did you mean {near[0]!r}?)" if near else ""

@@ -10,10 +10,21 @@ import numpy as np
 
 from .._history import to_epoch_s
 from .._types import FloatArray
-from .._validate import as_latlon
+from .._validate import as_latlon, did_you_mean
 from ..errors import InvalidParameterError, InvalidRecordError
 
-__all__ = ["check_point", "check_user", "ping_accuracies", "ping_accuracy", "ping_columns", "ping_times"]
+__all__ = [
+    "PING_COLUMNS",
+    "check_point",
+    "check_user",
+    "ping_accuracies",
+    "ping_accuracy",
+    "ping_columns",
+    "ping_times",
+]
+
+#: The columns of a ping log (the first four required).
+PING_COLUMNS = ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz")
 
 
 def check_user(user_id: Any) -> Any:
@@ -99,11 +110,19 @@ def ping_columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
         src = pings
     else:
         raise InvalidParameterError("on_locations takes a DataFrame, a mapping of columns, or keyword arrays")
+    for name in src:
+        if name in PING_COLUMNS:
+            continue
+        hint = did_you_mean(name, [c for c in PING_COLUMNS if c not in src], cutoff=0.7)
+        if pings is None or hint:  # a keyword is a typo; a table's extra column only when it looks like one
+            raise InvalidParameterError(
+                f"on_locations got an unknown column {name!r}{hint}; ping columns are {', '.join(PING_COLUMNS)}"
+            )
     missing = [c for c in ("user_id", "lat", "lon", "ts") if c not in src]
     if missing:
         raise InvalidParameterError(f"ping columns {missing} are missing (need user_id, lat, lon, ts)")
     out: dict[str, Any] = {}
-    for name in ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz"):
+    for name in PING_COLUMNS:
         if name not in src:
             continue
         v = src[name]
