@@ -857,9 +857,8 @@ def as_events(events: Any, what: str = "events") -> list[Event]:
         rec: dict[str, Any] = {}
         for k, v in row.items():
             if k not in _EVENT_FIELDS:
-                raise InvalidRecordError(
-                    f"{where}: unknown field {k!r}{did_you_mean(k, _EVENT_FIELDS)}; an event has {', '.join(_EVENT_FIELDS)}"
-                )
+                hint = did_you_mean(k, _EVENT_FIELDS)
+                raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
             if _is_missing(v):
                 continue
             rec[k] = v.item() if isinstance(v, np.generic) else v
