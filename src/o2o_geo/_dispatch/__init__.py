@@ -1,7 +1,9 @@
 """The dispatch engine: location pings in, push decisions out, the offline outcome measured.
 
 - ``_engine``: :class:`Dispatcher`, the orchestration;
+- ``_batch``: ``on_locations``' replay, the work grouped per chunk and tick;
 - ``_fence_state``: the pure fence-state machine (enter, dwell, exit);
+- ``_choose``: which offers a ping pushes (gates, ranking, limits);
 - ``_limits``: caps, budgets and store capacity, and the user's local day;
 - ``_attribution``: which push an outcome belongs to;
 - ``_feedback``: the engine's events into the scorer's history, a tick at a time;

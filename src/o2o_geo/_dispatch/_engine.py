@@ -42,11 +42,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from .._fences import FenceHit, FenceHits, Geofences
+from .._fences import FenceHit, Geofences
 from .._history import Event, to_epoch_s
 from .._index import StoreIndex
 from .._offers import OfferSet
@@ -62,11 +62,12 @@ from ..errors import (
     UnknownStoreError,
 )
 from ._attribution import record_event
+from ._batch import BatchReplay
 from ._choose import PushChooser, Scored
 from ._decision import PushDecision, decision_from_dict, push_record
 from ._feedback import Feedback
-from ._fence_state import FenceStep, fence_step
-from ._inputs import check_point, check_user, ping_accuracies, ping_accuracy, ping_columns, ping_times
+from ._fence_state import FenceMachine
+from ._inputs import Ping, check_point, check_user, ping_accuracies, ping_accuracy, ping_columns, ping_times
 from ._limits import LocalDay
 from ._report import REPORT_COLUMNS, funnel_rows
 from ._stores import StoreFacts, StoreFactsCache
@@ -74,19 +75,6 @@ from ._stores import StoreFacts, StoreFactsCache
 __all__ = ["RECORD_KINDS", "Dispatcher"]
 
 RECORD_KINDS = ("open", "click", "redeem", "visit", "dismiss", "failed")
-_CHUNK = 65_536  # pings per geometry call in a batch replay
-
-
-class _Ping(NamedTuple):
-    """One checked ping of a batch, with its fence hits."""
-
-    user_id: Any
-    lat: float
-    lon: float
-    t: float
-    event_id: Any
-    tz: str | None
-    hits: list[FenceHit]
 
 
 class Dispatcher:
@@ -195,7 +183,16 @@ class Dispatcher:
         self._stores = StoreFactsCache(index, pol, offers)
         self._feedback = Feedback(self.scorer, offers, self.feedback_interval_s)
         self._chooser = PushChooser(pol, offers, self.scorer, prefetch_candidates=not self.state.cheap_reads)
-        self._nearby_on = "nearby" in pol.triggers
+        self._machine = FenceMachine(pol)
+        self._batch = BatchReplay(
+            fences=self.fences,
+            machine=self._machine,
+            state=self.state,
+            scorer=self.scorer,
+            feedback=self._feedback,
+            decide=self._ping,
+            deliver=self._deliver,
+        )
         if scorer is None:  # learning survives restarts: the history is the stored log
             self._feedback.now(
                 [(p, "push") for p in self.state.pushes() if not p["holdout"]]
@@ -297,7 +294,7 @@ class Dispatcher:
         if acc > self.policy.max_accuracy_m:
             self.stats["ignored_inaccurate"] += 1
             return []
-        decisions, fresh = self._ping(_Ping(user_id, la, lo, t, event_id, tz, self.fences.hits_at(la, lo)), None)
+        decisions, fresh = self._ping(Ping(user_id, la, lo, t, event_id, tz, self.fences.hits_at(la, lo)), None)
         if fresh:
             self._deliver(decisions)
         return decisions
@@ -353,136 +350,9 @@ class Dispatcher:
                 zone(name)
         ok = (acc <= self.policy.max_accuracy_m).tolist()
         self.stats["ignored_inaccurate"] += n - sum(ok)
-        out: list[PushDecision] = []
-        ts_l, lat_l, lon_l = ts.tolist(), lat_a.tolist(), lon_a.tolist()
-        tick_of = self._feedback.tick_of
-        for start in range(0, n, _CHUNK):
-            stop = min(start + _CHUNK, n)
-            hits = _per_ping(self.fences.hits(lat_a[start:stop], lon_a[start:stop]), stop - start)
-            i = start
-            while i < stop:  # one tick of pings at a time: scored together, committed together
-                j = i + 1
-                if self.feedback_interval_s > 0.0:
-                    tick = tick_of(ts_l[i])
-                    while j < stop and tick_of(ts_l[j]) == tick:
-                        j += 1
-                rows = [r for r in range(i, j) if ok[r]]
-                pings = [_Ping(users[r], lat_l[r], lon_l[r], ts_l[r], None if eids is None else eids[r],
-                               None if tzs is None else tzs[r], hits[r - start]) for r in rows]  # fmt: skip
-                out += self._run(pings)
-                i = j
-        return out
+        return self._batch.replay(users, lat_a, lon_a, ts, ok, eids, tzs)
 
-    def _run(self, pings: list[_Ping]) -> list[PushDecision]:
-        """One tick of a batch: predict which pings need scores, score them together, then decide in order."""
-        if not pings:
-            return []
-        self._feedback.before_ping(pings[0].t)
-        scored, changes = self._prescore(pings)
-        out: list[PushDecision] = []
-        new: list[PushDecision] = []
-        error: BaseException | None = None
-        with self.state.group():  # commits what succeeded, also when a ping fails
-            for k, g in enumerate(pings):
-                if scored[k] is False:
-                    continue  # predicted to change nothing
-                try:
-                    decisions, fresh = self._ping(g, scored[k], prechecked=changes[k])
-                except BaseException as exc:  # noqa: BLE001 - raised again below, after the commit
-                    error = exc
-                    break
-                out += decisions
-                if fresh:
-                    new += decisions
-        self._deliver(new)  # what the group committed, before a failing ping's error is raised
-        if error is not None:
-            raise error
-        return out
-
-    def _prescore(self, pings: list[_Ping]) -> tuple[list[Any], list[bool]]:
-        """Per ping: False (changes nothing), None (no scores) or its :class:`Scored`; and whether it changes something.
-
-        The fence-state machine is run ahead on the stored state (each user's
-        later pings on what the earlier ones would leave); the pings that
-        would trigger a push, and are not barred by the user's last push or
-        dismissal, are scored in one call.  The decision itself re-runs it
-        all in the ping's transaction and scores again where the state
-        turned out different.  On a backend whose reads are round trips
-        (Redis) nothing is looked ahead.
-        """
-        out: list[Any] = [None] * len(pings)
-        changes = [False] * len(pings)
-        if not self.state.cheap_reads:  # a read per ping would cost a round trip each: decide ping by ping
-            return out, changes
-        pol = self.policy
-        facts = self._stores.get()
-        read_user = self.state.read_user
-        seen: dict[Any, Any] = {}
-        c_user: list[Any] = []
-        c_pos: list[int] = []
-        c_dist: list[float] = []
-        c_t: list[float] = []
-        c_ping: list[int] = []
-        for k, (user_id, _, _, t, eid, _, hits) in enumerate(pings):
-            snap = seen[user_id] if user_id in seen else read_user(user_id)
-            stays = snap.get("in", ()) if snap else ()
-            if not hits and not stays:
-                if eid is None:
-                    out[k] = False
-                continue
-            if snap is not None and t < snap.get("last_ts", -math.inf):
-                continue  # stale: the decision counts it
-            fs = self._step(facts, stays, hits, t)
-            wanted = self._wanted(fs)
-            if not fs.changed and not wanted:
-                if eid is None:
-                    out[k] = False
-                continue
-            snap = {**(snap or {}), "in": fs.stays, "last_ts": t}
-            seen[user_id] = snap
-            changes[k] = True
-            if (
-                wanted
-                and t - snap.get("last_push_ts", -math.inf) >= pol.min_gap_s
-                and (t - snap.get("dismiss_ts", -math.inf) >= pol.dismiss_cooldown_s)
-            ):
-                for p, (_, d) in sorted(wanted.items()):
-                    c_user.append(user_id)
-                    c_pos.append(p)
-                    c_dist.append(d)
-                    c_t.append(t)
-                    c_ping.append(k)
-        if not c_pos:
-            return out, changes
-        sc = self.scorer.score_candidates(c_user, c_pos, c_dist, np.array(c_t))
-        lists = Scored.lists(sc)
-        asked: dict[int, set[int]] = {}
-        for k, p in zip(c_ping, c_pos, strict=True):
-            asked.setdefault(k, set()).add(p)
-        ping_of = np.asarray(c_ping)[sc.row].tolist()
-        span: dict[int, list[int]] = {}
-        for j, k in enumerate(ping_of):  # a ping's rows are contiguous (input order)
-            if k in span:
-                span[k][1] = j + 1
-            else:
-                span[k] = [j, j + 1]
-        for k, ps in asked.items():
-            a, b = span.get(k, (0, 0))  # no row: no valid offer at its stores
-            out[k] = Scored(sc, lists, a, b, ps)
-        return out, changes
-
-    def _step(self, facts: StoreFacts, stays: Sequence[Any], hits: Sequence[FenceHit], t: float) -> FenceStep:
-        inside = {h.store_id: (h.position, h.distance_m) for h in hits if h.inside}
-        in_buffer = {h.store_id for h in hits if h.in_buffer}
-        near = [(h.position, h.distance_m) for h in hits if h.nearby] if self._nearby_on else []
-        pol = self.policy
-        return fence_step(stays, inside, in_buffer, near, t, dwell_s=pol.dwell_s, exit_after_s=pol.exit_after_s)
-
-    def _wanted(self, fs: FenceStep) -> dict[int, tuple[str, float]]:
-        triggers = self.policy.triggers
-        return {p: td for p, td in fs.triggers.items() if td[0] in triggers}
-
-    def _ping(self, ping: _Ping, scored: Scored | None, *, prechecked: bool = False) -> tuple[list[PushDecision], bool]:
+    def _ping(self, ping: Ping, scored: Scored | None, *, prechecked: bool = False) -> tuple[list[PushDecision], bool]:
         """Decide one ping (its fences found): (decisions, whether they are new: not a redelivered ping's).
 
         A ping that changes nothing is answered from one read of the user's
@@ -502,8 +372,8 @@ class Dispatcher:
             if snap is not None and t < snap.get("last_ts", -math.inf):
                 self.stats["stale_pings"] += 1
                 return [], True
-            fs = self._step(facts, stays, hits, t)
-            if not fs.changed and not self._wanted(fs):
+            fs = self._machine.step(stays, hits, t)
+            if not fs.changed and not self._machine.wanted(fs):
                 return [], True  # nothing changes
         when = LocalDay(user_id, lat, lon, t, tz)
         push_may_follow = any(h.inside or h.nearby for h in hits)
@@ -524,8 +394,8 @@ class Dispatcher:
             if t < old.get("last_ts", -math.inf):
                 stats["stale_pings"] += 1
                 return [], [], stats, False
-            fs = self._step(facts, old.get("in", ()), hits, t)
-            wanted = self._wanted(fs)
+            fs = self._machine.step(old.get("in", ()), hits, t)
+            wanted = self._machine.wanted(fs)
             if not fs.changed and not wanted:
                 if idem_key is not None:
                     tx.put_idem(idem_key, user_id, [])
@@ -743,19 +613,3 @@ def _same_stores(facts: StoreFacts, hits: Sequence[FenceHit]) -> bool:
     """Whether the hits' positions name the same stores in ``facts`` (true unless the index just changed)."""
     ids, n = facts.ids, len(facts.ids)
     return all(h.position < n and ids[h.position] == h.store_id for h in hits)
-
-
-def _per_ping(fh: FenceHits, n: int) -> list[list[FenceHit]]:
-    """The batch's fence hits as one list per ping (empty for most)."""
-    out: list[list[FenceHit]] = [[] for _ in range(n)]
-    cols = (
-        fh.position.tolist(),
-        fh.store_id.tolist(),
-        fh.distance_m.tolist(),
-        fh.inside.tolist(),
-        fh.in_buffer.tolist(),
-        fh.nearby.tolist(),
-    )
-    for q, *h in zip(fh.ping.tolist(), *cols, strict=True):
-        out[q].append(FenceHit(*h))
-    return out

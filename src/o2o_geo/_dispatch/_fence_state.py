@@ -26,7 +26,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["FenceStep", "fence_step"]
+from .._fences import FenceHit
+from .._policy import PushPolicy
+
+__all__ = ["FenceMachine", "FenceStep", "fence_step"]
 
 
 class FenceStep(NamedTuple):
@@ -116,3 +119,24 @@ def fence_step(
             triggers[p] = ("nearby", d)
     changed = len(out) != len(stays) or any(list(a) != b for a, b in zip(stays, out, strict=False))
     return FenceStep(out, triggers, visits, changed)
+
+
+class FenceMachine:
+    """:func:`fence_step` with a policy's times, on a ping's :class:`~o2o_geo.FenceHit` list."""
+
+    def __init__(self, policy: PushPolicy) -> None:
+        self.policy = policy
+        self.nearby_on = "nearby" in policy.triggers
+
+    def step(self, stays: Sequence[Sequence[Any]], hits: Sequence[FenceHit], t: float) -> FenceStep:
+        """The user's fence state after a ping with these hits."""
+        inside = {h.store_id: (h.position, h.distance_m) for h in hits if h.inside}
+        in_buffer = {h.store_id for h in hits if h.in_buffer}
+        near = [(h.position, h.distance_m) for h in hits if h.nearby] if self.nearby_on else []
+        pol = self.policy
+        return fence_step(stays, inside, in_buffer, near, t, dwell_s=pol.dwell_s, exit_after_s=pol.exit_after_s)
+
+    def wanted(self, fs: FenceStep) -> dict[int, tuple[str, float]]:
+        """The step's triggers that the policy pushes on."""
+        triggers = self.policy.triggers
+        return {p: td for p, td in fs.triggers.items() if td[0] in triggers}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._fences import FenceHit
 from .._history import to_epoch_s
 from .._types import FloatArray
 from .._validate import as_latlon, did_you_mean
@@ -15,6 +16,7 @@ from ..errors import InvalidParameterError, InvalidRecordError
 
 __all__ = [
     "PING_COLUMNS",
+    "Ping",
     "check_point",
     "check_user",
     "ping_accuracies",
@@ -22,6 +24,19 @@ __all__ = [
     "ping_columns",
     "ping_times",
 ]
+
+
+class Ping(NamedTuple):
+    """One checked ping, with the fences it is in."""
+
+    user_id: Any
+    lat: float
+    lon: float
+    t: float
+    event_id: Any
+    tz: str | None
+    hits: list[FenceHit]
+
 
 #: The columns of a ping log (the first four required).
 PING_COLUMNS = ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz")
