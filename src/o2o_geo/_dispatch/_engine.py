@@ -8,8 +8,9 @@ visits (retention), and feeds them to the scorer's history (feedback);
 
 This module is the orchestration; each rule has its own module: the fences
 (:class:`~o2o_geo.Geofences`, in the index layer), the fence-state machine
-(``_fence_state``), the limits (``_limits``), attribution
-(``_attribution``), feedback (``_feedback``) and the report (``_report``).
+(``_fence_state``), the push choice (``_choose``) and its limits
+(``_limits``), attribution (``_attribution``), feedback (``_feedback``), the
+report (``_report``), and the batch replay (``_batch``).
 
 Rules worth knowing (all tested):
 
