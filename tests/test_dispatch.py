@@ -680,3 +680,40 @@ def test_a_misspelt_ping_column_is_an_error_not_ignored(engine_factory):
     assert eng.state.pushes() == []  # nothing was processed
     frame = pd.DataFrame({**cols, "device": ["ios"], "accuracy_m": [5000.0]})  # an unrelated extra column is fine
     assert eng.on_locations(frame) == [] and eng.stats["ignored_inaccurate"] == 1
+
+
+def test_odd_values_at_the_entry_points_are_typed_errors(tmp_path):
+    """The untyped escapes a new user found: each is now an o2o_geo error (and still the built-in it names)."""
+    index = og.StoreIndex(og.sample_stores())
+    offers = og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)])
+    eng = og.Dispatcher(index, offers, policy=og.PushPolicy(holdout_fraction=0.0))
+    scorer = og.OfferScorer(index, offers)
+    at = (31.2325, 121.4801, T0)
+    calls = [
+        lambda: og.PushPolicy(holdout_fraction=None),
+        lambda: og.PushPolicy(quiet_hours=True),
+        lambda: og.PushPolicy(holdout_fraction=np.array(["a"])),
+        lambda: og.PushPolicy(min_score="x"),
+        lambda: og.StoreSet.from_columns(store_id=None, lat=[0.0], lon=[0.0]),
+        lambda: og.StoreIndex.load(None),
+        lambda: og.StoreIndex.load(""),
+        lambda: og.StoreIndex.load(tmp_path / "missing.o2oidx"),
+        lambda: eng.on_location("u", *at, event_id=b"1"),
+        lambda: eng.on_location("u", *at, event_id=[1]),
+        lambda: eng.on_location("u", *at, tz=[]),
+        lambda: eng.on_location("u", 31.2325, 121.4801, 1e308),
+        lambda: eng.on_location("u", 31.2325, 121.4801, np.array([])),
+        lambda: og.Event([], "u", 0),
+        lambda: og.Event("visit", "u", 0, event_id=b"e"),
+        lambda: scorer.rank([], 31.23, 121.48, now=0),
+        lambda: scorer.rank_many([None], [31.23], [121.48], now=0, as_frame=False),
+        lambda: eng.report(by=np.array([])),
+        lambda: index.nearest(31.2, 121.4, k=2**70),
+    ]
+    before = (eng.state.pushes(), eng.state.events(), eng.state.read_user("u"))
+    for i, call in enumerate(calls):
+        with pytest.raises(og.errors.O2OGeoError):
+            call()
+        assert (eng.state.pushes(), eng.state.events(), eng.state.read_user("u")) == before, i
+    with pytest.raises(FileNotFoundError):  # a missing file is still a FileNotFoundError too
+        og.StoreIndex.load(tmp_path / "missing.o2oidx")

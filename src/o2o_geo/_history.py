@@ -33,7 +33,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from ._validate import did_you_mean
+from ._validate import check_id, did_you_mean
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["Event", "EventKind", "UserHistory", "as_events", "to_epoch_s"]
@@ -180,11 +180,13 @@ class Event:
     event_id: Any = None
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
+        if not isinstance(self.kind, str) or self.kind not in _KINDS:
             raise InvalidRecordError(f"event kind {self.kind!r} is not one of {sorted(_KINDS)}")
         if self.user_id is None or isinstance(self.user_id, bool) or not isinstance(self.user_id, (str, int)):
             raise InvalidRecordError(f"event user_id must be a str or an int; got {self.user_id!r}")
         object.__setattr__(self, "ts", to_epoch_s(self.ts, "event ts"))
+        if self.event_id is not None:
+            check_id(self.event_id, "event_id")
         for name in ("amount", "distance_m"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):

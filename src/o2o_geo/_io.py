@@ -41,7 +41,7 @@ import numpy as np
 import shapely
 
 from ._stores import StoreSet
-from .errors import IndexFormatError, O2OGeoError
+from .errors import IndexFormatError, InvalidParameterError, MissingFileError, O2OGeoError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_stores", "save_stores"]
 
@@ -155,6 +155,8 @@ def _plain(v: Any) -> Any:
 
 def load_stores(path: str | os.PathLike[str]) -> StoreSet:
     """Read a file written by :func:`save_stores`; raise :class:`IndexFormatError` if it is not one."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InvalidParameterError(f"path must be a file path (str or os.PathLike); got {path!r}")
     where = os.fspath(path)
     try:
         with open(where, "rb") as fh:  # we close the file, even when numpy fails
@@ -164,7 +166,7 @@ def load_stores(path: str | os.PathLike[str]) -> StoreSet:
             with npz:
                 arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
-        raise
+        raise MissingFileError(f"no o2o_geo index file at {where!r}") from None
     except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise IndexFormatError(f"{where!r} is not a readable o2o_geo index file ({type(exc).__name__}: {exc})") from exc
     if "header" not in arrays:

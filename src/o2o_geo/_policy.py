@@ -17,6 +17,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["Budget", "PushPolicy"]
@@ -199,11 +201,15 @@ class PushPolicy:
                 raise InvalidParameterError(f"PushPolicy.{name} must be an int >= 0 or None; got {v!r}")
         if not isinstance(self.max_per_ping, int) or self.max_per_ping < 1:
             raise InvalidParameterError(f"PushPolicy.max_per_ping must be an int >= 1; got {self.max_per_ping!r}")
-        if not 0.0 <= self.min_score <= 1.0:
+        if not (_is_number(self.min_score) and 0.0 <= self.min_score <= 1.0):
             raise InvalidParameterError(f"PushPolicy.min_score must be a probability; got {self.min_score!r}")
-        if not 0.0 <= self.holdout_fraction < 1.0:
+        if not (_is_number(self.holdout_fraction) and 0.0 <= self.holdout_fraction < 1.0):
             raise InvalidParameterError(f"PushPolicy.holdout_fraction must be in [0, 1); got {self.holdout_fraction!r}")
         if self.quiet_hours is not None:
+            if not isinstance(self.quiet_hours, (tuple, list)):
+                raise InvalidParameterError(
+                    f"PushPolicy.quiet_hours must be (start, end) hours 0..24 or None; got {self.quiet_hours!r}"
+                )
             q = tuple(self.quiet_hours)
             if len(q) != 2 or not all(isinstance(h, int) and 0 <= h <= 24 for h in q):
                 raise InvalidParameterError(f"PushPolicy.quiet_hours must be (start, end) hours 0..24; got {q!r}")
@@ -346,15 +352,24 @@ def open_for(hours: tuple[tuple[int, int], ...] | None, local: datetime, margin_
     return False
 
 
-@lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
-    """A cached :class:`zoneinfo.ZoneInfo`; unknown names raise InvalidParameterError."""
+    """A cached :class:`zoneinfo.ZoneInfo`; unknown names (and non-strings) raise InvalidParameterError."""
     if not isinstance(name, str):
         raise InvalidParameterError(f"a time zone must be an IANA name like 'Asia/Shanghai'; got {name!r}")
+    return _zone(name)
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidParameterError(f"unknown time zone {name!r}") from exc
+
+
+def _is_number(v: Any) -> bool:
+    """A real number (not a bool, not an array)."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 _TF: Any = None

@@ -33,6 +33,8 @@ CORE_COLUMNS = ("store_id", "lat", "lon", "merchant_id", "category", "service_ar
 
 def _ids_to_array(ids: Any) -> np.ndarray:
     """Store ids as an object array of Python ``str`` or ``int``, checked."""
+    if ids is None or isinstance(ids, (str, bytes, int, float)) or not hasattr(ids, "__len__"):
+        raise InvalidRecordError(f"store_id must be a sequence of ids (str or int), one per store; got {ids!r}")
     if isinstance(ids, np.ndarray) or hasattr(ids, "to_numpy"):
         arr = np.asarray(ids)
     else:  # a plain sequence: keep every value's own type (numpy would coerce ["a", 1] to strings)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._types import FloatArray
-from .errors import InvalidCoordinateError, InvalidParameterError, ShapeMismatchError
+from .errors import InvalidCoordinateError, InvalidParameterError, InvalidRecordError, ShapeMismatchError
 
 __all__ = ["as_latlon", "check_k", "check_distance_m", "import_optional", "warn_user"]
 
@@ -76,10 +76,15 @@ def as_latlon(
     return lat_a, lon_a, is_scalar
 
 
+_MAX_K = 2**31 - 1  # a result of k columns per query: beyond this no array could hold it
+
+
 def check_k(k: Any) -> int:
     """Return ``k`` as a positive int or raise :class:`InvalidParameterError`."""
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidParameterError(f"k must be a positive integer; got {k!r}")
+    if k > _MAX_K:
+        raise InvalidParameterError(f"k must be at most {_MAX_K:,} (no result array could hold more); got {k!r}")
     return int(k)
 
 
@@ -134,3 +139,22 @@ def did_you_mean(name: Any, known: Any, *, cutoff: float = 0.6) -> str:
     """
     near = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=cutoff)
     return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def check_id(value: Any, name: str) -> Any:
+    """An id as a plain ``str`` or ``int`` (numpy's are converted); anything else is InvalidRecordError.
+
+    Examples
+    --------
+    >>> check_id(np.int64(7), "user_id"), check_id("u1", "user_id")
+    (7, 'u1')
+    """
+    if type(value) is str or type(value) is int:
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.str_):
+        return str(value)
+    if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRecordError(f"{name} must be a str or an int; got {value!r}")
+    return value

@@ -17,6 +17,7 @@ callers can catch either the library's type or the familiar one::
     ├── UnknownPushError         (KeyError)     a push id the dispatcher never issued (or of another user)
     ├── InvalidGeometryError     (ValueError)   an invalid service-area or geofence polygon
     ├── IndexFormatError         (ValueError)   a saved index file that is corrupt or foreign
+    ├── MissingFileError         (FileNotFoundError) a file to read that is not there
     └── StateError               (RuntimeError) the dispatch state store failed (nothing was changed)
 
 Warnings, for queries that run but can only come back empty, have a tree of
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidGeometryError",
     "InvalidParameterError",
     "InvalidRecordError",
+    "MissingFileError",
     "O2OGeoError",
     "O2OGeoWarning",
     "ShapeMismatchError",
@@ -257,6 +259,20 @@ class IndexFormatError(O2OGeoError, ValueError):
     ...     except og.errors.IndexFormatError as exc:
     ...         print(type(exc).__name__)
     IndexFormatError
+    """
+
+
+class MissingFileError(O2OGeoError, FileNotFoundError):
+    """A file to read is not there (``except FileNotFoundError`` catches it too).
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> try:
+    ...     og.StoreIndex.load("no-such-index.o2oidx")
+    ... except FileNotFoundError as exc:
+    ...     print(type(exc).__name__)
+    MissingFileError
     """
 
 

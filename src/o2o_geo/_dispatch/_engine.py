@@ -54,7 +54,7 @@ from .._offers import OfferSet
 from .._policy import PushPolicy, zone
 from .._scoring import OfferScorer
 from .._state import DispatchState, MemoryState, Transaction, keys
-from .._validate import as_latlon, import_optional
+from .._validate import as_latlon, check_id, import_optional
 from ..errors import (
     InvalidParameterError,
     InvalidRecordError,
@@ -287,6 +287,8 @@ class Dispatcher:
         []
         """
         user_id = check_user(user_id)
+        if event_id is not None:
+            event_id = check_id(event_id, "event_id")
         la, lo = check_point(lat, lon)
         t = to_epoch_s(ts, "ts")
         acc = ping_accuracy(accuracy_m)
@@ -599,7 +601,7 @@ class Dispatcher:
         >>> row["pushed"] + row["holdout"] == len(decisions), 0.0 <= row["conversion_treated"] <= 1.0
         (True, True)
         """
-        if by not in ("offer", "merchant", "store", "all"):
+        if not isinstance(by, str) or by not in ("offer", "merchant", "store", "all"):
             raise InvalidParameterError(f"by must be 'offer', 'merchant', 'store' or 'all'; got {by!r}")
         lo = -math.inf if since is None else to_epoch_s(since, "since")
         hi = math.inf if until is None else to_epoch_s(until, "until")

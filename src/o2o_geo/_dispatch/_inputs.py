@@ -11,8 +11,8 @@ import numpy as np
 from .._fences import FenceHit
 from .._history import to_epoch_s
 from .._types import FloatArray
-from .._validate import as_latlon, did_you_mean
-from ..errors import InvalidParameterError, InvalidRecordError
+from .._validate import as_latlon, check_id, did_you_mean
+from ..errors import InvalidParameterError
 
 __all__ = [
     "PING_COLUMNS",
@@ -44,15 +44,7 @@ PING_COLUMNS = ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz")
 
 def check_user(user_id: Any) -> Any:
     """The user id as a plain str or int (numpy's integers and strings, as read from arrays, are converted)."""
-    if type(user_id) is str or type(user_id) is int:
-        return user_id
-    if isinstance(user_id, np.integer):
-        return int(user_id)
-    if isinstance(user_id, np.str_):
-        return str(user_id)
-    if user_id is None or isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
-        raise InvalidRecordError(f"user_id must be a str or an int; got {user_id!r}")
-    return user_id
+    return check_id(user_id, "user_id")
 
 
 def check_point(lat: Any, lon: Any) -> tuple[float, float]:

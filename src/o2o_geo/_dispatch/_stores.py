@@ -74,7 +74,7 @@ class StoreFactsCache:
             key = (ids[i], lat[i], lon[i], _plain(tzs[i]), _plain(hours[i]))
             hit = cache.get(key)
             if hit is None:
-                name = tzs[i] if isinstance(tzs[i], str) and tzs[i] else tz_at(lat[i], lon[i])
+                name = str(tzs[i]) if isinstance(tzs[i], str) and tzs[i] else tz_at(lat[i], lon[i])
                 hit = (zone(name), parse_hours(hours[i], ids[i]))
             fresh[key] = hit
             zones.append(hit[0])

@@ -31,7 +31,7 @@ from .._history import Event, UserHistory, as_events, to_epoch_s
 from .._index import StoreIndex
 from .._offers import OfferSet
 from .._types import FloatArray, IntArray
-from .._validate import as_latlon, check_k, import_optional
+from .._validate import as_latlon, check_id, check_k, import_optional
 from ..errors import InvalidParameterError, InvalidRecordError, ShapeMismatchError, UnknownOfferError
 from ._catalog import Catalog
 from ._features import CROSS_USER_FEATURES, DEFAULT_WEIGHTS, FEATURES, Decay, FeatureExtractor
@@ -533,7 +533,7 @@ class OfferScorer:
         latte    lucky-09     score 0.085 at 652 m
         milk-tea teagarden-07 score 0.052 at 838 m
         """
-        res = self._rank_arrays([user_id], np.atleast_1d(lat), np.atleast_1d(lon), now, k)
+        res = self._rank_arrays([check_id(user_id, "user_id")], np.atleast_1d(lat), np.atleast_1d(lon), now, k)
         out = []
         for j in range(res["offer"].shape[0]):
             o = int(res["offer"][j])
@@ -582,7 +582,7 @@ class OfferScorer:
         u1 latte lucky-09 0.085
         u2 milk-tea teagarden-01 0.093
         """
-        users = list(np.asarray(user_ids, dtype=object).ravel())
+        users = [check_id(u, f"user_ids[{i}]") for i, u in enumerate(np.asarray(user_ids, dtype=object).ravel())]
         res = self._rank_arrays(users, lats, lons, now, k)
         cols = {
             "query": res["query"],
