@@ -12,7 +12,7 @@ later event.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,13 +39,28 @@ def replay_pushes(
     by_push_id: dict[Any, int] = {}
     latest: dict[tuple[Any, Any], list[tuple[float, int]]] = {}
     rows: list[FloatArray] = []
-    held: list[Event] = []  # events waiting, so that their pushes are featurised together
-    pushes: list[tuple[Event, int, int]] = []  # the held pushes: (event, offer row, store position)
-    held_users: set[Any] = set()
-
-    def flush() -> None:
-        """Featurise the held pushes in one call, then add the held events to the history (in time order)."""
-        if pushes:
+    for batch in _batches(evs):
+        pushes: list[tuple[Event, int, int]] = []  # the batch's pushes: (event, offer row, store position)
+        for e in batch:
+            if e.kind == "push":
+                p = cat.store_pos.get(e.store_id)
+                o = cat.offer_lookup.get(e.offer_id)
+                if o is None or p is None or e.distance_m is None:
+                    raise InvalidRecordError(
+                        f"push at ts {e.ts} needs a known offer_id and store_id and a distance_m; got "
+                        f"offer {e.offer_id!r}, store {e.store_id!r}, distance {e.distance_m!r}"
+                    )
+                j = len(credited)
+                credited[j] = False
+                if e.push_id is not None:
+                    by_push_id[e.push_id] = j
+                latest.setdefault((e.user_id, e.offer_id), []).append((e.ts, j))
+                pushes.append((e, o, p))
+            elif e.kind == "redeem":
+                hit = _redeemed_push(e, by_push_id, latest, credited, window_s)
+                if hit is not None:
+                    credited[hit] = True
+        if pushes:  # featurised in one call, then the batch goes into the history
             uq = np.arange(len(pushes))
             users = [e.user_id for e, _, _ in pushes]
             offer = np.array([o for _, o, _ in pushes], dtype=np.int64)
@@ -53,44 +68,32 @@ def replay_pushes(
             dist = np.array([e.distance_m for e, _, _ in pushes], dtype=np.float64)
             ts = np.array([e.ts for e, _, _ in pushes])
             rows.append(fx.transform(cat, hist, users, uq, offer, store, dist, ts))
-        for e in held:
+        for e in batch:
             hist.add(e)
-        held.clear()
-        pushes.clear()
-        held_users.clear()
-
-    for e in evs:
-        # events wait (their users' histories exact, one event per user per batch); a push
-        # is featurised before any held event is added, so it may miss up to REPLAY_BATCH - 1
-        # events of other users just before it, and never sees a later one
-        if e.user_id in held_users or len(held) >= REPLAY_BATCH:
-            flush()
-        held.append(e)
-        held_users.add(e.user_id)
-        if e.kind == "push":
-            p = cat.store_pos.get(e.store_id)
-            o = cat.offer_lookup.get(e.offer_id)
-            if o is None or p is None or e.distance_m is None:
-                raise InvalidRecordError(
-                    f"push at ts {e.ts} needs a known offer_id and store_id and a distance_m; got "
-                    f"offer {e.offer_id!r}, store {e.store_id!r}, distance {e.distance_m!r}"
-                )
-            j = len(credited)
-            credited[j] = False
-            if e.push_id is not None:
-                by_push_id[e.push_id] = j
-            latest.setdefault((e.user_id, e.offer_id), []).append((e.ts, j))
-            pushes.append((e, o, p))
-        elif e.kind == "redeem":
-            hit = _redeemed_push(e, by_push_id, latest, credited, window_s)
-            if hit is not None:
-                credited[hit] = True
-    flush()
     if not rows:
         raise InvalidParameterError("fit found no push events to learn from")
     X = np.vstack(rows)
     y = np.array([credited[j] for j in range(X.shape[0])], dtype=np.float64)
     return X, y
+
+
+def _batches(evs: list[Event]) -> Iterator[list[Event]]:
+    """The events in order, in runs of at most :data:`REPLAY_BATCH` with no user twice.
+
+    A replay reads the history for a whole run before adding the run to it: each user's own
+    history is exact, and an example may miss up to ``REPLAY_BATCH - 1`` events of other
+    users just before it (never a later one).
+    """
+    batch: list[Event] = []
+    users: set[Any] = set()
+    for e in evs:
+        if e.user_id in users or len(batch) >= REPLAY_BATCH:
+            yield batch
+            batch, users = [], set()
+        batch.append(e)
+        users.add(e.user_id)
+    if batch:
+        yield batch
 
 
 def _redeemed_push(
@@ -139,8 +142,6 @@ def replay_visits(
     chosen: list[int] = []
     offsets: list[FloatArray] = []
     n_rows = 0
-    held: list[Event] = []  # as in _replay_pushes: one event per user, added after the batch's features
-    held_users: set[Any] = set()
     # the batch's visits that make a choice: user, time of the previous visit, its store, the visited
     # store, and the user's most familiar stores (sets the history decides, not the choice)
     pending: list[tuple[Any, float, int, int, list[int]]] = []
@@ -175,10 +176,20 @@ def replay_visits(
             out.append((user, t_prev, alts, d))
         return out
 
-    def flush() -> None:
-        nonlocal n_rows
+    for batch in _batches(evs):
+        pending.clear()
+        for e in batch:
+            st = hist._user(e.user_id) if e.kind == "visit" else None
+            prev = st.prev if st is not None else None
+            if st is None or prev is None or prev[1] is None:
+                continue
+            origin, target = cat.store_pos.get(prev[1]), cat.store_pos.get(e.store_id)
+            if origin is not None and target is not None and has_offer[target] and e.ts >= prev[0]:
+                ranked = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
+                familiar = [cat.store_pos[sid] for sid, _ in ranked[:n_negatives] if sid in cat.store_pos]
+                pending.append((e.user_id, prev[0], origin, target, familiar))
         sets = choice_sets() if pending else []
-        if sets:
+        if sets:  # featurised in one call, then the batch goes into the history
             users = [u for u, _, _, _ in sets]
             sizes = [alts.shape[0] for _, _, alts, _ in sets]
             uq = np.repeat(np.arange(len(sets)), sizes)
@@ -188,33 +199,8 @@ def replay_visits(
             X = fx.transform(cat, hist, users, uq, first_offer[alts], alts, d, times)
             blocks.append(X.astype(np.float32))  # half the memory; the fit sums in float64
             n_rows += X.shape[0]
-        for e in held:
+        for e in batch:
             hist.add(e)
-        held.clear()
-        held_users.clear()
-        pending.clear()
-
-    for e in evs:
-        if e.user_id in held_users or len(held) >= REPLAY_BATCH:
-            flush()
-        held.append(e)
-        held_users.add(e.user_id)
-        if e.kind == "visit":
-            st = hist._user(e.user_id)
-            prev = st.prev if st is not None else None
-            target = cat.store_pos.get(e.store_id)
-            origin = cat.store_pos.get(prev[1]) if prev is not None and prev[1] is not None else None
-            if (
-                st is not None
-                and prev is not None
-                and origin is not None
-                and target is not None
-                and (has_offer[target] and e.ts >= prev[0])
-            ):
-                ranked = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
-                familiar = [cat.store_pos[sid] for sid, _ in ranked[:n_negatives] if sid in cat.store_pos]
-                pending.append((e.user_id, prev[0], origin, target, familiar))
-    flush()
     if not blocks:
         raise InvalidParameterError(
             "fit(target='visit') found no visit to learn from: it needs visits with a store_id, each after an "
