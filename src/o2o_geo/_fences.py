@@ -35,10 +35,16 @@ import numpy as np
 import shapely
 
 from ._areas import split_antimeridian
-from ._geodesy import CHORD_SERIES_MAX_M, chord_error_bound_m, geodesic_inverse_az_m, geodesic_inverse_m
+from ._geodesy import (
+    CHORD_SERIES_MAX_M,
+    chord_error_bound_m,
+    geodesic_inverse_az_m,
+    geodesic_inverse_m,
+    geodesic_inverse_scalar_m,
+)
 from ._index import StoreIndex
 from ._types import FloatArray, IntArray
-from ._validate import as_latlon, check_distance_m
+from ._validate import as_latlon, as_point, check_distance_m
 from .errors import InvalidGeometryError, InvalidParameterError, ShapeMismatchError, StaleRadiiError
 
 __all__ = ["FenceHit", "FenceHits", "Geofences"]
@@ -331,11 +337,7 @@ class Geofences:
         >>> fences.hits_at(31.2400, 121.4500)
         []
         """
-        if type(lat) is not float or type(lon) is not float:  # numpy scalars, ints, bad values: the index's checks
-            lat_a, lon_a, _ = as_latlon(lat, lon)
-            if lat_a.shape[0] != 1:
-                raise InvalidParameterError(f"hits_at takes one point; got {lat_a.shape[0]} (use hits)")
-            lat, lon = float(lat_a[0]), float(lon_a[0])
+        lat, lon = as_point(lat, lon, "hits_at", "hits")
         while True:
             lay = self._layout()
             try:
@@ -352,11 +354,11 @@ class Geofences:
             e = chord_error_bound_m(d) if d <= CHORD_SERIES_MAX_M else 0.0
             if r_in == r_in:  # a radius fence
                 if abs(d - r_in) <= e or abs(d - r_in - buf) <= e or abs(d - near_m) <= e:
-                    d = self._exact(lay, p, lat, lon)
+                    d = geodesic_inverse_scalar_m(lat, lon, lay.lat[p], lay.lon[p])
                 inside, in_buffer = d <= r_in, d <= r_in + buf
             else:
                 if abs(d - near_m) <= e:
-                    d = self._exact(lay, p, lat, lon)
+                    d = geodesic_inverse_scalar_m(lat, lon, lay.lat[p], lay.lon[p])
                 poly = lay.polygons[p]
                 inside = poly.holds(lat, lon)
                 in_buffer = inside or (buf > 0.0 and poly.boundary_distance_m(lat, lon) <= buf)
@@ -364,11 +366,6 @@ class Geofences:
             if in_buffer or nearby:
                 out.append(FenceHit(p, lay.ids[p], d, inside, in_buffer, nearby))
         return out
-
-    @staticmethod
-    def _exact(lay: _Layout, p: int, lat: float, lon: float) -> float:
-        one = np.array
-        return float(geodesic_inverse_m(one([lat]), one([lon]), one([lay.lat[p]]), one([lay.lon[p]]))[0])
 
     def hits(self, lat: Any, lon: Any) -> FenceHits:
         """The fences (and nearby radii) that hold each point, vectorised.
@@ -419,11 +416,16 @@ class Geofences:
         with np.errstate(invalid="ignore"):
             inside = dist <= r_in
             in_buffer = dist <= r_in + buf
-        for j in np.flatnonzero(poly).tolist():
-            pg = lay.polygons[int(pos[j])]
-            la, lo = float(lat_a[q[j]]), float(lon_a[q[j]])
-            inside[j] = pg.holds(la, lo)
-            in_buffer[j] = inside[j] or (buf > 0.0 and pg.boundary_distance_m(la, lo) <= buf)
+        if poly.any():  # containment in one call per polygon; the buffer measured only outside it
+            rows = np.flatnonzero(poly)
+            for p in np.unique(pos[rows]).tolist():
+                mine = rows[pos[rows] == p]
+                pg = lay.polygons[p]
+                inside[mine] = shapely.intersects_xy(pg.contains, lon_a[q[mine]], lat_a[q[mine]])
+                in_buffer[mine] = inside[mine]
+                if buf > 0.0:
+                    for j in mine[~inside[mine]].tolist():
+                        in_buffer[j] = pg.boundary_distance_m(float(lat_a[q[j]]), float(lon_a[q[j]])) <= buf
         nearby = dist <= near_m
         keep = in_buffer | nearby
         if not keep.all():

@@ -292,6 +292,11 @@ def geodesic_inverse_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon
     return np.asarray(dist, dtype=np.float64)
 
 
+def geodesic_inverse_scalar_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """GeographicLib's geodesic distance (metres) between two unchecked points, in plain floats."""
+    return float(_GEOD.inv(lon1, lat1, lon2, lat2)[2])
+
+
 def geodesic_inverse_az_m(
     lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
 ) -> tuple[FloatArray, FloatArray]:

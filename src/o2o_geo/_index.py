@@ -63,6 +63,7 @@ from ._geodesy import (
     chord_to_geodesic_m,
     chord_to_geodesic_scalar_m,
     geodesic_inverse_m,
+    geodesic_inverse_scalar_m,
 )
 from ._joins import join_nearest, join_serving, join_within
 from ._results import Matches, Neighbors, Pairs, StoreRadii
@@ -1446,11 +1447,11 @@ class StoreIndex:
                     dx, dy, dz = sx - x, sy - y, sz - z
                     c = math.sqrt(dx * dx + dy * dy + dz * dz)
                     if c > CHORD_SERIES_MAX_M:
-                        d = self._exact_scalar_m(lat, lon, s)
+                        d = geodesic_inverse_scalar_m(lat, lon, float(self._lat[s]), float(self._lon[s]))
                     else:
                         d = chord_to_geodesic_scalar_m(c, sz - z, 0.5 * (gn + gns[s]))
                         if abs(d - r) <= chord_error_bound_m(c):
-                            d = self._exact_scalar_m(lat, lon, s)
+                            d = geodesic_inverse_scalar_m(lat, lon, float(self._lat[s]), float(self._lon[s]))
                     if d <= r:
                         out_s.append(s)
                         out_d.append(d)
@@ -1461,11 +1462,6 @@ class StoreIndex:
     def _scalar_lists(self) -> tuple[list[list[float]], list[float], list[float]]:
         """ECEF points, their z and normal norms by slot, as Python lists (the one-point path reads items)."""
         return self._cached("scalar_lists", lambda: (self._xyz.tolist(), self._z.tolist(), self._gn.tolist()))
-
-    def _exact_scalar_m(self, lat: float, lon: float, slot: int) -> float:
-        """GeographicLib's distance from one point to one slot."""
-        la, lo = np.array([lat]), np.array([lon])
-        return float(geodesic_inverse_m(la, lo, self._lat[slot : slot + 1], self._lon[slot : slot + 1])[0])
 
     def _within_pairs(
         self, lat: FloatArray, lon: FloatArray, radius_m: float, where: Where = None, per_slot: FloatArray | None = None

@@ -17,6 +17,19 @@ from .errors import InvalidCoordinateError, InvalidParameterError, InvalidRecord
 __all__ = ["as_latlon", "check_k", "check_distance_m", "import_optional", "warn_user"]
 
 
+def as_point(lat: Any, lon: Any, caller: str, batch: str) -> tuple[float, float]:
+    """One checked position as plain floats (a fast path for floats in range), for a one-point call.
+
+    ``caller`` and ``batch`` name the call and its many-point twin in the error for several points.
+    """
+    if type(lat) is float and type(lon) is float and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
+        return lat, lon
+    lat_a, lon_a, _ = as_latlon(lat, lon)
+    if lat_a.shape[0] != 1:
+        raise InvalidParameterError(f"{caller} takes one point; got {lat_a.shape[0]} (use {batch})")
+    return float(lat_a[0]), float(lon_a[0])
+
+
 def _as_float_array(value: Any, name: str) -> FloatArray:
     try:
         arr = np.asarray(value, dtype=np.float64)

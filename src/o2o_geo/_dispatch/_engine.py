@@ -54,7 +54,7 @@ from .._offers import OfferSet
 from .._policy import PushPolicy, zone
 from .._scoring import OfferScorer
 from .._state import DispatchState, MemoryState, Transaction, keys
-from .._validate import as_latlon, check_id, import_optional
+from .._validate import as_latlon, as_point, check_id, import_optional
 from ..errors import (
     InvalidParameterError,
     InvalidRecordError,
@@ -68,7 +68,7 @@ from ._choose import PushChooser, Scored
 from ._decision import PushDecision, decision_from_dict, push_record
 from ._feedback import Feedback
 from ._fence_state import FenceMachine
-from ._inputs import Ping, check_point, check_user, ping_accuracies, ping_accuracy, ping_columns, ping_times
+from ._inputs import Ping, ping_accuracies, ping_accuracy, ping_columns, ping_times
 from ._limits import LocalDay
 from ._report import REPORT_COLUMNS, funnel_rows
 from ._stores import StoreFacts, StoreFactsCache
@@ -286,10 +286,10 @@ class Dispatcher:
         >>> engine.on_location("u1", 31.2325, 121.4801, 1767258120)          # still inside: no second push
         []
         """
-        user_id = check_user(user_id)
+        user_id = check_id(user_id, "user_id")
         if event_id is not None:
             event_id = check_id(event_id, "event_id")
-        la, lo = check_point(lat, lon)
+        la, lo = as_point(lat, lon, "on_location", "on_locations")
         t = to_epoch_s(ts, "ts")
         acc = ping_accuracy(accuracy_m)
         if tz is not None:
@@ -551,7 +551,7 @@ class Dispatcher:
         >>> engine.state.pushes(), engine.state.events(), engine.scorer.history.n_events("u1", "redeem")
         ([], [], 0)
         """
-        user_id = check_user(user_id)
+        user_id = check_id(user_id, "user_id")
         self._feedback.flush()
         self.state.forget_user(user_id)
         self.scorer.history.forget_user(user_id)

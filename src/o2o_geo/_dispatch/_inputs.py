@@ -11,14 +11,12 @@ import numpy as np
 from .._fences import FenceHit
 from .._history import to_epoch_s
 from .._types import FloatArray
-from .._validate import as_latlon, check_id, did_you_mean
+from .._validate import did_you_mean
 from ..errors import InvalidParameterError
 
 __all__ = [
     "PING_COLUMNS",
     "Ping",
-    "check_point",
-    "check_user",
     "ping_accuracies",
     "ping_accuracy",
     "ping_columns",
@@ -40,21 +38,6 @@ class Ping(NamedTuple):
 
 #: The columns of a ping log (the first four required).
 PING_COLUMNS = ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz")
-
-
-def check_user(user_id: Any) -> Any:
-    """The user id as a plain str or int (numpy's integers and strings, as read from arrays, are converted)."""
-    return check_id(user_id, "user_id")
-
-
-def check_point(lat: Any, lon: Any) -> tuple[float, float]:
-    """One position as plain floats (a fast path for floats in range; else the index's checks and messages)."""
-    if type(lat) is float and type(lon) is float and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0:
-        return lat, lon
-    lat_a, lon_a, _ = as_latlon(lat, lon)
-    if lat_a.shape[0] != 1:
-        raise InvalidParameterError(f"on_location takes one position; got {lat_a.shape[0]} (use on_locations)")
-    return float(lat_a[0]), float(lon_a[0])
 
 
 def ping_accuracy(a: Any) -> float:
