@@ -147,24 +147,29 @@ def run_batch(world, policy, kind: str, cols: dict[str, Any]) -> dict[str, Any]:
     return {"time": dt, "start": t_start, "decisions": decisions, "stats": stats, "peak": peak}
 
 
-def run_per_ping(world, policy, kind: str, rows: tuple[list, ...]) -> dict[str, Any]:
+def time_calls(engine: og.Dispatcher, rows: tuple[list, ...]) -> tuple[float, np.ndarray, list[og.PushDecision]]:
+    """One ``on_location`` call per row, each timed: (total seconds, ns per call, decisions)."""
     users, lat, lon, ts, acc = rows
     n = len(users)
     ns = np.empty(n, dtype=np.int64)
     clock = time.perf_counter_ns
+    on_location = engine.on_location
     out: list[og.PushDecision] = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        a = clock()
+        d = on_location(users[i], lat[i], lon[i], ts[i], accuracy_m=acc[i])
+        ns[i] = clock() - a
+        if d:
+            out += d
+    return time.perf_counter() - t0, ns, out
+
+
+def run_per_ping(world, policy, kind: str, rows: tuple[list, ...]) -> dict[str, Any]:
     with fresh_engine(world, policy, kind) as (engine, t_start):
-        on_location = engine.on_location
         gc.collect()
         reset_peak()
-        t0 = time.perf_counter()
-        for i in range(n):
-            a = clock()
-            d = on_location(users[i], lat[i], lon[i], ts[i], accuracy_m=acc[i])
-            ns[i] = clock() - a
-            if d:
-                out += d
-        dt = time.perf_counter() - t0
+        dt, ns, out = time_calls(engine, rows)
         peak = peak_mib()
         stats = Counter(engine.stats)
         trips = getattr(engine.state, "round_trips", None)
@@ -485,14 +490,7 @@ def off_path(quick: bool, seed: int) -> None:
         engine = og.Dispatcher(index, offers, policy=policy)
         engine.on_location("warm-up", -89.9, 0.0, 0.0)
         la, lo, tl = where["lat"].tolist(), where["lon"].tolist(), ts.tolist()
-        ns = np.empty(n_pings, dtype=np.int64)
-        one: list[og.PushDecision] = []
-        t0 = time.perf_counter()
-        for i in range(n_pings):
-            a = time.perf_counter_ns()
-            one += engine.on_location(users[i], la[i], lo[i], tl[i])
-            ns[i] = time.perf_counter_ns() - a
-        t_one = time.perf_counter() - t0
+        t_one, ns, one = time_calls(engine, (users, la, lo, tl, [None] * n_pings))
         same = [decision_key(d) for d in batch] == [decision_key(d) for d in one]
         print(
             f"| {name:44} | {n_pings:7,} | {n_pings / t_batch:8,.0f} | {n_pings / t_one:10,.0f} "
