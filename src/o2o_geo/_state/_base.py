@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ._keys import SEQ
 
-__all__ = ["EVENT_FIELDS", "PUSH_FIELDS", "DispatchState", "Transaction"]
+__all__ = ["EVENT_FIELDS", "PUSH_FIELDS", "DispatchState", "Transaction", "latest_matching"]
 
 T = TypeVar("T")
 
@@ -247,3 +247,23 @@ class DispatchState(ABC):
         ...     tx.counter("pushes")
         1.0
         """
+
+
+def latest_matching(
+    pushes: Iterable[dict[str, Any]], lo_ts: float, hi_ts: float, offer_id: Any, merchant_id: Any
+) -> dict[str, Any] | None:
+    """The latest push with ``lo_ts <= ts <= hi_ts`` of this offer (or, without one, merchant).
+
+    :meth:`Transaction.latest_push` over records a backend already holds; the last one wins a tie.
+    """
+    best = None
+    for p in pushes:
+        if not lo_ts <= p["ts"] <= hi_ts:
+            continue
+        if (offer_id is not None and p["offer_id"] != offer_id) or (
+            offer_id is None and p["merchant_id"] != merchant_id
+        ):
+            continue
+        if best is None or p["ts"] >= best["ts"]:
+            best = p
+    return best

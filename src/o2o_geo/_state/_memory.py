@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._base import DispatchState, Transaction
+from ._base import DispatchState, Transaction, latest_matching
 from ._keys import user_prefix
 
 __all__ = ["MemoryState"]
@@ -123,17 +123,8 @@ class _MemoryTx(Transaction):
     def latest_push(
         self, user_id: Any, lo_ts: float, hi_ts: float, offer_id: Any = None, merchant_id: Any = None
     ) -> dict[str, Any] | None:
-        best = None
-        for p in [*self.s._user_pushes.get(user_id, ()), *(p for p in self.new_pushes if p["user_id"] == user_id)]:
-            if not lo_ts <= p["ts"] <= hi_ts:
-                continue
-            if (offer_id is not None and p["offer_id"] != offer_id) or (
-                offer_id is None and p["merchant_id"] != merchant_id
-            ):
-                continue
-            if best is None or p["ts"] >= best["ts"]:
-                best = p
-        return best
+        mine = [*self.s._user_pushes.get(user_id, ()), *(p for p in self.new_pushes if p["user_id"] == user_id)]
+        return latest_matching(mine, lo_ts, hi_ts, offer_id, merchant_id)
 
     def add_event(self, rec: dict[str, Any]) -> None:
         self.new_events.append(rec)

@@ -75,7 +75,7 @@ from typing import Any, TypeVar
 
 from .._validate import import_optional
 from ..errors import InvalidParameterError, StateError
-from ._base import DispatchState, Transaction
+from ._base import DispatchState, Transaction, latest_matching
 from ._keys import DAY_S as _DAY_S
 from ._keys import id_text as _key
 from ._keys import ttl_of as _ttl_of
@@ -505,16 +505,8 @@ class _RedisTx(Transaction):
         self.batches.add(self.n_batches)
         self.ranges.append((zkey, hi, lo, flat[0::2]))
         recs = [json.loads(raw) for raw in flat[1::2] if raw is not None]
-        recs += [p for p in self.new_pushes.values() if p["user_id"] == user_id and lo_ts <= p["ts"] <= hi_ts]
-        best = None
-        for p in recs:
-            if (offer_id is not None and p["offer_id"] != offer_id) or (
-                offer_id is None and p["merchant_id"] != merchant_id
-            ):
-                continue
-            if best is None or p["ts"] >= best["ts"]:
-                best = p
-        return best
+        recs += [p for p in self.new_pushes.values() if p["user_id"] == user_id]
+        return latest_matching(recs, lo_ts, hi_ts, offer_id, merchant_id)
 
     # ------------------------------------------------------------ writes
     def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
