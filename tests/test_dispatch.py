@@ -680,6 +680,13 @@ def test_a_misspelt_ping_column_is_an_error_not_ignored(engine_factory):
     assert eng.state.pushes() == []  # nothing was processed
     frame = pd.DataFrame({**cols, "device": ["ios"], "accuracy_m": [5000.0]})  # an unrelated extra column is fine
     assert eng.on_locations(frame) == [] and eng.stats["ignored_inaccurate"] == 1
+    with pytest.raises(InvalidParameterError, match=r"\['ts'\] both in the table and as keywords"):
+        eng.on_locations(cols, ts=[T0 + 60])
+    with pytest.raises(InvalidParameterError, match="did you mean 'event_id'"):
+        eng.on_locations(cols, eventid=["e1"])
+    (d,) = eng.on_locations({**cols, "user_id": ["v"]}, event_id=["e9"])  # a table and keyword columns: merged
+    assert eng.on_locations({**cols, "user_id": ["v"]}, event_id=["e9"]) == [d]  # the id was kept: a duplicate
+    assert eng.stats["duplicate_pings"] == 1
 
 
 def test_odd_values_at_the_entry_points_are_typed_errors(tmp_path):

@@ -20,11 +20,12 @@ callers can catch either the library's type or the familiar one::
     ├── MissingFileError         (FileNotFoundError) a file to read that is not there
     └── StateError               (RuntimeError) the dispatch state store failed (nothing was changed)
 
-Warnings, for queries that run but can only come back empty, have a tree of
-their own::
+Warnings, for calls that run but whose answer is empty or incomplete, have a
+tree of their own::
 
     O2OGeoWarning                (UserWarning)
-    └── EmptyResultWarning                      a where= value no store has; serving() with no service areas
+    ├── EmptyResultWarning                      a where= value no store has; serving() with no service areas
+    └── RetentionWarning                        a report reaching past the pushes and events the state keeps
 
 Messages name the parameter, the bad value, where it was (row or store id)
 and, where there is one, the fix.
@@ -53,6 +54,7 @@ __all__ = [
     "MissingFileError",
     "O2OGeoError",
     "O2OGeoWarning",
+    "RetentionWarning",
     "ShapeMismatchError",
     "StaleRadiiError",
     "StateError",
@@ -344,4 +346,23 @@ class EmptyResultWarning(O2OGeoWarning):
     >>> print(str(caught[0].message).replace("; ", ";\n"))
     where={'category': 'Coffee'} matches no store: no store has category 'Coffee' (did you mean 'coffee'?);
     category holds 'coffee', 'grocery', 'tea'
+    """
+
+
+class RetentionWarning(O2OGeoWarning):
+    """A report's window reaches back past the pushes and events the state still keeps (``retention_days``).
+
+    Examples
+    --------
+    >>> import warnings, o2o_geo as og
+    >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+    ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+    ...                        policy=og.PushPolicy(holdout_fraction=0.0), state=og.MemoryState(retention_days=7))
+    >>> _ = engine.on_location("u1", 31.2325, 121.4801, 1767258000)             # a push on day 0
+    >>> _ = engine.on_location("u1", 31.2325, 121.4801, 1767258000 + 9 * 86400)  # day 9: day 0 is dropped
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     rows = engine.report(as_frame=False)
+    >>> [type(w.message).__name__ for w in caught]
+    ['RetentionWarning']
     """

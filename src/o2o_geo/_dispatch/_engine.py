@@ -41,6 +41,7 @@ Rules worth knowing (all tested):
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,8 +59,10 @@ from .._validate import as_latlon, as_point, check_id, import_optional
 from ..errors import (
     InvalidParameterError,
     InvalidRecordError,
+    RetentionWarning,
     ShapeMismatchError,
     UnknownOfferError,
+    UnknownPushError,
     UnknownStoreError,
 )
 from ._attribution import record_event
@@ -170,6 +173,7 @@ class Dispatcher:
         self.offers = offers
         self.policy = pol = policy if policy is not None else PushPolicy()
         self.state = state if state is not None else MemoryState()
+        _check_lifetimes(pol, self.state)
         self.deliver = deliver
         self.scorer = scorer if scorer is not None else OfferScorer(index, offers)
         self.feedback_interval_s = float(feedback_interval_s)
@@ -384,6 +388,7 @@ class Dispatcher:
 
         def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any]], Counter[str], bool]:
             stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
+            tx.advance_clock(t)
             counters: Any = ()
             if push_may_follow:  # the caps, and (a networked backend) every limit a push here could charge
                 counters = when if self.state.cheap_reads else self._chooser.likely_keys(facts, when, hits, t)
@@ -512,7 +517,20 @@ class Dispatcher:
         if event.store_id is not None and event.store_id not in self.index:
             raise UnknownStoreError(f"store_id {event.store_id!r} is not in the index; nothing stored")
         stats: Counter[str] = Counter()
-        rec, push_id = self.state.run(lambda tx: self._record_tx(tx, event, stats, inferred=False))
+
+        def work(tx: Transaction) -> tuple[dict[str, Any] | None, Any]:
+            tx.advance_clock(event.ts)
+            return self._record_tx(tx, event, stats, inferred=False)
+
+        try:
+            rec, push_id = self.state.run(work)
+        except UnknownPushError as exc:
+            since = self.state.retained_since()
+            if since == -math.inf:
+                raise
+            raise UnknownPushError(
+                f"{exc.args[0]} (or it is older than the pushes the state keeps: every one since {since:.0f})"
+            ) from None
         self.stats.update(stats)
         if rec is not None:
             self._feedback.now([(rec, rec["kind"])])
@@ -605,11 +623,41 @@ class Dispatcher:
             raise InvalidParameterError(f"by must be 'offer', 'merchant', 'store' or 'all'; got {by!r}")
         lo = -math.inf if since is None else to_epoch_s(since, "since")
         hi = math.inf if until is None else to_epoch_s(until, "until")
+        since_kept = self.state.retained_since()
+        if lo < since_kept:
+            warnings.warn(
+                f"the report's window starts at {lo} but the state keeps pushes and events only since "
+                f"{since_kept:.0f} (retention_days={self.state.lifetimes.retention_days}): earlier ones are missing",
+                RetentionWarning,
+                stacklevel=2,
+            )
         rows = funnel_rows(self.state.pushes(), self.state.events(), lo, hi, by)
         if as_frame:
             pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
             return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
         return rows
+
+
+def _check_lifetimes(pol: PushPolicy, state: DispatchState) -> None:
+    """Refuse a state that would forget what the policy's windows still need (retention never changes an answer)."""
+    life = state.lifetimes
+    windows = {
+        "min_gap_s": pol.min_gap_s,
+        "dismiss_cooldown_s": pol.dismiss_cooldown_s,
+        "exit_after_s": pol.exit_after_s,
+        "dwell_s": pol.dwell_s,
+    }
+    name, need = max(windows.items(), key=lambda kv: kv[1])
+    if life.user_ttl_s < need:
+        raise InvalidParameterError(
+            f"the state forgets a user's fence state after user_ttl_s={life.user_ttl_s:g} s, but the policy's "
+            f"{name}={need:g} s needs it that long; raise user_ttl_s"
+        )
+    if life.retention_s < pol.attribution_window_s:
+        raise InvalidParameterError(
+            f"the state keeps pushes retention_days={life.retention_days:g} days, shorter than the policy's "
+            f"attribution_window_s={pol.attribution_window_s:g} s; outcomes could not find their push"
+        )
 
 
 def _same_stores(facts: StoreFacts, hits: Sequence[FenceHit]) -> bool:

@@ -100,6 +100,17 @@ def ping_columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
         src = pings
     else:
         raise InvalidParameterError("on_locations takes a DataFrame, a mapping of columns, or keyword arrays")
+    if pings is not None and columns:  # a table and keyword columns: one set of columns, each given once
+        both = sorted(set(src) & set(columns))
+        if both:
+            raise InvalidParameterError(f"on_locations got column(s) {both} both in the table and as keywords")
+        for name in columns:
+            if name not in PING_COLUMNS:
+                hint = did_you_mean(name, [c for c in PING_COLUMNS if c not in src], cutoff=0.7)
+                raise InvalidParameterError(
+                    f"on_locations got an unknown column {name!r}{hint}; ping columns are {', '.join(PING_COLUMNS)}"
+                )
+        src = {**src, **columns}
     for name in src:
         if name in PING_COLUMNS:
             continue

@@ -28,6 +28,8 @@ class Limit(NamedTuple):
     key: str
     bound: float
     increment: float
+    #: How long the counter can matter after this push (``None``: its key's window, see ``keys.ttl_of``).
+    ttl_s: float | None = None
 
 
 class LocalDay:
@@ -39,6 +41,7 @@ class LocalDay:
 
     def __init__(self, user_id: Any, lat: float, lon: float, t: float, tz: str | None) -> None:
         self._where = (lat, lon, t, tz)
+        self.t = t
         self.user_key = keys.id_text(user_id)
 
     @cached_property
@@ -87,11 +90,14 @@ def candidate_limits(
     for key, bound in (
         (when.day_key, pol.max_per_day),
         (when.week_key, pol.max_per_week),
-        (keys.user_offer(uk, offer_id), pol.max_per_offer),
         (keys.user_merchant_day(uk, merchant_id, day), pol.max_per_merchant_per_day),
     ):
         if bound is not None:
             out.append(Limit(key, bound, 1.0))
+    if pol.max_per_offer is not None:  # it matters while the offer runs (forever when it has no end)
+        ends = offers[offer_id].valid_until
+        ttl = None if ends is None else max(ends - when.t, 0.0) + keys.OFFER_END_MARGIN_S
+        out.append(Limit(keys.user_offer(uk, offer_id), pol.max_per_offer, 1.0, ttl))
     if holdout:
         return out
     ob, mb = pol.offer_budgets.get(offer_id), pol.merchant_budgets.get(merchant_id)
@@ -115,10 +121,10 @@ def candidate_limits(
 
 def exceeded(tx: Transaction, limits: list[Limit]) -> bool:
     """Whether one more push would pass any of the limits."""
-    return any(tx.counter(k) + inc > bound + 1e-9 for k, bound, inc in limits)
+    return any(tx.counter(lim.key) + lim.increment > lim.bound + 1e-9 for lim in limits)
 
 
 def charge(tx: Transaction, limits: list[Limit]) -> None:
     """Count one push against every limit."""
-    for k, _, inc in limits:
-        tx.add_counter(k, inc)
+    for lim in limits:
+        tx.add_counter(lim.key, lim.increment, lim.ttl_s)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ._keys import SEQ
+from ._expiry import Lifetimes
+from ._keys import DAY_S, SEQ
 
 __all__ = ["EVENT_FIELDS", "PUSH_FIELDS", "DispatchState", "Transaction", "latest_matching"]
 
@@ -35,8 +37,24 @@ class Transaction(ABC):
         """A counter's value (0 when never incremented)."""
 
     @abstractmethod
-    def add_counter(self, key: str, delta: float) -> None:
-        """Add to a counter."""
+    def add_counter(self, key: str, delta: float, ttl_s: float | None = None) -> None:
+        """Add to a counter that can matter for ``ttl_s`` more seconds (``None``: by its key's window).
+
+        A counter's lifetime restarts with every write; without ``ttl_s`` it
+        is the window of its key (:func:`keys.ttl_of`: three days for a day
+        counter, forever for a budget).
+        """
+
+    def advance_clock(self, ts_s: float) -> None:  # noqa: B027 - a backend on wall-clock time ignores it
+        """The event time (epoch seconds) of this unit of work: the state's clock is the latest one seen.
+
+        Lifetimes (:class:`~o2o_geo._state._expiry.Lifetimes`, counter
+        windows) count on that clock in the in-process and SQLite backends,
+        so a replay of last month's pings expires last month's keys as its
+        days pass; a backend with native expiry (Redis) counts them in wall
+        time from each write instead.  Time never runs backwards: an older
+        ``ts_s`` leaves the clock where it is.
+        """
 
     def prefetch(self, *, users: Any = (), counters: Any = (), idems: Any = (), pushes: Any = ()) -> None:  # noqa: B027
         """Hint: these users, counters, event ids and push ids will be read; optional.
@@ -98,6 +116,23 @@ class DispatchState(ABC):
     #: dispatcher then answers a ping that changes nothing from it, without a transaction.  A networked
     #: backend sets it False: a transaction's first read (one round trip) answers such a ping as cheaply.
     cheap_reads: bool = True
+
+    #: What the backend keeps and for how long (every backend takes the same three arguments).
+    lifetimes: Lifetimes = Lifetimes(7 * DAY_S, 30 * DAY_S, None)
+
+    def retained_since(self) -> float:
+        """The time from which the ledger holds every push and event (``-inf`` until retention dropped any).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState(retention_days=1)
+        >>> with state.transaction() as tx:
+        ...     tx.advance_clock(10 * 86400)
+        >>> state.retained_since()      # nothing was dropped yet
+        -inf
+        """
+        return -math.inf
 
     @abstractmethod
     def transaction(self) -> Any:

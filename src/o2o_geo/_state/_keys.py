@@ -8,7 +8,7 @@ users).  The grammar:
 =================================  ======================================  =====================
 ``u|<user>|d|<YYYY-MM-DD>``        the user's pushes on a local day        :data:`DAY_S` x 3
 ``u|<user>|w|<YYYY>-<week>``       the user's pushes in an ISO week        :data:`DAY_S` x 15
-``u|<user>|o|<offer>``             the user's pushes of one offer          never
+``u|<user>|o|<offer>``             the user's pushes of one offer          until the offer ends, + 3 days
 ``u|<user>|m|<merchant>|<day>``    the user's pushes of a merchant a day   :data:`DAY_S` x 3
 ``ob|<offer>|n`` / ``|c``          an offer budget: pushes / cost          never
 ``mb|<merchant>|n`` / ``|c``       a merchant budget: pushes / cost        never
@@ -17,9 +17,12 @@ users).  The grammar:
 ``p:<id>`` / ``e:<id>``            a ping's / an event's id (idempotency)  ``idempotency_ttl_s``
 =================================  ======================================  =====================
 
-The lifetimes are what a backend with expiry (Redis) applies; a day key
-lives three days so that a late ping near midnight in any time zone still
-finds its day.
+A backend keeps a counter for its lifetime after each write (on its clock,
+see ``Transaction.advance_clock``); a day key lives three days so that a
+late ping near midnight in any time zone still finds its day.  A per-user
+offer counter's lifetime comes from its offer (the dispatcher passes it):
+the offer's end plus :data:`OFFER_END_MARGIN_S`, or forever for an offer
+without an end.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "DAY_S",
+    "OFFER_END_MARGIN_S",
     "SEQ",
     "event_key",
     "id_from_text",
@@ -47,6 +51,8 @@ __all__ = [
 ]
 
 DAY_S = 86_400
+#: How long after an offer ends its per-user counters are kept (late pings and events of its last day).
+OFFER_END_MARGIN_S = 3 * DAY_S
 SEQ = "seq"
 _DECODER = json.JSONDecoder()
 

@@ -45,27 +45,35 @@ Keys (``ns`` the namespace, ids as JSON text):
 ``ns:user:<uid>``               the user's fence state (JSON)                 ``user_ttl_s``
 ``ns:ctr:<counter>``            a cap, budget or capacity counter             by the counter's window
 ``ns:idem:<id>``                the stored outcome of a ping or event id      ``idempotency_ttl_s``
-``ns:push:<push_id>``           a push record (JSON)                          none
-``ns:pushes``                   list of push ids, in commit order             none
-``ns:upush:<uid>``              the user's push ids by time (sorted set)      none
-``ns:event:<seq>``              an event record (JSON)                        none
-``ns:events``                   list of event seqs, in commit order           none
-``ns:uevents:<uid>``            the user's event seqs (set)                   none
+``ns:push:<push_id>``           a push record (JSON)                          ``retention_days``
+``ns:pushes``                   list of push ids, in commit order             trimmed of expired
+``ns:upush:<uid>``              the user's push ids by time (sorted set)      ``retention_days``
+``ns:event:<seq>``              an event record (JSON)                        ``retention_days``
+``ns:events``                   list of event seqs, in commit order           trimmed of expired
+``ns:uevents:<uid>``            the user's event seqs by time (sorted set)    ``retention_days``
 ``ns:ukeys:<uid>``              the user's counter and event-id keys (sorted  its longest-lived
                                 set, scored by each key's expiry; trimmed of  key (none while one
                                 expired keys on every write)                  never expires)
 ==============================  ============================================  ==================
 
-Per-user day counters live 3 days, week counters 15 days; per-offer caps,
+Per-user day counters live 3 days, week counters 15 days, a per-user
+offer cap until its offer ends (and 3 days); open-ended offers' caps,
 budgets, the push sequence (``ctr:seq``) and the event sequence
 (``ctr:event_seq``) never expire.  An event id is remembered for
 ``idempotency_ttl_s`` (7 days by default): a copy redelivered later is new.
+With ``retention_days``, push and event records expire that long after
+they were written; each commit that appends to the ledger lists also drops
+up to two expired ids from their heads, and a user's sorted sets drop the
+ids older than the retention (by the record's time).  Lifetimes here are
+Redis's own expiry, in wall-clock time from each write; the other backends
+count them on the event time they are given (the two agree on live traffic).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import threading
 import time
@@ -76,6 +84,7 @@ from typing import Any, TypeVar
 from .._validate import import_optional
 from ..errors import InvalidParameterError, StateError
 from ._base import DispatchState, Transaction, latest_matching
+from ._expiry import Lifetimes
 from ._keys import DAY_S as _DAY_S
 from ._keys import id_text as _key
 from ._keys import ttl_of as _ttl_of
@@ -92,8 +101,10 @@ _NEVER = 1e15  # the expiry score, in the user's key index, of a key that never 
 # of ZREVRANGEBYSCORE key max min are exactly ARGV[i .. i+n-1].  Writes: ["incr", key, delta, ttl],
 # ["set", key, value, ttl] (ttl "0": none), ["rpush", key, member], ["zadd", key, score, member],
 # ["ukey", index key, member, expiry, now] (the user's key index),
-# ["event", seq key, prefix, record, list key, set key] (the next event seq: the record under prefix..seq, the
-# seq appended to the list and added to the set).  Returns 1, or 0: a check failed and nothing was written.
+# ["event", seq key, prefix, record, list key, set key, ts, ttl] (the next event seq: the record under
+# prefix..seq, the seq appended to the list and added to the user's set, scored by ts); ["trim", key, prefix,
+# retention]: after a zadd of score ts, drop the members scored below ts - retention; after an rpush, drop up
+# to two head ids whose record (prefix..id) expired.  Returns 1, or 0: a check failed and nothing was written.
 _COMMIT = """
 local NEVER = 1e15
 for _, c in ipairs(cjson.decode(ARGV[1])) do
@@ -119,11 +130,31 @@ for _, w in ipairs(cjson.decode(ARGV[2])) do
     if w[4] == '0' then redis.call('SET', key, w[3]) else redis.call('SET', key, w[3], 'EX', w[4]) end
   elseif op == 'zadd' then
     redis.call('ZADD', key, w[3], w[4])
+    if w[5] ~= '0' then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(w[3]) - tonumber(w[5])))
+      redis.call('EXPIRE', key, w[5])
+    end
   elseif op == 'event' then
     local seq = string.format('%d', redis.call('INCR', key))
-    redis.call('SET', w[3] .. seq, w[4])
+    local set = KEYS[w[6]]
+    if w[8] == '0' then redis.call('SET', w[3] .. seq, w[4]) else redis.call('SET', w[3] .. seq, w[4], 'EX', w[8]) end
     redis.call('RPUSH', KEYS[w[5]], seq)
-    redis.call('SADD', KEYS[w[6]], seq)
+    redis.call('ZADD', set, w[7], seq)
+    if w[8] ~= '0' then
+      redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. (tonumber(w[7]) - tonumber(w[8])))
+      redis.call('EXPIRE', set, w[8])
+      for _ = 1, 2 do
+        local head = redis.call('LINDEX', KEYS[w[5]], 0)
+        if not head or redis.call('EXISTS', w[3] .. head) == 1 then break end
+        redis.call('LPOP', KEYS[w[5]])
+      end
+    end
+  elseif op == 'trim' then
+    for _ = 1, 2 do
+      local head = redis.call('LINDEX', key, 0)
+      if not head or redis.call('EXISTS', w[3] .. head) == 1 then break end
+      redis.call('LPOP', key)
+    end
   elseif op == 'ukey' then
     -- the user's key index: scored by each key's expiry, trimmed of expired ones, living as long as the last
     redis.call('ZADD', key, w[4], w[3])
@@ -156,7 +187,7 @@ for _, p in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   redis.call('DEL', ARGV[1] .. p)
   redis.call('LREM', KEYS[5], 0, p)
 end
-for _, s in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+for _, s in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   redis.call('DEL', ARGV[2] .. s)
   redis.call('LREM', KEYS[6], 0, s)
 end
@@ -195,6 +226,8 @@ class RedisState(DispatchState):
         How long a ping's or event's id is remembered.
     user_ttl_s : float, default 30 days
         How long a user's fence state is kept after their last ping.
+    retention_days : float, optional
+        Keep push and event records this many days; by default they are kept.
     retries : int, default 200
         How often a unit of work is retried when other clients keep changing
         what it read, before :class:`~o2o_geo.errors.StateError`.
@@ -230,14 +263,16 @@ class RedisState(DispatchState):
         *,
         idempotency_ttl_s: float = 7 * _DAY_S,
         user_ttl_s: float = 30 * _DAY_S,
+        retention_days: float | None = None,
         retries: int = 200,
         socket_timeout_s: float = 5.0,
     ) -> None:
         redis = import_optional("redis", needed_by="RedisState", extra="redis")
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise InvalidParameterError(f"namespace must be a non-empty string without ':'; got {namespace!r}")
+        self.lifetimes = Lifetimes.of(idempotency_ttl_s, user_ttl_s, retention_days)
         for name, v in (("idempotency_ttl_s", idempotency_ttl_s), ("user_ttl_s", user_ttl_s)):
-            if not (isinstance(v, (int, float)) and v >= 1):
+            if v < 1:
                 raise InvalidParameterError(f"{name} must be at least 1 second; got {v!r}")
         if not isinstance(retries, int) or retries < 1:
             raise InvalidParameterError(f"retries must be a positive int; got {retries!r}")
@@ -252,6 +287,7 @@ class RedisState(DispatchState):
         self.ns = namespace
         self.idempotency_ttl_s = int(idempotency_ttl_s)
         self.user_ttl_s = int(user_ttl_s)
+        self._ledger_ttl = "0" if retention_days is None else str(math.ceil(self.lifetimes.retention_s))
         self.retries = retries
         self.round_trips = 0
         self._loaded = False  # whether this state loaded its scripts (SCRIPT LOAD)
@@ -426,6 +462,7 @@ class _RedisTx(Transaction):
         # buffered writes, and what this unit wrote as the reads of its later steps see it
         self.users: dict[Any, dict[str, Any]] = {}
         self.deltas: dict[str, float] = {}
+        self.ttls: dict[str, int] = {}
         self.idems: dict[Any, Any] = {}
         self.new_pushes: dict[Any, dict[str, Any]] = {}
         self.sets: dict[str, tuple[str, int]] = {}
@@ -513,8 +550,10 @@ class _RedisTx(Transaction):
         self.users[user_id] = data
         self.sets[self.s._k("user", _key(user_id))] = (json.dumps(data), self.s.user_ttl_s)
 
-    def add_counter(self, key: str, delta: float) -> None:
+    def add_counter(self, key: str, delta: float, ttl_s: float | None = None) -> None:
         self.deltas[key] = self.deltas.get(key, 0.0) + float(delta)  # INCRBYFLOAT on the server
+        if ttl_s is not None:
+            self.ttls[key] = max(1, math.ceil(ttl_s))
 
     def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
         self.idems[event_id] = payload
@@ -525,9 +564,12 @@ class _RedisTx(Transaction):
     def add_push(self, rec: dict[str, Any]) -> None:
         self.new_pushes[rec["push_id"]] = rec
         pid, k = _key(rec["push_id"]), self.s._k
-        self.sets[k("push", pid)] = (json.dumps(rec), 0)
+        ttl = self.s._ledger_ttl
+        self.sets[k("push", pid)] = (json.dumps(rec), int(ttl))
         self.adds.append(("rpush", k("pushes"), pid))
-        self.adds.append(("zadd", k("upush", _key(rec["user_id"])), repr(float(rec["ts"])), pid))
+        self.adds.append(("zadd", k("upush", _key(rec["user_id"])), repr(float(rec["ts"])), pid, ttl))
+        if ttl != "0":
+            self.adds.append(("trim", k("pushes"), k("push", ""), ttl))
 
     def add_event(self, rec: dict[str, Any]) -> None:
         k = self.s._k
@@ -540,6 +582,8 @@ class _RedisTx(Transaction):
                 json.dumps(rec),
                 k("events"),
                 k("uevents", _key(rec["user_id"])),
+                repr(float(rec["ts"])),
+                self.s._ledger_ttl,
             )
         )
 
@@ -588,16 +632,17 @@ class _RedisTx(Transaction):
 
         for name, d in self.deltas.items():
             rkey = k("ctr", name)
-            writes.append(["incr", at(rkey), repr(d), str(_ttl_of(name) or 0)])
+            ttl = self.ttls.get(name) or _ttl_of(name) or 0
+            writes.append(["incr", at(rkey), repr(d), str(ttl)])
             user = _user_counter(name)
             if user is not None:
-                writes.append(ukey(k("ukeys", user[0]), rkey, _ttl_of(name) or 0))
+                writes.append(ukey(k("ukeys", user[0]), rkey, ttl))
         for key, (raw, ttl) in self.sets.items():
             writes.append(["set", at(key), raw, str(ttl)])
         for op, key, *rest in self.adds:
             if op == "event":
-                prefix, raw, list_key, set_key = rest
-                writes.append(["event", at(key), prefix, raw, at(list_key), at(set_key)])
+                prefix, raw, list_key, set_key, ts, ttl = rest
+                writes.append(["event", at(key), prefix, raw, at(list_key), at(set_key), ts, ttl])
             elif op == "ukey":
                 writes.append(ukey(key, *rest))
             else:

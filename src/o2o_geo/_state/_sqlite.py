@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -12,16 +13,23 @@ from typing import Any
 
 from ..errors import InvalidParameterError, StateError
 from ._base import DispatchState, Transaction
+from ._expiry import Lifetimes
+from ._keys import DAY_S, ttl_of, user_prefix
 from ._keys import id_from_text as _unkey
 from ._keys import id_text as _key
-from ._keys import user_prefix
 
 __all__ = ["SQLiteState"]
 
+#: How many rows of each table one pruning transaction deletes, at most; pruning runs every PRUNE_EVERY transactions.
+PRUNE_BATCH = 500
+PRUNE_EVERY = 50
+
+# ``expires``: the state clock (event time, epoch seconds) after which a row can no longer matter; NULL: never.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (uid TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS idem (event_id TEXT PRIMARY KEY, uid TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (uid TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value REAL NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS idem (event_id TEXT PRIMARY KEY, uid TEXT NOT NULL, payload TEXT NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS pushes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, push_id TEXT UNIQUE NOT NULL, uid TEXT NOT NULL, offer_id TEXT,
     store_id TEXT, merchant_id TEXT, ts REAL NOT NULL, holdout INTEGER NOT NULL, score REAL, distance_m REAL,
@@ -33,6 +41,21 @@ CREATE TABLE IF NOT EXISTS events (
     distance_m REAL, inferred INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS events_uid ON events (uid);
 """
+# after the columns a file of an earlier release lacks are added
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS users_expires ON users (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS counters_expires ON counters (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idem_expires ON idem (expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS pushes_ts ON pushes (ts);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+"""
+_PRUNE = {
+    table: f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE expires < ? LIMIT {PRUNE_BATCH})"
+    for table in ("users", "counters", "idem")
+} | {
+    table: f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE ts < ? LIMIT {PRUNE_BATCH})"
+    for table in ("pushes", "events")
+}
 
 
 class SQLiteState(DispatchState):
@@ -50,6 +73,22 @@ class SQLiteState(DispatchState):
     timeout_s : float, default 30
         How long to wait for another process's write lock before :class:`~o2o_geo.errors.StateError`.
     synchronous : {"NORMAL", "FULL"}, default "NORMAL"
+    idempotency_ttl_s : float, default 7 days
+        How long a ping's or event's id is remembered.
+    user_ttl_s : float, default 30 days
+        How long a user's fence state is kept after its last change.
+    retention_days : float, optional
+        Keep pushes and events this many days; by default they are kept.
+
+    Notes
+    -----
+    Lifetimes count on the state's clock: the latest event time any process
+    reported (:meth:`Transaction.advance_clock`, kept in the file).  Every
+    :data:`PRUNE_EVERY`-th transaction of a process also deletes up to
+    :data:`PRUNE_BATCH` expired rows of each table, through indexes on the
+    expiry and on the records' time, so deleting costs each transaction
+    little and none of them much.  Deleted rows leave free pages that the
+    file reuses; :meth:`vacuum` returns them to the disk.
 
     Examples
     --------
@@ -64,9 +103,21 @@ class SQLiteState(DispatchState):
     2.0
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout_s: float = 30.0,
+        synchronous: str = "NORMAL",
+        idempotency_ttl_s: float = 7 * DAY_S,
+        user_ttl_s: float = 30 * DAY_S,
+        retention_days: float | None = None,
+    ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise InvalidParameterError(f"synchronous must be 'NORMAL' or 'FULL'; got {synchronous!r}")
+        self.lifetimes = Lifetimes.of(idempotency_ttl_s, user_ttl_s, retention_days)
+        self._clock = -math.inf  # the latest clock this process saw (the file's may be later)
+        self._n_tx = 0
         self.path = os.fspath(path)
         self.timeout_s = float(timeout_s)
         self.synchronous = synchronous
@@ -79,6 +130,14 @@ class SQLiteState(DispatchState):
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            for table in ("users", "counters", "idem"):  # a file written before rows expired
+                if "expires" not in {r[1] for r in c.execute(f"PRAGMA table_info({table})")}:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN expires REAL")
+            for stmt in _INDEXES.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            row = c.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
+            self._clock = -math.inf if row is None else float(row[0])
             c.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state database {self.path!r}: {exc}") from exc
@@ -102,7 +161,9 @@ class SQLiteState(DispatchState):
         if getattr(self._local, "group", False):
             c.execute("SAVEPOINT ping")
             try:
-                yield _SQLiteTx(c)
+                tx = _SQLiteTx(c, self)
+                yield tx
+                tx._finish()
                 c.execute("RELEASE ping")
             except sqlite3.Error as exc:
                 c.execute("ROLLBACK TO ping")
@@ -118,7 +179,9 @@ class SQLiteState(DispatchState):
         except sqlite3.Error as exc:
             raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
         try:
-            yield _SQLiteTx(c)
+            tx = _SQLiteTx(c, self)
+            yield tx
+            tx._finish()
             c.execute("COMMIT")
         except sqlite3.Error as exc:
             c.execute("ROLLBACK")
@@ -153,6 +216,46 @@ class SQLiteState(DispatchState):
             except sqlite3.Error as exc:
                 c.execute("ROLLBACK")
                 raise StateError(f"state database {self.path!r} failed to commit a group: {exc}") from exc
+
+    def retained_since(self) -> float:
+        """The time from which the ledger holds every push and event (kept in the file)."""
+        try:
+            row = self._conn().execute("SELECT value FROM meta WHERE key = 'horizon'").fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
+        return -math.inf if row is None else float(row[0])
+
+    def sizes(self) -> dict[str, int]:
+        """How many users, counters, event ids, pushes and events the file holds.
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> og.SQLiteState(os.path.join(tempfile.mkdtemp(), "s.db")).sizes()
+        {'users': 0, 'counters': 0, 'idempotency': 0, 'pushes': 0, 'events': 0}
+        """
+        c = self._conn()
+        return {
+            name: int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for name, table in (("users", "users"), ("counters", "counters"), ("idempotency", "idem"),
+                                ("pushes", "pushes"), ("events", "events"))
+        }  # fmt: skip
+
+    def vacuum(self) -> None:
+        """Give the file's free pages back to the disk (``VACUUM``; it takes the write lock while it runs).
+
+        Examples
+        --------
+        >>> import os, tempfile, o2o_geo as og
+        >>> state = og.SQLiteState(os.path.join(tempfile.mkdtemp(), "s.db"))
+        >>> state.vacuum()
+        """
+        c = self._conn()
+        try:
+            c.execute("VACUUM")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot vacuum the state database {self.path!r}: {exc}") from exc
 
     def read_user(self, user_id: Any) -> dict[str, Any] | None:
         """The user's state as last committed."""
@@ -236,16 +339,56 @@ def _event_row(r: tuple[Any, ...]) -> dict[str, Any]:
 class _SQLiteTx(Transaction):
     """Statements on the transaction's connection; counters read once (the write lock is held: nobody else writes)."""
 
-    def __init__(self, c: sqlite3.Connection) -> None:
+    def __init__(self, c: sqlite3.Connection, state: SQLiteState) -> None:
         self.c = c
+        self.s = state
         self.counters: dict[str, float] = {}
+        self.clock = state._clock
+
+    def advance_clock(self, ts_s: float) -> None:
+        if ts_s > self.clock:
+            self.clock = float(ts_s)
+
+    def _expires(self, ttl_s: float | None) -> float | None:
+        return None if ttl_s is None or self.clock == -math.inf else self.clock + ttl_s
+
+    def _finish(self) -> None:
+        """Before the commit: every PRUNE_EVERY-th transaction, share the clock and delete expired rows."""
+        s = self.s
+        s._clock = max(s._clock, self.clock)
+        s._n_tx += 1
+        if s._n_tx % PRUNE_EVERY or s._clock == -math.inf:
+            return
+        c = self.c
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('clock', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, ?)",
+            (s._clock, s._clock),
+        )
+        clock = s._clock = float(c.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
+        for table in ("users", "counters", "idem"):
+            c.execute(_PRUNE[table], (clock,))
+        horizon = clock - s.lifetimes.retention_s
+        if horizon == -math.inf:
+            return
+        dropped = 0
+        for table in ("pushes", "events"):
+            dropped += c.execute(_PRUNE[table], (horizon,)).rowcount
+        if dropped:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('horizon', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = max(value, ?)",
+                (horizon, horizon),
+            )
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         row = self.c.execute("SELECT data FROM users WHERE uid = ?", (_key(user_id),)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
-        self.c.execute("INSERT OR REPLACE INTO users (uid, data) VALUES (?, ?)", (_key(user_id), json.dumps(data)))
+        self.c.execute(
+            "INSERT OR REPLACE INTO users (uid, data, expires) VALUES (?, ?, ?)",
+            (_key(user_id), json.dumps(data), self._expires(self.s.lifetimes.user_ttl_s)),
+        )
 
     def counter(self, key: str) -> float:
         v = self.counters.get(key)
@@ -254,10 +397,12 @@ class _SQLiteTx(Transaction):
             v = self.counters[key] = 0.0 if row is None else float(row[0])
         return v
 
-    def add_counter(self, key: str, delta: float) -> None:
+    def add_counter(self, key: str, delta: float, ttl_s: float | None = None) -> None:
+        expires = self._expires(ttl_of(key) if ttl_s is None else ttl_s)
         self.c.execute(
-            "INSERT INTO counters (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + ?",
-            (key, float(delta), float(delta)),
+            "INSERT INTO counters (key, value, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value, expires = excluded.expires",
+            (key, float(delta), expires),
         )
         if key in self.counters:
             self.counters[key] += float(delta)
@@ -268,8 +413,8 @@ class _SQLiteTx(Transaction):
 
     def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
         self.c.execute(
-            "INSERT OR REPLACE INTO idem (event_id, uid, payload) VALUES (?, ?, ?)",
-            (_key(event_id), _key(user_id), json.dumps(payload)),
+            "INSERT OR REPLACE INTO idem (event_id, uid, payload, expires) VALUES (?, ?, ?, ?)",
+            (_key(event_id), _key(user_id), json.dumps(payload), self._expires(self.s.lifetimes.idempotency_ttl_s)),
         )
 
     def add_push(self, rec: dict[str, Any]) -> None:

@@ -1,0 +1,146 @@
+"""Retention for the in-process state: lifetimes on the state's clock, pruned a little at a time.
+
+A :class:`Lifetimes` is what a backend keeps and for how long (validated
+once, shared by every backend).  An :class:`ExpiryWheel` files keys by the
+hour their life ends in; when the state's clock passes an hour, that
+hour's keys become due and are handed out a bounded number at a time, so
+pruning never pauses a transaction for long, however many keys expire
+together.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from ..errors import InvalidParameterError
+from ._keys import DAY_S
+
+__all__ = ["Lifetimes", "ExpiryWheel"]
+
+
+def _seconds(name: str, v: object, *, allow_none: bool = False) -> float | None:
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        what = "a positive number or None" if allow_none else "a positive number"
+        raise InvalidParameterError(f"{name} must be {what}; got {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """How long a state keeps what can still matter (the same rules on every backend).
+
+    Parameters
+    ----------
+    idempotency_ttl_s : float
+        A ping's or event's id is remembered this long after it was stored;
+        a copy redelivered later is processed as new.
+    user_ttl_s : float
+        A user's fence state (and last push, last dismiss) is kept this long
+        after its last change.
+    retention_days : float or None
+        Pushes and events are kept this many days (by their own time); ``None`` keeps them.
+
+    Examples
+    --------
+    >>> Lifetimes.of(7 * 86400, 30 * 86400, None).retention_s
+    inf
+    >>> Lifetimes.of(7 * 86400, 30 * 86400, 0)
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: retention_days must be a positive number or None; got 0
+    """
+
+    idempotency_ttl_s: float
+    user_ttl_s: float
+    retention_days: float | None
+
+    @classmethod
+    def of(cls, idempotency_ttl_s: object, user_ttl_s: object, retention_days: object) -> Lifetimes:
+        """Validated lifetimes (:class:`~o2o_geo.errors.InvalidParameterError` for a bad one)."""
+        idem = _seconds("idempotency_ttl_s", idempotency_ttl_s)
+        user = _seconds("user_ttl_s", user_ttl_s)
+        days = _seconds("retention_days", retention_days, allow_none=True)
+        assert idem is not None and user is not None
+        return cls(idem, user, days)
+
+    @property
+    def retention_s(self) -> float:
+        """The ledger's retention in seconds (``inf``: kept)."""
+        return math.inf if self.retention_days is None else self.retention_days * DAY_S
+
+
+class ExpiryWheel:
+    """Keys filed by the hour their life ends in; due keys handed out a few at a time.
+
+    A key is due once the clock passes the end of its hour, so it lives up
+    to an hour longer than asked, never shorter.  Re-filing a key with a
+    later end moves it (a key written every minute moves once an hour).
+
+    Examples
+    --------
+    >>> w = ExpiryWheel()
+    >>> w.file("a", 100.0); w.file("b", 5000.0); w.file("a", 7300.0)   # "a" lives longer now
+    >>> w.due(3600.0, 10), w.due(7200.0, 10), w.due(10800.0, 10)
+    ([], ['b'], ['a'])
+    """
+
+    def __init__(self, bucket_s: float = 3600.0) -> None:
+        self.bucket_s = float(bucket_s)
+        self._bucket_of: dict[Hashable, int] = {}
+        self._buckets: dict[int, set[Hashable]] = {}
+        self._heap: list[int] = []  # bucket numbers with keys, smallest first
+        self._pending: list[tuple[Hashable, int]] = []  # due keys and the bucket they were due in
+
+    def __len__(self) -> int:
+        return len(self._bucket_of)
+
+    def __eq__(self, other: object) -> bool:  # what it tracks (state snapshots compare it)
+        if not isinstance(other, ExpiryWheel):
+            return NotImplemented
+        return (self.bucket_s, self._bucket_of, sorted(self._heap), sorted(map(repr, self._pending))) == (
+            other.bucket_s, other._bucket_of, sorted(other._heap), sorted(map(repr, other._pending)))  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def file(self, key: Hashable, expires_s: float) -> None:
+        """File ``key`` to expire at ``expires_s`` (moving it if it was filed already)."""
+        b = math.ceil(expires_s / self.bucket_s)
+        old = self._bucket_of.get(key)
+        if old == b:
+            return
+        if old is not None:
+            members = self._buckets.get(old)
+            if members is not None:
+                members.discard(key)
+        self._bucket_of[key] = b
+        members = self._buckets.get(b)
+        if members is None:
+            members = self._buckets[b] = set()
+            heapq.heappush(self._heap, b)
+        members.add(key)
+
+    def forget(self, key: Hashable) -> None:
+        """Stop tracking ``key`` (it was deleted)."""
+        b = self._bucket_of.pop(key, None)
+        if b is not None and b in self._buckets:
+            self._buckets[b].discard(key)
+
+    def due(self, clock_s: float, limit: int) -> list[Hashable]:
+        """Up to ``limit`` keys whose life ended by ``clock_s`` (each handed out once; forget them after)."""
+        heap = self._heap
+        while heap and heap[0] * self.bucket_s <= clock_s:
+            b = heapq.heappop(heap)
+            self._pending.extend((k, b) for k in self._buckets.pop(b, ()))
+        out: list[Hashable] = []
+        pending = self._pending
+        while pending and len(out) < limit:
+            key, b = pending.pop()
+            if self._bucket_of.get(key) == b:  # not re-filed since it fell due
+                del self._bucket_of[key]
+                out.append(key)
+        return out
