@@ -416,7 +416,7 @@ def test_errors_name_the_problem(client, ddf, pdf, index, world, scorer):
         ogd.replay(ddf, index, world.offers, user="lat")
     with pytest.raises(InvalidParameterError, match=r"column 'time' \(ts\) is not in the frame"):
         ogd.replay(ddf, index, world.offers, ts="time")
-    with pytest.raises(InvalidParameterError, match="explanation must be 'drop' or 'json'"):
+    with pytest.raises(InvalidParameterError, match="explanation must be one of 'drop', 'json'"):
         ogd.replay(ddf, index, world.offers, explanation="xml")
     with pytest.raises(InvalidParameterError, match="npartitions must be a positive int"):
         ogd.replay(ddf, index, world.offers, npartitions=0)

@@ -567,8 +567,9 @@ def test_save_failing_at_the_rename_is_atomic(tmp_path, monkeypatch):
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(PermissionError):
+    with pytest.raises(og.errors.FileAccessError, match="Permission denied") as caught:  # an OSError too
         _make_index(np.random.default_rng(4), STR_IDS).save(path)
+    assert isinstance(caught.value, OSError) and isinstance(caught.value.__cause__, PermissionError)
     monkeypatch.setattr(os, "replace", real_replace)
     assert len(seen) == 1 and seen[0] != "stores.o2oidx"
     assert path.read_bytes() == before

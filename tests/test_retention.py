@@ -300,3 +300,27 @@ def test_retention_never_changes_a_decision_inside_its_windows(kind, tmp_path):
         names = [r[0] for r in sqlite3.connect(small_state.path).execute("SELECT key FROM counters")]
     days = sorted({n.rsplit("|", 1)[1] for n in names if "|d|" in n or "|m|" in n})
     assert days and days[0] >= "2026-02-01"  # the log's last day is 2026-02-04
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_redelivered_ping_is_a_duplicate_inside_the_idempotency_window_and_new_after_it(kind, tmp_path):
+    state = (
+        og.MemoryState(idempotency_ttl_s=DAY)
+        if kind == "memory"
+        else og.SQLiteState(tmp_path / "s.db", idempotency_ttl_s=DAY)
+    )
+    engine = og.Dispatcher(
+        og.StoreIndex(og.sample_stores()),
+        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        policy=og.PushPolicy(holdout_fraction=0.0, quiet_hours=None),
+        state=state,
+    )
+    (d,) = engine.on_location("u1", 31.2325, 121.4801, T0, event_id="ping-1")
+    assert engine.on_location("u1", 31.2325, 121.4801, T0, event_id="ping-1") == [d]  # the stored answer
+    for i in range(PRUNE_EVERY):  # other users' pings move the clock two days on
+        engine.on_location(f"v{i}", 0.0, 0.0, T0 + 2 * DAY, event_id=f"other-{i}")
+    assert engine.stats["duplicate_pings"] == 1
+    # the id is forgotten: the copy is decided afresh, from the state (u1 is already inside: nothing new)
+    assert engine.on_location("u1", 31.2325, 121.4801, T0, event_id="ping-1") == []
+    assert engine.stats["duplicate_pings"] == 1
+    assert [p["push_id"] for p in state.pushes()] == [d.push_id]  # never pushed twice

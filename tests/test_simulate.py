@@ -65,5 +65,5 @@ def test_outcomes_follow_the_ground_truth(world):
 def test_bad_parameters():
     with pytest.raises(InvalidParameterError, match="unknown cities \\['atlantis'\\]"):
         simulate.World.generate(cities=("atlantis",))
-    with pytest.raises(InvalidParameterError, match="n_users must be a positive int"):
+    with pytest.raises(InvalidParameterError, match="n_users must be >= 1"):
         simulate.World.generate(n_users=0)

@@ -26,14 +26,15 @@ from __future__ import annotations
 import math
 import pickle
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
 import numpy as np
 
-from ._validate import check_id, did_you_mean
+from ._types import FloatArray
+from ._validate import check_id, check_number, did_you_mean
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["Event", "EventKind", "UserHistory", "as_events", "to_epoch_s"]
@@ -119,6 +120,40 @@ def to_epoch_s(ts: Any, name: str = "ts") -> float:
     return _in_range(out, ts, name)
 
 
+def to_epoch_s_column(values: Any, name: str = "ts") -> FloatArray:
+    """Epoch seconds from numbers, aware datetimes, ISO 8601 strings or a datetime64 column (naive: UTC).
+
+    A datetime64 column (numpy, or pandas with or without a time zone) is read
+    whole; a naive one is taken as UTC, as :func:`to_epoch_s` takes a
+    ``numpy.datetime64``.  Other columns are read row by row; a scalar or a
+    table is :class:`InvalidParameterError`.
+
+    Examples
+    --------
+    >>> to_epoch_s_column(np.array(["2026-01-01T00:00:01"], dtype="datetime64[ms]")).tolist()
+    [1767225601.0]
+    """
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None and str(dtype).startswith("datetime64"):
+        ticks = np.asarray(values.astype("int64"), dtype=np.int64)
+        nat = ticks == np.iinfo(np.int64).min
+        if nat.any():
+            raise InvalidParameterError(f"{name} of row {int(np.flatnonzero(nat)[0])} is NaT (not a time)")
+        return ticks / _ticks_per_s(dtype)
+    if getattr(values, "ndim", 1) != 1 or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise InvalidParameterError(f"{name} must be a column of times (a list or an array); got {values!r:.80}")
+    arr = values.tolist() if hasattr(values, "tolist") else list(values)
+    out = np.empty(len(arr))
+    for i, v in enumerate(arr):
+        out[i] = to_epoch_s(v, f"{name} of row {i}")
+    return out
+
+
+def _ticks_per_s(dtype: Any) -> float:
+    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
+    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
+
+
 def _in_range(out: float, ts: Any, name: str) -> float:
     """``out`` if it is a time in years 1-3000; else the error, with a hint for milliseconds and microseconds."""
     if _MIN_EPOCH_S <= out <= _MAX_EPOCH_S:
@@ -185,8 +220,12 @@ class Event:
         if self.user_id is None or isinstance(self.user_id, bool) or not isinstance(self.user_id, (str, int)):
             raise InvalidRecordError(f"event user_id must be a str or an int; got {self.user_id!r}")
         object.__setattr__(self, "ts", to_epoch_s(self.ts, "event ts"))
-        if self.event_id is not None:
-            check_id(self.event_id, "event_id")
+        for name in ("offer_id", "store_id", "merchant_id", "push_id", "event_id"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, check_id(v, f"event {name}"))
+        if self.category is not None and not isinstance(self.category, Hashable):
+            raise InvalidRecordError(f"event category must be a str or another hashable; got {self.category!r:.80}")
         for name in ("amount", "distance_m"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -320,15 +359,16 @@ class UserHistory:
         prior_pushes: float = 50.0,
         prior_rate: float = 0.05,
     ) -> None:
-        if not (isinstance(half_life_days, (int, float)) and half_life_days > 0 and math.isfinite(half_life_days)):
-            raise InvalidParameterError(f"half_life_days must be a positive number of days; got {half_life_days!r}")
-        if not prior_pushes >= 0:
-            raise InvalidParameterError(f"prior_pushes must be >= 0; got {prior_pushes!r}")
-        if not 0.0 < prior_rate < 1.0:
+        half_life_days = check_number(half_life_days, "half_life_days", low=0.0, low_open=True, high=1e9)
+        check_number(prior_pushes, "prior_pushes", low=0.0, high=1e12)
+        check_number(prior_rate, "prior_rate", low=0.0, low_open=True, high=1.0)
+        if prior_rate >= 1.0:
             raise InvalidParameterError(f"prior_rate must be in (0, 1); got {prior_rate!r}")
+        if kind_weights is not None and not isinstance(kind_weights, Mapping):
+            raise InvalidParameterError(f"kind_weights must map event kinds to weights; got {kind_weights!r:.80}")
         weights = dict(DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights)
         for kind, w in weights.items():
-            if kind not in _KINDS or not (isinstance(w, (int, float)) and w >= 0):
+            if kind not in _KINDS or isinstance(w, bool) or not (isinstance(w, (int, float)) and w >= 0):
                 raise InvalidParameterError(f"kind_weights[{kind!r}] = {w!r}: kinds are {sorted(_KINDS)}, weights >= 0")
         self.half_life_days = float(half_life_days)
         self.kind_weights = weights
@@ -568,6 +608,7 @@ class UserHistory:
         >>> "u1" in h, h.n_events("u1", "redeem"), h.merchant_popularity("m1")
         (False, 0, 1)
         """
+        user_id = check_id(user_id, "user_id")
         with self._lock:
             self._version += 1
             if self._pending:
@@ -586,8 +627,8 @@ class UserHistory:
         >>> h.n_events("u1", "push"), h.n_events("u1", "dismiss"), h.n_events("u1", "redeem"), h.n_events("u2", "push")
         (2, 1, 0, 0)
         """
-        st = self._users.get(user_id)
-        return 0 if st is None else st.counts.get(kind, 0)
+        st = self._users.get(check_id(user_id, "user_id"))
+        return 0 if st is None else st.counts.get(_hashable(kind, "kind"), 0)
 
     def category_affinity(self, user_id: Any, category: Any, now: Any) -> float:
         """Recency-weighted engagement of the user with a category at ``now`` (0 when none).
@@ -608,8 +649,8 @@ class UserHistory:
         tea     0.10
         cinema  0.00
         """
-        st = self._users.get(user_id)
-        d = None if st is None else st.category.get(category)
+        st = self._users.get(check_id(user_id, "user_id"))
+        d = None if st is None else st.category.get(_hashable(category, "category"))
         return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
 
     def merchant_affinity(self, user_id: Any, merchant_id: Any, now: Any) -> float:
@@ -624,8 +665,8 @@ class UserHistory:
         >>> [f"{h.merchant_affinity('u1', 'm-lucky', now=days * 86400):.2f}" for days in (0, 30, 60)]
         ['1.00', '0.50', '0.25']
         """
-        st = self._users.get(user_id)
-        d = None if st is None else st.merchant.get(merchant_id)
+        st = self._users.get(check_id(user_id, "user_id"))
+        d = None if st is None else st.merchant.get(_hashable(merchant_id, "merchant_id"))
         return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
 
     def category_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
@@ -643,7 +684,7 @@ class UserHistory:
         >>> h.category_sums("nobody", 0)
         []
         """
-        st = self._users.get(user_id)
+        st = self._users.get(check_id(user_id, "user_id"))
         if st is None:
             return []
         with self._lock:  # another thread may be adding an event to this user
@@ -663,7 +704,7 @@ class UserHistory:
         m-lucky 0.50
         m-tea 0.10
         """
-        st = self._users.get(user_id)
+        st = self._users.get(check_id(user_id, "user_id"))
         if st is None:
             return []
         with self._lock:
@@ -684,7 +725,7 @@ class UserHistory:
         >>> print(f"{h.activity('u1', now=0):.2f} {h.activity('u1', now=7 * 86400):.2f} {h.activity('u2', now=0):.2f}")
         2.00 1.00 0.00
         """
-        st = self._users.get(user_id)
+        st = self._users.get(check_id(user_id, "user_id"))
         return 0.0 if st is None else st.engaged.at(to_epoch_s(now, "now"), self._h)
 
     def usual_distance_m(self, user_id: Any, default_m: float = 1000.0) -> float:
@@ -698,7 +739,8 @@ class UserHistory:
         >>> print(f"{h.usual_distance_m('u1'):.0f} {h.usual_distance_m('u2'):.0f} {h.usual_distance_m('u2', 500):.0f}")
         400 1000 500
         """
-        st = self._users.get(user_id)
+        default_m = check_number(default_m, "default_m", low=0.0)
+        st = self._users.get(check_id(user_id, "user_id"))
         if st is None or st.dist_w.t0 == -math.inf:
             return float(default_m)
         t = st.dist_w.t0 if st.dist_w.t0 >= st.dist_log.t0 else st.dist_log.t0
@@ -726,7 +768,7 @@ class UserHistory:
         regular -0.033
         new     +0.000
         """
-        st = self._users.get(user_id)
+        st = self._users.get(check_id(user_id, "user_id"))
         if st is None or st.redeem_n.t0 == -math.inf or st.push_n.t0 == -math.inf:
             return 0.0
         t = max(st.redeem_n.t0, st.push_n.t0)
@@ -897,6 +939,13 @@ def _unresolved(event: Event) -> bool:
     return (event.offer_id is not None or event.store_id is not None) and (
         event.merchant_id is None or event.category is None
     )
+
+
+def _hashable(v: Any, name: str) -> Any:
+    """``v`` if it can be a key (an id, a category, a kind), else InvalidParameterError."""
+    if isinstance(v, Hashable) and not isinstance(v, np.ndarray):
+        return v
+    raise InvalidParameterError(f"{name} must be an id (a str or an int); got {v!r:.80}")
 
 
 def _is_missing(v: Any) -> bool:

@@ -40,7 +40,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +69,7 @@ from ._joins import join_nearest, join_serving, join_within
 from ._results import Matches, Neighbors, Pairs, StoreRadii
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray, Where
-from ._validate import as_latlon, check_distance_m, check_k, warn_user
+from ._validate import as_latlon, check_distance_m, check_k, check_number, warn_user
 from .errors import (
     EmptyResultWarning,
     InvalidParameterError,
@@ -78,6 +78,9 @@ from .errors import (
     StaleRadiiError,
     UnknownStoreError,
 )
+
+#: The most (point, rank) results one nearest() call returns: 2**27, about 3 GiB of distances, rows and ids.
+MAX_RESULT_CELLS = 2**27
 
 __all__ = ["StoreIndex"]
 
@@ -293,10 +296,9 @@ class StoreIndex:
     def __init__(self, stores: StoreSet | Any, *, workers: int = -1, compact_fraction: float = 0.05) -> None:
         if not isinstance(stores, StoreSet):
             stores = _as_store_set(stores)
-        if not isinstance(workers, int) or workers == 0 or workers < -1:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers == 0 or workers < -1:
             raise InvalidParameterError(f"workers must be -1 or a positive int; got {workers!r}")
-        if not 0.0 < float(compact_fraction) <= 1.0:
-            raise InvalidParameterError(f"compact_fraction must be in (0, 1]; got {compact_fraction!r}")
+        compact_fraction = check_number(compact_fraction, "compact_fraction", low=0.0, high=1.0, low_open=True)
         self.workers = workers
         self.compact_fraction = float(compact_fraction)
         self._lock = threading.RLock()
@@ -349,7 +351,7 @@ class StoreIndex:
         return f"StoreIndex({len(self):,} stores, columns {extra}, {n_areas:,} with a service area{live})"
 
     def __contains__(self, store_id: object) -> bool:
-        return store_id in self._id_to_slot
+        return isinstance(store_id, Hashable) and store_id in self._id_to_slot
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle support (e.g. to ship the index to Dask workers): the arrays and trees, not the lock or caches.
@@ -594,7 +596,10 @@ class StoreIndex:
         """Boolean mask over slots: alive and passing the filter."""
         n_live = len(self)
         if callable(where):
-            mask = np.asarray(where(self.stores.table()))
+            try:
+                mask = np.asarray(where(self.stores.table()))
+            except Exception as exc:  # noqa: BLE001 - the caller's function: named, and chained
+                raise InvalidParameterError(f"where(stores) raised {type(exc).__name__}: {exc}") from exc
             return self._live_mask_to_slots(mask, n_live, "where(...) returned")
         if isinstance(where, Mapping):
             table = self._physical()
@@ -768,6 +773,11 @@ class StoreIndex:
         """
         lat_a, lon_a, is_scalar = as_latlon(lat, lon)
         k = check_k(k)
+        if lat_a.shape[0] * k > MAX_RESULT_CELLS:
+            raise InvalidParameterError(
+                f"k={k:,} for {lat_a.shape[0]:,} points asks for more than {MAX_RESULT_CELLS:,} results "
+                f"(the index holds {len(self):,} stores; a k beyond that only pads): lower k or query in chunks"
+            )
         max_d = check_distance_m(max_distance_m, "max_distance_m", allow_none=True)
         with self._lock:
             segs, skip = self._segments_for(where)

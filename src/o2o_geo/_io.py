@@ -41,7 +41,8 @@ import numpy as np
 import shapely
 
 from ._stores import StoreSet
-from .errors import IndexFormatError, InvalidParameterError, MissingFileError, O2OGeoError
+from ._validate import check_path, file_errors
+from .errors import IndexFormatError, MissingFileError, O2OGeoError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_stores", "save_stores"]
 
@@ -128,21 +129,22 @@ def save_stores(stores: StoreSet, path: str | os.PathLike[str]) -> None:
         "columns": columns,
     }
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    target = os.fspath(path)
+    target = check_path(path)
     folder = os.path.dirname(os.path.abspath(target))
     # Not mkstemp: its 0600 mode would outlive the rename; os.open applies the umask like open() does.
     tmp = os.path.join(folder, f".o2oidx-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with file_errors(target, "write the index"):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)  # type: ignore[arg-type]
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def _plain(v: Any) -> Any:
@@ -155,9 +157,7 @@ def _plain(v: Any) -> Any:
 
 def load_stores(path: str | os.PathLike[str]) -> StoreSet:
     """Read a file written by :func:`save_stores`; raise :class:`IndexFormatError` if it is not one."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise InvalidParameterError(f"path must be a file path (str or os.PathLike); got {path!r}")
-    where = os.fspath(path)
+    where = check_path(path)
     try:
         with open(where, "rb") as fh:  # we close the file, even when numpy fails
             npz = np.load(fh, allow_pickle=False)

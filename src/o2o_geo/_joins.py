@@ -14,7 +14,7 @@ import numpy as np
 
 from ._results import Matches, Neighbors
 from ._types import FloatArray, Where
-from ._validate import as_latlon, import_optional
+from ._validate import as_items, as_latlon, import_optional
 from .errors import InvalidParameterError
 
 if TYPE_CHECKING:
@@ -26,8 +26,11 @@ __all__ = ["join_nearest", "join_serving", "join_within"]
 STORE_SUFFIX = "_store"
 
 
-def _frame_points(df: Any, lat: str, lon: str, needed_by: str) -> tuple[FloatArray, FloatArray]:
+def _frame_points(df: Any, lat: str, lon: str, needed_by: str, distance_col: str) -> tuple[FloatArray, FloatArray]:
     """The frame's points: its ``lat``/``lon`` columns, else a GeoDataFrame's Point geometry (in EPSG:4326)."""
+    for name, v in (("lat", lat), ("lon", lon), ("distance_col", distance_col)):
+        if not isinstance(v, str) or not v:
+            raise InvalidParameterError(f"{needed_by}: {name} must be a column name (a str); got {v!r:.80}")
     pd = import_optional("pandas", needed_by=needed_by, extra="geo")
     if not isinstance(df, pd.DataFrame):
         raise InvalidParameterError(f"{needed_by} takes a pandas DataFrame; got {type(df).__name__}")
@@ -49,10 +52,10 @@ def _frame_points(df: Any, lat: str, lon: str, needed_by: str) -> tuple[FloatArr
 def _store_columns(index: StoreIndex, columns: Sequence[str] | None) -> list[str]:
     if columns is None:
         return []
-    names = [columns] if isinstance(columns, str) else list(columns)
+    names = [columns] if isinstance(columns, str) else as_items(columns, "columns")
     have = index.stores.columns
     for name in names:
-        if name not in have:
+        if not isinstance(name, str) or name not in have:
             raise InvalidParameterError(f"columns= names {name!r}; the stores have {have}")
     return names
 
@@ -140,7 +143,7 @@ def join_nearest(
     """
     if layout not in ("long", "wide"):
         raise InvalidParameterError(f"layout must be 'long' or 'wide'; got {layout!r}")
-    lat_a, lon_a = _frame_points(df, lat, lon, "join_nearest")
+    lat_a, lon_a = _frame_points(df, lat, lon, "join_nearest", distance_col)
     cols = _store_columns(index, columns)
     nb = index.nearest(lat_a, lon_a, k=k, max_distance_m=max_distance_m, where=where)
     n = lat_a.shape[0]
@@ -222,7 +225,7 @@ def join_within(
     >>> out["store_id"].iloc[:2].tolist()
     ['lucky-09', 'teagarden-07']
     """
-    lat_a, lon_a = _frame_points(df, lat, lon, "join_within")
+    lat_a, lon_a = _frame_points(df, lat, lon, "join_within", distance_col)
     cols = _store_columns(index, columns)
     m = index.within(lat_a, lon_a, radius_m=radius_m, where=where)
     assert isinstance(m, Matches)  # arrays in: always a batch result
@@ -251,7 +254,7 @@ def join_serving(
     >>> bool(len(out) > 1 and (out.index == "ada").all() and out["distance_m"].is_monotonic_increasing)
     True
     """
-    lat_a, lon_a = _frame_points(df, lat, lon, "join_serving")
+    lat_a, lon_a = _frame_points(df, lat, lon, "join_serving", distance_col)
     cols = _store_columns(index, columns)
     m = index.serving(lat_a, lon_a)
     assert isinstance(m, Matches)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from ._history import to_epoch_s
 from ._types import FloatArray, IntArray
+from ._validate import as_items, check_id
 from .errors import DuplicateOfferError, InvalidRecordError, UnknownOfferError
 
 __all__ = ["Offer", "OfferSet"]
@@ -91,7 +92,8 @@ class Offer:
         object.__setattr__(self, "valid_from", vf)
         object.__setattr__(self, "valid_until", vu)
         if self.store_ids is not None:
-            ids = (self.store_ids,) if isinstance(self.store_ids, (str, int)) else tuple(self.store_ids)
+            raw = [self.store_ids] if isinstance(self.store_ids, (str, int)) else as_items(self.store_ids, "store_ids")
+            ids = tuple(check_id(s, f"offer {oid!r} store_ids") for s in raw)
             if not ids:
                 raise InvalidRecordError(f"offer {oid!r} has an empty store_ids list; use None for all stores")
             object.__setattr__(self, "store_ids", ids)
@@ -159,6 +161,7 @@ class OfferSet:
 
     def __init__(self, offers: Sequence[Offer]) -> None:
         lookup: dict[Any, int] = {}
+        offers = as_items(offers, "offers")
         for i, o in enumerate(offers):
             if not isinstance(o, Offer):
                 raise InvalidRecordError(f"OfferSet takes Offer objects; item {i} is a {type(o).__name__}")
@@ -211,7 +214,7 @@ class OfferSet:
         InvalidRecordError - offer record 0 has unknown fields ['discount']
         """
         offers = []
-        for row, rec in enumerate(records):
+        for row, rec in enumerate(as_items(records, "records")):
             if not isinstance(rec, Mapping):
                 raise InvalidRecordError(f"offer record {row} is a {type(rec).__name__}, not a mapping")
             extra = set(rec) - set(_FIELDS)
@@ -234,6 +237,8 @@ class OfferSet:
         >>> og.OfferSet.from_dataframe(df).discount_depth.round(2).tolist()
         [0.1, 0.3]
         """
+        if not (hasattr(df, "columns") and hasattr(df, "to_dict")):
+            raise InvalidRecordError(f"OfferSet.from_dataframe takes a pandas DataFrame; got {type(df).__name__}")
         return cls.from_records(df.to_dict("records"))
 
     def __len__(self) -> int:
@@ -243,13 +248,13 @@ class OfferSet:
         return iter(self._offers)
 
     def __getitem__(self, offer_id: Any) -> Offer:
-        i = self._lookup.get(offer_id)
+        i = self._lookup.get(offer_id) if isinstance(offer_id, Hashable) else None
         if i is None:
             raise UnknownOfferError(f"offer_id {offer_id!r} is not in this offer set")
         return self._offers[i]
 
     def __contains__(self, offer_id: object) -> bool:
-        return offer_id in self._lookup
+        return isinstance(offer_id, Hashable) and offer_id in self._lookup
 
     def valid_at(self, now: Any) -> np.ndarray:
         """Boolean mask of the offers valid at ``now``, shape (n_offers,).

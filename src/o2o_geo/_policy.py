@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from ._validate import check_flag
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["Budget", "PushPolicy"]
@@ -175,9 +176,14 @@ class PushPolicy:
         return f"PushPolicy({', '.join(changed)})"
 
     def __post_init__(self) -> None:
-        bad = [t for t in self.triggers if t not in TRIGGERS]
-        if bad or not self.triggers:
-            raise InvalidParameterError(f"triggers must be a non-empty subset of {TRIGGERS}; got {self.triggers!r}")
+        trig = self.triggers
+        known = isinstance(trig, (tuple, list)) and all(isinstance(t, str) and t in TRIGGERS for t in trig)
+        if not known or not trig:
+            raise InvalidParameterError(f"triggers must be a non-empty subset of {TRIGGERS}; got {trig!r:.80}")
+        for name in ("fence_column", "hours_column", "tz_column", "holdout_salt"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidParameterError(f"PushPolicy.{name} must be a str; got {getattr(self, name)!r:.80}")
+        check_flag(self.holdout_per_offer, "PushPolicy.holdout_per_offer")
         for name in (
             "fence_radius_m",
             "dwell_s",
@@ -213,17 +219,21 @@ class PushPolicy:
             q = tuple(self.quiet_hours)
             if len(q) != 2 or not all(isinstance(h, int) and 0 <= h <= 24 for h in q):
                 raise InvalidParameterError(f"PushPolicy.quiet_hours must be (start, end) hours 0..24; got {q!r}")
+        for name in ("offer_budgets", "merchant_budgets", "offer_cost"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise InvalidParameterError(f"PushPolicy.{name} must be a mapping (offer or merchant id ->); "
+                                            f"got {getattr(self, name)!r:.80}")  # fmt: skip
         for name in ("offer_budgets", "merchant_budgets"):
             for k, b in getattr(self, name).items():
                 if not isinstance(b, Budget):
                     raise InvalidParameterError(f"PushPolicy.{name}[{k!r}] must be a Budget; got {b!r}")
         for k, c in self.offer_cost.items():
-            if not (isinstance(c, (int, float)) and c >= 0 and math.isfinite(c)):
+            if isinstance(c, bool) or not (isinstance(c, (int, float)) and c >= 0 and math.isfinite(c)):
                 raise InvalidParameterError(f"PushPolicy.offer_cost[{k!r}] must be a number >= 0; got {c!r}")
         cap = self.store_daily_capacity
         caps = cap.values() if isinstance(cap, Mapping) else ([] if cap is None else [cap])
         for c in caps:
-            if not isinstance(c, int) or c < 0:
+            if not isinstance(c, int) or isinstance(c, bool) or c < 0:
                 raise InvalidParameterError(f"PushPolicy.store_daily_capacity values must be ints >= 0; got {c!r}")
 
     def is_holdout(self, user_id: Any, offer_id: Any = None) -> bool:

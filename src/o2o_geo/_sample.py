@@ -6,6 +6,7 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from ._stores import StoreSet
+from ._validate import check_number
 
 __all__ = ["LANDMARKS", "sample_stores"]
 
@@ -57,7 +58,7 @@ def sample_stores(seed: int = 7) -> StoreSet:
     >>> len(stores), sorted(set(stores["category"].tolist()))
     (50, ['coffee', 'grocery', 'tea'])
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_number(seed, "seed", low=0, high=2**63 - 1, integer=True))
     centre_lat, centre_lon = LANDMARKS["People's Square"]
     records = []
     for merchant_id, name, category, count, spread_km, area_kind in _MERCHANTS:

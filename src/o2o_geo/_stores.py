@@ -16,7 +16,7 @@ from shapely.geometry import mapping as geometry_to_mapping
 
 from ._areas import area_from_text, normalize_service_areas
 from ._types import FloatArray, StoreId
-from ._validate import as_latlon, import_optional
+from ._validate import as_items, as_latlon, check_path, file_errors, import_optional
 from .errors import (
     DuplicateStoreError,
     InvalidCoordinateError,
@@ -221,7 +221,7 @@ class StoreSet:
         >>> len(og.StoreSet.from_records([{"store_id": 7, "lat": 0.0, "lon": 0.0}]))
         1
         """
-        recs = list(records)
+        recs = as_items(records, "records")
         names: dict[str, None] = {"store_id": None, "lat": None, "lon": None}
         for row, rec in enumerate(recs):
             if not isinstance(rec, Mapping):
@@ -275,8 +275,12 @@ class StoreSet:
         >>> og.StoreSet.from_dataframe(df, store_id="id", lat="y", lon="x").store_id.tolist()
         ['a', 'b']
         """
+        if not (isinstance(df, Mapping) or (hasattr(df, "columns") and hasattr(df, "keys"))):
+            raise InvalidParameterError(f"from_dataframe takes a pandas DataFrame; got {type(df).__name__}")
         names = list(df.keys())
         for req in (store_id, lat, lon):
+            if not isinstance(req, str):
+                raise InvalidParameterError(f"column names must be str; got {req!r:.80}")
             if req not in names:
                 raise InvalidRecordError(f"no column {req!r}; columns are {names}")
         cols = {}
@@ -336,14 +340,21 @@ class StoreSet:
         >>> og.StoreSet.from_csv(p).store_id.tolist()
         [1, 2]
         """
-        with open(path, newline="", encoding="utf-8") as fh:
+        path = check_path(path)
+        for name in (store_id, lat, lon):
+            if not isinstance(name, str):
+                raise InvalidParameterError(f"column names must be str; got {name!r}")
+        with file_errors(path, "read the store CSV"), open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                raise InvalidRecordError(f"{os.fspath(path)!r} is empty: no header row")
-            rows, lines = [], []
-            for row in reader:
-                rows.append(row)
-                lines.append(reader.line_num)  # the file line a record ends on (quoted cells may span lines)
+            try:
+                if reader.fieldnames is None:
+                    raise InvalidRecordError(f"{path!r} is empty: no header row")
+                rows, lines = [], []
+                for row in reader:
+                    rows.append(row)
+                    lines.append(reader.line_num)  # the file line a record ends on (quoted cells may span lines)
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise InvalidRecordError(f"{path!r} line {reader.line_num + 1} is not UTF-8 CSV text: {exc}") from None
             fields = list(reader.fieldnames)
         for req in (store_id, lat, lon):
             if req not in fields:
@@ -395,8 +406,12 @@ class StoreSet:
         if isinstance(obj, (str, os.PathLike)):
             text = str(obj)
             if isinstance(obj, os.PathLike) or not text.lstrip().startswith("{"):
-                with open(obj, encoding="utf-8") as fh:
-                    text = fh.read()
+                where = check_path(obj)
+                with file_errors(where, "read the GeoJSON file"), open(where, encoding="utf-8") as fh:
+                    try:
+                        text = fh.read()
+                    except UnicodeDecodeError as exc:
+                        raise InvalidRecordError(f"{where!r} is not UTF-8 text: {exc}") from None
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -555,7 +570,8 @@ class StoreSet:
         (True, np.float64(2500.0), [12.0, 30.0])
         """
         names = self.columns
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        path = check_path(path)
+        with file_errors(path, "write the store CSV"), open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(names)
             columns = [self._csv_cells(name) for name in names]
@@ -776,7 +792,7 @@ class StoreSet:
         """
         from .errors import UnknownStoreError
 
-        ids = [store_ids] if isinstance(store_ids, (str, int, np.integer)) else list(store_ids)
+        ids = [store_ids] if isinstance(store_ids, (str, int, np.integer)) else as_items(store_ids, "store_ids")
         out = np.empty(len(ids), dtype=np.int64)
         for i, sid in enumerate(ids):
             key = int(sid) if isinstance(sid, np.integer) else sid

@@ -7,14 +7,75 @@ import importlib
 import os
 import sys
 import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from ._types import FloatArray
-from .errors import InvalidCoordinateError, InvalidParameterError, InvalidRecordError, ShapeMismatchError
+from .errors import (
+    FileAccessError,
+    InvalidCoordinateError,
+    InvalidParameterError,
+    InvalidRecordError,
+    MissingFileError,
+    O2OGeoError,
+    ShapeMismatchError,
+)
 
-__all__ = ["as_latlon", "check_k", "check_distance_m", "import_optional", "warn_user"]
+__all__ = [
+    "as_items",
+    "as_latlon",
+    "check_choice",
+    "check_distance_m",
+    "check_flag",
+    "check_id",
+    "check_k",
+    "check_number",
+    "check_path",
+    "file_errors",
+    "import_optional",
+    "warn_user",
+]
+
+
+@contextmanager
+def file_errors(path: str, doing: str) -> Iterator[None]:
+    """Typed errors for a file operation: MissingFileError, or FileAccessError for any other OSError.
+
+    ``doing`` says what failed, e.g. ``"write the index"``.
+    """
+    try:
+        yield
+    except O2OGeoError:
+        raise
+    except FileNotFoundError:
+        raise MissingFileError(f"cannot {doing}: {path!r} (or its folder) does not exist") from None
+    except OSError as exc:
+        raise FileAccessError(f"cannot {doing} at {path!r}: {exc.strerror or exc}") from exc
+
+
+def check_path(path: Any, name: str = "path") -> str:
+    """A file path as text: a non-empty str or os.PathLike without NUL bytes (never a bool or file number).
+
+    ``open(1)`` would open the process's standard output, so an int is
+    refused rather than taken as a file descriptor.
+
+    Examples
+    --------
+    >>> check_path("stores.csv")
+    'stores.csv'
+    >>> check_path(1)
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: path must be a file path (str or os.PathLike); got 1
+    """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise InvalidParameterError(f"{name} must be a file path (str or os.PathLike); got {path!r:.80}")
+    return path
 
 
 def as_point(lat: Any, lon: Any, caller: str, batch: str) -> tuple[float, float]:
@@ -152,6 +213,92 @@ def did_you_mean(name: Any, known: Any, *, cutoff: float = 0.6) -> str:
     """
     near = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=cutoff)
     return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_none: bool = False,
+    integer: bool = False,
+) -> Any:
+    """A real number in ``[low, high]`` (``(low, high]`` with ``low_open``) as a float, or an int with ``integer``.
+
+    Bools, NaN, strings, arrays and other objects are refused with
+    :class:`InvalidParameterError`; numpy scalars are taken.  ``None`` is
+    returned as is with ``allow_none``.
+
+    Examples
+    --------
+    >>> check_number(np.float32(0.5), "rate", low=0, high=1), check_number(3, "n", low=1, integer=True)
+    (0.5, 3)
+    >>> check_number(True, "rate")
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: rate must be a number; got True
+    """
+    if value is None and allow_none:
+        return None
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kinds):
+        raise InvalidParameterError(f"{name} must be {'an integer' if integer else 'a number'}; got {value!r:.80}")
+    out = int(value) if integer else float(value)
+    too_low = low is not None and (out <= low if low_open else out < low)
+    if out != out or too_low or (high is not None and out > high):
+        lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
+        hi = "" if high is None else f"<= {high:g}"
+        bounds = " and ".join(x for x in (lo, hi) if x) or "a number"
+        raise InvalidParameterError(f"{name} must be {bounds}; got {value!r}")
+    return out
+
+
+def check_choice(value: Any, name: str, choices: Any) -> Any:
+    """``value`` if it is one of ``choices`` (compared only when it is a str or a bool), else InvalidParameterError.
+
+    Examples
+    --------
+    >>> check_choice("power", "decay", ("power", "exp"))
+    'power'
+    >>> check_choice("pwr", "decay", ("power", "exp"))
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: decay must be one of 'power', 'exp'; got 'pwr' (did you mean 'power'?)
+    """
+    if isinstance(value, (str, bool)) and value in choices:
+        return value
+    hint = did_you_mean(value, [c for c in choices if isinstance(c, str)]) if isinstance(value, str) else ""
+    raise InvalidParameterError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r:.80}{hint}")
+
+
+def as_items(value: Any, name: str) -> list[Any]:
+    """The items of a list-like (list, tuple, array, generator...) as a list; a str, a mapping or a scalar is refused.
+
+    Examples
+    --------
+    >>> as_items((1, 2), "store_ids"), as_items(np.array(["a"]), "store_ids")
+    ([1, 2], ['a'])
+    >>> as_items("ab", "store_ids")
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: store_ids must be a list or an array of items; got 'ab'
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise InvalidParameterError(f"{name} must be one-dimensional; got an array of shape {value.shape}")
+        return value.tolist()
+    if value is None or isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidParameterError(f"{name} must be a list or an array of items; got {value!r:.80}")
+    return list(value)
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A bool (numpy's taken), else InvalidParameterError."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InvalidParameterError(f"{name} must be True or False; got {value!r:.80}")
 
 
 def check_id(value: Any, name: str) -> Any:

@@ -94,6 +94,7 @@ from ._results import Matches
 from ._scoring import OfferScorer
 from ._state import MemoryState
 from ._types import Where
+from ._validate import check_choice
 from .errors import InvalidCoordinateError, InvalidParameterError
 
 __all__ = ["nearest", "rank_offers", "replay", "serving"]
@@ -692,8 +693,7 @@ def replay(
     [['u1', 'latte', 'lucky-09', 'enter'], ['u2', 'latte', 'lucky-09', 'enter']]
     """
     is_dask = _is_dask(df)
-    if explanation not in ("drop", "json"):
-        raise InvalidParameterError(f"explanation must be 'drop' or 'json'; got {explanation!r}")
+    check_choice(explanation, "explanation", ("drop", "json"))
     if npartitions is not None and (
         not isinstance(npartitions, int) or isinstance(npartitions, bool) or npartitions < 1
     ):

@@ -18,7 +18,9 @@ callers can catch either the library's type or the familiar one::
     ├── InvalidGeometryError     (ValueError)   an invalid service-area or geofence polygon
     ├── IndexFormatError         (ValueError)   a saved index file that is corrupt or foreign
     ├── MissingFileError         (FileNotFoundError) a file to read that is not there
-    └── StateError               (RuntimeError) the dispatch state store failed (nothing was changed)
+    ├── FileAccessError          (OSError)      a file that cannot be read or written (a folder, no permission)
+    ├── StateError               (RuntimeError) the dispatch state store failed (nothing was changed)
+    └── BrowserError             (RuntimeError) the headless browser rendering a map failed
 
 Warnings, for calls that run but whose answer is empty or incomplete, have a
 tree of their own::
@@ -43,8 +45,10 @@ InvalidCoordinateError True
 from __future__ import annotations
 
 __all__ = [
+    "BrowserError",
     "DuplicateOfferError",
     "EmptyResultWarning",
+    "FileAccessError",
     "DuplicateStoreError",
     "IndexFormatError",
     "InvalidCoordinateError",
@@ -275,6 +279,32 @@ class MissingFileError(O2OGeoError, FileNotFoundError):
     ... except FileNotFoundError as exc:
     ...     print(type(exc).__name__)
     MissingFileError
+    """
+
+
+class FileAccessError(O2OGeoError, OSError):
+    """A file could not be read or written: a folder in its place, no permission, a full disk (an ``OSError`` too).
+
+    Examples
+    --------
+    >>> import os, tempfile, o2o_geo as og
+    >>> folder = tempfile.mkdtemp()
+    >>> try:
+    ...     og.StoreIndex(og.sample_stores()).save(folder)      # a folder, not a file name
+    ... except OSError as exc:
+    ...     print(type(exc).__name__)
+    FileAccessError
+    """
+
+
+class BrowserError(O2OGeoError, RuntimeError):
+    """The headless browser that renders a map to PNG (:func:`o2o_geo.viz.html_to_png`) failed or wrote nothing.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> issubclass(og.errors.BrowserError, RuntimeError)    # ``except RuntimeError`` still catches it
+    True
     """
 
 

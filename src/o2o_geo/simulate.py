@@ -35,6 +35,7 @@ from ._index import StoreIndex
 from ._offers import Offer, OfferSet
 from ._stores import StoreSet
 from ._types import FloatArray, IntArray
+from ._validate import check_number
 from .errors import InvalidParameterError
 
 __all__ = ["CITIES", "CATEGORIES", "PingLog", "PushLog", "World"]
@@ -54,6 +55,26 @@ CITIES: dict[str, tuple[float, float]] = {
 }
 #: Offer categories of the synthetic world.
 CATEGORIES = ("coffee", "tea", "bakery", "grocery", "fast_food", "cinema", "beauty", "pharmacy")
+
+
+#: The largest size (users, stores, offers, merchants) a simulated world takes: beyond it, memory runs out.
+MAX_SIZE = 10_000_000
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    """The generator of a seed: an int >= 0 (InvalidParameterError otherwise)."""
+    return np.random.default_rng(check_number(seed, "seed", low=0, high=2**63 - 1, integer=True))
+
+
+def _check_volume(n_days: Any, per_user_per_day: Any, n_users: int, name: str) -> None:
+    """Days and a daily rate that give at most :data:`MAX_SIZE` x 10 rows (InvalidParameterError otherwise)."""
+    check_number(n_days, "n_days", low=0.0, high=36_500.0)
+    check_number(per_user_per_day, name, low=0.0, high=1e6)
+    if n_days * per_user_per_day * n_users > 10 * MAX_SIZE:
+        raise InvalidParameterError(
+            f"{n_days:g} days x {per_user_per_day:g} per user per day x {n_users:,} users is more than "
+            f"{10 * MAX_SIZE:,} rows: simulate fewer days at a time"
+        )
 
 
 def _offset(lat: FloatArray, lon: FloatArray, rng: np.random.Generator, sigma_m: float) -> tuple[Any, Any]:
@@ -248,12 +269,16 @@ class World:
             ("n_offers", n_offers),
             ("n_merchants", n_merchants),
         ):
-            if not isinstance(v, int) or v < 1:
-                raise InvalidParameterError(f"{name} must be a positive int; got {v!r}")
+            check_number(v, name, low=1, high=MAX_SIZE, integer=True)
+        check_number(city_radius_m, "city_radius_m", low=0.0, high=2_000_000.0)
+        check_number(base_logit, "base_logit", low=-50.0, high=50.0)
+        check_number(start_ts, "start_ts", low=0.0, high=32_503_680_000.0)  # years 1970 to 3000
+        if not isinstance(cities, (tuple, list)) or not all(isinstance(c, str) for c in cities):
+            raise InvalidParameterError(f"cities must be a tuple of city names; got {cities!r:.80}")
         unknown = [c for c in cities if c not in CITIES]
         if unknown or not cities:
             raise InvalidParameterError(f"unknown cities {unknown}; choose from {sorted(CITIES)}")
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
         n_cat = len(CATEGORIES)
         centres = np.array([CITIES[c] for c in cities])
         merchant_cat = rng.integers(0, n_cat, n_merchants)
@@ -363,7 +388,9 @@ class World:
         >>> print(f"mean p_redeem {log.p_redeem.mean():.3f}, redeemed {log.redeemed.mean():.3f}")
         mean p_redeem 0.055, redeemed 0.074
         """
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
+        _check_volume(n_days, pushes_per_user_per_day, self.n_users, "pushes_per_user_per_day")
+        check_number(roam_m, "roam_m", low=0.0, high=2_000_000.0)
         n = int(rng.poisson(pushes_per_user_per_day * n_days * self.n_users))
         user = rng.integers(0, self.n_users, n)
         ts = self.start_ts + np.sort(rng.uniform(0.0, n_days * 86_400.0, n))
@@ -416,7 +443,12 @@ class World:
         >>> print(f"first ping {(pings.ts[0] - world.start_ts) / 3600:.2f} h after midnight UTC")
         first ping 8.05 h after midnight UTC
         """
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
+        _check_volume(n_days, pings_per_user_per_day, self.n_users, "pings_per_user_per_day")
+        check_number(visit_share, "visit_share", low=0.0, high=1.0)
+        check_number(roam_m, "roam_m", low=0.0, high=2_000_000.0)
+        check_number(pings_per_visit, "pings_per_visit", low=1, high=1_000, integer=True)
+        check_number(visit_gap_s, "visit_gap_s", low=0.0, high=86_400.0)
         n = int(rng.poisson(pings_per_user_per_day * n_days * self.n_users))
         n_visits = int(n * visit_share) // max(pings_per_visit, 1)
         n_roam = n - n_visits * pings_per_visit
@@ -490,7 +522,7 @@ class World:
         >>> row["pushed"], row["holdout"], row["redeemed"]
         (22, 15, 5)
         """
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
         out: list[Event] = []
         rows = self.offers._lookup
         for d in decisions:
@@ -546,7 +578,7 @@ class World:
         >>> og.OfferScorer(world.index, world.offers).fit(events).n_fit_examples_
         336
         """
-        rng = np.random.default_rng(seed)
+        rng = _rng(seed)
         ids, offer_ids = self.stores.store_id, self.offers.offer_id
         delays = rng.uniform(600.0, max_delay_days * 86_400.0, len(log))
         out = []

@@ -48,8 +48,8 @@ import numpy as np
 from ._index import StoreIndex
 from ._stores import StoreSet
 from ._types import FloatArray
-from ._validate import as_latlon, import_optional
-from .errors import InvalidParameterError, InvalidRecordError
+from ._validate import as_items, as_latlon, check_choice, check_number, check_path, import_optional
+from .errors import BrowserError, InvalidParameterError, InvalidRecordError
 
 __all__ = [
     "find_chromium",
@@ -101,7 +101,7 @@ def _push_counts(decisions: Any) -> tuple[Counter[Any], Counter[Any]]:
     if hasattr(decisions, "to_dict") and hasattr(decisions, "columns"):  # a DataFrame
         rows: Iterable[Any] = decisions.to_dict("records")
     else:
-        rows = decisions
+        rows = as_items(decisions, "decisions")
     for i, d in enumerate(rows):
         if isinstance(d, Mapping):
             if "store_id" not in d:
@@ -133,6 +133,8 @@ def _pings_of(pings: Any) -> tuple[FloatArray, FloatArray]:
 
 def _colours(stores: StoreSet, colour_by: str | None) -> tuple[list[str], dict[Any, str]]:
     """A colour per store, and the legend (value -> colour), by a column (merchant by default)."""
+    if colour_by is not None and not isinstance(colour_by, str):
+        raise InvalidParameterError(f"colour_by must be a column name or None; got {colour_by!r:.80}")
     if colour_by is None or colour_by not in stores.columns:
         if colour_by not in (None, "merchant_id"):
             raise InvalidParameterError(f"colour_by names column {colour_by!r}; the stores have {stores.columns}")
@@ -205,11 +207,13 @@ def geodesic_ring_lonlat(lat: Any, lon: Any, radius_m: Any, n_points: int = _RIN
 
     la, lo, _ = as_latlon(lat, lon, what="centre ")
     la, lo = np.atleast_1d(la), np.atleast_1d(lo)
-    r = np.broadcast_to(np.asarray(radius_m, dtype=np.float64), la.shape)
+    try:
+        r = np.broadcast_to(np.asarray(radius_m, dtype=np.float64), la.shape)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"radius_m must be metres, one or one per centre; got {radius_m!r:.80}") from exc
     if not np.all(np.isfinite(r) & (r >= 0)):
         raise InvalidParameterError(f"radius_m must be finite and >= 0 metres; got {np.asarray(radius_m)!r}")
-    if not isinstance(n_points, (int, np.integer)) or n_points < 3:
-        raise InvalidParameterError(f"n_points must be an int >= 3; got {n_points!r}")
+    check_number(n_points, "n_points", low=3, high=100_000, integer=True)
     az = np.linspace(0.0, 360.0, n_points, endpoint=False)
     n = la.size
     lon2, lat2, _ = Geod(ellps="WGS84").fwd(
@@ -389,7 +393,10 @@ def _report_rows(report: Any) -> tuple[str, list[dict[str, Any]]]:
         rows = report.to_dict("records")
         key = str(report.columns[0]) if len(report.columns) else "group"
     else:
-        rows = [dict(r) for r in report]
+        items = as_items(report, "report")
+        if not all(isinstance(r, Mapping) for r in items):
+            raise InvalidParameterError("report must be Dispatcher.report()'s DataFrame or list of dicts")
+        rows = [dict(r) for r in items]
         key = next(iter(rows[0])) if rows else "group"
     need = set(_FUNNEL_STAGES) | {"conversion_treated", "conversion_holdout", "uplift_low", "uplift_high"}
     for i, row in enumerate(rows):
@@ -614,8 +621,10 @@ def folium_map(
     Element = import_optional("branca.element", needed_by="viz.folium_map", extra="viz").Element
 
     st = _stores_of(stores)
-    if store_marker not in ("pin", "dot"):
-        raise InvalidParameterError(f"store_marker must be 'pin' or 'dot'; got {store_marker!r}")
+    check_choice(store_marker, "store_marker", ("pin", "dot"))
+    check_number(zoom_start, "zoom_start", low=0, high=24, integer=True, allow_none=True)
+    if tiles is not None and not isinstance(tiles, str):
+        raise InvalidParameterError(f"tiles must be a folium tile name or URL template, or None; got {tiles!r:.80}")
     _check_fence(fence_radius_m)
     colours, _ = _colours(st, colour_by)
     treated, held = _push_counts(decisions)
@@ -630,7 +639,10 @@ def folium_map(
         centre = [float(np.mean(ping_lat)), float(np.mean(_unwrap(ping_lon, ref)))]
     else:
         centre = [0.0, 0.0]
-    m = folium.Map(location=centre, zoom_start=zoom_start or 14, tiles=tiles, control_scale=True)
+    try:
+        m = folium.Map(location=centre, zoom_start=zoom_start or 14, tiles=tiles, control_scale=True)
+    except ValueError as exc:  # folium refuses the tiles (a URL template needs an attribution)
+        raise InvalidParameterError(f"folium refused tiles={tiles!r}: {exc}") from None
     if zoom_start is None and len(st) > 1:
         m.fit_bounds([[float(st.lat.min()), float(x.min())], [float(st.lat.max()), float(x.max())]])
     if inline is not None:
@@ -750,8 +762,9 @@ def html_to_png(
     ------
     InvalidParameterError
         No Chromium, a missing HTML file, or a window size below 1 pixel.
-    RuntimeError
-        Chromium failed or wrote no image (its last output lines in the message).
+    BrowserError
+        Chromium failed, took longer than ``timeout_s`` or wrote no image (its last output lines in the
+        message); a ``RuntimeError`` too.
 
     Examples
     --------
@@ -771,18 +784,23 @@ def html_to_png(
     """
     import subprocess
 
-    src = os.path.abspath(os.fspath(html_path))
-    out = os.path.abspath(os.fspath(png_path))
+    src = os.path.abspath(check_path(html_path, "html_path"))
+    out = os.path.abspath(check_path(png_path, "png_path"))
     if not os.path.isfile(src):
         raise InvalidParameterError(f"html_path {os.fspath(html_path)!r}: no such file")
-    if not (isinstance(width_px, int) and isinstance(height_px, int) and width_px >= 1 and height_px >= 1):
-        raise InvalidParameterError(f"the window must be at least 1 x 1 pixels; got {width_px!r} x {height_px!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16_384 for v in (width_px, height_px)):
+        raise InvalidParameterError(f"the window must be 1 to 16,384 pixels a side; got {width_px!r} x {height_px!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise InvalidParameterError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
     if os.path.exists(out):
         os.remove(out)
     cmd = [*_chromium_command(browser), f"--window-size={width_px},{height_px}", f"--screenshot={out}"]
     page = pathlib.Path(src).as_uri()  # percent-encoded: a '#' or a space in the path stays part of it
-    res = subprocess.run([*cmd, page], capture_output=True, text=True, timeout=timeout_s, check=False)
+    try:
+        res = subprocess.run([*cmd, page], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise BrowserError(f"Chromium took longer than timeout_s={timeout_s:g} s to render {src!r}") from None
     if res.returncode != 0 or not os.path.isfile(out) or os.path.getsize(out) == 0:
         tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-        raise RuntimeError(f"Chromium wrote no screenshot (exit {res.returncode}): {tail}")
+        raise BrowserError(f"Chromium wrote no screenshot (exit {res.returncode}): {tail}")
     return os.fspath(png_path)

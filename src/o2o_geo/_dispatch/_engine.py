@@ -49,13 +49,13 @@ from typing import Any
 import numpy as np
 
 from .._fences import FenceHit, Geofences
-from .._history import Event, to_epoch_s
+from .._history import Event, to_epoch_s, to_epoch_s_column
 from .._index import StoreIndex
 from .._offers import OfferSet
 from .._policy import PushPolicy, zone
 from .._scoring import OfferScorer
 from .._state import DispatchState, MemoryState, Transaction, keys
-from .._validate import as_latlon, as_point, check_id, import_optional
+from .._validate import as_latlon, as_point, check_flag, check_id, import_optional
 from ..errors import (
     InvalidParameterError,
     InvalidRecordError,
@@ -71,7 +71,7 @@ from ._choose import PushChooser, Scored
 from ._decision import PushDecision, decision_from_dict, push_record
 from ._feedback import Feedback
 from ._fence_state import FenceMachine
-from ._inputs import Ping, ping_accuracies, ping_accuracy, ping_columns, ping_times
+from ._inputs import Ping, ping_accuracies, ping_accuracy, ping_columns
 from ._limits import LocalDay
 from ._report import REPORT_COLUMNS, funnel_rows
 from ._stores import StoreFacts, StoreFactsCache
@@ -161,6 +161,8 @@ class Dispatcher:
             raise InvalidParameterError(f"policy must be a PushPolicy; got {type(policy).__name__}")
         if state is not None and not isinstance(state, DispatchState):
             raise InvalidParameterError("state must be a MemoryState, SQLiteState or another DispatchState")
+        if scorer is not None and not isinstance(scorer, OfferScorer):
+            raise InvalidParameterError(f"scorer must be an OfferScorer or None; got {type(scorer).__name__}")
         if scorer is not None and (scorer.index is not index or scorer.offers is not offers):
             raise InvalidParameterError("the scorer must rank the same index and offers as the dispatcher")
         if deliver is not None and not callable(deliver):
@@ -348,7 +350,7 @@ class Dispatcher:
             if u is None or isinstance(u, bool) or not isinstance(u, (str, int)):
                 raise InvalidRecordError(f"user_id of row {i} must be a str or an int; got {u!r}")
         lat_a, lon_a, _ = as_latlon(cols["lat"], cols["lon"])
-        ts = ping_times(cols["ts"])
+        ts = to_epoch_s_column(cols["ts"])
         acc = np.zeros(n) if cols.get("accuracy_m") is None else ping_accuracies(cols["accuracy_m"])
         eids = cols.get("event_id")
         tzs = cols.get("tz")
@@ -632,7 +634,7 @@ class Dispatcher:
                 stacklevel=2,
             )
         rows = funnel_rows(self.state.pushes(), self.state.events(), lo, hi, by)
-        if as_frame:
+        if check_flag(as_frame, "as_frame"):
             pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
             return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
         return rows

@@ -9,7 +9,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._fences import FenceHit
-from .._history import to_epoch_s
 from .._types import FloatArray
 from .._validate import did_you_mean
 from ..errors import InvalidParameterError
@@ -20,7 +19,6 @@ __all__ = [
     "ping_accuracies",
     "ping_accuracy",
     "ping_columns",
-    "ping_times",
 ]
 
 
@@ -64,32 +62,6 @@ def ping_accuracies(values: Any) -> FloatArray:
     return res
 
 
-def ping_times(values: Any) -> FloatArray:
-    """Epoch seconds from numbers, aware datetimes, ISO 8601 strings or a datetime64 column (naive: UTC).
-
-    A datetime64 column (numpy, or pandas with or without a time zone) is read
-    whole; a naive one is taken as UTC, as :func:`~o2o_geo._history.to_epoch_s`
-    takes a ``numpy.datetime64``.  Other columns are read row by row.
-    """
-    dtype = getattr(values, "dtype", None)
-    if dtype is not None and str(dtype).startswith("datetime64"):
-        ticks = np.asarray(values.astype("int64"), dtype=np.int64)
-        nat = ticks == np.iinfo(np.int64).min
-        if nat.any():
-            raise InvalidParameterError(f"ts of row {int(np.flatnonzero(nat)[0])} is NaT (not a time)")
-        return ticks / _ticks_per_s(dtype)
-    arr = values.tolist() if hasattr(values, "tolist") else list(values)
-    out = np.empty(len(arr))
-    for i, v in enumerate(arr):
-        out[i] = to_epoch_s(v, f"ts of row {i}")
-    return out
-
-
-def _ticks_per_s(dtype: Any) -> float:
-    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
-    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
-
-
 def ping_columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
     src: Mapping[str, Any]
     if pings is None:
@@ -127,6 +99,10 @@ def ping_columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
         if name not in src:
             continue
         v = src[name]
+        if v is None or isinstance(v, (str, bytes, Mapping)) or not hasattr(v, "__len__"):
+            raise InvalidParameterError(f"ping column {name!r} must be a sequence or an array; got {v!r:.80}")
+        if getattr(v, "ndim", 1) != 1:
+            raise InvalidParameterError(f"ping column {name!r} must be one-dimensional; got shape {v.shape}")
         if name in ("user_id", "event_id", "tz"):
             v = [
                 x.item() if isinstance(x, np.generic) else x for x in (v.tolist() if hasattr(v, "tolist") else list(v))

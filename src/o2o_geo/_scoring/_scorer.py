@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._history import Event, UserHistory, as_events, to_epoch_s
+from .._history import Event, UserHistory, as_events, to_epoch_s, to_epoch_s_column
 from .._index import StoreIndex
 from .._offers import OfferSet
 from .._types import FloatArray, IntArray
-from .._validate import as_latlon, check_id, check_k, import_optional
+from .._validate import as_latlon, check_choice, check_flag, check_id, check_k, import_optional
 from ..errors import InvalidParameterError, InvalidRecordError, ShapeMismatchError, UnknownOfferError
 from ._catalog import Catalog
 from ._features import CROSS_USER_FEATURES, DEFAULT_WEIGHTS, FEATURES, Decay, FeatureExtractor
@@ -253,8 +253,7 @@ class OfferScorer:
             raise InvalidParameterError("OfferScorer takes a StoreIndex and an OfferSet")
         if history is not None and not isinstance(history, UserHistory):
             raise InvalidParameterError(f"history must be a UserHistory or None; got {type(history).__name__}")
-        if decay not in ("power", "exponential", "logistic"):
-            raise InvalidParameterError(f"decay must be 'power', 'exponential' or 'logistic'; got {decay!r}")
+        check_choice(decay, "decay", ("power", "exponential", "logistic"))
         for name, v in (("distance_scale_m", distance_scale_m), ("search_radius_m", search_radius_m)):
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise InvalidParameterError(f"{name} must be a positive number of metres; got {v!r}")
@@ -400,9 +399,16 @@ class OfferScorer:
         True
         """
         try:
-            pos = np.asarray(position, dtype=np.int64).reshape(-1)
+            raw = np.asarray(position).reshape(-1)
+            if raw.dtype.kind == "b":
+                raise ValueError("booleans are not rows")
+            if raw.dtype.kind not in "iu" and raw.size:
+                as_f = raw.astype(np.float64)
+                if not (np.isfinite(as_f) & (as_f == np.round(as_f))).all():
+                    raise ValueError("not whole numbers")
+            pos = raw.astype(np.int64)
             dist = np.asarray(distance_m, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidParameterError(f"position must be store rows (ints), distance_m metres: {exc}") from None
         n = pos.shape[0]
         if dist.shape[0] != n:
@@ -421,7 +427,7 @@ class OfferScorer:
                 raise ShapeMismatchError(f"user_id has {len(user_id)} rows but position has {n}")
         one_time = np.ndim(now) == 0
         t0 = to_epoch_s(now, "now") if one_time else 0.0
-        t_in = None if one_time else np.asarray(now, dtype=np.float64).reshape(-1)
+        t_in = None if one_time else to_epoch_s_column(now, "now")
         if t_in is not None and t_in.shape[0] != n:
             raise ShapeMismatchError(f"now has {t_in.shape[0]} rows but position has {n}")
         lists = cat.store_offer_lists
@@ -593,7 +599,7 @@ class OfferScorer:
             "score": res["score"],
             "distance_m": res["distance_m"],
         }
-        if not as_frame:
+        if not check_flag(as_frame, "as_frame"):
             return cols
         pd = import_optional("pandas", needed_by="OfferScorer.rank_many(as_frame=True)", extra="geo")
         return pd.DataFrame(cols)
@@ -732,8 +738,7 @@ class OfferScorer:
         >>> scorer.n_fit_examples_, len(scorer.fit_history_), len(scorer.history)
         (40, 40, 0)
         """
-        if target not in ("redeem", "visit"):
-            raise InvalidParameterError(f"target must be 'redeem' or 'visit'; got {target!r}")
+        check_choice(target, "target", ("redeem", "visit"))
         for name, v in (("window_days", window_days), ("l2", l2)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise InvalidParameterError(f"{name} must be a finite number >= 0; got {v!r}")

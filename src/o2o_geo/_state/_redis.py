@@ -81,7 +81,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .._validate import import_optional
+from .._validate import check_number, import_optional
 from ..errors import InvalidParameterError, StateError
 from ._base import DispatchState, Transaction, latest_matching
 from ._expiry import Lifetimes
@@ -279,11 +279,19 @@ class RedisState(DispatchState):
         self._redis = redis
         self.r: Any
         if isinstance(url_or_client, str):
-            self.r = redis.Redis.from_url(
-                url_or_client, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
-            )
-        else:
+            check_number(socket_timeout_s, "socket_timeout_s", low=0.0, low_open=True, high=86_400.0)
+            try:
+                self.r = redis.Redis.from_url(
+                    url_or_client, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+                )
+            except ValueError as exc:
+                raise InvalidParameterError(f"not a Redis URL: {url_or_client!r} ({exc})") from None
+        elif isinstance(url_or_client, redis.Redis):
             self.r = url_or_client
+        else:
+            raise InvalidParameterError(
+                f"url_or_client must be a redis:// URL or a redis.Redis client; got {url_or_client!r:.80}"
+            )
         self.ns = namespace
         self.idempotency_ttl_s = int(idempotency_ttl_s)
         self.user_ttl_s = int(user_ttl_s)

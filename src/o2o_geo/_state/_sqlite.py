@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .._validate import check_path
 from ..errors import InvalidParameterError, StateError
 from ._base import DispatchState, Transaction
 from ._expiry import Lifetimes
@@ -113,12 +114,14 @@ class SQLiteState(DispatchState):
         user_ttl_s: float = 30 * DAY_S,
         retention_days: float | None = None,
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
+        if not isinstance(synchronous, str) or synchronous not in ("NORMAL", "FULL"):
             raise InvalidParameterError(f"synchronous must be 'NORMAL' or 'FULL'; got {synchronous!r}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s < math.inf:
+            raise InvalidParameterError(f"timeout_s must be a number of seconds >= 0; got {timeout_s!r}")
         self.lifetimes = Lifetimes.of(idempotency_ttl_s, user_ttl_s, retention_days)
         self._clock = -math.inf  # the latest clock this process saw (the file's may be later)
         self._n_tx = 0
-        self.path = os.fspath(path)
+        self.path = check_path(path)
         self.timeout_s = float(timeout_s)
         self.synchronous = synchronous
         self._local = threading.local()
