@@ -92,6 +92,8 @@ def as_point(lat: Any, lon: Any, caller: str, batch: str) -> tuple[float, float]
 
 
 def _as_float_array(value: Any, name: str) -> FloatArray:
+    if np.iscomplexobj(value):
+        raise InvalidCoordinateError(f"{name} must be real numbers; got {value!r:.80}")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:

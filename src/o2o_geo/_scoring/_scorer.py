@@ -400,11 +400,11 @@ class OfferScorer:
         """
         try:
             raw = np.asarray(position).reshape(-1)
-            if raw.dtype.kind == "b":
-                raise ValueError("booleans are not rows")
+            if raw.dtype.kind in "bc":
+                raise ValueError("booleans and complex numbers are not rows")
             if raw.dtype.kind not in "iu" and raw.size:
                 as_f = raw.astype(np.float64)
-                if not (np.isfinite(as_f) & (as_f == np.round(as_f))).all():
+                if not (np.isfinite(as_f) & (as_f == np.round(as_f)) & (np.abs(as_f) < 2.0**62)).all():
                     raise ValueError("not whole numbers")
             pos = raw.astype(np.int64)
             dist = np.asarray(distance_m, dtype=np.float64).reshape(-1)
