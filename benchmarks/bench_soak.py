@@ -29,6 +29,8 @@ of day 10 in size and in per-ping p99.
 Run:  python benchmarks/bench_soak.py              (about 30 minutes on 2 cores)
       python benchmarks/bench_soak.py --quick      (12 days of 20,000 pings: a smoke run, a minute or two)
       python benchmarks/bench_soak.py --rows "Memory,SQLite"   (some rows only)
+      python benchmarks/bench_soak.py --pauses     (1,000,000 users' state expiring in one hour: the longest
+                                                    transaction, against one sweep; about a minute)
 """
 
 from __future__ import annotations
@@ -155,6 +157,68 @@ def one_row(row: str, days: int, per_day: int, seed: int) -> None:
     engine.close()
 
 
+def pauses(n_users: int, n_after: int = 20_000) -> str:
+    """Both rows of :func:`pause_rows`: Python's garbage collector as it is, and after ``gc.freeze()``."""
+    gc.collect()
+    first = pause_rows(n_users, n_after, freeze=False)
+    gc.collect()
+    second = pause_rows(n_users, n_after, freeze=True)
+    return "\n".join(
+        [
+            f"| {n_users:,} users' fence state expiring in one hour | p50 us | p99 us | max us | users left |",
+            "|---|---|---|---|---|",
+            *first[:2],
+            *second[:1],
+            "",
+            f"max pause, peer / MemoryState: {first[2]:.0f}x (GC as is), {second[2]:.0f}x (after gc.freeze()); "
+            f"target no pause over 10 ms: {first[3]} / {second[3]}",
+        ]
+    )
+
+
+def pause_rows(n_users: int, n_after: int, *, freeze: bool) -> tuple[str, str, float, str]:
+    """The longest transactions while a million users' fence states expire in the same hour, and the peer.
+
+    Every user is written in one hour of event time (``user_ttl_s`` one
+    day); then ``n_after`` transactions two days later each write a new user,
+    timed one by one: MemoryState deletes the expired ones 256 per
+    transaction.  The peer is what a retention without the wheel would do:
+    one sweep of the whole dict for expired users (timed once).
+    """
+    state = og.MemoryState(user_ttl_s=DAY)
+    t0 = 1_767_225_600.0
+    with state.group():
+        for i in range(n_users):
+            with state.transaction() as tx:
+                tx.advance_clock(t0 + i * (3000.0 / n_users))
+                tx.put_user(i, {"in": [], "last_ts": t0})
+    if freeze:  # a long-running service's usual step: move the loaded objects out of the collector's reach
+        gc.freeze()
+    ns = np.empty(n_after, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for j in range(n_after):
+        a = clock()
+        with state.transaction() as tx:
+            tx.advance_clock(t0 + 2 * DAY + j)
+            tx.put_user(("late", j), {"in": [], "last_ts": t0 + 2 * DAY})
+        ns[j] = clock() - a
+    left = state.sizes()["users"] - n_after
+    expires = {i: t0 + DAY for i in range(n_users)}  # the peer: one sweep over every user's expiry
+    users = {i: {"in": []} for i in range(n_users)}
+    a = clock()
+    for k in [k for k, e in expires.items() if e <= t0 + 2 * DAY]:
+        del users[k]
+    sweep_ms = (clock() - a) / 1e6
+    us = ns / 1e3
+    if freeze:
+        gc.unfreeze()
+    how = "after gc.freeze()" if freeze else "GC as is"
+    row = (f"| MemoryState, 256 per transaction, {how} | {np.percentile(us, 50):.1f} | "
+           f"{np.percentile(us, 99):.1f} | {us.max():,.0f} | {left:,} |")  # fmt: skip
+    peer = f"| peer: one sweep of every user | - | - | {sweep_ms * 1e3:,.0f} (one pause) | 0 |"
+    return row, peer, sweep_ms * 1e3 / us.max(), "met" if us.max() <= 10_000 else "missed"
+
+
 def table(results: dict[str, list[dict[str, Any]]], first: int, last: int) -> str:
     lines = [
         "| row | day | pings/s (batch) | p50 us | p99 us | max us | size MiB | users | counters | event ids "
@@ -192,6 +256,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=None)
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--pauses", action="store_true", help="only the expiry-pause rows (1,000,000 users)")
     ap.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one row in this process
     ap.add_argument("--per-day", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -199,6 +264,9 @@ def main() -> None:
     per_day = args.per_day or (20_000 if args.quick else 100_000)
     if args.row:
         one_row(args.row, days, per_day, args.seed)
+        return
+    if args.pauses:
+        print(pauses(100_000 if args.quick else 1_000_000))
         return
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = [r for r in rows if r not in ROWS]

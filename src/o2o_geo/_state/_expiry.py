@@ -94,7 +94,7 @@ class ExpiryWheel:
         self._bucket_of: dict[Hashable, int] = {}
         self._buckets: dict[int, set[Hashable]] = {}
         self._heap: list[int] = []  # bucket numbers with keys, smallest first
-        self._pending: list[tuple[Hashable, int]] = []  # due keys and the bucket they were due in
+        self._due: list[tuple[int, set[Hashable]]] = []  # fallen-due buckets, emptied a few keys at a time
 
     def __len__(self) -> int:
         return len(self._bucket_of)
@@ -102,8 +102,8 @@ class ExpiryWheel:
     def __eq__(self, other: object) -> bool:  # what it tracks (state snapshots compare it)
         if not isinstance(other, ExpiryWheel):
             return NotImplemented
-        return (self.bucket_s, self._bucket_of, sorted(self._heap), sorted(map(repr, self._pending))) == (
-            other.bucket_s, other._bucket_of, sorted(other._heap), sorted(map(repr, other._pending)))  # fmt: skip
+        return (self.bucket_s, self._bucket_of, sorted(self._heap), sorted(map(repr, self._due))) == (
+            other.bucket_s, other._bucket_of, sorted(other._heap), sorted(map(repr, other._due)))  # fmt: skip
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -131,16 +131,27 @@ class ExpiryWheel:
             self._buckets[b].discard(key)
 
     def due(self, clock_s: float, limit: int) -> list[Hashable]:
-        """Up to ``limit`` keys whose life ended by ``clock_s`` (each handed out once; forget them after)."""
+        """Up to ``limit`` keys whose life ended by ``clock_s`` (each handed out once; forget them after).
+
+        A bucket that falls due is not copied: its keys are taken from it
+        ``limit`` at a time, so one call costs O(limit) however many keys
+        expire in the same hour.
+        """
         heap = self._heap
         while heap and heap[0] * self.bucket_s <= clock_s:
             b = heapq.heappop(heap)
-            self._pending.extend((k, b) for k in self._buckets.pop(b, ()))
+            members = self._buckets.pop(b, None)
+            if members:
+                self._due.append((b, members))
         out: list[Hashable] = []
-        pending = self._pending
-        while pending and len(out) < limit:
-            key, b = pending.pop()
-            if self._bucket_of.get(key) == b:  # not re-filed since it fell due
-                del self._bucket_of[key]
-                out.append(key)
+        due, bucket_of = self._due, self._bucket_of
+        while due and len(out) < limit:
+            b, members = due[-1]
+            while members and len(out) < limit:
+                key = members.pop()
+                if bucket_of.get(key) == b:  # not re-filed or forgotten since it fell due
+                    del bucket_of[key]
+                    out.append(key)
+            if not members:
+                due.pop()
         return out
