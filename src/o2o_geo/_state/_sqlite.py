@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .._validate import check_path
+from .._validate import check_number, check_path
 from ..errors import InvalidParameterError, StateError
 from ._base import DispatchState, Transaction
 from ._expiry import Lifetimes
@@ -116,8 +116,7 @@ class SQLiteState(DispatchState):
     ) -> None:
         if not isinstance(synchronous, str) or synchronous not in ("NORMAL", "FULL"):
             raise InvalidParameterError(f"synchronous must be 'NORMAL' or 'FULL'; got {synchronous!r}")
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s < math.inf:
-            raise InvalidParameterError(f"timeout_s must be a number of seconds >= 0; got {timeout_s!r}")
+        check_number(timeout_s, "timeout_s", low=0.0, high=1e9)
         self.lifetimes = Lifetimes.of(idempotency_ttl_s, user_ttl_s, retention_days)
         self._clock = -math.inf  # the latest clock this process saw (the file's may be later)
         self._n_tx = 0
@@ -168,6 +167,7 @@ class SQLiteState(DispatchState):
                 yield tx
                 tx._finish()
                 c.execute("RELEASE ping")
+                self._clock = max(self._clock, tx.clock)
             except sqlite3.Error as exc:
                 c.execute("ROLLBACK TO ping")
                 c.execute("RELEASE ping")
@@ -186,6 +186,7 @@ class SQLiteState(DispatchState):
             yield tx
             tx._finish()
             c.execute("COMMIT")
+            self._clock = max(self._clock, tx.clock)
         except sqlite3.Error as exc:
             c.execute("ROLLBACK")
             raise StateError(f"state database {self.path!r} failed; nothing was changed: {exc}") from exc
@@ -358,16 +359,16 @@ class _SQLiteTx(Transaction):
     def _finish(self) -> None:
         """Before the commit: every PRUNE_EVERY-th transaction, share the clock and delete expired rows."""
         s = self.s
-        s._clock = max(s._clock, self.clock)
         s._n_tx += 1
-        if s._n_tx % PRUNE_EVERY or s._clock == -math.inf:
+        clock = max(s._clock, self.clock)
+        if s._n_tx % PRUNE_EVERY or clock == -math.inf:
             return
         c = self.c
         c.execute(
             "INSERT INTO meta (key, value) VALUES ('clock', ?) ON CONFLICT(key) DO UPDATE SET value = max(value, ?)",
-            (s._clock, s._clock),
+            (clock, clock),
         )
-        clock = s._clock = float(c.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
+        clock = self.clock = float(c.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()[0])
         for table in ("users", "counters", "idem"):
             c.execute(_PRUNE[table], (clock,))
         horizon = clock - s.lifetimes.retention_s
