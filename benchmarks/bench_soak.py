@@ -15,14 +15,17 @@ other's), side by side in one run:
 * ``Memory`` / ``SQLite`` with retention: the default lifetimes
   (``idempotency_ttl_s`` 7 days, ``user_ttl_s`` 30 days) and
   ``retention_days=7``;
-* ``Memory keep`` / ``SQLite keep``, the peer: the same engine with nothing
-  ever deleted (lifetimes of 10**12 s, ledger kept; counters still follow
-  their windows, as before retention existed only in Redis).
+* ``Memory keep`` / ``SQLite keep``, the peer: the same engine keeping
+  every event id, fence state and ledger record (lifetimes of 10**12 s, no
+  ``retention_days``).  Counters follow their windows in both (they are not
+  configurable); before retention they never expired on these backends.
 
 Each day: the day's pings through ``on_locations`` (the batch path) except
 its last 2,000, which go one ``on_location`` call at a time, timed call by
 call (p50, p99, max); then RSS (``VmRSS`` after ``gc.collect()``; Memory) or
-the file's size with its WAL (SQLite), and ``state.sizes()``.  Targets
+the file's size with its WAL (SQLite), ``state.sizes()``, and the scorer's
+history (the learned per-user profiles: its pickled size, "history MiB"),
+which lives in the same process but is not dispatch state.  Targets
 (issue: bounded state): once the windows have filled, day 29 within 10 %
 of day 10 in size and in per-ping p99.
 
@@ -40,6 +43,7 @@ import dataclasses
 import gc
 import json
 import os
+import pickle
 import statistics
 import subprocess
 import sys
@@ -149,6 +153,7 @@ def one_row(row: str, days: int, per_day: int, seed: int) -> None:
                     "max_us": float(us.max()),
                     "size_mib": size,
                     "sizes": state.sizes(),
+                    "history_mib": len(pickle.dumps(engine.scorer.history)) / 2**20,
                     "pushes": sum(not d.holdout for d in batch + sample),
                 }
             ),
@@ -221,9 +226,9 @@ def pause_rows(n_users: int, n_after: int, *, freeze: bool) -> tuple[str, str, f
 
 def table(results: dict[str, list[dict[str, Any]]], first: int, last: int) -> str:
     lines = [
-        "| row | day | pings/s (batch) | p50 us | p99 us | max us | size MiB | users | counters | event ids "
-        "| pushes kept | events kept |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | day | pings/s (batch) | p50 us | p99 us | max us | size MiB | history MiB | users | counters "
+        "| event ids | pushes kept | events kept |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row, days in results.items():
         for r in days:
@@ -232,7 +237,7 @@ def table(results: dict[str, list[dict[str, Any]]], first: int, last: int) -> st
             s = r["sizes"]
             lines.append(
                 f"| {row} | {r['day']} | {r['batch_per_s']:,.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
-                f"{r['max_us']:,.0f} | {r['size_mib']:.1f} | {s['users']:,} | {s['counters']:,} | "
+                f"{r['max_us']:,.0f} | {r['size_mib']:.1f} | {r['history_mib']:.1f} | {s['users']:,} | {s['counters']:,} | "
                 f"{s['idempotency']:,} | {s['pushes']:,} | {s['events']:,} |"
             )
     lines += ["", f"| row | size day {last} / day {first} | p99 day {last} / day {first} (median of days "
