@@ -237,8 +237,8 @@ def table(results: dict[str, list[dict[str, Any]]], first: int, last: int) -> st
             s = r["sizes"]
             lines.append(
                 f"| {row} | {r['day']} | {r['batch_per_s']:,.0f} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | "
-                f"{r['max_us']:,.0f} | {r['size_mib']:.1f} | {r['history_mib']:.1f} | {s['users']:,} | {s['counters']:,} | "
-                f"{s['idempotency']:,} | {s['pushes']:,} | {s['events']:,} |"
+                f"{r['max_us']:,.0f} | {r['size_mib']:.1f} | {r['history_mib']:.1f} | {s['users']:,} | "
+                f"{s['counters']:,} | {s['idempotency']:,} | {s['pushes']:,} | {s['events']:,} |"
             )
     lines += ["", f"| row | size day {last} / day {first} | p99 day {last} / day {first} (median of days "
               f"{first - 1}-{first + 1} and {last - 2}-{last}) | target |", "|---|---|---|---|"]  # fmt: skip

@@ -5,6 +5,9 @@ one :meth:`DispatchState.transaction`: all of it is stored, or (on any
 error) none of it.  Backends differ only in where the data lives; one
 conformance test suite runs against each.  The key grammar (counters, event
 ids) lives in :mod:`._keys` (``keys``); the dispatcher asks it for keys.
+Retention is the same on every backend (:mod:`._expiry`): counters live by
+their windows, event ids ``idempotency_ttl_s``, fence state ``user_ttl_s``,
+the ledger ``retention_days``.
 
 Records are plain dicts.  A push: ``push_id, user_id, offer_id, store_id,
 merchant_id, ts, holdout, score, distance_m, trigger``.  An event:
