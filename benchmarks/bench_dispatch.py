@@ -102,16 +102,21 @@ def reset_peak() -> None:
         pass
 
 
-def peak_mib() -> float:
-    """The peak RSS since the last reset_peak(), MiB (NaN where /proc is missing)."""
+def status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (``VmHWM``, ``VmRSS``...), MiB (NaN where /proc is missing)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return float("nan")
+
+
+def peak_mib() -> float:
+    """The peak RSS since the last reset_peak(), MiB (NaN where /proc is missing)."""
+    return status_mib("VmHWM")
 
 
 def decision_key(d: og.PushDecision) -> tuple[Any, ...]:

@@ -52,6 +52,7 @@ import time
 from typing import Any
 
 import numpy as np
+from bench_dispatch import status_mib  # the same folder: run as a script, benchmarks/ is on sys.path
 
 import o2o_geo as og
 from o2o_geo import simulate
@@ -66,14 +67,7 @@ FIRST, LAST = 10, 29  # the days compared (0-based), or the quick run's equivale
 
 def rss_mib() -> float:
     """The process's resident set now, MiB (NaN where /proc is missing)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    return status_mib("VmRSS")
 
 
 def make_world(n_users: int, seed: int = 11) -> tuple[simulate.World, og.OfferSet]:
