@@ -20,7 +20,7 @@ is replayed.  Acc@k: the visited venue is among the top k; MRR@10: mean of
 The data is read from ``--data`` (default: the shared copy beside the
 repository); it is not part of the project.
 
-Run:  python benchmarks/bench_realdata.py [--data PATH] [--sample 1.0]
+Run:  python benchmarks/bench_realdata.py --data PATH [--sample 1.0]
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ import numpy as np
 
 import o2o_geo as og
 
-DEFAULT_DATA = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "foursquare-nyc", "nyc_checkins.csv.gz"
-)
 RADIUS_M = 5000.0
 
 
@@ -85,7 +82,7 @@ def rank_of(target: int, key: np.ndarray, dist: np.ndarray, pos: np.ndarray) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=DEFAULT_DATA, help="path of nyc_checkins.csv.gz")
+    ap.add_argument("--data", required=True, help="path of nyc_checkins.csv.gz (not part of the project)")
     ap.add_argument("--sample", type=float, default=1.0, help="share of test check-ins the scorers rank (all: 1.0)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -759,7 +759,9 @@ class OfferScorer:
             if e.offer_id is not None and e.kind in ("push", "redeem") and e.offer_id not in cat.offer_lookup:
                 raise UnknownOfferError(f"event at ts {e.ts} names offer_id {e.offer_id!r}, which is not in the offers")
         h0 = self.history
-        hist = UserHistory(h0.half_life_days, h0.kind_weights, h0.prior_pushes, h0.prior_rate)
+        hist = UserHistory(
+            h0.half_life_days, h0.kind_weights, h0.prior_pushes, h0.prior_rate, h0.max_places_per_user, h0.max_idle_days
+        )
         hist._bind(self._resolve)
         if target == "redeem":
             X, y = replay_pushes(self._extractor, cat, hist, evs, float(window_days) * 86_400.0)
