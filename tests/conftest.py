@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import sqlite3
+
 import numpy as np
 import pytest
 from geographiclib.geodesic import Geodesic
@@ -155,3 +158,16 @@ def new_redis_state(server, **kwargs):
     import uuid
 
     return og.RedisState(server.url, namespace=f"t{uuid.uuid4().hex[:12]}", **kwargs)
+
+
+def snapshot(st):
+    """Everything a backend holds: the SQLite file's full dump, or a deep copy of the in-memory tables."""
+    if isinstance(st, og.SQLiteState):
+        con = sqlite3.connect(st.path)
+        try:
+            return list(con.iterdump())
+        finally:
+            con.close()
+    if isinstance(st, og.RedisState):
+        return {key: (st.r.dump(key), st.r.ttl(key) > 0) for key in sorted(st.r.scan_iter(match=f"{st.ns}:*"))}
+    return copy.deepcopy({k: v for k, v in vars(st).items() if k != "_lock"})

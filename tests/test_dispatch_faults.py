@@ -13,12 +13,10 @@ Worker processes import this module by name (``tests/`` is put on their
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,7 +29,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import GEOD, new_redis_state
+from conftest import GEOD, new_redis_state, snapshot
 
 import o2o_geo as og
 from o2o_geo._history import _Decayed
@@ -114,19 +112,6 @@ def run_threads(n, work):
             return list(pool.map(body, range(n)))
     finally:
         sys.setswitchinterval(interval)
-
-
-def snapshot(st):
-    """Everything a backend holds: the SQLite file's full dump, or a deep copy of the in-memory tables."""
-    if isinstance(st, og.SQLiteState):
-        con = sqlite3.connect(st.path)
-        try:
-            return list(con.iterdump())
-        finally:
-            con.close()
-    if isinstance(st, og.RedisState):
-        return {key: (st.r.dump(key), st.r.ttl(key) > 0) for key in sorted(st.r.scan_iter(match=f"{st.ns}:*"))}
-    return copy.deepcopy({k: v for k, v in vars(st).items() if k != "_lock"})
 
 
 def assert_push_ids_are_a_gapless_sequence(pushes):

@@ -401,6 +401,13 @@ def _entries(tmp: Any) -> list[Entry]:
                 cases=30,
             ),
             Entry(
+                f"Dispatcher.explain_ping[{kind}]",
+                engine.explain_ping,
+                {"user_id": "u2", "lat": AT[0], "lon": AT[1], "ts": T0 + 100, "accuracy_m": 5.0, "tz": None},
+                snapshot=snap,
+                cases=30,
+            ),
+            Entry(
                 f"Dispatcher.on_locations[{kind}]",
                 engine.on_locations,
                 {

@@ -13,7 +13,7 @@ Examples
 """
 
 from . import errors, simulate
-from ._dispatch import Dispatcher, PushDecision
+from ._dispatch import CANDIDATE_REASONS, PING_GATES, CandidateVerdict, Dispatcher, PingExplanation, PushDecision
 from ._fences import FenceHit, FenceHits, Geofences
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._history import Event, UserHistory
@@ -31,6 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Budget",
+    "CANDIDATE_REASONS",
+    "CandidateVerdict",
     "DispatchState",
     "Dispatcher",
     "Event",
@@ -44,7 +46,9 @@ __all__ = [
     "Offer",
     "OfferScorer",
     "OfferSet",
+    "PING_GATES",
     "Pairs",
+    "PingExplanation",
     "PushDecision",
     "PushPolicy",
     "RedisState",

@@ -10,6 +10,7 @@
 - ``_report``: the funnel and the uplift over the holdout;
 - ``_stores``: each store's merchant, zone and opening hours, per index version;
 - ``_decision``: :class:`PushDecision`;
+- ``_explain``: :class:`PingExplanation`, what ``explain_ping``'s dry run found;
 - ``_inputs``: checks of what comes in.
 
 The geofences are the index layer's (:class:`~o2o_geo.Geofences`); the keys
@@ -18,6 +19,16 @@ of the state are the state layer's (``o2o_geo._state.keys``).
 
 from ._decision import PushDecision
 from ._engine import RECORD_KINDS, Dispatcher
+from ._explain import CANDIDATE_REASONS, PING_GATES, CandidateVerdict, PingExplanation
 from ._report import REPORT_COLUMNS
 
-__all__ = ["RECORD_KINDS", "REPORT_COLUMNS", "Dispatcher", "PushDecision"]
+__all__ = [
+    "CANDIDATE_REASONS",
+    "PING_GATES",
+    "RECORD_KINDS",
+    "REPORT_COLUMNS",
+    "CandidateVerdict",
+    "Dispatcher",
+    "PingExplanation",
+    "PushDecision",
+]

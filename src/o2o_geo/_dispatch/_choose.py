@@ -7,6 +7,11 @@ caps.  Then the offers of the triggered stores, best score first (ties to
 (store-local time, ``closing_margin_min`` before closing), one push per offer
 per ping, and every configured limit (:mod:`._limits`); at most
 ``max_per_ping`` pushes.  ``stats`` counts why a ping did not push.
+
+With a ``trace`` list, :meth:`PushChooser.choose` also says what stopped
+each candidate (the dry run of :meth:`Dispatcher.explain_ping`): it goes on
+past a ping-level gate and past ``max_per_ping`` to give every candidate
+its reason, and decides nothing differently.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .._policy import PushPolicy, open_for
 from .._scoring import OfferScorer, ScoredCandidates
 from .._state import Transaction, keys
 from ._decision import PushDecision, ScoreTerms, push_record
-from ._limits import Limit, LocalDay, candidate_limits, charge, exceeded, user_capped
+from ._limits import Limit, LocalDay, candidate_limits, charge, first_exceeded, user_capped
 from ._stores import StoreFacts
 
 __all__ = ["PushChooser", "Scored"]
@@ -81,37 +86,51 @@ class PushChooser:
         when: LocalDay,
         triggers: dict[int, tuple[str, float]],
         scored: Scored | None,
+        trace: list[tuple[Scored, int, str, str | None]] | None = None,
     ) -> list[PushDecision]:
         """The pushes of one ping whose fences ``triggers`` (position -> (trigger, distance)); charged in ``tx``.
 
         ``u`` is the user's new state (``last_push_ts`` set here when a push is
         made); ``scored``, the candidates a batch scored ahead, is used when it
-        covers every triggered store, else they are scored now.
+        covers every triggered store, else they are scored now.  ``trace``
+        receives ``(scored, row, reason, limit kind or None)`` per candidate,
+        best first (see the module docstring).
         """
         pol = self.policy
+        gate = None
         if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
-            stats["min_gap"] += 1
-            return []
-        if t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
-            stats["dismiss_cooldown"] += 1
-            return []
-        if pol.is_quiet(when.local):
-            stats["quiet_hours"] += 1
-            return []
-        tx.prefetch(counters=when)
-        if user_capped(tx, pol, when):
-            stats["user_cap"] += 1
-            return []
+            gate = "min_gap"
+        elif t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
+            gate = "dismiss_cooldown"
+        elif pol.is_quiet(when.local):
+            gate = "quiet_hours"
+        else:
+            tx.prefetch(counters=when)
+            if user_capped(tx, pol, when):
+                gate = "user_cap"
+        if gate is not None:
+            stats[gate] += 1
+            if trace is None:
+                return []
         if scored is None or not scored.asked >= triggers.keys():
             pos = sorted(triggers)
             sc = self.scorer.score_candidates(user_id, pos, [triggers[p][1] for p in pos], t)
             scored = Scored(sc, Scored.lists(sc), 0, len(sc), set(pos))
         offer_l, pos_l, logit_l, score_l = scored.offer, scored.pos, scored.logit, scored.score
         # best first; ties (to 1e-9 in the logit, below rounding noise) by offer, then store
+        rows = [j for j in range(scored.lo, scored.hi) if pos_l[j] in triggers]
         ranked = sorted(
-            (j for j in range(scored.lo, scored.hi) if pos_l[j] in triggers and score_l[j] >= pol.min_score),
+            (j for j in rows if score_l[j] >= pol.min_score),
             key=lambda j: (-round(logit_l[j], 9), offer_l[j], pos_l[j]),
         )
+        if rows and not ranked:
+            stats["low_score"] += 1
+        if trace is not None:
+            low = sorted((j for j in rows if score_l[j] < pol.min_score), key=lambda j: (-logit_l[j], offer_l[j]))
+            if gate is not None:
+                trace += [(scored, j, gate, None) for j in ranked + low]
+                return []
+            trace += [(scored, j, "low_score", None) for j in low]
         local_at: dict[Any, datetime] = {}  # store-local time, once per zone
         o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
 
@@ -132,18 +151,30 @@ class PushChooser:
             likely = {j: candidate(j) for j in ranked[:8]}
             tx.prefetch(counters=[lim.key for c in likely.values() for lim in c.limits])
         out: list[PushDecision] = []
-        for j in ranked:
+        for k, j in enumerate(ranked):
+            if trace is not None and len(out) >= pol.max_per_ping:  # (without a trace the loop stopped already)
+                trace += [(scored, i, "max_per_ping", None) for i in ranked[k:]]
+                break
             if out and user_capped(tx, pol, when):
                 stats["user_cap"] += 1
+                if trace is not None:
+                    trace += [(scored, i, "user_cap", None) for i in ranked[k:]]
                 break
             c = likely[j] if j in likely else candidate(j)
             if not open_for(facts.hours[c.position], c.store_local, pol.closing_margin_min):
                 stats["store_closed"] += 1
+                if trace is not None:
+                    trace.append((scored, j, "store_closed", None))
                 continue
             if any(d.offer_id == c.offer_id for d in out):
+                if trace is not None:
+                    trace.append((scored, j, "same_offer", None))
                 continue
-            if exceeded(tx, c.limits):
+            limit = first_exceeded(tx, c.limits)
+            if limit is not None:
                 stats["capped"] += 1
+                if trace is not None:
+                    trace.append((scored, j, "capped", limit.kind))
                 continue
             charge(tx, c.limits)
             d = PushDecision(
@@ -162,7 +193,9 @@ class PushChooser:
             tx.add_push(push_record(d))
             out.append(d)
             stats["holdout" if c.holdout else "pushed"] += 1
-            if len(out) >= pol.max_per_ping:
+            if trace is not None:
+                trace.append((scored, j, "holdout" if c.holdout else "pushed", None))
+            elif len(out) >= pol.max_per_ping:
                 break
         if out:
             u["last_push_ts"] = t

@@ -19,7 +19,7 @@ from .._offers import OfferSet
 from .._policy import PushPolicy, tz_at, zone
 from .._state import Transaction, keys
 
-__all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "exceeded", "user_capped"]
+__all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "first_exceeded", "user_capped"]
 
 
 class Limit(NamedTuple):
@@ -30,6 +30,9 @@ class Limit(NamedTuple):
     increment: float
     #: How long the counter can matter after this push (``None``: its key's window, see ``keys.ttl_of``).
     ttl_s: float | None = None
+    #: Which limit it is: ``user_day``, ``user_week``, ``merchant_day``, ``offer_cap``, ``offer_budget``,
+    #: ``merchant_budget`` or ``store_capacity`` (what :meth:`Dispatcher.explain_ping` names).
+    kind: str = ""
 
 
 class LocalDay:
@@ -87,41 +90,44 @@ def candidate_limits(
     """Every configured limit a push of this offer at this store would be charged to."""
     uk, day = when.user_key, when.day
     out = []
-    for key, bound in (
-        (when.day_key, pol.max_per_day),
-        (when.week_key, pol.max_per_week),
-        (keys.user_merchant_day(uk, merchant_id, day), pol.max_per_merchant_per_day),
+    for key, bound, kind in (
+        (when.day_key, pol.max_per_day, "user_day"),
+        (when.week_key, pol.max_per_week, "user_week"),
+        (keys.user_merchant_day(uk, merchant_id, day), pol.max_per_merchant_per_day, "merchant_day"),
     ):
         if bound is not None:
-            out.append(Limit(key, bound, 1.0))
+            out.append(Limit(key, bound, 1.0, None, kind))
     if pol.max_per_offer is not None:  # it matters while the offer runs (forever when it has no end)
         ends = offers[offer_id].valid_until
         ttl = None if ends is None else max(ends - when.t, 0.0) + keys.OFFER_END_MARGIN_S
-        out.append(Limit(keys.user_offer(uk, offer_id), pol.max_per_offer, 1.0, ttl))
+        out.append(Limit(keys.user_offer(uk, offer_id), pol.max_per_offer, 1.0, ttl, "offer_cap"))
     if holdout:
         return out
     ob, mb = pol.offer_budgets.get(offer_id), pol.merchant_budgets.get(merchant_id)
     if ob is not None or mb is not None:
         cost = float(pol.offer_cost.get(offer_id, offers[offer_id].off_amount or 0.0))
-        for budget, key_of in (
-            (ob, lambda w: keys.offer_budget(offer_id, w)),
-            (mb, lambda w: keys.merchant_budget(merchant_id, w)),
+        for budget, key_of, kind in (
+            (ob, lambda w: keys.offer_budget(offer_id, w), "offer_budget"),
+            (mb, lambda w: keys.merchant_budget(merchant_id, w), "merchant_budget"),
         ):
             if budget is None:
                 continue
             if budget.max_pushes is not None:
-                out.append(Limit(key_of("n"), budget.max_pushes, 1.0))
+                out.append(Limit(key_of("n"), budget.max_pushes, 1.0, None, kind))
             if budget.max_cost is not None:
-                out.append(Limit(key_of("c"), budget.max_cost, cost))
+                out.append(Limit(key_of("c"), budget.max_cost, cost, None, kind))
     cap = pol.capacity_of(store_id)
     if cap is not None:
-        out.append(Limit(keys.store_day(store_id, store_day), cap, 1.0))
+        out.append(Limit(keys.store_day(store_id, store_day), cap, 1.0, None, "store_capacity"))
     return out
 
 
-def exceeded(tx: Transaction, limits: list[Limit]) -> bool:
-    """Whether one more push would pass any of the limits."""
-    return any(tx.counter(lim.key) + lim.increment > lim.bound + 1e-9 for lim in limits)
+def first_exceeded(tx: Transaction, limits: list[Limit]) -> Limit | None:
+    """The first of the limits one more push would pass, or None."""
+    for lim in limits:
+        if tx.counter(lim.key) + lim.increment > lim.bound + 1e-9:
+            return lim
+    return None
 
 
 def charge(tx: Transaction, limits: list[Limit]) -> None:
