@@ -283,7 +283,14 @@ def _entries(tmp: Any) -> list[Entry]:
         Entry(
             "UserHistory",
             og.UserHistory,
-            {"half_life_days": 30.0, "kind_weights": None, "prior_pushes": 50.0, "prior_rate": 0.05},
+            {
+                "half_life_days": 30.0,
+                "kind_weights": None,
+                "prior_pushes": 50.0,
+                "prior_rate": 0.05,
+                "max_places_per_user": 128,
+                "max_idle_days": 365.0,
+            },
         ),
         Entry("UserHistory.from_events", og.UserHistory.from_events, {"events": [og.Event("visit", "u", T0)]}),
         Entry(
@@ -604,7 +611,8 @@ def entries(tmp_path_factory):
     counts = Counter({e.name: sum(e.counts.values()) for e in made})
     escapes = sum(e.counts["untyped"] for e in made)
     print(
-        f"\nfuzzed {len(made)} entry points, {sum(counts.values())} calls "
+        f"\nfuzzed {len(made)} entry points, {sum(len(e.kwargs) for e in made)} parameters, "
+        f"{sum(counts.values())} calls "
         f"(median {int(np.median(list(counts.values())))} per entry point, "
         f"{sum(e.counts['typed'] for e in made)} typed errors, {escapes} untyped escapes)"
     )
