@@ -501,7 +501,7 @@ def test_uplift_recovers_the_simulated_truth(engine_factory):
         (d,) = eng.on_location(i, *a, T0 + i)
         if rng.uniform() < (p0 if d.holdout else p1):
             eng.record(og.Event("visit", i, d.ts + 3600, store_id="A"))
-    (row,) = eng.report(by="all", as_frame=False)
+    (row,) = eng.report(by="all", as_frame=False, metric="redeem_or_visit")
     assert row["uplift_low"] < p1 - p0 < row["uplift_high"]
     assert row["uplift_high"] - row["uplift_low"] < 0.07
     assert abs(row["conversion_treated"] - p1) < 0.04 and abs(row["conversion_holdout"] - p0) < 0.04

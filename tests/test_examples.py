@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,21 @@ def test_quickstart_output_is_right():
     lines = res.stdout.splitlines()
     assert lines[0].startswith("['tea-7' 'plaza-2']")
     assert lines[-1] == "reloaded: ['new-1' 'tea-7']"
+
+
+def test_geofence_campaign_shows_the_uplift_its_world_holds(tmp_path):
+    """The simulated push raises redemptions (held-out users cannot redeem): the example's interval must say so."""
+    script = EXAMPLES[0].parent / "geofence_campaign.py"
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    pattern = r"conversion = (\w+): .*?uplift ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]"
+    lines = {m: [float(v) for v in vals] for m, *vals in re.findall(pattern, res.stdout)}
+    assert set(lines) == {"redeem", "redeem_or_visit"}, res.stdout
+    up, lo, hi = lines["redeem"]
+    assert 0.0 < lo < up < hi
+    lo_either, hi_either = lines["redeem_or_visit"][1:]
+    assert hi_either - lo_either > hi - lo  # walk-ins in both groups: the wider, noisier comparison
+    assert re.search(r"budget of 50 pushes: 50 used", res.stdout)
 
 
 def test_readme_python_blocks_run(tmp_path):

@@ -80,7 +80,7 @@ LEAFLET_ENV = "O2O_LEAFLET_DIR"
 _LEAFLET_PLACES = (
     os.path.join(os.sep, "usr", "share", "javascript", "leaflet"),  # Debian/Ubuntu libjs-leaflet
 )
-_FUNNEL_STAGES = ("pushed", "delivered", "opened", "redeemed", "visited")
+_FUNNEL_STAGES = ("pushed", "delivered", "opened", "redeemed")
 
 
 # ------------------------------------------------------------------ inputs
@@ -407,10 +407,10 @@ def _report_rows(report: Any) -> tuple[str, list[dict[str, Any]]]:
 
 
 def plot_funnel(report: Any, *, max_groups: int = 8, title: str | None = None) -> Any:
-    """The funnel chart: pushed -> delivered -> opened -> redeemed -> visited, and treated vs holdout.
+    """The funnel chart: pushed -> delivered -> opened -> redeemed, and treated vs holdout.
 
     Left, the treated pushes at each stage (one bar series per group); right,
-    each group's conversion (share of users with an attributed redeem or visit)
+    each group's conversion (share of users converted by the report's ``metric``)
     in the treated and the holdout group, the treated bar carrying the 95 %
     interval of the uplift, so the push's effect reads at a glance.
 

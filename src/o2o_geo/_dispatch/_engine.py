@@ -55,7 +55,7 @@ from .._offers import OfferSet
 from .._policy import PushPolicy, zone
 from .._scoring import OfferScorer
 from .._state import DispatchState, MemoryState, Transaction, keys
-from .._validate import as_latlon, as_point, check_flag, check_id, import_optional
+from .._validate import as_latlon, as_point, check_choice, check_flag, check_id, import_optional
 from ..errors import (
     InvalidParameterError,
     InvalidRecordError,
@@ -74,7 +74,7 @@ from ._feedback import Feedback
 from ._fence_state import FenceMachine
 from ._inputs import Ping, ping_accuracies, ping_accuracy, ping_columns
 from ._limits import LocalDay
-from ._report import REPORT_COLUMNS, funnel_rows
+from ._report import METRICS, REPORT_COLUMNS, funnel_rows
 from ._stores import StoreFacts, StoreFactsCache
 
 __all__ = ["RECORD_KINDS", "Dispatcher"]
@@ -677,7 +677,14 @@ class Dispatcher:
         self.scorer.history.forget_user(user_id)
 
     # ------------------------------------------------------------ measurement
-    def report(self, since: Any = None, until: Any = None, by: str = "offer", as_frame: bool = True) -> Any:
+    def report(
+        self,
+        since: Any = None,
+        until: Any = None,
+        by: str = "offer",
+        as_frame: bool = True,
+        metric: str = "redeem",
+    ) -> Any:
         """The funnel of pushes made in ``[since, until)``, grouped, with the uplift over the holdout.
 
         Parameters
@@ -688,20 +695,32 @@ class Dispatcher:
         as_frame : bool, default True
             A pandas DataFrame, or (False) a list of dicts; the type never
             depends on what is installed.
+        metric : {"redeem", "redeem_or_visit"}, default "redeem"
+            What converts a user in the uplift: an attributed redemption, or
+            (``"redeem_or_visit"``) a redemption or any attributed visit,
+            recorded or inferred.  Walk-ins make the second high in both
+            groups (most users who enter a store's fence visit it anyway), so
+            its uplift is a small difference of two large shares.
 
         Returns
         -------
         DataFrame or list of dict
-            Per group: ``pushed`` (treated decisions), ``holdout``, ``failed``,
-            ``delivered``, ``opened`` (pushes with an attributed open, click or
-            redeem), ``redeemed``, ``visited`` (pushes with at least one such
-            attributed event), ``revenue`` (attributed redeem
-            amounts), ``open_rate``, ``redeem_rate``, ``visit_rate`` (per
-            delivered push), ``users_treated``, ``users_holdout``,
-            ``conversion_treated``, ``conversion_holdout`` (share of users
-            with an attributed redeem or visit), ``uplift`` and its 95 %
-            interval ``uplift_low``, ``uplift_high`` (normal approximation,
-            users as the unit of randomisation).
+            Per group, the funnel (monotone: ``pushed >= delivered >= opened
+            >= redeemed``): ``pushed`` (treated decisions), ``holdout``,
+            ``failed``, ``delivered``, ``opened`` (delivered pushes with an
+            attributed open, click or redeem), ``redeemed``; beside it, as a
+            visit needs no open, ``visited`` (pushes with an attributed visit
+            the integrator recorded) and ``visited_inferred`` (with a visit the
+            engine inferred from a dwell); ``revenue`` (attributed redeem
+            amounts), ``open_rate``, ``redeem_rate``, ``visit_rate`` (any
+            visit; per delivered push), ``users_treated``, ``users_holdout``,
+            ``conversion_treated``, ``conversion_holdout`` (share of users who
+            converted by ``metric``), ``uplift`` and its 95 % interval
+            ``uplift_low``, ``uplift_high`` (Newcombe's hybrid score interval
+            for a difference of proportions, users as the unit of
+            randomisation: it keeps its width when an arm has no conversions,
+            where the normal approximation collapses), and ``metric`` and
+            ``interval`` (the method) to say so.
 
         Raises
         ------
@@ -723,6 +742,7 @@ class Dispatcher:
         """
         if not isinstance(by, str) or by not in ("offer", "merchant", "store", "all"):
             raise InvalidParameterError(f"by must be 'offer', 'merchant', 'store' or 'all'; got {by!r}")
+        check_choice(metric, "metric", tuple(METRICS))
         lo = -math.inf if since is None else to_epoch_s(since, "since")
         hi = math.inf if until is None else to_epoch_s(until, "until")
         since_kept = self.state.retained_since()
@@ -733,7 +753,7 @@ class Dispatcher:
                 RetentionWarning,
                 stacklevel=2,
             )
-        rows = funnel_rows(self.state.pushes(), self.state.events(), lo, hi, by)
+        rows = funnel_rows(self.state.pushes(), self.state.events(), lo, hi, by, metric)
         if check_flag(as_frame, "as_frame"):
             pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
             return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
