@@ -305,6 +305,38 @@ def test_opening_hours_in_store_local_time(engine_factory):
         og.Dispatcher(make_stores(opening_hours=["8-22", None, None]), make_offers()).on_location("u", *a, T0)
 
 
+def test_opening_hours_in_openstreetmap_syntax_with_holidays_and_breaks(engine_factory):
+    # A: weekdays with a lunch break, Saturday mornings, closed Sundays and on China's public holidays
+    # B: the short form, one range; C: 24/7 but closed on public holidays
+    idx = make_stores(opening_hours=["Mo-Fr 08:00-12:00,13:00-20:00; Sa 09:00-12:00; Su off; PH off",
+                                     "10:00-18:00", "24/7; PH off"])  # fmt: skip
+    eng = engine_factory(og.PushPolicy(**OPEN, closing_margin_min=30.0), index=idx)
+    a, b, c = pos(idx, "A"), pos(idx, "B"), pos(idx, "C")
+
+    def at(day, h, m):  # Shanghai local time on 2026-01-<day> (UTC+8); the 1st is New Year's Day, a Thursday
+        return datetime(2026, 1, day, h, m, tzinfo=UTC).timestamp() - 8 * 3600
+
+    cases = [  # (user, store, time, pushed?): the expected answers, read off the rules by hand
+        ("u1", a, at(2, 10, 0), True),  # Friday morning
+        ("u2", a, at(2, 11, 45), False),  # closes for lunch within 30 min
+        ("u3", a, at(2, 12, 30), False),  # lunch break
+        ("u4", a, at(2, 13, 5), True),  # open again
+        ("u5", a, at(3, 10, 0), True),  # Saturday morning
+        ("u6", a, at(3, 14, 0), False),  # Saturday afternoon
+        ("u7", a, at(4, 10, 0), False),  # Sunday
+        ("u8", a, at(1, 10, 0), False),  # New Year's Day: a public holiday in China
+        ("u9", b, at(1, 10, 0), True),  # the short form knows no holidays
+        ("u10", c, at(1, 10, 0), False),  # ... but "PH off" does
+        ("u11", c, at(2, 3, 0), True),  # 24/7 on a working day
+    ]
+    for user, (lat, lon), ts, pushed in cases:
+        assert bool(eng.on_location(user, lat, lon, ts)) is pushed, (user, ts)
+    assert eng.stats["store_closed"] == sum(not p for *_, p in cases)
+    bad = make_stores(opening_hours=[None, "Mo-Fx 08:00-20:00", None])
+    with pytest.raises(InvalidRecordError, match="store 'B': cannot read opening hours 'Mo-Fx"):
+        og.Dispatcher(bad, make_offers()).on_location("u", *a, T0)
+
+
 def test_offer_validity_window(engine_factory):
     eng = engine_factory(offers=make_offers(valid_from=T0 + 3600, valid_until=T0 + 7200))
     lat, lon = pos(eng.index, "A")

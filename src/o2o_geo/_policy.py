@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -105,9 +104,11 @@ class PushPolicy:
     closing_margin_min : float, default 30
         Never push for a store that is closed or closes within this many minutes.
     hours_column : str, default "opening_hours"
-        Store column of opening hours, ``"08:00-22:00"`` or several ranges
-        ``"07:00-11:00,17:00-23:30"``; overnight ranges wrap (``"18:00-02:00"``);
-        missing: always open.
+        Store column of opening hours in the OpenStreetMap ``opening_hours``
+        syntax (``"Mo-Fr 08:00-20:00; Sa 10:00-16:00; Su off; PH off"``, the
+        store's country's public holidays from its position), including the
+        short ``"08:00-22:00"`` and ``"07:00-11:00,17:00-23:30"``; overnight
+        ranges wrap (``"18:00-02:00"``); missing: always open.
     tz_column : str, default "tz"
         Store column of IANA time zones; missing: looked up from the position.
     offer_budgets, merchant_budgets : mapping of id to Budget
@@ -305,41 +306,61 @@ class PushPolicy:
         return cap
 
 
-_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+#: How far ahead the opening-hours parser looks for the next change (days): a closing-margin check needs minutes.
+_HOURS_HORIZON_DAYS = 8
 
 
-def parse_hours(text: Any, store_id: Any = None) -> tuple[tuple[int, int], ...] | None:
-    """Opening hours text -> ((start_min, length_min), ...); ``None`` when always open.
+def parse_hours(text: Any, store_id: Any = None, lat: float | None = None, lon: float | None = None) -> Any:
+    """A store's opening hours, in the OpenStreetMap ``opening_hours`` syntax; ``None`` when always open.
+
+    Read by the maintained ``opening-hours-py`` parser, so the format store
+    data comes in works: weekdays, several ranges, overnight ranges, ``off``
+    and, given the store's position, its country's public holidays
+    (``PH off``).  The short form ``"08:00-22:00"`` (or
+    ``"07:00-11:00,17:00-23:30"``) is that syntax too.  Missing or empty
+    text: always open.
+
+    Raises
+    ------
+    InvalidRecordError
+        Text the parser refuses (or not text), naming the store.
 
     Examples
     --------
-    >>> parse_hours("08:00-22:00")
-    ((480, 840),)
-    >>> parse_hours("18:00-02:00,07:00-09:30")
-    ((1080, 480), (420, 150))
+    >>> from datetime import datetime
+    >>> h = parse_hours("Mo-Fr 08:00-20:00; Sa 10:00-16:00; Su off")
+    >>> h.is_open(datetime(2026, 1, 3, 12, 0)), h.is_open(datetime(2026, 1, 4, 12, 0))   # Saturday, Sunday
+    (True, False)
     >>> parse_hours(None) is None
     True
+    >>> parse_hours("8-22", "s1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidRecordError: store 's1': cannot read opening hours '8-22' (OpenStreetMap ...
     """
-    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
+    if text is None or (isinstance(text, float) and math.isnan(text)) or (isinstance(text, str) and not text.strip()):
         return None
     if not isinstance(text, str):
         raise InvalidRecordError(f"store {store_id!r}: opening hours must be text like '08:00-22:00'; got {text!r}")
-    out = []
-    for part in text.split(","):
-        m = _RANGE.match(part)
-        if m is None:
-            raise InvalidRecordError(f"store {store_id!r}: cannot read opening hours {text!r} (want 'HH:MM-HH:MM')")
-        h1, m1, h2, m2 = (int(g) for g in m.groups())
-        if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
-            raise InvalidRecordError(f"store {store_id!r}: opening hours {text!r} hold an impossible time")
-        start, end = h1 * 60 + m1, h2 * 60 + m2
-        length = (end - start) % 1440 or 1440
-        out.append((start % 1440, length))
-    return tuple(out)
+    from opening_hours import OpeningHours  # a compiled parser: imported when a store has hours
+
+    coords = None if lat is None or lon is None else (float(lat), float(lon))
+    try:
+        return OpeningHours(text, coords=coords, max_interval_days=_HOURS_HORIZON_DAYS)
+    except Exception as exc:  # noqa: BLE001 - the parser raises its own ParserError (and others for odd input)
+        raise InvalidRecordError(
+            f"store {store_id!r}: cannot read opening hours {text!r} (OpenStreetMap opening_hours syntax, "
+            "e.g. 'Mo-Fr 08:00-20:00; Sa 10:00-16:00; Su off')"
+        ) from exc
 
 
-def open_for(hours: tuple[tuple[int, int], ...] | None, local: datetime, margin_min: float) -> bool:
+def open_for(hours: Any, local: datetime, margin_min: float) -> bool:
     """Whether a store is open at ``local`` and stays open at least ``margin_min`` more minutes.
+
+    ``hours`` is :func:`parse_hours`' (``None``: always open); ``local`` the
+    store's local time (aware, in its zone).  An ``unknown`` state (OSM's
+    ``unknown`` rule) counts as closed: the engine never pushes for a store
+    it is not sure is open.
 
     Examples
     --------
@@ -352,14 +373,10 @@ def open_for(hours: tuple[tuple[int, int], ...] | None, local: datetime, margin_
     """
     if hours is None:
         return True
-    now = local.hour * 60 + local.minute + local.second / 60.0
-    for start, length in hours:
-        if length >= 1440:
-            return True
-        elapsed = (now - start) % 1440
-        if elapsed < length - margin_min:
-            return True
-    return False
+    if not hours.is_open(local):
+        return False
+    change = hours.next_change(local)
+    return change is None or (change - local).total_seconds() >= margin_min * 60.0
 
 
 def zone(name: str) -> ZoneInfo:

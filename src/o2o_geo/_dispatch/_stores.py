@@ -75,7 +75,7 @@ class StoreFactsCache:
             hit = cache.get(key)
             if hit is None:
                 name = str(tzs[i]) if isinstance(tzs[i], str) and tzs[i] else tz_at(lat[i], lon[i])
-                hit = (zone(name), parse_hours(hours[i], ids[i]))
+                hit = (zone(name), parse_hours(hours[i], ids[i], lat[i], lon[i]))
             fresh[key] = hit
             zones.append(hit[0])
             parsed.append(hit[1])
