@@ -81,7 +81,7 @@ def main() -> int:
              "file://" + page],
             capture_output=True, text=True, timeout=120, check=True,
         ).stdout  # fmt: skip
-    markers = len(re.findall(r'<img[^>]+class="leaflet-marker-icon', dom))
+    markers = len(re.findall(r'<(?:img|div)[^>]+class="leaflet-marker-icon', dom))
     print(f"decisions {len(decisions):,} ({sum(d.holdout for d in decisions):,} held out); district: "
           f"{len(district)} stores, {len(shown)} decisions; folium DOM markers in Chromium: {markers} "
           f"(stores drawn: {len(district)})")  # fmt: skip

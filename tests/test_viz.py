@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -87,7 +88,8 @@ def test_static_map_png_draws_every_store_area_fence_and_push(tmp_path, campaign
     fig = viz.plot_map(stores, decisions=decisions, pings=pings, fence_radius_m=100, title="sample chain")
     ax = fig.axes[0]
     # what was drawn, against what the stores and decisions hold
-    polys = {c.get_label(): c for c in ax.collections if c.get_label() in ("service area", "geofence")}
+    polys = {c.get_label().split(" (")[0]: c for c in ax.collections
+             if c.get_label().split(" (")[0] in ("service area", "geofence")}  # fmt: skip
     n_area_parts = int(np.isfinite(stores.service_radius_m).sum()) + sum(
         len(getattr(g, "geoms", [g]))
         for g, r in zip(stores.service_area_geometry, stores.service_radius_m, strict=True)
@@ -114,6 +116,51 @@ def test_static_map_png_draws_every_store_area_fence_and_push(tmp_path, campaign
     assert img.shape[0] == img.shape[1] == 640 and float(img[..., :3].std()) > 0.05  # not a blank canvas
 
 
+def test_static_map_reads_at_a_glance(campaign):
+    """Legend folding, store colours over push rings, fences only when visible, a true scale bar, plain degrees."""
+    rng = np.random.default_rng(5)
+    n = 140
+    many = og.StoreSet.from_columns(  # 14 merchants: store counts 20, 18, ..., so the ranking is known
+        store_id=[f"s{i}" for i in range(n)], lat=31.2 + rng.uniform(0, 0.02, n), lon=121.4 + rng.uniform(0, 0.02, n),
+        merchant_id=[f"m{k}" for k in range(14) for _ in range(max(20 - 2 * k, 1))][:n]
+        + ["m13"] * (n - sum(max(20 - 2 * k, 1) for k in range(14))),
+    )  # fmt: skip
+    sizes = Counter(many["merchant_id"].tolist())
+    fig = viz.plot_map(many, decisions=[{"store_id": "s0", "holdout": False}], fence_radius_m=100)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    kept = [m for m, _ in sizes.most_common(viz.MAX_LEGEND)]
+    assert [lab for lab in labels if lab in sizes] == kept
+    folded = sorted(set(sizes) - set(kept))
+    other = [lab for lab in labels if lab.startswith(f"{len(folded)} others")]
+    assert other and other[0].endswith(f"{sum(sizes[m] for m in folded):,} stores")
+    stores_dots = next(c for c in ax.collections if c.get_zorder() == 4)
+    face = [matplotlib.colors.to_hex(c) for c in stores_dots.get_facecolors()]
+    by_merchant = {}
+    for m, c in zip(many["merchant_id"].tolist(), face, strict=True):
+        by_merchant.setdefault(m, set()).add(c)
+    assert all(len(c) == 1 for c in by_merchant.values())  # one colour per merchant
+    assert len({next(iter(by_merchant[m])) for m in kept}) == len(kept)  # distinct among the kept
+    assert {next(iter(by_merchant[m])) for m in folded} == {viz.OTHER_COLOUR}
+    rings = next(c for c in ax.collections if c.get_label().startswith("pushes"))
+    assert rings.get_zorder() < stores_dots.get_zorder() and len(rings.get_facecolors()) == 0  # hollow, below
+    assert any(c.get_label() == "geofence (100 m)" for c in ax.collections)  # 2 km across: a fence is visible
+    # the scale bar: its drawn length in metres (GeographicLib) is what its label says
+    (bar,) = [line for line in ax.get_lines() if line.get_linewidth() == 2.5]
+    (x0, x1), (y, _) = bar.get_xdata(), bar.get_ydata()
+    label = next(t.get_text() for t in ax.texts if t.get_text().endswith("m"))
+    metres = float(label.split()[0]) * (1000.0 if label.endswith("km") else 1.0)
+    assert geographiclib_m(y, x0, y, x1) == pytest.approx(metres, rel=1e-6)
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_text()]
+    assert ticks and all(re.fullmatch(r"\d+\.\d+", t.replace("\u2212", "-")) for t in ticks)  # plain degrees
+    assert not ax.xaxis.get_major_formatter().get_offset()
+    # a country-wide view: 100 m fences would be specks, so they are neither drawn nor listed
+    wide = og.StoreSet.from_columns(store_id=["a", "b"], lat=[30.0, 40.0], lon=[110.0, 120.0])
+    ax2 = viz.plot_map(wide, fence_radius_m=100).axes[0]
+    assert not any(c.get_label().startswith("geofence") for c in ax2.collections)
+
+
 def test_static_map_keeps_an_antimeridian_chain_in_one_piece():
     stores = og.StoreSet.from_records(
         [
@@ -123,9 +170,10 @@ def test_static_map_keeps_an_antimeridian_chain_in_one_piece():
     )
     fig = viz.plot_map(stores, fence_radius_m=2000, colour_by=None)
     ax = fig.axes[0]
-    xs = ax.collections[-1].get_offsets()[:, 0]
+    xs = next(c for c in ax.collections if c.get_zorder() == 4).get_offsets()[:, 0]  # the store dots
     assert abs(xs[0] - xs[1]) == pytest.approx(0.1, abs=1e-9)  # 11 km apart, not 360 degrees
-    fence_x = np.concatenate([p.vertices[:, 0] for p in ax.collections[1].get_paths()])
+    fences = next(c for c in ax.collections if c.get_label().startswith("geofence"))
+    fence_x = np.concatenate([p.vertices[:, 0] for p in fences.get_paths()])
     assert np.ptp(fence_x) < 1.0
     x0, x1 = ax.get_xlim()
     assert x1 - x0 < 5.0
@@ -144,7 +192,8 @@ def test_rings_near_the_seam_and_around_a_pole_are_drawn_whole():
     )
     fig = viz.plot_map(stores, fence_radius_m=100_000, colour_by=None)
     ax = fig.axes[0]
-    areas, fences = ax.collections[0].get_paths(), ax.collections[1].get_paths()
+    by_label = {c.get_label().split(" (")[0]: c for c in ax.collections}
+    areas, fences = by_label["service area"].get_paths(), by_label["geofence"].get_paths()
     centres = _store_xy(ax, stores)
     for paths in (fences, areas):
         for path in paths:
@@ -158,8 +207,8 @@ def test_rings_near_the_seam_and_around_a_pole_are_drawn_whole():
 
 
 def _store_xy(ax, stores):
-    """Where plot_map drew each store (the last scatter before the legend entries)."""
-    offsets = next(c for c in ax.collections if len(c.get_offsets()) == len(stores)).get_offsets()
+    """Where plot_map drew each store (its store dots, drawn on top of the push rings)."""
+    offsets = next(c for c in ax.collections if c.get_zorder() == 4).get_offsets()
     return dict(zip(stores.store_id.tolist(), map(tuple, np.asarray(offsets)), strict=True))
 
 
@@ -228,6 +277,19 @@ def test_folium_map_has_a_marker_per_store_and_a_circle_per_pushed_store(tmp_pat
     )
     for sid in stores.store_id[:5]:
         assert f"<b>{sid}</b>" in html
+    # every pin in its merchant's colour (the same as the static map's), and a legend box that names them
+    pins = re.findall(r'path d=\\"M10 1C[^"\\]*\\" fill=\\"(#[0-9a-f]{6})\\"', html)  # (JSON-escaped in the script)
+    assert len(pins) == len(stores)
+    merchants = stores["merchant_id"].tolist()
+    colour = {}
+    for m_id, c in zip(merchants, pins, strict=True):
+        assert colour.setdefault(m_id, c) == c
+    assert len(set(colour.values())) == len(colour)  # (fewer merchants than MAX_LEGEND: all distinct)
+    legend = re.search(r'<div class="o2o-legend"[^>]*>(.*?)</div></div>', html, re.S).group(1)
+    for m_id, c in colour.items():
+        assert f"background:{c}" in legend and m_id in legend
+    # push rings are rings: the store's colour inside stays visible
+    assert '"fill": false' in html.replace("'", '"') or '"fill":false' in html.replace(" ", "")
     dots = viz.folium_map(stores, decisions=decisions, store_marker="dot", pings=([31.23], [121.47]), tiles=None)
     html = dots.get_root().render()
     assert calls(html, "marker") == 0 and calls(html, "circleMarker") == len(stores) + len(pushed) + 1
@@ -279,8 +341,8 @@ def test_folium_map_markers_are_in_the_browser_dom(tmp_path, campaign):
     errors = [line for line in res.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
     assert not errors, errors
     dom = res.stdout
-    # Leaflet turned every L.marker into an <img class="leaflet-marker-icon ...">, and the rest into SVG paths
-    assert len(re.findall(r'<img[^>]+class="leaflet-marker-icon', dom)) == len(stores)
+    # Leaflet turned every store pin into a <div class="leaflet-marker-icon ..."> (an inline SVG), the rest into paths
+    assert len(re.findall(r'<div[^>]+class="leaflet-marker-icon', dom)) == len(stores)  # inline pins (DivIcons)
     paths = len(re.findall(r'<path class="leaflet-interactive', dom))
     assert paths == calls(m.get_root().render(), "polygon") + len(pushed)
     odd = tmp_path / "run #2"  # a '#' and a space in the path: part of the file's name, not a URL fragment

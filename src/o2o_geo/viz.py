@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ._geodesy import geodesic_distance_m
 from ._index import StoreIndex
 from ._stores import StoreSet
 from ._types import FloatArray
@@ -81,6 +82,11 @@ _LEAFLET_PLACES = (
     os.path.join(os.sep, "usr", "share", "javascript", "leaflet"),  # Debian/Ubuntu libjs-leaflet
 )
 _FUNNEL_STAGES = ("pushed", "delivered", "opened", "redeemed")
+_PIN_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="20" height="30" viewBox="0 0 20 30">'
+    '<path d="M10 1C5 1 1 5 1 10c0 7 9 19 9 19s9-12 9-19c0-5-4-9-9-9z" fill="{colour}" stroke="#000" '
+    'stroke-width="1"/><circle cx="10" cy="10" r="3.5" fill="#fff"/></svg>'
+)
 
 
 # ------------------------------------------------------------------ inputs
@@ -131,8 +137,21 @@ def _pings_of(pings: Any) -> tuple[FloatArray, FloatArray]:
     return np.atleast_1d(la), np.atleast_1d(lo)
 
 
-def _colours(stores: StoreSet, colour_by: str | None) -> tuple[list[str], dict[Any, str]]:
-    """A colour per store, and the legend (value -> colour), by a column (merchant by default)."""
+#: Groups a map colours apart at most (the palette without its grey); past it, the smallest groups share
+#: one grey legend entry that names them.
+MAX_LEGEND = 9
+OTHER_COLOUR = "#bdbdbd"
+_GROUP_COLOURS = tuple(c for c in PALETTE if c != "#7f7f7f")
+
+
+def _colours(stores: StoreSet, colour_by: str | None) -> tuple[list[str], dict[str, str]]:
+    """A colour per store, and the legend (label -> colour), by a column (merchant by default).
+
+    Up to :data:`MAX_LEGEND` values get a colour each; with more, the
+    :data:`MAX_LEGEND` with the most stores keep theirs and the rest share
+    grey under one entry that says how many it folded, so no two groups
+    share a colour unseen.
+    """
     if colour_by is not None and not isinstance(colour_by, str):
         raise InvalidParameterError(f"colour_by must be a column name or None; got {colour_by!r:.80}")
     if colour_by is None or colour_by not in stores.columns:
@@ -140,11 +159,44 @@ def _colours(stores: StoreSet, colour_by: str | None) -> tuple[list[str], dict[A
             raise InvalidParameterError(f"colour_by names column {colour_by!r}; the stores have {stores.columns}")
         return [PALETTE[0]] * len(stores), {}
     values = stores[colour_by].tolist()
-    legend: dict[Any, str] = {}
-    for v in values:
-        if v not in legend:
-            legend[v] = PALETTE[len(legend) % len(PALETTE)]
-    return [legend[v] for v in values], legend
+    counts = Counter(values)  # in first-seen order, so ties keep it
+    ranked = sorted(counts, key=lambda v: -counts[v])
+    kept = ranked[:MAX_LEGEND]
+    colour_of = {v: _GROUP_COLOURS[i] for i, v in enumerate(kept)}
+    legend = {str(v): colour_of[v] for v in kept}
+    folded = ranked[len(kept) :]
+    if folded:
+        names = ", ".join(map(str, folded[:3])) + (", ..." if len(folded) > 3 else "")
+        legend[f"{len(folded)} others ({names}): {sum(counts[v] for v in folded):,} stores"] = OTHER_COLOUR
+    return [colour_of.get(v, OTHER_COLOUR) for v in values], legend
+
+
+def _metres_per_degree_lon(lat: float) -> float:
+    """Metres per degree of longitude at ``lat``, from a short WGS84 geodesic (never below 1)."""
+    return max(float(geodesic_distance_m(lat, 0.0, lat, 0.001)) * 1000.0, 1.0)
+
+
+def _nice_length_m(target_m: float) -> float:
+    """The 1, 2 or 5 times a power of ten nearest below ``target_m``."""
+    power = 10.0 ** math.floor(math.log10(max(target_m, 1e-3)))
+    return max(m * power for m in (1.0, 2.0, 5.0) if m * power <= max(target_m, power))
+
+
+def _scale_bar(ax: Any, mid_lat: float) -> float:
+    """A scale bar in the lower right corner (its length in metres), for the axes' final limits."""
+    ax.apply_aspect()
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    xr, yb = x1 - 0.05 * (x1 - x0), y0 + 0.05 * (y1 - y0)
+    length_m = _nice_length_m((x1 - x0) * _metres_per_degree_lon(mid_lat) / 5.0)
+    dx = length_m / _metres_per_degree_lon(yb)
+    a, b = ((xr - dx + 180.0) % 360.0) - 180.0, ((xr + 180.0) % 360.0) - 180.0  # (an unwrapped map can pass 180)
+    dx *= length_m / max(float(geodesic_distance_m(yb, a, yb, b)), 1e-9)  # exact at the bar's latitude
+    ax.plot([xr - dx, xr], [yb, yb], color="black", linewidth=2.5, solid_capstyle="butt", zorder=6)
+    text = f"{length_m / 1000:g} km" if length_m >= 1000 else f"{length_m:g} m"
+    ax.text(xr - dx / 2, yb + 0.012 * (y1 - y0), text, ha="center", va="bottom", fontsize=8, zorder=6)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    return length_m
 
 
 def _check_fence(fence_radius_m: Any) -> None:
@@ -287,15 +339,19 @@ def plot_map(
     stores : StoreSet or StoreIndex
         The stores (an index's live stores).
     decisions : sequence of PushDecision, of dicts, or a DataFrame, optional
-        Pushes (``store_id`` and ``holdout``), drawn at their store, the marker's
-        area growing with the count; treated pushes filled, holdout ones hollow.
+        Pushes (``store_id`` and ``holdout``), drawn as rings around their store
+        (whose colour stays visible), the ring's area growing with the count;
+        treated pushes gold, holdout ones dashed grey.
     pings : DataFrame/mapping with ``lat`` and ``lon``, or a (lat, lon) pair, optional
         User positions, drawn as small grey dots.
     fence_radius_m : float, optional
         Draw each store's geofence, a geodesic circle of this radius (the
-        dispatcher's ``PushPolicy.fence_radius_m``).
+        dispatcher's ``PushPolicy.fence_radius_m``), where it is at least two
+        pixels across at the map's scale (else neither drawn nor listed).
     colour_by : str or None, default "merchant_id"
-        Store column that picks the colour (with a legend); ``None``: one colour.
+        Store column that picks the colour (with a legend); ``None``: one
+        colour.  Past :data:`MAX_LEGEND` values, the smallest share grey under
+        one legend entry that names them.
     ax : matplotlib Axes, optional
         Draw into it; default a new figure of 8 x 8 inches.
     title : str, optional
@@ -345,16 +401,9 @@ def plot_map(
         ax.add_collection(
             PolyCollection(areas, facecolors="#1f77b41a", edgecolors="#1f77b4", linewidths=0.6, label="service area")
         )
-    if fence_radius_m is not None and len(st):
-        fences = _fence_rings(st, x, fence_radius_m)
-        ax.add_collection(
-            PolyCollection(
-                fences, facecolors="none", edgecolors="#d62728", linewidths=0.6, linestyles="--", label="geofence"
-            )
-        )
     if ping_lat.size:
         ax.scatter(_unwrap(ping_lon, ref), ping_lat, s=3, c="#7f7f7f", alpha=0.5, linewidths=0, label="pings")
-    ax.scatter(x, st.lat, s=18, c=colours, edgecolors="black", linewidths=0.4, zorder=3)
+    # pushes first, as rings around the store, so the store's colour stays visible on top of them
     for count, hollow, label in ((treated, False, "pushes"), (held, True, "holdout")):
         if not count:
             continue
@@ -363,24 +412,41 @@ def plot_map(
         ax.scatter(
             x[pos],
             st.lat[pos],
-            s=40.0 + 60.0 * np.sqrt(n),
-            marker="*",
-            facecolors="none" if hollow else "#ffbf00",
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=4,
+            s=60.0 + 60.0 * np.sqrt(n),
+            marker="o",
+            facecolors="none",
+            edgecolors="#b8860b" if not hollow else "#555555",
+            linewidths=1.6 if not hollow else 1.0,
+            linestyles="solid" if not hollow else "dashed",
+            zorder=3,
             label=f"{label} ({int(n.sum()):,})",
         )
-    for value, colour in list(legend.items())[:10]:
-        ax.scatter([], [], s=18, c=colour, edgecolors="black", linewidths=0.4, label=str(value))
+    ax.scatter(x, st.lat, s=18, c=colours, edgecolors="black", linewidths=0.4, zorder=4)
+    for value, colour in legend.items():
+        ax.scatter([], [], s=18, c=colour, edgecolors="black", linewidths=0.4, label=value)
     ax.autoscale_view()
     mid_lat = float(np.mean(ax.get_ylim()))
     ax.set_aspect(1.0 / max(math.cos(math.radians(mid_lat)), 0.05), adjustable="datalim")
+    ax.ticklabel_format(useOffset=False, style="plain")  # degrees as they are, never "+1.2145e2"
     ax.set_xlabel("longitude (degrees)")
     ax.set_ylabel("latitude (degrees)")
     ax.grid(True, linewidth=0.3, alpha=0.5)
     if title is not None:
         ax.set_title(title)
+    _scale_bar(ax, mid_lat)
+    if fence_radius_m is not None and len(st):
+        # drawn (and listed) only where a fence is at least 2 pixels across at the map's final scale
+        (x0, x1) = ax.get_xlim()
+        width_px = ax.get_window_extent().width
+        px_per_m = width_px / max((x1 - x0) * _metres_per_degree_lon(mid_lat), 1e-9)
+        if 2.0 * fence_radius_m * px_per_m >= 2.0:
+            fences = _fence_rings(st, x, fence_radius_m)
+            ax.add_collection(
+                PolyCollection(
+                    fences, facecolors="none", edgecolors="#d62728", linewidths=0.6, linestyles="--",
+                    label=f"geofence ({fence_radius_m:g} m)",
+                )
+            )  # fmt: skip
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(loc="best", fontsize=8, framealpha=0.8)
@@ -580,10 +646,12 @@ def folium_map(
     """An interactive Leaflet map (folium) of stores, service areas, geofences, pings and pushes.
 
     Shows inline in a notebook; ``m.save("map.html")`` writes one HTML file.
-    Each store is a marker (``store_marker="pin"``: Leaflet's marker icon,
-    ``"dot"``: a circle marker, lighter for thousands of stores) with its id
-    and columns in the popup; pushes are amber circles at their store (area
-    grows with the count; holdout ones hollow), with the counts in the tooltip.
+    Each store is a marker in its ``colour_by`` colour (``store_marker="pin"``:
+    a pin drawn inline, no icon files to fetch; ``"dot"``: a circle marker,
+    lighter for thousands of stores) with its id and columns in the popup,
+    and a legend box names the colours; pushes are rings around their store
+    (area grows with the count; gold, holdout ones dashed grey), with the
+    counts in the tooltip.
 
     Parameters
     ----------
@@ -626,7 +694,7 @@ def folium_map(
     if tiles is not None and not isinstance(tiles, str):
         raise InvalidParameterError(f"tiles must be a folium tile name or URL template, or None; got {tiles!r:.80}")
     _check_fence(fence_radius_m)
-    colours, _ = _colours(st, colour_by)
+    colours, legend = _colours(st, colour_by)
     treated, held = _push_counts(decisions)
     ping_lat, ping_lon = _pings_of(pings) if pings is not None else (np.empty(0), np.empty(0))
     inline = _inline_leaflet(leaflet_dir) if leaflet_dir is not None else None
@@ -674,8 +742,9 @@ def folium_map(
         )
         popup = folium.Popup(f"<b>{html.escape(str(sid))}</b>{fields}", max_width=300)
         where = [float(st.lat[i]), float(x[i])]
-        if store_marker == "pin":
-            folium.Marker(where, tooltip=str(sid), popup=popup).add_to(m)
+        if store_marker == "pin":  # a pin drawn inline (no icon files to fetch), in the store's colour
+            icon = folium.DivIcon(html=_PIN_SVG.format(colour=colours[i]), icon_size=(20, 30), icon_anchor=(10, 30))
+            folium.Marker(where, tooltip=str(sid), popup=popup, icon=icon).add_to(m)
         else:
             folium.CircleMarker(
                 where, radius=5, color="black", weight=1, fill=True, fill_color=colours[i], fill_opacity=0.9,
@@ -687,13 +756,21 @@ def folium_map(
         folium.CircleMarker(
             [float(st.lat[i]), float(x[i])],
             radius=6 + 3 * math.sqrt(n1 + n0),
-            color="#b8860b",
+            color="#b8860b" if n1 else "#555555",
             weight=2,
-            fill=n1 > 0,
-            fill_color="#ffbf00",
-            fill_opacity=0.7,
+            dash_array=None if n1 else "4",
+            fill=False,  # a ring: the store's colour stays visible inside it
             tooltip=f"{sid}: {n1:,} pushed, {n0:,} held out",
         ).add_to(m)
+    if legend:
+        rows = "".join(
+            f'<div><span style="display:inline-block;width:10px;height:10px;border:1px solid #000;'
+            f'background:{c};margin-right:4px"></span>{html.escape(label)}</div>'
+            for label, c in legend.items()
+        )
+        box = (f'<div class="o2o-legend" style="position:fixed;top:10px;right:10px;z-index:1000;background:#fffd;'
+               f'padding:6px 8px;font:12px sans-serif;border:1px solid #999">{rows}</div>')  # fmt: skip
+        m.get_root().html.add_child(Element(box))
     return m
 
 
