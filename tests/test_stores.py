@@ -410,8 +410,8 @@ def test_duplicate_ids_name_the_id_and_both_rows(tmp_path):
         og.StoreSet.from_records(recs)
     p = tmp_path / "dup.csv"
     p.write_text("store_id,lat,lon\n5,0,0\n6,0,0\n5,1,1\n")
-    with pytest.raises(DuplicateStoreError, match=r"store_id 5 appears twice \(rows 0 and 2\)"):
-        og.StoreSet.from_csv(p)
+    with pytest.raises(DuplicateStoreError, match=r"store_id 5 appears twice \('.*dup\.csv' lines 2 and 4\)"):
+        og.StoreSet.from_csv(p)  # a file names its lines; a table (above) its 0-based rows
     # numpy ints and Python ints are the same id
     with pytest.raises(DuplicateStoreError, match=r"store_id 9 appears twice \(rows 0 and 1\)"):
         og.StoreSet.from_records([{"store_id": np.int64(9), "lat": 0, "lon": 0}, {"store_id": 9, "lat": 0, "lon": 0}])
@@ -463,7 +463,7 @@ def test_out_of_range_and_nan_coordinates_name_the_store(tmp_path):
         og.StoreSet.from_columns(["s"], [0.0], [181.0])
     p = tmp_path / "bad.csv"
     p.write_text("store_id,lat,lon\nok,1,1\nfar,-95.5,1\n")
-    with pytest.raises(InvalidCoordinateError, match=r"\(store_id 'far'\) = -95\.5 is outside"):
+    with pytest.raises(InvalidCoordinateError, match=r"bad\.csv' line 3 \(store_id 'far'\): lat = -95\.5 is outside"):
         og.StoreSet.from_csv(p)
     # the boundaries themselves are fine
     s = og.StoreSet.from_columns(["n", "s"], [90.0, -90.0], [180.0, -180.0])
@@ -544,6 +544,24 @@ def test_bad_service_areas():
         og.StoreSet.from_columns(["b"], [0.0], [0.0], service_area=np.array([True], dtype=object))
 
 
+def test_csv_errors_name_the_file_line_also_after_a_multi_line_cell(tmp_path):
+    """File messages name the 1-based file line (the header is line 1); a quoted cell spanning lines counts them."""
+    head = 'store_id,lat,lon,note\n1,31.2,121.4,"two\nlines"\n'  # the first record ends on line 3
+    cases = [
+        ("2,north,121.4,x\n", InvalidRecordError, r"line 4: column 'lat' = 'north' is not a number"),
+        ("2,91.5,121.4,x\n", InvalidCoordinateError, r"line 4 \(store_id 2\): lat = 91\.5 is outside \[-90, 90\]"),
+        ("2,31.2,nan,x\n", InvalidCoordinateError, r"line 4 \(store_id 2\): lon = nan is not a finite number"),
+        ("3,31.2,121.4,x\n1,31.3,121.5,y\n", DuplicateStoreError, r"store_id 1 appears twice \('.*' lines 3 and 5\)"),
+    ]
+    for i, (tail, error, message) in enumerate(cases):
+        p = tmp_path / f"s{i}.csv"
+        p.write_text(head + tail)
+        with pytest.raises(error, match=message):
+            og.StoreSet.from_csv(p)
+    p.write_text(head + "2,31.25,121.45,x\n")
+    assert og.StoreSet.from_csv(p).store_id.tolist() == [1, 2]
+
+
 def test_csv_without_lat_column(tmp_path):
     p = tmp_path / "nolat.csv"
     p.write_text("store_id,latitude,lon\n1,10.0,20.0\n")
@@ -552,7 +570,7 @@ def test_csv_without_lat_column(tmp_path):
     s = og.StoreSet.from_csv(p, lat="latitude")
     assert s.lat.tolist() == [10.0] and s.lon.tolist() == [20.0] and s.columns == ["store_id", "lat", "lon"]
     p.write_text("store_id,lat,lon\n1,north,20.0\n")
-    with pytest.raises(InvalidRecordError, match=r"column 'lat' row 0 = 'north' is not a number"):
+    with pytest.raises(InvalidRecordError, match=r"nolat\.csv' line 2: column 'lat' = 'north' is not a number"):
         og.StoreSet.from_csv(p)
     p.write_text("")
     with pytest.raises(InvalidRecordError, match=r"is empty: no header row"):

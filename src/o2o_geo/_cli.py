@@ -241,8 +241,12 @@ class _Source:
     fmt: str
 
     def row(self, i: int) -> str:
-        """Where data row ``i`` (0-based) is: a CSV line number, else a 1-based row."""
-        return f"{self.path} line {i + 2}" if self.fmt == "csv" else f"{self.path} row {i + 1}"
+        """Where data row ``i`` (0-based) is: a CSV's file line (the header is line 1), else the 0-based row.
+
+        The one convention of every message: a text file's place is its 1-based line, a table's
+        (Parquet, a DataFrame, columns) its 0-based row, as ``df.iloc`` counts.
+        """
+        return f"{self.path} line {i + 2}" if self.fmt == "csv" else f"{self.path} row {i}"
 
 
 @contextlib.contextmanager

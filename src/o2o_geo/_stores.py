@@ -359,19 +359,36 @@ class StoreSet:
         for req in (store_id, lat, lon):
             if req not in fields:
                 raise InvalidRecordError(f"{os.fspath(path)!r} has no column {req!r}; columns are {fields}")
+
+        def at(i: int) -> str:  # a data row's place: the file line its record ends on (the header is line 1)
+            return f"{os.fspath(path)!r} line {lines[i]}"
+
         cols: dict[str, Any] = {}
         for name in fields:
             raw = [r[name] for r in rows]
             if name == "service_area":
-                where = f"{os.fspath(path)!r} line {{}}"
-                cols[name] = [area_from_text(v, where.format(line)) for v, line in zip(raw, lines, strict=True)]
+                cols[name] = [area_from_text(v, at(i)) for i, v in enumerate(raw)]
             elif name == store_id:
                 cols[name] = [int(v) for v in raw] if raw and all(_is_int_literal(v) for v in raw) else raw
             else:
-                cols[name] = _parse_cells(raw, name, name in (lat, lon))
+                cols[name] = _parse_cells(raw, name, name in (lat, lon), at)
         ids = cols.pop(store_id)
         la = cols.pop(lat)
         lo = cols.pop(lon)
+        # what from_columns would name by row, named here by file line
+        for name, values, bound in ((lat, la, 90.0), (lon, lo, 180.0)):
+            bad = np.flatnonzero(~(np.abs(values) <= bound))
+            if bad.size:
+                i = int(bad[0])
+                what = f"outside [-{bound:g}, {bound:g}]" if math.isfinite(values[i]) else "not a finite number"
+                raise InvalidCoordinateError(f"{at(i)} (store_id {ids[i]!r}): {name} = {float(values[i])!r} is {what}")
+        first: dict[Any, int] = {}
+        for i, sid in enumerate(ids):
+            if sid in first:
+                raise DuplicateStoreError(
+                    f"store_id {sid!r} appears twice ({os.fspath(path)!r} lines {lines[first[sid]]} and {lines[i]})"
+                )
+            first[sid] = i
         return cls.from_columns(ids, la, lo, repair_service_areas=repair_service_areas, **cols)
 
     @classmethod
@@ -867,8 +884,11 @@ def _is_int_literal(text: str) -> bool:
     return t.lstrip("-").isdigit()
 
 
-def _parse_cells(raw: list[str], name: str, required_float: bool) -> Any:
-    """A CSV column: numbers when every non-empty cell is one (empty cells NaN), else text."""
+def _parse_cells(raw: list[str], name: str, required_float: bool, at: Callable[[int], str]) -> Any:
+    """A CSV column: numbers when every non-empty cell is one (empty cells NaN), else text.
+
+    ``at(i)`` names data row ``i``'s place in the file (for the error of a required number).
+    """
     try:
         if required_float or not any(v.strip() for v in raw):
             return np.asarray([float(v) for v in raw], dtype=np.float64)
@@ -876,7 +896,7 @@ def _parse_cells(raw: list[str], name: str, required_float: bool) -> Any:
     except ValueError:
         if required_float:
             bad = next(i for i, v in enumerate(raw) if not _is_float(v))
-            raise InvalidRecordError(f"column {name!r} row {bad} = {raw[bad]!r} is not a number") from None
+            raise InvalidRecordError(f"{at(bad)}: column {name!r} = {raw[bad]!r} is not a number") from None
         return np.asarray(raw, dtype=object)
 
 
