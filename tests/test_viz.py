@@ -345,6 +345,16 @@ def test_folium_map_markers_are_in_the_browser_dom(tmp_path, campaign):
     assert len(re.findall(r'<div[^>]+class="leaflet-marker-icon', dom)) == len(stores)  # inline pins (DivIcons)
     paths = len(re.findall(r'<path class="leaflet-interactive', dom))
     assert paths == calls(m.get_root().render(), "polygon") + len(pushed)
+    # in the rendered page: each pin filled with its merchant's colour, and the legend box naming them
+    fills = re.findall(r'<path d="M10 1C[^"]*" fill="(#[0-9a-f]{6})"', dom)
+    by_merchant = {}
+    for m_id, c in zip(stores["merchant_id"].tolist(), fills, strict=True):
+        by_merchant.setdefault(m_id, set()).add(c)
+    assert all(len(c) == 1 for c in by_merchant.values())  # a merchant's pins share its colour
+    colour = {m_id: c.pop() for m_id, c in by_merchant.items()}
+    assert len(fills) == len(stores) and len(set(colour.values())) == len(colour)
+    legend = re.search(r'class="o2o-legend".*?</div></div>', dom, re.S).group(0)
+    assert all(m_id in legend and f"background:{c}" in legend.replace(" ", "") for m_id, c in colour.items())
     odd = tmp_path / "run #2"  # a '#' and a space in the path: part of the file's name, not a URL fragment
     odd.mkdir()
     (odd / "map.html").write_bytes(page.read_bytes())
