@@ -324,3 +324,23 @@ def test_a_redelivered_ping_is_a_duplicate_inside_the_idempotency_window_and_new
     assert engine.on_location("u1", 31.2325, 121.4801, T0, event_id="ping-1") == []
     assert engine.stats["duplicate_pings"] == 1
     assert [p["push_id"] for p in state.pushes()] == [d.push_id]  # never pushed twice
+
+
+def test_a_wheel_of_keys_refiled_every_hour_keeps_the_memory_of_its_live_keys():
+    """Keys moved on (re-filed later) leave their bucket: its set is dropped or compacted, not kept at its peak."""
+    import sys
+
+    def bytes_of(w):
+        return sum(sys.getsizeof(m) for m in w._buckets.values()) + sys.getsizeof(w._bucket_of)
+
+    n, life_h = 5_000, 100
+    wheel = ExpiryWheel()
+    for hour in range(300):  # every key written every hour: filed 100 h ahead each time
+        for k in range(n):
+            wheel.file(k, (hour + life_h) * 3600.0 - 1.0)
+        assert wheel.due(hour * 3600.0, 10) == []  # none expires while it is rewritten
+    fresh = ExpiryWheel()
+    for k in range(n):
+        fresh.file(k, (299 + life_h) * 3600.0 - 1.0)
+    assert len(wheel) == n and bytes_of(wheel) <= 2 * bytes_of(fresh)  # (before: about 100 buckets of 5,000 slots)
+    assert len(wheel._buckets) == 1

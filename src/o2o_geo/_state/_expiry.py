@@ -95,6 +95,9 @@ class ExpiryWheel:
         self._buckets: dict[int, set[Hashable]] = {}
         self._heap: list[int] = []  # bucket numbers with keys, smallest first
         self._due: list[tuple[int, set[Hashable]]] = []  # fallen-due buckets, emptied a few keys at a time
+        # the most keys each bucket has held: a set keeps its table when keys leave it, so a bucket most of
+        # whose keys moved on (re-filed later) is copied into a set of its size (a wheel's memory follows its keys)
+        self._peak: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._bucket_of)
@@ -114,21 +117,34 @@ class ExpiryWheel:
         if old == b:
             return
         if old is not None:
-            members = self._buckets.get(old)
-            if members is not None:
-                members.discard(key)
+            self._leave(old, key)
         self._bucket_of[key] = b
         members = self._buckets.get(b)
         if members is None:
             members = self._buckets[b] = set()
             heapq.heappush(self._heap, b)
         members.add(key)
+        if len(members) > self._peak.get(b, 0):
+            self._peak[b] = len(members)
+
+    def _leave(self, b: int, key: Hashable) -> None:
+        """Take ``key`` out of bucket ``b``; drop the bucket when it empties, compact it when it is mostly empty."""
+        members = self._buckets.get(b)
+        if members is None:
+            return
+        members.discard(key)
+        if not members:
+            del self._buckets[b]  # its heap entry stays until it falls due (due() skips a missing bucket)
+            self._peak.pop(b, None)
+        elif len(members) * 8 < self._peak.get(b, 0):
+            self._buckets[b] = set(members)
+            self._peak[b] = len(members)
 
     def forget(self, key: Hashable) -> None:
         """Stop tracking ``key`` (it was deleted)."""
         b = self._bucket_of.pop(key, None)
-        if b is not None and b in self._buckets:
-            self._buckets[b].discard(key)
+        if b is not None:
+            self._leave(b, key)
 
     def due(self, clock_s: float, limit: int) -> list[Hashable]:
         """Up to ``limit`` keys whose life ended by ``clock_s`` (each handed out once; forget them after).
@@ -141,6 +157,7 @@ class ExpiryWheel:
         while heap and heap[0] * self.bucket_s <= clock_s:
             b = heapq.heappop(heap)
             members = self._buckets.pop(b, None)
+            self._peak.pop(b, None)
             if members:
                 self._due.append((b, members))
         out: list[Hashable] = []
