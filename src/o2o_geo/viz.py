@@ -550,7 +550,8 @@ def plot_funnel(report: Any, *, max_groups: int = 8, title: str | None = None) -
     ax_c.bar(groups + 0.2, np.nan_to_num(held), 0.4, label="holdout", color="#7f7f7f")
     ax_c.set_xticks(groups, [str(r[key]) for r in rows], rotation=30 if len(rows) > 3 else 0)
     ax_c.set_ylabel("users converted (%)")
-    ax_c.set_title("users converted, treated vs holdout\n(bar: 95 % interval of the uplift)", fontsize=10)
+    metric = rows[0].get("metric", "redeem or visit") if rows else ""  # (a report from before the metric column)
+    ax_c.set_title(f"users converted ({metric}), treated vs holdout\n(bar: 95 % interval of the uplift)", fontsize=10)
     ax_c.legend(fontsize=8)
     if n > 1:
         ax_f.legend(fontsize=8, title=key)
