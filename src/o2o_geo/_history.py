@@ -530,7 +530,7 @@ class UserHistory:
                 continue
             if other.last_ts + idle_s <= self._clock:
                 del self._users[u]
-            else:  # not idle after all (filed in an hour bucket): file it again
+            else:  # not idle after all (a newer event came since it was filed): file it again
                 self._idle.file(u, other.last_ts + idle_s)
 
     def _fold_basic(self, st: _UserState, event: Event) -> None:

@@ -318,7 +318,9 @@ def parse_hours(text: Any, store_id: Any = None, lat: float | None = None, lon: 
     and, given the store's position, its country's public holidays
     (``PH off``).  The short form ``"08:00-22:00"`` (or
     ``"07:00-11:00,17:00-23:30"``) is that syntax too.  Missing or empty
-    text: always open.
+    text: always open.  With a position a parse takes about 0.2 ms (the
+    country and zone lookup), once per store: the dispatcher keeps the
+    parsed hours across index versions.
 
     Raises
     ------

@@ -393,7 +393,7 @@ class Dispatcher:
                     score=sc.score[j],
                     reason=reason,
                     limit=limit,
-                )  # fmt: skip
+                )
                 for sc, j, reason, limit in trace
             ]
             gates = {c.reason for c in candidates} & {"min_gap", "dismiss_cooldown", "quiet_hours"}
