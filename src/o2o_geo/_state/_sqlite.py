@@ -72,9 +72,11 @@ class SQLiteState(DispatchState):
     every race for a long time).  Measured with 16 threads writing at once:
     1.1-1.2x the transactions per second, the slowest 43-50 ms instead of
     182 ms, at a higher p99 (13-16 ms instead of 3.3 ms: the threads take
-    turns now).  Other processes wait on SQLite's lock as before.  ``synchronous="NORMAL"`` (the default)
-    never loses a committed transaction when a process dies; pass ``"FULL"``
-    to also survive power loss, at some speed.
+    turns now).  Other processes wait on SQLite's lock as before.
+
+    ``synchronous="NORMAL"`` (the default) never loses a committed
+    transaction when a process dies; pass ``"FULL"`` to also survive power
+    loss, at some speed.
 
     Parameters
     ----------
