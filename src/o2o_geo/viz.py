@@ -509,7 +509,7 @@ def plot_funnel(report: Any, *, max_groups: int = 8, title: str | None = None) -
     ...        "conversion_treated": 0.15, "conversion_holdout": 0.05, "uplift_low": 0.04, "uplift_high": 0.16}
     >>> fig = viz.plot_funnel([row])
     >>> [round(p.get_height()) for p in fig.axes[0].patches]
-    [100, 97, 40, 12, 15]
+    [100, 97, 40, 12]
     """
     plt = import_optional("matplotlib.pyplot", needed_by="viz.plot_funnel", extra="viz")
 
