@@ -184,38 +184,34 @@ class SQLiteState(DispatchState):
         c = self._conn()
         if getattr(self._local, "group", False):
             c.execute("SAVEPOINT ping")
-            try:
-                tx = _SQLiteTx(c, self)
+            with self._applied(c, "RELEASE ping", ("ROLLBACK TO ping", "RELEASE ping")) as tx:
                 yield tx
-                tx._finish()
-                c.execute("RELEASE ping")
-                self._clock = max(self._clock, tx.clock)
-            except sqlite3.Error as exc:
-                c.execute("ROLLBACK TO ping")
-                c.execute("RELEASE ping")
-                raise StateError(f"state database {self.path!r} failed; nothing was changed: {exc}") from exc
-            except BaseException:
-                c.execute("ROLLBACK TO ping")
-                c.execute("RELEASE ping")
-                raise
             return
         with self._write_lock:
             try:
                 c.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
-            try:
-                tx = _SQLiteTx(c, self)
+            with self._applied(c, "COMMIT", ("ROLLBACK",)) as tx:
                 yield tx
-                tx._finish()
-                c.execute("COMMIT")
-                self._clock = max(self._clock, tx.clock)
-            except sqlite3.Error as exc:
-                c.execute("ROLLBACK")
-                raise StateError(f"state database {self.path!r} failed; nothing was changed: {exc}") from exc
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+
+    @contextmanager
+    def _applied(self, c: sqlite3.Connection, done: str, undo: tuple[str, ...]) -> Iterator[Transaction]:
+        """The body of a begun transaction (or savepoint): ``done`` after it, ``undo`` on any error."""
+        try:
+            tx = _SQLiteTx(c, self)
+            yield tx
+            tx._finish()
+            c.execute(done)
+            self._clock = max(self._clock, tx.clock)
+        except sqlite3.Error as exc:
+            for sql in undo:
+                c.execute(sql)
+            raise StateError(f"state database {self.path!r} failed; nothing was changed: {exc}") from exc
+        except BaseException:
+            for sql in undo:
+                c.execute(sql)
+            raise
 
     @contextmanager
     def group(self) -> Iterator[None]:
