@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -58,6 +59,7 @@ from o2o_geo import errors
 
 NOT_FOUND = (errors.UnknownPushError, errors.UnknownOfferError, errors.UnknownStoreError)
 PING_FIELDS = ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz")
+Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
 def build_dispatcher(env: dict[str, str] | None = None) -> og.Dispatcher:
@@ -75,6 +77,22 @@ def build_dispatcher(env: dict[str, str] | None = None) -> og.Dispatcher:
     else:
         state = og.SQLiteState(env.get("O2O_STATE", "o2o_state.db"))
     return og.Dispatcher(index, offers, policy=policy, state=state)
+
+
+def _answers(*client_errors: type[Exception]) -> Callable[[Handler], Handler]:
+    """A handler whose library errors (and ``client_errors``) answer 400 or 404 with the error, not 500."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def answer(request: Request) -> JSONResponse:
+            try:
+                return await handler(request)
+            except (errors.O2OGeoError, *client_errors) as exc:
+                return _error(exc)
+
+        return answer
+
+    return wrap
 
 
 def _error(exc: Exception) -> JSONResponse:
@@ -109,66 +127,48 @@ def create_app(dispatcher: og.Dispatcher | None = None) -> Starlette:
             engine.pop("d").close()  # after the server stopped taking requests and finished the running ones
             print("o2o service: dispatcher closed", file=sys.stderr, flush=True)
 
+    @_answers(TypeError)  # (a missing or unknown field is a TypeError of the call)
     async def pings(request: Request) -> JSONResponse:
-        try:
-            body = await _body(request)
-            items = _items(body, "pings")
-            for p in items:
-                unknown = set(p) - set(PING_FIELDS)
-                if unknown:
-                    raise errors.InvalidRecordError(f"unknown ping fields {sorted(unknown)}; fields are {PING_FIELDS}")
-            d = engine["d"]
-            if isinstance(body, dict) and "pings" in body:  # a batch: every row checked before any is processed
-                cols = {f: [p.get(f) for p in items] for f in PING_FIELDS if any(f in p for p in items)}
-                decided = await run_in_threadpool(d.on_locations, cols)
-            else:
-                decided = await run_in_threadpool(lambda: d.on_location(**items[0]))
-            return JSONResponse({"decisions": [x.to_dict() for x in decided]})
-        except (errors.O2OGeoError, TypeError) as exc:
-            return _error(exc)
+        body = await _body(request)
+        items = _items(body, "pings")
+        for p in items:
+            unknown = set(p) - set(PING_FIELDS)
+            if unknown:
+                raise errors.InvalidRecordError(f"unknown ping fields {sorted(unknown)}; fields are {PING_FIELDS}")
+        d = engine["d"]
+        if isinstance(body, dict) and "pings" in body:  # a batch: every row checked before any is processed
+            cols = {f: [p.get(f) for p in items] for f in PING_FIELDS if any(f in p for p in items)}
+            decided = await run_in_threadpool(d.on_locations, cols)
+        else:
+            decided = await run_in_threadpool(lambda: d.on_location(**items[0]))
+        return JSONResponse({"decisions": [x.to_dict() for x in decided]})
 
+    @_answers(TypeError)
     async def events(request: Request) -> JSONResponse:
-        try:
-            items = _items(await _body(request), "events")
-            evs = [og.Event(**e) for e in items]
-            ids = await run_in_threadpool(lambda: [engine["d"].record(e) for e in evs])
-            return JSONResponse({"push_ids": ids})
-        except (errors.O2OGeoError, TypeError) as exc:
-            return _error(exc)
+        evs = [og.Event(**e) for e in _items(await _body(request), "events")]
+        ids = await run_in_threadpool(lambda: [engine["d"].record(e) for e in evs])
+        return JSONResponse({"push_ids": ids})
 
+    @_answers(ValueError)  # (a number that is not one)
     async def report(request: Request) -> JSONResponse:
         q = request.query_params
-        try:
-            window = {k: float(q[k]) for k in ("since", "until") if k in q}
-            rows = await run_in_threadpool(
-                lambda: engine["d"].report(
-                    by=q.get("by", "offer"), metric=q.get("metric", "redeem"), as_frame=False, **window
-                )
-            )
-            return JSONResponse({"rows": rows})
-        except (errors.O2OGeoError, ValueError) as exc:
-            return _error(exc)
+        window = {k: float(q[k]) for k in ("since", "until") if k in q}
+        by, metric = q.get("by", "offer"), q.get("metric", "redeem")
+        rows = await run_in_threadpool(lambda: engine["d"].report(by=by, metric=metric, as_frame=False, **window))
+        return JSONResponse({"rows": rows})
 
+    @_answers(ValueError)
     async def explain(request: Request) -> JSONResponse:
         q = request.query_params
-        try:
-            why = await run_in_threadpool(
-                lambda: engine["d"].explain_ping(
-                    q["user_id"],
-                    float(q["lat"]),
-                    float(q["lon"]),
-                    float(q["ts"]),
-                    accuracy_m=float(q["accuracy_m"]) if "accuracy_m" in q else None,
-                    tz=q.get("tz"),
-                )  # fmt: skip
-            )
-            return JSONResponse({"gate": why.gate, "reason": why.reason, "triggers": why.triggers,
-                                 "candidates": why.to_records() if why.candidates else [],
-                                 "decisions": [d.to_dict() for d in why.decisions]})  # fmt: skip
-        except KeyError as exc:
-            return _error(errors.InvalidParameterError(f"explain needs user_id, lat, lon and ts; missing {exc}"))
-        except (errors.O2OGeoError, ValueError) as exc:
-            return _error(exc)
+        missing = [k for k in ("user_id", "lat", "lon", "ts") if k not in q]
+        if missing:
+            raise errors.InvalidParameterError(f"explain needs user_id, lat, lon and ts; missing {missing}")
+        acc = float(q["accuracy_m"]) if "accuracy_m" in q else None
+        args = (q["user_id"], float(q["lat"]), float(q["lon"]), float(q["ts"]))
+        why = await run_in_threadpool(lambda: engine["d"].explain_ping(*args, accuracy_m=acc, tz=q.get("tz")))
+        return JSONResponse({"gate": why.gate, "reason": why.reason, "triggers": why.triggers,
+                             "candidates": why.to_records() if why.candidates else [],
+                             "decisions": [d.to_dict() for d in why.decisions]})  # fmt: skip
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"ok": "d" in engine})
