@@ -362,7 +362,13 @@ def _entries(tmp: Any) -> list[Entry]:
         Entry(
             "SQLiteState",
             og.SQLiteState,
-            {"path": tmp / "other.db", "timeout_s": 1.0, "synchronous": "NORMAL", "retention_days": 30},
+            {
+                "path": tmp / "other.db",
+                "timeout_s": 1.0,
+                "synchronous": "NORMAL",
+                "retention_days": 30,
+                "checkpoint_pages": 1000,
+            },
         ),
         Entry(
             "RedisState",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sqlite3
 import warnings
 
@@ -92,7 +93,7 @@ def test_counters_user_state_and_event_ids_expire_on_the_state_clock(backend):
     with state.transaction() as tx:
         tx.advance_clock(T0)
         tx.add_counter(keys.user_day(uk, "2026-01-01"), 1)  # 3 days
-        tx.add_counter(keys.user_week(uk, 2026, 1), 1)  # 15 days
+        tx.add_counter(keys.user_week(uk, 2026, 1), 1)  # 9 days
         tx.add_counter(keys.offer_budget("o1", "n"), 1)  # never
         tx.add_counter(keys.user_offer(uk, "o1"), 1, ttl_s=8 * DAY)  # its offer's end
         tx.put_user("u1", {"in": [], "last_ts": T0})
@@ -115,6 +116,9 @@ def test_counters_user_state_and_event_ids_expire_on_the_state_clock(backend):
     assert kept(T0 + 2.1 * DAY + 3600) == {**everything, "idem": False}
     assert kept(T0 + 3.1 * DAY + 3600) == {**everything, "idem": False, "day": False}
     assert kept(T0 + 5.1 * DAY + 3600) == {**everything, "idem": False, "day": False, "user": False}
+    gone = {"idem": False, "day": False, "user": False, "offer": False}
+    assert kept(T0 + 8.9 * DAY) == {**everything, **gone}  # the week key lives 9 days
+    assert kept(T0 + 9.1 * DAY + 3600)["week"] is False
     later = kept(T0 + 16 * DAY)
     assert later == {"day": False, "week": False, "budget": True, "offer": False, "user": False, "idem": False}
     assert state.sizes()["counters"] == 1
@@ -232,6 +236,25 @@ def test_sqlite_opens_a_file_written_before_rows_expired(tmp_path):
     _touch(state, T0 + 94 * DAY, PRUNE_EVERY)
     assert state.sizes()["counters"] == 0
     state.vacuum()
+
+
+def test_sqlite_checkpoints_the_log_at_checkpoint_pages(tmp_path):
+    """The log is moved into the file when it holds checkpoint_pages pages: a short setting keeps it short."""
+    sizes = {}
+    for pages in (20, 5000):
+        path = tmp_path / f"ck{pages}.db"
+        state = og.SQLiteState(path, checkpoint_pages=pages)
+        for i in range(400):
+            with state.transaction() as tx:
+                tx.put_user(i, {"in": ["x" * 600]})  # a row of its own page or so
+        wal_b = os.path.getsize(f"{path}-wal")  # before close: closing the last connection removes the log
+        state.close()
+        c = sqlite3.connect(path)
+        sizes[pages] = wal_b / c.execute("PRAGMA page_size").fetchone()[0]
+        c.close()
+    assert sizes[20] < 40 < 150 < sizes[5000]
+    with pytest.raises(og.errors.InvalidParameterError, match="checkpoint_pages must be"):
+        og.SQLiteState(tmp_path / "bad.db", checkpoint_pages=0)
 
 
 def test_the_dispatcher_refuses_lifetimes_shorter_than_its_policy_windows():

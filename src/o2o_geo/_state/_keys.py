@@ -7,7 +7,7 @@ users).  The grammar:
 
 =================================  ======================================  =====================
 ``u|<user>|d|<YYYY-MM-DD>``        the user's pushes on a local day        :data:`DAY_S` x 3
-``u|<user>|w|<YYYY>-<week>``       the user's pushes in an ISO week        :data:`DAY_S` x 15
+``u|<user>|w|<YYYY>-<week>``       the user's pushes in an ISO week        :data:`DAY_S` x 9
 ``u|<user>|o|<offer>``             the user's pushes of one offer          until the offer ends, + 3 days
 ``u|<user>|m|<merchant>|<day>``    the user's pushes of a merchant a day   :data:`DAY_S` x 3
 ``ob|<offer>|n`` / ``|c``          an offer budget: pushes / cost          never
@@ -19,7 +19,8 @@ users).  The grammar:
 
 A backend keeps a counter for its lifetime after each write (on its clock,
 see ``Transaction.advance_clock``); a day key lives three days so that a
-late ping near midnight in any time zone still finds its day.  A per-user
+late ping near midnight in any time zone still finds its day, and a week key
+nine days (its seven and the same two days' margin).  A per-user
 offer counter's lifetime comes from its offer (the dispatcher passes it):
 the offer's end plus :data:`OFFER_END_MARGIN_S`, or forever for an offer
 without an end.
@@ -147,11 +148,11 @@ def ttl_of(counter: str) -> int | None:
     Examples
     --------
     >>> ttl_of(user_day("7", "2026-01-01")) // DAY_S, ttl_of(user_week("7", 2026, 1)) // DAY_S, ttl_of(SEQ)
-    (3, 15, None)
+    (3, 9, None)
     """
     user = user_counter(counter)
     if user is not None:
-        return {"d": 3 * DAY_S, "m": 3 * DAY_S, "w": 15 * DAY_S}.get(user[1])
+        return {"d": 3 * DAY_S, "m": 3 * DAY_S, "w": 9 * DAY_S}.get(user[1])
     if counter.startswith("sc|"):
         return 3 * DAY_S
     return None

@@ -56,7 +56,7 @@ Keys (``ns`` the namespace, ids as JSON text):
                                 expired keys on every write)                  never expires)
 ==============================  ============================================  ==================
 
-Per-user day counters live 3 days, week counters 15 days, a per-user
+Per-user day counters live 3 days, week counters 9 days, a per-user
 offer cap until its offer ends (and 3 days); open-ended offers' caps,
 budgets, the push sequence (``ctr:seq``) and the event sequence
 (``ctr:event_seq``) never expire.  An event id is remembered for
