@@ -36,7 +36,7 @@ import math
 import pickle
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, get_args
 
@@ -47,7 +47,7 @@ from ._types import FloatArray
 from ._validate import check_id, check_number, did_you_mean
 from .errors import InvalidParameterError, InvalidRecordError
 
-__all__ = ["Event", "EventKind", "UserHistory", "as_events", "to_epoch_s"]
+__all__ = ["Event", "EventKind", "UserHistory", "as_events", "checked_event", "to_epoch_s"]
 
 #: What happened: the engine pushed an offer, the user opened or clicked it,
 #: redeemed it in store, visited the store, or dismissed the push.
@@ -152,6 +152,13 @@ def to_epoch_s_column(values: Any, name: str = "ts") -> FloatArray:
         return ticks / _ticks_per_s(dtype)
     if getattr(values, "ndim", 1) != 1 or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
         raise InvalidParameterError(f"{name} must be a column of times (a list or an array); got {values!r:.80}")
+    if dtype is not None and getattr(dtype, "kind", "O") in ("i", "u", "f"):  # numbers: checked whole
+        try:
+            out = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError):  # a nullable column with a missing value: the rows below name it
+            out = np.array([np.nan])
+        if ((out >= _MIN_EPOCH_S) & (out <= _MAX_EPOCH_S)).all():
+            return out
     arr = values.tolist() if hasattr(values, "tolist") else list(values)
     out = np.empty(len(arr))
     for i, v in enumerate(arr):
@@ -243,6 +250,28 @@ class Event:
         d = self.discount_depth
         if d is not None and not (isinstance(d, (int, float)) and 0.0 <= d < 1.0):
             raise InvalidRecordError(f"event discount_depth must be in [0, 1); got {d!r}")
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+
+
+def checked_event(**values: Any) -> Event:
+    """An :class:`Event` from values already checked (the engine's own stored records), without checking again.
+
+    Package-internal: the dispatcher's feedback turns each committed push and
+    inferred visit into an event; their fields passed :class:`Event`'s checks
+    (or the state's) when they were made, so the constructor's checks (a
+    few per cent of a push decision's cost) are not repeated.  Unnamed
+    fields are None.
+
+    >>> checked_event(kind="visit", user_id="u1", ts=1767225600.0, store_id="s1") == Event(
+    ...     "visit", "u1", 1767225600.0, store_id="s1")
+    True
+    """
+    e = object.__new__(Event)
+    for name in _EVENT_FIELDS:
+        object.__setattr__(e, name, values.get(name))
+    return e
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._history import Event
+from .._history import Event, checked_event
 from .._offers import OfferSet
 from .._scoring import OfferScorer
 
@@ -83,10 +83,10 @@ class Feedback:
         """A stored push or event record as a history event (category and depth from its offer)."""
         oid = rec["offer_id"]
         o = self.offers[oid] if oid is not None and oid in self.offers else None
-        return Event(
-            kind,  # type: ignore[arg-type]
-            rec["user_id"],
-            rec["ts"],
+        return checked_event(  # a committed record: its fields were checked when it was made
+            kind=kind,
+            user_id=rec["user_id"],
+            ts=float(rec["ts"]),
             offer_id=oid,
             store_id=rec["store_id"],
             merchant_id=rec["merchant_id"],

@@ -32,9 +32,11 @@ import json
 from typing import Any
 
 __all__ = [
+    "DAY_COUNTER_TTL_S",
     "DAY_S",
     "OFFER_END_MARGIN_S",
     "SEQ",
+    "WEEK_COUNTER_TTL_S",
     "event_key",
     "id_from_text",
     "id_text",
@@ -54,6 +56,10 @@ __all__ = [
 DAY_S = 86_400
 #: How long after an offer ends its per-user counters are kept (late pings and events of its last day).
 OFFER_END_MARGIN_S = 3 * DAY_S
+#: How long a day counter (a user's day, a user's merchant-day, a store's day) lives after each write.
+DAY_COUNTER_TTL_S = 3 * DAY_S
+#: How long a user's week counter lives after each write.
+WEEK_COUNTER_TTL_S = 9 * DAY_S
 SEQ = "seq"
 _DECODER = json.JSONDecoder()
 
@@ -152,7 +158,7 @@ def ttl_of(counter: str) -> int | None:
     """
     user = user_counter(counter)
     if user is not None:
-        return {"d": 3 * DAY_S, "m": 3 * DAY_S, "w": 9 * DAY_S}.get(user[1])
+        return {"d": DAY_COUNTER_TTL_S, "m": DAY_COUNTER_TTL_S, "w": WEEK_COUNTER_TTL_S}.get(user[1])
     if counter.startswith("sc|"):
-        return 3 * DAY_S
+        return DAY_COUNTER_TTL_S
     return None
