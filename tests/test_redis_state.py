@@ -36,7 +36,7 @@ def test_keys_are_namespaced_and_time_bounded_ones_expire(redis_server):
     week = [k for k in ks if k.startswith(f'{st.ns}:ctr:u|"u1"|w|')]
     idem = [k for k in ks if k.startswith(f"{st.ns}:idem:")]
     assert len(day) == 1 and 2 * 86400 < ttl[day[0]] <= 3 * 86400
-    assert len(week) == 1 and 14 * 86400 < ttl[week[0]] <= 15 * 86400
+    assert len(week) == 1 and 8 * 86400 < ttl[week[0]] <= 9 * 86400  # the week and two days' margin
     assert len(idem) == 2 and all(6 * 86400 < ttl[k] <= 7 * 86400 for k in idem)
     assert ttl[f"{st.ns}:user:" + '"u1"'] > 29 * 86400
     assert ttl[f'{st.ns}:ctr:ob|"o1"|n'] == -1  # budgets never expire
