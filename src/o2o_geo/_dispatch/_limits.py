@@ -90,14 +90,14 @@ def candidate_limits(
     """Every configured limit a push of this offer at this store would be charged to."""
     uk, day = when.user_key, when.day
     out = []
-    day_s, week_s = keys.DAY_COUNTER_TTL_S, keys.WEEK_COUNTER_TTL_S  # the keys' windows, passed: not parsed back
-    if pol.max_per_day is not None:
-        out.append(Limit(when.day_key, pol.max_per_day, 1.0, day_s, "user_day"))
-    if pol.max_per_week is not None:
-        out.append(Limit(when.week_key, pol.max_per_week, 1.0, week_s, "user_week"))
-    if pol.max_per_merchant_per_day is not None:
-        key = keys.user_merchant_day(uk, merchant_id, day)
-        out.append(Limit(key, pol.max_per_merchant_per_day, 1.0, day_s, "merchant_day"))
+    day_s = keys.DAY_COUNTER_TTL_S  # the keys' windows, passed so that the state does not parse them back
+    for key, bound, ttl_s, kind in (
+        (when.day_key, pol.max_per_day, day_s, "user_day"),
+        (when.week_key, pol.max_per_week, keys.WEEK_COUNTER_TTL_S, "user_week"),
+        (keys.user_merchant_day(uk, merchant_id, day), pol.max_per_merchant_per_day, day_s, "merchant_day"),
+    ):
+        if bound is not None:
+            out.append(Limit(key, bound, 1.0, ttl_s, kind))
     if pol.max_per_offer is not None:  # it matters while the offer runs (forever when it has no end)
         ends = offers[offer_id].valid_until
         ttl = None if ends is None else max(ends - when.t, 0.0) + keys.OFFER_END_MARGIN_S
