@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,12 +24,20 @@ from .._state import DispatchState
 from ._choose import Scored
 from ._decision import PushDecision
 from ._feedback import Feedback
-from ._fence_state import FenceMachine
+from ._fence_state import FenceMachine, FenceStep
 from ._inputs import Ping
 
-__all__ = ["BatchReplay"]
+__all__ = ["Ahead", "BatchReplay"]
 
 _CHUNK = 65_536  # pings per geometry call
+_NOT_STORED = object()  # a snapshot no state read can return
+
+
+class Ahead(NamedTuple):
+    """What the look-ahead found for a ping that changes something: the user snapshot it stepped from, and the step."""
+
+    user: Any
+    step: FenceStep
 
 
 class BatchReplay:
@@ -87,7 +95,7 @@ class BatchReplay:
         if not pings:
             return []
         self.feedback.before_ping(pings[0].t)
-        scored, changes = self._look_ahead(pings)
+        scored, ahead = self._look_ahead(pings)
         out: list[PushDecision] = []
         new: list[PushDecision] = []
         error: BaseException | None = None
@@ -96,7 +104,7 @@ class BatchReplay:
                 if scored[k] is False:
                     continue  # predicted to change nothing
                 try:
-                    decisions, fresh = self.decide(g, scored[k], prechecked=changes[k])
+                    decisions, fresh = self.decide(g, scored[k], ahead=ahead[k])
                 except BaseException as exc:  # noqa: BLE001 - raised again below, after the commit
                     error = exc
                     break
@@ -108,19 +116,21 @@ class BatchReplay:
             raise error
         return out
 
-    def _look_ahead(self, pings: list[Ping]) -> tuple[list[Any], list[bool]]:
-        """Per ping: False (changes nothing), None (no scores) or its :class:`Scored`; and whether it changes something.
+    def _look_ahead(self, pings: list[Ping]) -> tuple[list[Any], list[Ahead | None]]:
+        """Per ping: False (changes nothing), None (no scores) or its :class:`Scored`; and its :class:`Ahead`.
 
         The fence-state machine is run ahead on the stored state (each user's
         later pings on what the earlier ones would leave); the pings that
         would trigger a push, and are not barred by the user's last push or
         dismissal, are scored in one call.  The decision itself re-runs it
         all in the ping's transaction and scores again where the state
-        turned out different.  On a backend whose reads are round trips
-        (Redis) nothing is looked ahead.
+        turned out different; its fence step is reused where the state it
+        reads is the very snapshot the look-ahead stepped from (a pure
+        function of the same input).  On a backend whose reads are round
+        trips (Redis) nothing is looked ahead.
         """
         out: list[Any] = [None] * len(pings)
-        changes = [False] * len(pings)
+        changes: list[Ahead | None] = [None] * len(pings)
         if not self.state.cheap_reads:  # a read per ping would cost a round trip each: decide ping by ping
             return out, changes
         pol = self.machine.policy
@@ -132,7 +142,8 @@ class BatchReplay:
         c_t: list[float] = []
         c_ping: list[int] = []
         for k, (user_id, _, _, t, eid, _, hits) in enumerate(pings):
-            snap = seen[user_id] if user_id in seen else read_user(user_id)
+            stored = user_id not in seen  # the snapshot is the state's own, not one this tick made
+            snap = read_user(user_id) if stored else seen[user_id]
             stays = snap.get("in", ()) if snap else ()
             if not hits and not stays:
                 if eid is None:
@@ -146,9 +157,9 @@ class BatchReplay:
                 if eid is None:
                     out[k] = False
                 continue
+            changes[k] = Ahead(snap if stored else _NOT_STORED, fs)
             snap = {**(snap or {}), "in": fs.stays, "last_ts": t}
             seen[user_id] = snap
-            changes[k] = True
             if (
                 wanted
                 and t - snap.get("last_push_ts", -math.inf) >= pol.min_gap_s
@@ -181,8 +192,7 @@ class BatchReplay:
 
 
 def _per_ping(fh: FenceHits, n: int) -> list[list[FenceHit]]:
-    """The batch's fence hits as one list per ping (empty for most)."""
-    out: list[list[FenceHit]] = [[] for _ in range(n)]
+    """The batch's fence hits as one list per ping (empty for most); the hits come by ping."""
     cols = (
         fh.position.tolist(),
         fh.store_id.tolist(),
@@ -191,6 +201,6 @@ def _per_ping(fh: FenceHits, n: int) -> list[list[FenceHit]]:
         fh.in_buffer.tolist(),
         fh.nearby.tolist(),
     )
-    for q, *h in zip(fh.ping.tolist(), *cols, strict=True):
-        out[q].append(FenceHit(*h))
-    return out
+    hits = list(map(FenceHit, *cols))
+    bounds = np.searchsorted(fh.ping, np.arange(n + 1)).tolist()
+    return [hits[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

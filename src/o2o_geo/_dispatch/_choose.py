@@ -22,13 +22,15 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._fences import FenceHit
 from .._offers import OfferSet
 from .._policy import PushPolicy, open_for
 from .._scoring import OfferScorer, ScoredCandidates
 from .._state import Transaction, keys
 from ._decision import PushDecision, ScoreTerms, push_record
-from ._limits import Limit, LocalDay, candidate_limits, charge, first_exceeded, user_capped
+from ._limits import Limit, LocalDay, candidate_limits, charge, first_exceeded, user_capped, user_limits
 from ._stores import StoreFacts
 
 __all__ = ["PushChooser", "Scored"]
@@ -39,18 +41,27 @@ _HOLDOUT_MEMO = 65_536
 class Scored:
     """A ping's scored candidates: rows ``[lo, hi)`` of a (batch's) :class:`ScoredCandidates`, as lists.
 
-    ``asked`` holds the store positions that were scored (a store without a valid offer has no row).
+    ``asked`` holds the store positions that were scored (a store without a valid offer has no row);
+    ``rank`` is the logit rounded to 1e-9 and negated, the first key of the ranking.
     """
 
-    __slots__ = ("sc", "lo", "hi", "asked", "offer", "pos", "dist", "logit", "score")
+    __slots__ = ("sc", "lo", "hi", "asked", "offer", "pos", "dist", "logit", "score", "rank")
 
     def __init__(self, sc: ScoredCandidates, lists: tuple[list[Any], ...], lo: int, hi: int, asked: set[int]) -> None:
         self.sc, self.lo, self.hi, self.asked = sc, lo, hi, asked
-        self.offer, self.pos, self.dist, self.logit, self.score = lists
+        self.offer, self.pos, self.dist, self.logit, self.score, self.rank = lists
 
     @staticmethod
     def lists(sc: ScoredCandidates) -> tuple[list[Any], ...]:
-        return sc.offer.tolist(), sc.position.tolist(), sc.distance_m.tolist(), sc.logit.tolist(), sc.score.tolist()
+        rank = (-np.round(sc.logit, 9)).tolist()
+        return (
+            sc.offer.tolist(),
+            sc.position.tolist(),
+            sc.distance_m.tolist(),
+            sc.logit.tolist(),
+            sc.score.tolist(),
+            rank,
+        )
 
 
 class _Candidate(NamedTuple):
@@ -74,6 +85,7 @@ class PushChooser:
         self.scorer = scorer
         self.prefetch_candidates = prefetch_candidates  # read the likely pushes' counters in one round trip
         self._holdout: dict[Any, bool] = {}
+        self._offer_rows = list(offers)  # the scorer's offer rows, in the offer set's order
 
     def choose(
         self,
@@ -116,12 +128,12 @@ class PushChooser:
             pos = sorted(triggers)
             sc = self.scorer.score_candidates(user_id, pos, [triggers[p][1] for p in pos], t)
             scored = Scored(sc, Scored.lists(sc), 0, len(sc), set(pos))
-        offer_l, pos_l, logit_l, score_l = scored.offer, scored.pos, scored.logit, scored.score
+        offer_l, pos_l, logit_l, score_l, rank_l = scored.offer, scored.pos, scored.logit, scored.score, scored.rank
         # best first; ties (to 1e-9 in the logit, below rounding noise) by offer, then store
         rows = [j for j in range(scored.lo, scored.hi) if pos_l[j] in triggers]
         ranked = sorted(
             (j for j in rows if score_l[j] >= pol.min_score),
-            key=lambda j: (-round(logit_l[j], 9), offer_l[j], pos_l[j]),
+            key=lambda j: (rank_l[j], offer_l[j], pos_l[j]),
         )
         if rows and not ranked:
             stats["low_score"] += 1
@@ -132,19 +144,17 @@ class PushChooser:
                 return []
             trace += [(scored, j, "low_score", None) for j in low]
         local_at: dict[Any, datetime] = {}  # store-local time, once per zone
-        o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
+        rows_of, caps = self._offer_rows, user_limits(pol, when)
 
         def candidate(j: int) -> _Candidate:
-            o, p = offer_l[j], pos_l[j]
-            oid, mid, sid = o_ids[o], o_mer[o], facts.ids[p]
-            z = facts.zone[p]
+            offer, p = rows_of[offer_l[j]], pos_l[j]
+            sid, z = facts.ids[p], facts.zone[p]
             store_local = local_at.get(z)
             if store_local is None:
                 store_local = local_at[z] = datetime.fromtimestamp(t, z)
-            holdout = self.is_holdout(user_id, oid)
-            limits = candidate_limits(pol, self.offers, when, oid, mid, sid, store_local.date().isoformat(),
-                                      holdout=holdout)  # fmt: skip
-            return _Candidate(oid, mid, sid, p, store_local, holdout, limits)
+            holdout = self.is_holdout(user_id, offer.offer_id)
+            limits = candidate_limits(pol, when, caps, offer, sid, store_local, holdout=holdout)
+            return _Candidate(offer.offer_id, offer.merchant_id, sid, p, store_local, holdout, limits)
 
         likely: dict[int, _Candidate] = {}
         if self.prefetch_candidates:  # one round trip for every counter the likely pushes need

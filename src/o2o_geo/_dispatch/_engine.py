@@ -66,7 +66,7 @@ from ..errors import (
     UnknownStoreError,
 )
 from ._attribution import record_event
-from ._batch import BatchReplay
+from ._batch import Ahead, BatchReplay
 from ._choose import PushChooser, Scored
 from ._decision import PushDecision, decision_from_dict, push_record
 from ._explain import CandidateVerdict, PingExplanation
@@ -461,19 +461,23 @@ class Dispatcher:
         self.stats["ignored_inaccurate"] += n - sum(ok)
         return self._batch.replay(users, lat_a, lon_a, ts, ok, eids, tzs)
 
-    def _ping(self, ping: Ping, scored: Scored | None, *, prechecked: bool = False) -> tuple[list[PushDecision], bool]:
+    def _ping(
+        self, ping: Ping, scored: Scored | None, *, ahead: Ahead | None = None
+    ) -> tuple[list[PushDecision], bool]:
         """Decide one ping (its fences found): (decisions, whether they are new: not a redelivered ping's).
 
         A ping that changes nothing is answered from one read of the user's
-        state; any other is one transaction.  ``prechecked``: a batch's look
-        ahead found that the ping changes something (so that read is skipped).
+        state; any other is one transaction.  ``ahead``: a batch's look-ahead
+        found that the ping changes something (so that read is skipped), and
+        from which user snapshot; its fence step is used when the transaction
+        reads that same snapshot.
         """
         user_id, lat, lon, t, event_id, tz, hits = ping
         self._feedback.before_ping(t)
         facts = self._stores.get()
         while not _same_stores(facts, hits):  # stores were added or removed between the fences and the facts
-            facts, hits, scored = self._stores.get(), self.fences.hits_at(lat, lon), None
-        if event_id is None and not prechecked and (self.state.cheap_reads or not hits):
+            facts, hits, scored, ahead = self._stores.get(), self.fences.hits_at(lat, lon), None, None
+        if event_id is None and ahead is None and (self.state.cheap_reads or not hits):
             snap = self.state.read_user(user_id)
             stays = snap.get("in", ()) if snap else ()
             if not hits and not stays:
@@ -500,11 +504,16 @@ class Dispatcher:
                 if hit is not None:
                     stats["duplicate_pings"] += 1
                     return [decision_from_dict(d) for d in hit], [], stats, False  # already fed and delivered
-            old = tx.get_user(user_id) or {}
+            raw = tx.get_user(user_id)
+            old = raw or {}
             if t < old.get("last_ts", -math.inf):
                 stats["stale_pings"] += 1
                 return [], [], stats, False
-            fs = self._machine.step(old.get("in", ()), hits, t)
+            fs = (
+                ahead.step
+                if ahead is not None and ahead.user is raw
+                else self._machine.step(old.get("in", ()), hits, t)
+            )
             wanted = self._machine.wanted(fs)
             if not fs.changed and not wanted:
                 if idem_key is not None:

@@ -94,30 +94,41 @@ def fence_step(
     triggers: dict[int, tuple[str, float]] = {}
     visits: list[int] = []
     known = set()
+    changed = False
+    matched = 0  # stays the ping is inside
     for st in stays:
         sid, entered, outside, dwelt = st
         known.add(sid)
         hit = inside.get(sid)
         if hit is not None:
+            matched += 1
             p, d = hit
             if not dwelt and t - entered >= dwell_s:
-                dwelt = True
+                dwelt = changed = True
                 triggers[p] = ("dwell", d)
                 visits.append(p)
+            elif outside is not None:
+                changed = True  # back inside from the buffer
             out.append([sid, entered, None, dwelt])
         elif sid in in_buffer:
             if outside is not None and t - outside >= exit_after_s:
+                changed = True
                 continue  # outside the fence for long enough: the stay ends
-            out.append([sid, entered, t if outside is None else outside, dwelt])
-        # else: beyond the buffer, the stay ends
-    for sid, (p, d) in inside.items():
-        if sid not in known:
-            out.append([sid, t, None, False])
-            triggers[p] = ("enter", d)
+            if outside is None:
+                changed = True
+                outside = t
+            out.append([sid, entered, outside, dwelt])
+        else:
+            changed = True  # beyond the buffer, the stay ends
+    if matched < len(inside):  # a fence the user is not in yet
+        for sid, (p, d) in inside.items():
+            if sid not in known:
+                out.append([sid, t, None, False])
+                triggers[p] = ("enter", d)
+                changed = True
     for p, d in nearby:
         if p not in triggers:
             triggers[p] = ("nearby", d)
-    changed = len(out) != len(stays) or any(list(a) != b for a, b in zip(stays, out, strict=False))
     return FenceStep(out, triggers, visits, changed)
 
 
@@ -130,9 +141,16 @@ class FenceMachine:
 
     def step(self, stays: Sequence[Sequence[Any]], hits: Sequence[FenceHit], t: float) -> FenceStep:
         """The user's fence state after a ping with these hits."""
-        inside = {h.store_id: (h.position, h.distance_m) for h in hits if h.inside}
-        in_buffer = {h.store_id for h in hits if h.in_buffer}
-        near = [(h.position, h.distance_m) for h in hits if h.nearby] if self.nearby_on else []
+        inside: dict[Any, tuple[int, float]] = {}
+        in_buffer = set()
+        near = []
+        for p, sid, d, is_in, in_buf, is_near in hits:
+            if in_buf:
+                in_buffer.add(sid)
+            if is_in:
+                inside[sid] = (p, d)
+            if is_near and self.nearby_on:
+                near.append((p, d))
         pol = self.policy
         return fence_step(stays, inside, in_buffer, near, t, dwell_s=pol.dwell_s, exit_after_s=pol.exit_after_s)
 

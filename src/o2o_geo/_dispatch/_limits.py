@@ -15,11 +15,11 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, NamedTuple
 
-from .._offers import OfferSet
+from .._offers import Offer
 from .._policy import PushPolicy, tz_at, zone
 from .._state import Transaction, keys
 
-__all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "first_exceeded", "user_capped"]
+__all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "first_exceeded", "user_capped", "user_limits"]
 
 
 class Limit(NamedTuple):
@@ -76,40 +76,48 @@ def user_capped(tx: Transaction, pol: PushPolicy, when: LocalDay) -> bool:
     )
 
 
+def user_limits(pol: PushPolicy, when: LocalDay) -> tuple[Limit, ...]:
+    """The user's day and week caps: the limits every push of the ping is charged to (the same for each offer)."""
+    out = []
+    if pol.max_per_day is not None:
+        out.append(Limit(when.day_key, pol.max_per_day, 1.0, keys.DAY_COUNTER_TTL_S, "user_day"))
+    if pol.max_per_week is not None:
+        out.append(Limit(when.week_key, pol.max_per_week, 1.0, keys.WEEK_COUNTER_TTL_S, "user_week"))
+    return tuple(out)
+
+
 def candidate_limits(
     pol: PushPolicy,
-    offers: OfferSet,
     when: LocalDay,
-    offer_id: Any,
-    merchant_id: Any,
+    caps: tuple[Limit, ...],
+    offer: Offer,
     store_id: Any,
-    store_day: str,
+    store_local: datetime,
     *,
     holdout: bool,
 ) -> list[Limit]:
-    """Every configured limit a push of this offer at this store would be charged to."""
-    uk, day = when.user_key, when.day
-    out = []
-    day_s = keys.DAY_COUNTER_TTL_S  # the keys' windows, passed so that the state does not parse them back
-    for key, bound, ttl_s, kind in (
-        (when.day_key, pol.max_per_day, day_s, "user_day"),
-        (when.week_key, pol.max_per_week, keys.WEEK_COUNTER_TTL_S, "user_week"),
-        (keys.user_merchant_day(uk, merchant_id, day), pol.max_per_merchant_per_day, day_s, "merchant_day"),
-    ):
-        if bound is not None:
-            out.append(Limit(key, bound, 1.0, ttl_s, kind))
+    """Every configured limit a push of ``offer`` at this store would be charged to, in the order they are checked.
+
+    ``caps`` is :func:`user_limits` of the ping; ``store_local`` the store's local time (its day is the
+    capacity's).  The keys' windows are passed along, so that the state does not parse them back.
+    """
+    out = list(caps)
+    oid, mid, uk = offer.offer_id, offer.merchant_id, when.user_key
+    if pol.max_per_merchant_per_day is not None:
+        key = keys.user_merchant_day(uk, mid, when.day)
+        out.append(Limit(key, pol.max_per_merchant_per_day, 1.0, keys.DAY_COUNTER_TTL_S, "merchant_day"))
     if pol.max_per_offer is not None:  # it matters while the offer runs (forever when it has no end)
-        ends = offers[offer_id].valid_until
+        ends = offer.valid_until
         ttl = None if ends is None else max(ends - when.t, 0.0) + keys.OFFER_END_MARGIN_S
-        out.append(Limit(keys.user_offer(uk, offer_id), pol.max_per_offer, 1.0, ttl, "offer_cap"))
+        out.append(Limit(keys.user_offer(uk, oid), pol.max_per_offer, 1.0, ttl, "offer_cap"))
     if holdout:
         return out
-    ob, mb = pol.offer_budgets.get(offer_id), pol.merchant_budgets.get(merchant_id)
+    ob, mb = pol.offer_budgets.get(oid), pol.merchant_budgets.get(mid)
     if ob is not None or mb is not None:
-        cost = float(pol.offer_cost.get(offer_id, offers[offer_id].off_amount or 0.0))
+        cost = float(pol.offer_cost.get(oid, offer.off_amount or 0.0))
         for budget, key_of, kind in (
-            (ob, lambda w: keys.offer_budget(offer_id, w), "offer_budget"),
-            (mb, lambda w: keys.merchant_budget(merchant_id, w), "merchant_budget"),
+            (ob, lambda w: keys.offer_budget(oid, w), "offer_budget"),
+            (mb, lambda w: keys.merchant_budget(mid, w), "merchant_budget"),
         ):
             if budget is None:
                 continue
@@ -117,9 +125,10 @@ def candidate_limits(
                 out.append(Limit(key_of("n"), budget.max_pushes, 1.0, None, kind))
             if budget.max_cost is not None:
                 out.append(Limit(key_of("c"), budget.max_cost, cost, None, kind))
-    cap = pol.capacity_of(store_id)
+    cap = None if pol.store_daily_capacity is None else pol.capacity_of(store_id)
     if cap is not None:
-        out.append(Limit(keys.store_day(store_id, store_day), cap, 1.0, day_s, "store_capacity"))
+        key = keys.store_day(store_id, store_local.date().isoformat())
+        out.append(Limit(key, cap, 1.0, keys.DAY_COUNTER_TTL_S, "store_capacity"))
     return out
 
 
