@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import sqlite3
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -171,3 +174,24 @@ def snapshot(st):
     if isinstance(st, og.RedisState):
         return {key: (st.r.dump(key), st.r.ttl(key) > 0) for key in sorted(st.r.scan_iter(match=f"{st.ns}:*"))}
     return copy.deepcopy({k: v for k, v in vars(st).items() if k != "_lock"})
+
+
+def run_threads(n, work):
+    """``work(i)`` in ``n`` threads released together; results in thread order (any exception is re-raised).
+
+    Meanwhile the interpreter switches threads every microsecond (not every 5 ms), so that a check-then-write
+    that is not atomic gets interleaved with the other threads' writes.
+    """
+    start = threading.Barrier(n, timeout=60)
+
+    def body(i):
+        start.wait()
+        return work(i)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(body, range(n)))
+    finally:
+        sys.setswitchinterval(interval)

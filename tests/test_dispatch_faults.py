@@ -29,7 +29,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import GEOD, new_redis_state, snapshot
+from conftest import GEOD, new_redis_state, run_threads, snapshot
 
 import o2o_geo as og
 from o2o_geo._history import _Decayed
@@ -91,27 +91,6 @@ def state(request, tmp_path):
         st = og.MemoryState() if request.param == "memory" else og.SQLiteState(tmp_path / "state.db")
     yield st
     st.close()
-
-
-def run_threads(n, work):
-    """``work(i)`` in ``n`` threads released together; results in thread order (any exception is re-raised).
-
-    Meanwhile the interpreter switches threads every microsecond (not every 5 ms), so that a check-then-write
-    that is not atomic gets interleaved with the other threads' writes.
-    """
-    start = threading.Barrier(n, timeout=60)
-
-    def body(i):
-        start.wait()
-        return work(i)
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        with ThreadPoolExecutor(n) as pool:
-            return list(pool.map(body, range(n)))
-    finally:
-        sys.setswitchinterval(interval)
 
 
 def assert_push_ids_are_a_gapless_sequence(pushes):

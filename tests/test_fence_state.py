@@ -15,11 +15,12 @@ DWELL_S, EXIT_S = 300.0, 120.0
 
 
 def reference_events(seq, dwell_s=DWELL_S, exit_after_s=EXIT_S):
-    """(t, kind) of one store's enter and dwell events, read off its (t, zone) sequence as stays.
+    """(t, kind) of one store's enter, dwell and exit events, read off its (t, zone) sequence as stays.
 
     A stay starts at an "in" ping; it ends at an "out" ping, or at a "buf" ping at least
     ``exit_after_s`` after the first "buf" ping of the current run of them (an "in" ping
-    ends the run).  Its dwell is the first "in" ping at least ``dwell_s`` after the start.
+    ends the run).  Its dwell is the first "in" ping at least ``dwell_s`` after the start;
+    a stay that dwelt ends with an exit.
     """
     events, in_stay = [], False
     entered = run_start = None
@@ -42,6 +43,9 @@ def reference_events(seq, dwell_s=DWELL_S, exit_after_s=EXIT_S):
                 in_stay = False
         else:
             in_stay = False
+        if not in_stay and dwelt:
+            dwelt = False
+            events.append((t, "exit"))
     return events
 
 
@@ -66,6 +70,8 @@ def test_fence_step_matches_the_per_store_reference(seq):
         step = fence_step(stays, inside, in_buffer, [], t, dwell_s=DWELL_S, exit_after_s=EXIT_S)
         for p, (kind, _) in step.triggers.items():
             got[stores[p]].append((t, kind))
+        for s in step.exited:
+            got[s].append((t, "exit"))
         assert sorted(step.visits) == sorted(p for p, (kind, _) in step.triggers.items() if kind == "dwell")
         assert step.changed == (step.stays != [list(x) for x in stays])
         stays = step.stays
@@ -149,13 +155,14 @@ arrival_logs = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(arrival_logs)  # mostly in time order, some pings late by 50 or 400 s
+@given(arrival_logs)  # mostly in time order, some pings late by 50 or 400 s; enter, dwell and exit pushed
 def test_the_engine_drops_stale_pings_and_follows_the_reference(arrivals):
     index = og.StoreIndex.from_records([{"store_id": "A", "lat": CENTRE[0], "lon": CENTRE[1], "merchant_id": "m"}])
     offers = og.OfferSet([og.Offer("o", "m", discount_rate=0.5)])
     policy = og.PushPolicy(quiet_hours=None, holdout_fraction=0.0, min_gap_s=0.0, max_per_offer=None,
                            max_per_merchant_per_day=None, max_per_day=None, max_per_week=None,
-                           dwell_s=DWELL_S, exit_after_s=EXIT_S, exit_buffer_m=30.0)  # fmt: skip
+                           dwell_s=DWELL_S, exit_after_s=EXIT_S, exit_buffer_m=30.0,
+                           triggers=("enter", "dwell", "exit"))  # fmt: skip
     engine = og.Dispatcher(index, offers, policy=policy)
     t0 = 1767258000.0
     got = []

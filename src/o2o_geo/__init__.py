@@ -13,7 +13,15 @@ Examples
 """
 
 from . import errors, simulate
-from ._dispatch import CANDIDATE_REASONS, PING_GATES, CandidateVerdict, Dispatcher, PingExplanation, PushDecision
+from ._dispatch import (
+    CANDIDATE_REASONS,
+    PING_GATES,
+    CandidateVerdict,
+    Dispatcher,
+    PingExplanation,
+    PushDecision,
+    UserProfile,
+)
 from ._fences import FenceHit, FenceHits, Geofences
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._history import Event, UserHistory
@@ -59,6 +67,7 @@ __all__ = [
     "StoreRadii",
     "StoreSet",
     "UserHistory",
+    "UserProfile",
     "WGS84_A_M",
     "WGS84_B_M",
     "WGS84_F",

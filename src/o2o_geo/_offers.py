@@ -14,7 +14,10 @@ from ._types import FloatArray, IntArray
 from ._validate import as_items, check_id
 from .errors import DuplicateOfferError, InvalidRecordError, UnknownOfferError
 
-__all__ = ["Offer", "OfferSet"]
+__all__ = ["AUDIENCES", "Offer", "OfferSet"]
+
+#: The audiences an :class:`Offer` can be aimed at (see ``Offer.audience``).
+AUDIENCES = ("all", "new", "returning", "lapsed", "members")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,13 @@ class Offer:
         Stores where it can be redeemed; ``None``: every store of the merchant.
     max_distance_m : float, optional
         Only offered to users within this many metres of the store.
+    audience : {"all", "new", "returning", "lapsed", "members"}, default "all"
+        Who a :class:`~o2o_geo.Dispatcher` may push it to, from the user's
+        history with the merchant as the state holds it: ``"new"`` never
+        visited or redeemed there (and given none of its new-customer offers
+        yet: at most one per merchant, ever), ``"returning"`` did, ``"lapsed"``
+        did, but not in the policy's ``lapsed_after_days``, ``"members"`` has a
+        tier set (:meth:`~o2o_geo.Dispatcher.set_user`).
 
     Examples
     --------
@@ -63,6 +73,7 @@ class Offer:
     valid_until: Any = None
     store_ids: tuple[Any, ...] | None = None
     max_distance_m: float | None = None
+    audience: str = "all"
 
     def __post_init__(self) -> None:
         oid = self.offer_id
@@ -100,6 +111,8 @@ class Offer:
         md = self.max_distance_m
         if md is not None and not (isinstance(md, (int, float)) and md >= 0 and not math.isnan(md)):
             raise InvalidRecordError(f"offer {oid!r} has max_distance_m {md!r}; it must be >= 0 metres")
+        if not isinstance(self.audience, str) or self.audience not in AUDIENCES:
+            raise InvalidRecordError(f"offer {oid!r} has audience {self.audience!r:.80}; it must be one of {AUDIENCES}")
 
     @property
     def discount_depth(self) -> float:
@@ -222,7 +235,9 @@ class OfferSet:
                 raise InvalidRecordError(
                     f"offer record {row} has unknown fields {sorted(extra)}; known: {list(_FIELDS)}"
                 )
-            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            clean: dict[str, Any] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            if clean.get("audience", "all") is None:  # a missing cell: the default
+                del clean["audience"]
             offers.append(Offer(**clean))
         return cls(offers)
 

@@ -23,7 +23,7 @@ from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["Budget", "PushPolicy"]
 
-TRIGGERS = ("enter", "dwell", "nearby")
+TRIGGERS = ("enter", "dwell", "nearby", "exit", "lapsed")
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,15 @@ class PushPolicy:
 
     Parameters
     ----------
-    triggers : tuple of {"enter", "dwell", "nearby"}, default ("enter", "dwell")
+    triggers : tuple of {"enter", "dwell", "nearby", "exit", "lapsed"}, default ("enter", "dwell")
         What may cause a push: entering a store's geofence, staying inside it
-        for ``dwell_s``, or being within ``nearby_radius_m`` of a store (no fence).
+        for ``dwell_s``, or being within ``nearby_radius_m`` of a store (no
+        fence); and for retention, ``exit``: leaving a fence for good after a
+        visit (a dwell), once per stay ("thanks for visiting: here is your
+        return coupon"), and ``lapsed``: entering a fence of a merchant the
+        user visited or redeemed at, but not in ``lapsed_after_days`` (win-back;
+        it replaces that ``enter``).  Every trigger goes through the same gates,
+        caps, budgets and holdout; one that falls in quiet hours is dropped, not deferred.
     fence_radius_m : float, default 100
         Circle geofence of a store without one of its own, metres.
     fence_column : str, default "geofence"
@@ -128,6 +134,13 @@ class PushPolicy:
         A redeem or visit is attributed to the latest push of the same offer
         (or, without an offer, of the same merchant) to the same user at most
         this long before it.
+    lapsed_after_days : float, default 30
+        A user who visited or redeemed at a merchant, but not for this many
+        days, is lapsed there (the ``lapsed`` trigger and audience).
+    require_opt_in : bool, default False
+        Push only users whose ``opt_in=True`` was set
+        (:meth:`~o2o_geo.Dispatcher.set_user`); by default every user is
+        pushed unless set ``opt_in=False``.
 
     Examples
     --------
@@ -165,6 +178,8 @@ class PushPolicy:
     holdout_salt: str = "o2o"
     holdout_per_offer: bool = False
     attribution_window_s: float = 7 * 86_400.0
+    lapsed_after_days: float = 30.0
+    require_opt_in: bool = False
 
     def __repr__(self) -> str:
         """The settings that differ from the defaults (``PushPolicy()`` for none)."""
@@ -185,6 +200,7 @@ class PushPolicy:
             if not isinstance(getattr(self, name), str):
                 raise InvalidParameterError(f"PushPolicy.{name} must be a str; got {getattr(self, name)!r:.80}")
         check_flag(self.holdout_per_offer, "PushPolicy.holdout_per_offer")
+        check_flag(self.require_opt_in, "PushPolicy.require_opt_in")
         for name in (
             "fence_radius_m",
             "dwell_s",
@@ -196,6 +212,7 @@ class PushPolicy:
             "dismiss_cooldown_s",
             "closing_margin_min",
             "attribution_window_s",
+            "lapsed_after_days",
         ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and math.isfinite(v)):

@@ -20,6 +20,7 @@ of the state are the state layer's (``o2o_geo._state.keys``).
 from ._decision import PushDecision
 from ._engine import RECORD_KINDS, Dispatcher
 from ._explain import CANDIDATE_REASONS, PING_GATES, CandidateVerdict, PingExplanation
+from ._profile import UserProfile
 from ._report import REPORT_COLUMNS
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "Dispatcher",
     "PingExplanation",
     "PushDecision",
+    "UserProfile",
 ]

@@ -3,7 +3,9 @@
 An event names its push (``push_id``), or is attributed to the user's latest
 push of the same offer (without an offer: of the store's merchant) at most
 ``policy.attribution_window_s`` before it.  Holdout decisions are attributed
-the same way, which is what makes the uplift measurable.  An event with an
+the same way, which is what makes the uplift measurable.  A visit or
+redemption also moves the user's last time at the merchant in the profile
+(what the retention audiences and the ``lapsed`` trigger read).  An event with an
 ``event_id`` is stored once; the same id again returns the push it was
 attributed to and changes nothing.
 """
@@ -19,8 +21,12 @@ from .._offers import OfferSet
 from .._policy import PushPolicy
 from .._state import Transaction, keys
 from ..errors import InvalidRecordError, UnknownPushError
+from ._profile import with_seen
 
-__all__ = ["record_event"]
+__all__ = ["SEEN_KINDS", "record_event"]
+
+#: The events that make a user a merchant's customer (the profile's ``seen``: new, returning, lapsed).
+SEEN_KINDS = frozenset({"visit", "redeem"})
 
 
 def record_event(
@@ -44,6 +50,7 @@ def record_event(
         idems=() if idem_key is None else [idem_key],
         pushes=() if e.push_id is None else [e.push_id],
         users=[e.user_id] if e.kind == "dismiss" else (),
+        profiles=[e.user_id] if e.kind in SEEN_KINDS else (),
     )
     if idem_key is not None:
         hit = tx.idem(idem_key)
@@ -89,6 +96,10 @@ def record_event(
         "inferred": inferred,
     }
     tx.add_event(rec)
+    if e.kind in SEEN_KINDS and rec["merchant_id"] is not None:  # the retention rules' history
+        profile = with_seen(tx.get_profile(e.user_id), rec["merchant_id"], e.ts)
+        if profile is not None:
+            tx.put_profile(e.user_id, profile)
     if e.kind == "dismiss":
         old = tx.get_user(e.user_id) or {}
         tx.put_user(e.user_id, {**old, "dismiss_ts": max(old.get("dismiss_ts", -math.inf), e.ts)})

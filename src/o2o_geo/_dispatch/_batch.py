@@ -26,6 +26,7 @@ from ._decision import PushDecision
 from ._feedback import Feedback
 from ._fence_state import FenceMachine, FenceStep
 from ._inputs import Ping
+from ._stores import StoreFactsCache
 
 __all__ = ["Ahead", "BatchReplay"]
 
@@ -47,6 +48,7 @@ class BatchReplay:
         self,
         *,
         fences: Geofences,
+        stores: StoreFactsCache,
         machine: FenceMachine,
         state: DispatchState,
         scorer: OfferScorer,
@@ -54,7 +56,7 @@ class BatchReplay:
         decide: Callable[..., tuple[list[PushDecision], bool]],
         deliver: Callable[[list[PushDecision]], None],
     ) -> None:
-        self.fences, self.machine, self.state = fences, machine, state
+        self.fences, self.stores, self.machine, self.state = fences, stores, machine, state
         self.scorer, self.feedback, self.decide, self.deliver = scorer, feedback, decide, deliver
 
     def replay(
@@ -141,7 +143,8 @@ class BatchReplay:
         c_dist: list[float] = []
         c_t: list[float] = []
         c_ping: list[int] = []
-        for k, (user_id, _, _, t, eid, _, hits) in enumerate(pings):
+        facts = self.stores.get()  # (the decision checks that the hits are of its version)
+        for k, (user_id, lat, lon, t, eid, _, hits) in enumerate(pings):
             stored = user_id not in seen  # the snapshot is the state's own, not one this tick made
             snap = read_user(user_id) if stored else seen[user_id]
             stays = snap.get("in", ()) if snap else ()
@@ -152,7 +155,7 @@ class BatchReplay:
             if snap is not None and t < snap.get("last_ts", -math.inf):
                 continue  # stale: the decision counts it
             fs = self.machine.step(stays, hits, t)
-            wanted = self.machine.wanted(fs)
+            wanted = self.machine.wanted(fs, facts, lat, lon)
             if not fs.changed and not wanted:
                 if eid is None:
                     out[k] = False

@@ -31,6 +31,7 @@ from .._scoring import OfferScorer, ScoredCandidates
 from .._state import Transaction, keys
 from ._decision import PushDecision, ScoreTerms, push_record
 from ._limits import Limit, LocalDay, candidate_limits, charge, first_exceeded, user_capped, user_limits
+from ._profile import audience_reason, consent_gate, with_welcome
 from ._stores import StoreFacts
 
 __all__ = ["PushChooser", "Scored"]
@@ -74,6 +75,7 @@ class _Candidate(NamedTuple):
     store_local: datetime
     holdout: bool
     limits: list[Limit]
+    audience: str
 
 
 class PushChooser:
@@ -99,6 +101,8 @@ class PushChooser:
         triggers: dict[int, tuple[str, float]],
         scored: Scored | None,
         trace: list[tuple[Scored, int, str, str | None]] | None = None,
+        *,
+        profile: dict[str, Any] | None = None,
     ) -> list[PushDecision]:
         """The pushes of one ping whose fences ``triggers`` (position -> (trigger, distance)); charged in ``tx``.
 
@@ -106,20 +110,22 @@ class PushChooser:
         made); ``scored``, the candidates a batch scored ahead, is used when it
         covers every triggered store, else they are scored now.  ``trace``
         receives ``(scored, row, reason, limit kind or None)`` per candidate,
-        best first (see the module docstring).
+        best first (see the module docstring).  ``profile`` is the user's
+        profile as the ping found it (consent, and the audiences' history).
         """
         pol = self.policy
-        gate = None
-        if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
-            gate = "min_gap"
-        elif t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
-            gate = "dismiss_cooldown"
-        elif pol.is_quiet(when.local):
-            gate = "quiet_hours"
-        else:
-            tx.prefetch(counters=when)
-            if user_capped(tx, pol, when):
-                gate = "user_cap"
+        gate = consent_gate(profile, pol.require_opt_in)
+        if gate is None:
+            if t - u.get("last_push_ts", -math.inf) < pol.min_gap_s:
+                gate = "min_gap"
+            elif t - u.get("dismiss_ts", -math.inf) < pol.dismiss_cooldown_s:
+                gate = "dismiss_cooldown"
+            elif pol.is_quiet(when.local):
+                gate = "quiet_hours"
+            else:
+                tx.prefetch(counters=when)
+                if user_capped(tx, pol, when):
+                    gate = "user_cap"
         if gate is not None:
             stats[gate] += 1
             if trace is None:
@@ -145,6 +151,7 @@ class PushChooser:
             trace += [(scored, j, "low_score", None) for j in low]
         local_at: dict[Any, datetime] = {}  # store-local time, once per zone
         rows_of, caps = self._offer_rows, user_limits(pol, when)
+        lapsed_s = pol.lapsed_after_days * keys.DAY_S
 
         def candidate(j: int) -> _Candidate:
             offer, p = rows_of[offer_l[j]], pos_l[j]
@@ -154,7 +161,7 @@ class PushChooser:
                 store_local = local_at[z] = datetime.fromtimestamp(t, z)
             holdout = self.is_holdout(user_id, offer.offer_id)
             limits = candidate_limits(pol, when, caps, offer, sid, store_local, holdout=holdout)
-            return _Candidate(offer.offer_id, offer.merchant_id, sid, p, store_local, holdout, limits)
+            return _Candidate(offer.offer_id, offer.merchant_id, sid, p, store_local, holdout, limits, offer.audience)
 
         likely: dict[int, _Candidate] = {}
         if self.prefetch_candidates:  # one round trip for every counter the likely pushes need
@@ -171,6 +178,11 @@ class PushChooser:
                     trace += [(scored, i, "user_cap", None) for i in ranked[k:]]
                 break
             c = likely[j] if j in likely else candidate(j)
+            if c.audience != "all" and audience_reason(c.audience, profile, c.merchant_id, t, lapsed_s):
+                stats["audience"] += 1
+                if trace is not None:
+                    trace.append((scored, j, "audience", None))
+                continue
             if not open_for(facts.hours[c.position], c.store_local, pol.closing_margin_min):
                 stats["store_closed"] += 1
                 if trace is not None:
@@ -201,6 +213,9 @@ class PushChooser:
                 explanation=ScoreTerms(scored.sc, j),
             )
             tx.add_push(push_record(d))
+            if c.audience == "new":  # (holdout too: the groups stay comparable) never a second one from the merchant
+                profile = with_welcome(tx.get_profile(user_id), c.merchant_id)
+                tx.put_profile(user_id, profile)
             out.append(d)
             stats["holdout" if c.holdout else "pushed"] += 1
             if trace is not None:

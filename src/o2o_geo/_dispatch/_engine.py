@@ -71,9 +71,10 @@ from ._choose import PushChooser, Scored
 from ._decision import PushDecision, decision_from_dict, push_record
 from ._explain import CandidateVerdict, PingExplanation
 from ._feedback import Feedback
-from ._fence_state import FenceMachine
+from ._fence_state import FenceMachine, resolve_lapsed
 from ._inputs import Ping, ping_accuracies, ping_accuracy, ping_columns
 from ._limits import LocalDay
+from ._profile import UNSET, UserProfile, profile_change, with_change
 from ._report import METRICS, REPORT_COLUMNS, funnel_rows
 from ._stores import StoreFacts, StoreFactsCache
 
@@ -196,6 +197,7 @@ class Dispatcher:
         self._machine = FenceMachine(pol)
         self._batch = BatchReplay(
             fences=self.fences,
+            stores=self._stores,
             machine=self._machine,
             state=self.state,
             scorer=self.scorer,
@@ -374,14 +376,18 @@ class Dispatcher:
             if t < old.get("last_ts", -math.inf):
                 raise _DryRun(PingExplanation(user_id, t, "stale_pings"))
             fs = self._machine.step(old.get("in", ()), hits, t)
-            wanted = self._machine.wanted(fs)
+            wanted = self._machine.wanted(fs, facts, la, lo)
+            profile = tx.get_profile(user_id) if wanted else None
+            wanted = resolve_lapsed(wanted, profile, facts.merchant, t, self.policy)
             triggers = {facts.ids[p]: trig for p, (trig, _) in wanted.items()}
             visits = [facts.ids[p] for p in fs.visits]
             if not wanted:
                 raise _DryRun(PingExplanation(user_id, t, "no_trigger" if hits else "no_fence", triggers, visits))
             trace: list[tuple[Scored, int, str, str | None]] = []
             u = {**old, "in": fs.stays, "last_ts": t}
-            decisions = self._chooser.choose(tx, Counter(), facts, u, user_id, t, when, wanted, None, trace=trace)
+            decisions = self._chooser.choose(
+                tx, Counter(), facts, u, user_id, t, when, wanted, None, trace=trace, profile=profile
+            )
             o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
             candidates = [
                 CandidateVerdict(
@@ -486,7 +492,7 @@ class Dispatcher:
                 self.stats["stale_pings"] += 1
                 return [], True
             fs = self._machine.step(stays, hits, t)
-            if not fs.changed and not self._machine.wanted(fs):
+            if not fs.changed and not self._machine.wanted(fs, facts, lat, lon):
                 return [], True  # nothing changes
         when = LocalDay(user_id, lat, lon, t, tz)
         push_may_follow = any(h.inside or h.nearby for h in hits)
@@ -498,7 +504,12 @@ class Dispatcher:
             counters: Any = ()
             if push_may_follow:  # the caps, and (a networked backend) every limit a push here could charge
                 counters = when if self.state.cheap_reads else self._chooser.likely_keys(facts, when, hits, t)
-            tx.prefetch(users=[user_id], idems=() if idem_key is None else [idem_key], counters=counters)
+            tx.prefetch(
+                users=[user_id],
+                idems=() if idem_key is None else [idem_key],
+                counters=counters,
+                profiles=[user_id] if push_may_follow else (),
+            )
             if idem_key is not None:
                 hit = tx.idem(idem_key)
                 if hit is not None:
@@ -514,19 +525,27 @@ class Dispatcher:
                 if ahead is not None and ahead.user is raw
                 else self._machine.step(old.get("in", ()), hits, t)
             )
-            wanted = self._machine.wanted(fs)
+            wanted = self._machine.wanted(fs, facts, lat, lon)
             if not fs.changed and not wanted:
                 if idem_key is not None:
                     tx.put_idem(idem_key, user_id, [])
                 return [], [], stats, True
             u = {**old, "in": fs.stays, "last_ts": t}
+            profile = None
+            if wanted:  # as the user walked in: before this ping's visits
+                profile = tx.get_profile(user_id)
+                wanted = resolve_lapsed(wanted, profile, facts.merchant, t, self.policy)
             stored = []
             for p in fs.visits:
                 visit = Event("visit", user_id, t, store_id=facts.ids[p], merchant_id=facts.merchant[p])
                 rec = self._record_tx(tx, visit, stats, inferred=True)[0]
                 if rec is not None:
                     stored.append(rec)
-            decisions = self._chooser.choose(tx, stats, facts, u, user_id, t, when, wanted, scored) if wanted else []
+            decisions = (
+                self._chooser.choose(tx, stats, facts, u, user_id, t, when, wanted, scored, profile=profile)
+                if wanted
+                else []
+            )
             tx.put_user(user_id, u)
             if idem_key is not None:
                 tx.put_idem(idem_key, user_id, [d.to_dict() for d in decisions])
@@ -661,8 +680,83 @@ class Dispatcher:
             inferred=inferred,
         )
 
+    def set_user(self, user_id: Any, *, opt_in: Any = UNSET, tier: Any = UNSET, **attributes: Any) -> UserProfile:
+        """Store what the integrator knows of a user: push consent, member tier, other attributes.
+
+        Only what is given changes; ``tier=None`` or ``name=None`` removes it.
+        The profile lives in the state (every process on it sees it, in the
+        transaction of each decision) and never expires; :meth:`forget_user`
+        erases it.  ``opt_in=False``: the user is never pushed (the ping's gate
+        ``opted_out``, counted in :attr:`stats`), in a replay too; with
+        ``policy.require_opt_in`` only users set ``opt_in=True`` are pushed.
+        Consent governs pushes: the fence state and the inferred visits
+        (which the report measures) are kept as for any user.
+
+        Parameters
+        ----------
+        user_id : str or int
+        opt_in : bool, optional
+        tier : str or None, optional
+            The member tier (any non-empty name); a set tier makes the user a member
+            (``Offer(audience="members")``).
+        **attributes : str, int, float, bool or None
+            Anything else, stored with the profile (``None`` removes one).
+
+        Returns
+        -------
+        UserProfile
+            The profile as stored.
+
+        Raises
+        ------
+        InvalidRecordError
+            A bad user id.
+        InvalidParameterError
+            ``opt_in`` not a bool, a bad tier, an attribute of another type (nothing is stored).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> engine.set_user("u1", opt_in=False).opt_in
+        False
+        >>> engine.explain_ping("u1", 31.2325, 121.4801, 1767258000).reason
+        'opted_out'
+        >>> engine.on_location("u1", 31.2325, 121.4801, 1767258000), engine.stats["opted_out"]
+        ([], 1)
+        >>> engine.set_user("u1", opt_in=True, tier="gold", city="Shanghai")
+        UserProfile(user_id='u1', opt_in=True, tier='gold', attributes={'city': 'Shanghai'}, last_seen_ts={})
+        """
+        user_id = check_id(user_id, "user_id")
+        change = profile_change(opt_in, tier, attributes)
+
+        def work(tx: Transaction) -> dict[str, Any]:
+            new = with_change(tx.get_profile(user_id), change)
+            tx.put_profile(user_id, new)
+            return new
+
+        return UserProfile.of(user_id, self.state.run(work))
+
+    def user(self, user_id: Any) -> UserProfile:
+        """The user's profile as the state holds it (defaults for a user never set or seen).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0))
+        >>> _ = engine.record(og.Event("visit", "u1", 1767258000, store_id="lucky-09"))
+        >>> engine.user("u1").last_seen_ts
+        {'m-lucky': 1767258000.0}
+        """
+        user_id = check_id(user_id, "user_id")
+        return UserProfile.of(user_id, self.state.read_profile(user_id))
+
     def forget_user(self, user_id: Any) -> None:
-        """Erase a user everywhere: fence state, caps, pushes, events, event ids and scorer history.
+        """Erase a user everywhere: fence state, profile, caps, pushes, events, event ids and scorer history.
 
         Budgets and store capacity keep their totals (they are not personal
         data and must stay exact).

@@ -20,6 +20,8 @@ PING_GATES: dict[str, str] = {
     "stale_pings": "an older ping than the last one that changed the user's state",
     "no_trigger": "inside fences, but nothing new: already entered, dwell not due (or the trigger is off)",
     "no_offer": "the triggered stores have no offer valid now",
+    "opted_out": "the user's consent is opt_in=False (Dispatcher.set_user)",
+    "not_opted_in": "policy.require_opt_in, and the user's opt_in=True was never set",
     "min_gap": "less than policy.min_gap_s since the user's last push",
     "dismiss_cooldown": "less than policy.dismiss_cooldown_s since the user dismissed a push",
     "quiet_hours": "the user's local time is in policy.quiet_hours",
@@ -31,13 +33,14 @@ CANDIDATE_REASONS: dict[str, str] = {
     "pushed": "pushed",
     "holdout": "decided, but the user is in the holdout group (recorded, not delivered)",
     "low_score": "score below policy.min_score",
+    "audience": "the offer's audience (new, returning, lapsed, members) does not include the user here now",
     "store_closed": "the store is closed (or closes within policy.closing_margin_min) at the store's local time",
     "same_offer": "the same offer was already pushed by this ping at a better-scoring store",
     "capped": "a limit is reached (``limit`` names which)",
     "user_cap": "the pushes before it reached the user's day or week cap",
     "max_per_ping": "policy.max_per_ping pushes were already made by this ping",
     **{gate: f"the ping's gate: {text}" for gate, text in PING_GATES.items() if gate in (
-        "min_gap", "dismiss_cooldown", "quiet_hours", "user_cap")},
+        "opted_out", "not_opted_in", "min_gap", "dismiss_cooldown", "quiet_hours", "user_cap")},
 }  # fmt: skip
 
 

@@ -11,7 +11,9 @@ stays and what happened:
   stay; also an inferred visit);
 * a stay ends when the ping is beyond the fence's buffer, or has been in
   the buffer (outside the fence) for at least ``exit_after_s``: jitter at
-  the edge never ends a stay, and so never re-enters;
+  the edge never ends a stay, and so never re-enters; a stay that dwelt
+  ends as an ``exit`` (listed by store id: the ping may be beyond the
+  fences it reports, so the caller places it);
 * ``nearby``: within the nearby radius of a store (every such ping; the
   policy's caps and gaps keep it rare).
 
@@ -27,9 +29,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .._fences import FenceHit
+from .._geodesy import geodesic_inverse_scalar_m
 from .._policy import PushPolicy
+from .._state import keys
+from ._profile import last_seen
+from ._stores import StoreFacts
 
-__all__ = ["FenceMachine", "FenceStep", "fence_step"]
+__all__ = ["FenceMachine", "FenceStep", "fence_step", "resolve_lapsed"]
 
 
 class FenceStep(NamedTuple):
@@ -43,6 +49,8 @@ class FenceStep(NamedTuple):
     """Positions whose stay completed its dwell at this ping (an inferred visit each)."""
     changed: bool
     """Whether ``stays`` differs from the state given."""
+    exited: list[Any]
+    """Store ids of the stays that dwelt and ended at this ping (an ``exit`` each)."""
 
 
 def fence_step(
@@ -87,12 +95,14 @@ def fence_step(
     >>> s3 = fence_step(s2.stays, {}, {"a"}, [], 500.0, dwell_s=300, exit_after_s=120)   # in the buffer
     >>> s3.stays, s3.triggers
     ([['a', 100.0, 500.0, True]], {})
-    >>> fence_step(s3.stays, {}, {"a"}, [], 620.0, dwell_s=300, exit_after_s=120).stays  # 120 s outside: gone
-    []
+    >>> s4 = fence_step(s3.stays, {}, {"a"}, [], 620.0, dwell_s=300, exit_after_s=120)  # 120 s outside: gone
+    >>> s4.stays, s4.exited
+    ([], ['a'])
     """
     out: list[list[Any]] = []
     triggers: dict[int, tuple[str, float]] = {}
     visits: list[int] = []
+    exited: list[Any] = []
     known = set()
     changed = False
     matched = 0  # stays the ping is inside
@@ -113,6 +123,8 @@ def fence_step(
         elif sid in in_buffer:
             if outside is not None and t - outside >= exit_after_s:
                 changed = True
+                if dwelt:
+                    exited.append(sid)
                 continue  # outside the fence for long enough: the stay ends
             if outside is None:
                 changed = True
@@ -120,6 +132,8 @@ def fence_step(
             out.append([sid, entered, outside, dwelt])
         else:
             changed = True  # beyond the buffer, the stay ends
+            if dwelt:
+                exited.append(sid)
     if matched < len(inside):  # a fence the user is not in yet
         for sid, (p, d) in inside.items():
             if sid not in known:
@@ -129,7 +143,7 @@ def fence_step(
     for p, d in nearby:
         if p not in triggers:
             triggers[p] = ("nearby", d)
-    return FenceStep(out, triggers, visits, changed)
+    return FenceStep(out, triggers, visits, changed, exited)
 
 
 class FenceMachine:
@@ -138,6 +152,9 @@ class FenceMachine:
     def __init__(self, policy: PushPolicy) -> None:
         self.policy = policy
         self.nearby_on = "nearby" in policy.triggers
+        self.exit_on = "exit" in policy.triggers
+        # an enter is wanted also as a possible win-back (the profile decides; see resolve_lapsed)
+        self.kinds = frozenset(policy.triggers) | ({"enter"} if "lapsed" in policy.triggers else set())
 
     def step(self, stays: Sequence[Sequence[Any]], hits: Sequence[FenceHit], t: float) -> FenceStep:
         """The user's fence state after a ping with these hits."""
@@ -154,7 +171,57 @@ class FenceMachine:
         pol = self.policy
         return fence_step(stays, inside, in_buffer, near, t, dwell_s=pol.dwell_s, exit_after_s=pol.exit_after_s)
 
-    def wanted(self, fs: FenceStep) -> dict[int, tuple[str, float]]:
-        """The step's triggers that the policy pushes on."""
-        triggers = self.policy.triggers
-        return {p: td for p, td in fs.triggers.items() if td[0] in triggers}
+    def wanted(self, fs: FenceStep, facts: StoreFacts, lat: float, lon: float) -> dict[int, tuple[str, float]]:
+        """The step's triggers that the policy pushes on, the exits placed at their stores' positions.
+
+        An exit's distance is the ping's geodesic distance to the store; a
+        store no longer in the index (``facts``) has no exit.  Enters stay
+        in when only ``lapsed`` is on: whether one is a win-back needs the
+        user's profile (:func:`resolve_lapsed`).
+        """
+        kinds = self.kinds
+        out = {p: td for p, td in fs.triggers.items() if td[0] in kinds}
+        if fs.exited and self.exit_on:
+            for sid in fs.exited:
+                p = facts.position.get(sid)
+                if p is not None and p not in out:
+                    out[p] = ("exit", geodesic_inverse_scalar_m(lat, lon, facts.lat[p], facts.lon[p]))
+        return out
+
+
+def resolve_lapsed(
+    wanted: dict[int, tuple[str, float]],
+    profile: Mapping[str, Any] | None,
+    merchant: Sequence[Any],
+    t: float,
+    policy: PushPolicy,
+) -> dict[int, tuple[str, float]]:
+    """``wanted`` with each enter at a merchant where the user is lapsed made ``lapsed`` (when that trigger is on).
+
+    ``merchant`` gives each store position's merchant.  An enter that is not
+    a win-back is dropped when ``enter`` itself is not a trigger.
+
+    Examples
+    --------
+    >>> import o2o_geo as og
+    >>> pol = og.PushPolicy(triggers=("lapsed",))
+    >>> profile = {"seen": [["m1", 0.0]]}
+    >>> resolve_lapsed({0: ("enter", 12.0), 1: ("enter", 30.0)}, profile, ["m1", "m2"], 40 * 86400.0, pol)
+    {0: ('lapsed', 12.0)}
+    """
+    trig = policy.triggers
+    if "lapsed" not in trig:
+        return wanted
+    keep_enter = "enter" in trig
+    lapsed_s = policy.lapsed_after_days * keys.DAY_S
+    out: dict[int, tuple[str, float]] = {}
+    for p, (kind, d) in wanted.items():
+        if kind == "enter":
+            seen = last_seen(profile, merchant[p])
+            if seen is not None and t - seen >= lapsed_s:
+                out[p] = ("lapsed", d)
+            elif keep_enter:
+                out[p] = (kind, d)
+        else:
+            out[p] = (kind, d)
+    return out

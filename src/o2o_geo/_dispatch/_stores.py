@@ -16,10 +16,11 @@ __all__ = ["StoreFacts", "StoreFactsCache"]
 class StoreFacts:
     """The stores of one index version, by position (built by :class:`StoreFactsCache`).
 
-    ``offers`` holds, per store, the offer ids redeemable there (what a push there could charge).
+    ``offers`` holds, per store, the offer ids redeemable there (what a push there could charge);
+    ``position`` maps a store id to its position.
     """
 
-    __slots__ = ("version", "ids", "merchant", "zone", "hours", "offers")
+    __slots__ = ("version", "ids", "merchant", "zone", "hours", "offers", "lat", "lon", "position")
 
     def __init__(
         self,
@@ -29,6 +30,8 @@ class StoreFacts:
         zones: list[ZoneInfo],
         hours: list[Any],
         offers: list[list[Any]],
+        lat: list[float],
+        lon: list[float],
     ) -> None:
         self.version = version
         self.ids = ids
@@ -36,6 +39,9 @@ class StoreFacts:
         self.zone = zones
         self.hours = hours
         self.offers = offers
+        self.lat = lat
+        self.lon = lon
+        self.position = {sid: i for i, sid in enumerate(ids)}
 
 
 class StoreFactsCache:
@@ -87,7 +93,7 @@ class StoreFactsCache:
         for o, (a, b) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)):
             for p in positions[a:b].tolist():
                 at[p].append(oids[o])
-        return StoreFacts(version, ids, merchant.tolist(), zones, parsed, at)
+        return StoreFacts(version, ids, merchant.tolist(), zones, parsed, at, lat, lon)
 
 
 def _plain(value: Any) -> Any:

@@ -33,6 +33,20 @@ class Transaction(ABC):
         """Replace the user's dispatcher state."""
 
     @abstractmethod
+    def get_profile(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's profile (treat as read-only; write a new dict with :meth:`put_profile`).
+
+        What the integrator set (consent, tier, attributes) and the user's
+        history with each merchant (last visit, last redemption, new-customer
+        offers given): it decides audiences and win-back triggers, so unlike the
+        fence state it never expires; :meth:`DispatchState.forget_user` erases it.
+        """
+
+    @abstractmethod
+    def put_profile(self, user_id: Any, data: dict[str, Any]) -> None:
+        """Replace the user's profile."""
+
+    @abstractmethod
     def counter(self, key: str) -> float:
         """A counter's value (0 when never incremented)."""
 
@@ -56,8 +70,10 @@ class Transaction(ABC):
         ``ts_s`` leaves the clock where it is.
         """
 
-    def prefetch(self, *, users: Any = (), counters: Any = (), idems: Any = (), pushes: Any = ()) -> None:  # noqa: B027
-        """Hint: these users, counters, event ids and push ids will be read; optional.
+    def prefetch(  # noqa: B027
+        self, *, users: Any = (), counters: Any = (), idems: Any = (), pushes: Any = (), profiles: Any = ()
+    ) -> None:
+        """Hint: these users, counters, event ids, push ids and profiles will be read; optional.
 
         A networked backend reads them all in one round trip; the others
         ignore the hint and never iterate its arguments (so a lazy iterable
@@ -216,6 +232,21 @@ class DispatchState(ABC):
         (True, None)
         """
 
+    def read_profile(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's profile as last committed (see :meth:`Transaction.get_profile`).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> state = og.MemoryState()
+        >>> with state.transaction() as tx:
+        ...     tx.put_profile("u1", {"opt_in": False})
+        >>> state.read_profile("u1"), state.read_profile("nobody")
+        ({'opt_in': False}, None)
+        """
+        with self.transaction() as tx:
+            return tx.get_profile(user_id)
+
     @abstractmethod
     def pushes(self) -> list[dict[str, Any]]:
         """Every push record, in the order stored.
@@ -252,7 +283,7 @@ class DispatchState(ABC):
 
     @abstractmethod
     def forget_user(self, user_id: Any) -> None:
-        """Erase the user's state, pushes, events and event ids (budget and store counters keep their totals).
+        """Erase the user's state, profile, pushes, events and event ids (budget and store counters keep their totals).
 
         Examples
         --------

@@ -60,6 +60,7 @@ class MemoryState(DispatchState):
         self.lifetimes = Lifetimes.of(idempotency_ttl_s, user_ttl_s, retention_days)
         self._lock = threading.RLock()
         self._users: dict[Any, dict[str, Any]] = {}
+        self._profiles: dict[Any, dict[str, Any]] = {}
         self._counters: dict[str, float] = {}
         self._idem: dict[Any, tuple[Any, Any]] = {}
         self._pushes: deque[dict[str, Any]] = deque()
@@ -90,22 +91,27 @@ class MemoryState(DispatchState):
         """The user's state (a reference; do not mutate)."""
         return self._users.get(user_id)
 
+    def read_profile(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's profile (a reference; do not mutate)."""
+        return self._profiles.get(user_id)
+
     def retained_since(self) -> float:
         """The time from which the ledger holds every push and event."""
         return self._horizon
 
     def sizes(self) -> dict[str, int]:
-        """How many users, counters, event ids, pushes and events the state holds.
+        """How many users (fence states), profiles, counters, event ids, pushes and events the state holds.
 
         Examples
         --------
         >>> import o2o_geo as og
         >>> og.MemoryState().sizes()
-        {'users': 0, 'counters': 0, 'idempotency': 0, 'pushes': 0, 'events': 0}
+        {'users': 0, 'profiles': 0, 'counters': 0, 'idempotency': 0, 'pushes': 0, 'events': 0}
         """
         with self._lock:
             return {
                 "users": len(self._users),
+                "profiles": len(self._profiles),
                 "counters": len(self._counters),
                 "idempotency": len(self._idem),
                 "pushes": len(self._pushes),
@@ -154,9 +160,10 @@ class MemoryState(DispatchState):
             return [dict(e) for e in self._events]
 
     def forget_user(self, user_id: Any) -> None:
-        """Erase the user's state, pushes, events and event ids."""
+        """Erase the user's state, profile, pushes, events and event ids."""
         with self._lock:
             self._users.pop(user_id, None)
+            self._profiles.pop(user_id, None)
             prefix = user_prefix(user_id)
             self._user_wheel.forget(user_id)
             for k in [k for k in self._counters if k.startswith(prefix)]:
@@ -175,6 +182,7 @@ class _MemoryTx(Transaction):
     def __init__(self, state: MemoryState) -> None:
         self.s = state
         self.users: dict[Any, dict[str, Any]] = {}
+        self.profiles: dict[Any, dict[str, Any]] = {}
         self.counters: dict[str, float] = {}
         self.idems: dict[Any, tuple[Any, Any]] = {}
         self.new_pushes: list[dict[str, Any]] = []
@@ -194,6 +202,14 @@ class _MemoryTx(Transaction):
 
     def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
         self.users[user_id] = data
+
+    def get_profile(self, user_id: Any) -> dict[str, Any] | None:
+        if user_id in self.profiles:
+            return self.profiles[user_id]
+        return self.s._profiles.get(user_id)
+
+    def put_profile(self, user_id: Any, data: dict[str, Any]) -> None:
+        self.profiles[user_id] = data
 
     def counter(self, key: str) -> float:
         if key in self.counters:
@@ -231,6 +247,8 @@ class _MemoryTx(Transaction):
     def _apply(self) -> None:
         s = self.s
         s._users.update(self.users)
+        if self.profiles:
+            s._profiles.update(self.profiles)
         s._counters.update(self.counters)
         s._idem.update(self.idems)
         clock = s._clock = self.clock

@@ -43,6 +43,8 @@ Keys (``ns`` the namespace, ids as JSON text):
 
 ==============================  ============================================  ==================
 ``ns:user:<uid>``               the user's fence state (JSON)                 ``user_ttl_s``
+``ns:profile:<uid>``            the user's profile (JSON: consent, tier,      never (``forget_user``)
+                                attributes, history with each merchant)
 ``ns:ctr:<counter>``            a cap, budget or capacity counter             by the counter's window
 ``ns:idem:<id>``                the stored outcome of a ping or event id      ``idempotency_ttl_s``
 ``ns:push:<push_id>``           a push record (JSON)                          ``retention_days``
@@ -180,7 +182,7 @@ end
 return out
 """
 
-# Forget a user: KEYS user, ukeys, upush, uevents, pushes, events; ARGV the push and event key prefixes.
+# Forget a user: KEYS user, ukeys, upush, uevents, pushes, events, profile; ARGV the push and event key prefixes.
 _FORGET = """
 for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', k) end
 for _, p in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
@@ -191,7 +193,7 @@ for _, s in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   redis.call('DEL', ARGV[2] .. s)
   redis.call('LREM', KEYS[6], 0, s)
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7])
 return 1
 """
 
@@ -386,6 +388,13 @@ class RedisState(DispatchState):
         self._seed.value = (key, raw)
         return None if raw is None else json.loads(raw)
 
+    def read_profile(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's profile as last committed (one GET)."""
+        with self._errors():
+            self.round_trips += 1
+            raw = self.r.get(self._k("profile", _key(user_id)))
+        return None if raw is None else json.loads(raw)
+
     def _records(self, list_key: str, prefix: str) -> list[dict[str, Any]]:
         with self._errors():
             self.round_trips += 1
@@ -405,11 +414,12 @@ class RedisState(DispatchState):
         return self._records("events", "event")
 
     def forget_user(self, user_id: Any) -> None:
-        """Erase the user's state, counters, event ids, pushes and events, in one script call."""
+        """Erase the user's state, profile, counters, event ids, pushes and events, in one script call."""
         uk = _key(user_id)
         keys = [self._k(kind, uk) for kind in ("user", "ukeys", "upush", "uevents")] + [
             self._k("pushes"),
             self._k("events"),
+            self._k("profile", uk),
         ]
         with self._errors():
             self._call("forget", keys, [self._k("push", ""), self._k("event", "")])
@@ -469,6 +479,7 @@ class _RedisTx(Transaction):
             self.fetched[seed[0]] = (seed[1], _GUESS)
         # buffered writes, and what this unit wrote as the reads of its later steps see it
         self.users: dict[Any, dict[str, Any]] = {}
+        self.profiles: dict[Any, dict[str, Any]] = {}
         self.deltas: dict[str, float] = {}
         self.ttls: dict[str, int] = {}
         self.idems: dict[Any, Any] = {}
@@ -498,7 +509,7 @@ class _RedisTx(Transaction):
 
     def prefetch(
         self, *, users: Iterable[Any] = (), counters: Iterable[str] = (), idems: Iterable[Any] = (),
-        pushes: Iterable[Any] = (),
+        pushes: Iterable[Any] = (), profiles: Iterable[Any] = (),
     ) -> None:  # fmt: skip
         """One MGET of every key not read yet (none when each is known already).
 
@@ -511,6 +522,7 @@ class _RedisTx(Transaction):
         keys = [k("user", _key(u)) for u in users if u not in self.users]
         keys += [k("ctr", c) for c in counters]
         keys += [k("push", _key(p)) for p in pushes if p not in self.new_pushes]
+        keys += [k("profile", _key(u)) for u in profiles if u not in self.profiles]
         wanted = [key for key in dict.fromkeys(keys + ids) if key not in self.seen]
         missing = [key for key in wanted if key not in self.fetched]
         if self.guess and missing and set(missing) <= set(ids):
@@ -523,6 +535,12 @@ class _RedisTx(Transaction):
         if user_id in self.users:
             return self.users[user_id]
         raw = self._read(self.s._k("user", _key(user_id)))
+        return None if raw is None else json.loads(raw)
+
+    def get_profile(self, user_id: Any) -> dict[str, Any] | None:
+        if user_id in self.profiles:
+            return self.profiles[user_id]
+        raw = self._read(self.s._k("profile", _key(user_id)))
         return None if raw is None else json.loads(raw)
 
     def counter(self, key: str) -> float:
@@ -557,6 +575,10 @@ class _RedisTx(Transaction):
     def put_user(self, user_id: Any, data: dict[str, Any]) -> None:
         self.users[user_id] = data
         self.sets[self.s._k("user", _key(user_id))] = (json.dumps(data), self.s.user_ttl_s)
+
+    def put_profile(self, user_id: Any, data: dict[str, Any]) -> None:
+        self.profiles[user_id] = data
+        self.sets[self.s._k("profile", _key(user_id))] = (json.dumps(data), 0)  # never expires
 
     def add_counter(self, key: str, delta: float, ttl_s: float | None = None) -> None:
         self.deltas[key] = self.deltas.get(key, 0.0) + float(delta)  # INCRBYFLOAT on the server

@@ -30,6 +30,7 @@ PRUNE_EVERY = 10
 # ``expires``: the state clock (event time, epoch seconds) after which a row can no longer matter; NULL: never.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (uid TEXT PRIMARY KEY, data TEXT NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS profiles (uid TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value REAL NOT NULL, expires REAL);
 CREATE TABLE IF NOT EXISTS idem (event_id TEXT PRIMARY KEY, uid TEXT NOT NULL, payload TEXT NOT NULL, expires REAL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
@@ -264,19 +265,19 @@ class SQLiteState(DispatchState):
         return -math.inf if row is None else float(row[0])
 
     def sizes(self) -> dict[str, int]:
-        """How many users, counters, event ids, pushes and events the file holds.
+        """How many users (fence states), profiles, counters, event ids, pushes and events the file holds.
 
         Examples
         --------
         >>> import os, tempfile, o2o_geo as og
         >>> og.SQLiteState(os.path.join(tempfile.mkdtemp(), "s.db")).sizes()
-        {'users': 0, 'counters': 0, 'idempotency': 0, 'pushes': 0, 'events': 0}
+        {'users': 0, 'profiles': 0, 'counters': 0, 'idempotency': 0, 'pushes': 0, 'events': 0}
         """
         c = self._conn()
         return {
             name: int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-            for name, table in (("users", "users"), ("counters", "counters"), ("idempotency", "idem"),
-                                ("pushes", "pushes"), ("events", "events"))
+            for name, table in (("users", "users"), ("profiles", "profiles"), ("counters", "counters"),
+                                ("idempotency", "idem"), ("pushes", "pushes"), ("events", "events"))
         }  # fmt: skip
 
     def vacuum(self) -> None:
@@ -303,6 +304,14 @@ class SQLiteState(DispatchState):
             raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
         return None if row is None else json.loads(row[0])
 
+    def read_profile(self, user_id: Any) -> dict[str, Any] | None:
+        """The user's profile as last committed."""
+        try:
+            row = self._conn().execute("SELECT data FROM profiles WHERE uid = ?", (_key(user_id),)).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path!r} is unavailable: {exc}") from exc
+        return None if row is None else json.loads(row[0])
+
     def pushes(self) -> list[dict[str, Any]]:
         """Every push record, in the order stored."""
         rows = self._conn().execute(
@@ -320,11 +329,12 @@ class SQLiteState(DispatchState):
         return [_event_row(r) for r in rows]
 
     def forget_user(self, user_id: Any) -> None:
-        """Erase the user's state, pushes, events and event ids."""
+        """Erase the user's state, profile, pushes, events and event ids."""
         k = _key(user_id)
         with self.transaction() as tx:
             c = tx.c  # type: ignore[attr-defined]
             c.execute("DELETE FROM users WHERE uid = ?", (k,))
+            c.execute("DELETE FROM profiles WHERE uid = ?", (k,))
             prefix = user_prefix(user_id)  # every per-user counter: [prefix, prefix with its last '|' bumped to '}')
             c.execute("DELETE FROM counters WHERE key >= ? AND key < ?", (prefix, prefix[:-1] + "}"))
             c.execute("DELETE FROM idem WHERE uid = ?", (k,))
@@ -427,6 +437,13 @@ class _SQLiteTx(Transaction):
             "INSERT OR REPLACE INTO users (uid, data, expires) VALUES (?, ?, ?)",
             (_key(user_id), json.dumps(data), self._expires(self.s.lifetimes.user_ttl_s)),
         )
+
+    def get_profile(self, user_id: Any) -> dict[str, Any] | None:
+        row = self.c.execute("SELECT data FROM profiles WHERE uid = ?", (_key(user_id),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put_profile(self, user_id: Any, data: dict[str, Any]) -> None:
+        self.c.execute("INSERT OR REPLACE INTO profiles (uid, data) VALUES (?, ?)", (_key(user_id), json.dumps(data)))
 
     def counter(self, key: str) -> float:
         v = self.counters.get(key)

@@ -1,0 +1,295 @@
+"""The loop's retention stage: exit and lapsed triggers, audiences, consent and user profiles, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import geographiclib_m, new_redis_state, run_threads
+from pyproj import Geod
+
+import o2o_geo as og
+from o2o_geo.errors import InvalidParameterError, InvalidRecordError
+
+GEOD = Geod(ellps="WGS84")
+CENTRE = (31.2304, 121.4737)
+T0 = 1767258000.0  # 2026-01-01 17:00 Asia/Shanghai
+DAY = 86400.0
+OPEN = {
+    "quiet_hours": None,
+    "holdout_fraction": 0.0,
+    "min_gap_s": 0.0,
+    "max_per_offer": None,
+    "max_per_merchant_per_day": None,
+    "max_per_day": None,
+    "max_per_week": None,
+}
+
+
+def offset(lat, lon, dist_m, az_deg=90.0):
+    lon2, lat2, _ = GEOD.fwd(lon, lat, az_deg, dist_m)
+    return float(lat2), float(lon2)
+
+
+A = CENTRE
+B = offset(*CENTRE, 500.0)  # merchant mB
+C = offset(*CENTRE, 2000.0, 0.0)  # merchant mA's second store
+
+
+def make_index():
+    return og.StoreIndex.from_records(
+        [
+            {"store_id": "A", "lat": A[0], "lon": A[1], "merchant_id": "mA"},
+            {"store_id": "B", "lat": B[0], "lon": B[1], "merchant_id": "mB"},
+            {"store_id": "C", "lat": C[0], "lon": C[1], "merchant_id": "mA"},
+        ]
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def make_state(request, tmp_path):
+    made = []
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+
+    def make(name="state.db"):
+        if request.param == "memory":
+            st = og.MemoryState()
+        elif request.param == "redis":
+            st = new_redis_state(server)
+        else:
+            st = og.SQLiteState(tmp_path / name)
+        made.append(st)
+        return st
+
+    make.kind = request.param
+    yield make
+    for st in made:
+        st.close()
+
+
+def engine_with(make_state, offers, state=None, **policy):
+    return og.Dispatcher(
+        make_index(), og.OfferSet(offers), policy=og.PushPolicy(**{**OPEN, **policy}), state=state or make_state()
+    )
+
+
+def pushes(eng, user, where, t):
+    return [(d.offer_id, d.store_id, d.trigger) for d in eng.on_location(user, *where, t)]
+
+
+# ------------------------------------------------------------------ exit
+def test_exit_fires_once_after_a_visit_when_the_user_leaves_for_good(make_state):
+    eng = engine_with(make_state, [og.Offer("thanks", "mA", discount_rate=0.9)], triggers=("exit",), dwell_s=300.0)
+    assert pushes(eng, "u", A, T0) == []  # enter: not a trigger here
+    assert pushes(eng, "u", offset(*A, 20.0), T0 + 400) == []  # the dwell: a visit, no push
+    edge = offset(*A, 115.0)  # outside the 100 m fence, inside its 30 m buffer
+    assert pushes(eng, "u", edge, T0 + 450) == []
+    assert pushes(eng, "u", offset(*A, 90.0), T0 + 500) == []  # back in: the buffer clock restarts
+    assert pushes(eng, "u", edge, T0 + 550) == []
+    assert pushes(eng, "u", edge, T0 + 600) == []  # 50 s in the buffer: still there
+    far = offset(*A, 400.0, 200.0)
+    (d,) = eng.on_location("u", *far, T0 + 700)  # beyond the buffer: the stay ends, once
+    assert (d.offer_id, d.store_id, d.trigger) == ("thanks", "A", "exit")
+    assert d.distance_m == pytest.approx(geographiclib_m(far[0], far[1], *A), abs=1e-6)
+    assert pushes(eng, "u", offset(*A, 450.0, 200.0), T0 + 800) == []
+    assert [e["kind"] for e in eng.state.events()] == ["visit"]
+
+
+def test_exit_after_exit_after_s_in_the_buffer_and_never_without_a_visit(make_state):
+    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=300.0, exit_after_s=120.0)
+    edge = offset(*A, 115.0)
+    # a pass-by (no dwell) never exits
+    assert pushes(eng, "passer", A, T0) == []
+    assert pushes(eng, "passer", offset(*A, 600.0), T0 + 60) == []
+    # a visit, then two minutes at the edge: the exit fires at the ping that ends the stay
+    assert pushes(eng, "v", A, T0) == [] and pushes(eng, "v", A, T0 + 301) == []
+    assert pushes(eng, "v", edge, T0 + 400) == []
+    assert pushes(eng, "v", edge, T0 + 519) == []  # 119 s
+    assert pushes(eng, "v", edge, T0 + 520) == [("thanks", "A", "exit")]  # 120 s
+    assert pushes(eng, "v", edge, T0 + 640) == []
+
+
+def test_exit_jitter_at_the_edge_never_fires(make_state):
+    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=60.0, exit_after_s=120.0)
+    eng.on_location("u", *A, T0)
+    eng.on_location("u", *A, T0 + 61)  # a visit
+    t, out = T0 + 61, []
+    for k in range(60):  # an hour of GPS jitter across the fence edge, 60 s apart
+        t += 60.0
+        out += eng.on_location("u", *offset(*A, 95.0 if k % 2 else 125.0), t)
+    assert out == []
+
+
+def test_exit_goes_through_the_same_gates_as_every_push(make_state):
+    eng = engine_with(
+        make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=60.0, quiet_hours=(17, 18)
+    )  # T0 is 17:00 local: quiet
+    eng.on_location("u", *A, T0)
+    eng.on_location("u", *A, T0 + 61)
+    assert eng.on_location("u", *offset(*A, 500.0), T0 + 120) == []  # dropped, not deferred
+    assert eng.stats["quiet_hours"] == 1
+    assert eng.on_location("u", *offset(*A, 500.0), T0 + 3700) == []  # after the quiet hours: nothing comes back
+
+
+# ------------------------------------------------------------------ lapsed
+def test_lapsed_fires_on_entering_any_store_of_a_merchant_not_visited_for_lapsed_after_days(make_state):
+    offers = [og.Offer("winback", "mA", discount_rate=0.7), og.Offer("tea", "mB", discount_rate=0.9)]
+    eng = engine_with(make_state, offers, triggers=("lapsed",), lapsed_after_days=30.0)
+    t_visit = T0 - 31 * DAY
+    eng.record(og.Event("visit", "old", t_visit, store_id="A"))
+    eng.record(og.Event("redeem", "recent", T0 - 29 * DAY, offer_id="winback"))
+    eng.record(og.Event("visit", "other", T0 - 60 * DAY, store_id="B"))  # lapsed at mB, never seen at mA
+    assert pushes(eng, "old", C, T0) == [("winback", "C", "lapsed")]  # C: another store of mA
+    assert pushes(eng, "recent", C, T0) == []  # redeemed 29 days ago: not lapsed
+    assert pushes(eng, "never", C, T0) == []  # never a customer: nothing to win back
+    assert pushes(eng, "other", C, T0) == []
+    assert pushes(eng, "other", B, T0 + 10) == [("tea", "B", "lapsed")]
+    assert eng.user("old").last_seen_ts == {"mA": t_visit}
+
+
+def test_lapsed_is_measured_against_the_merchants_last_visit_inferred_or_recorded(make_state):
+    eng = engine_with(make_state, [og.Offer("o", "mA")], triggers=("enter", "lapsed"), dwell_s=300.0)
+    t1 = T0 - 40 * DAY
+    eng.on_location("u", *A, t1)  # enter (pushed)
+    eng.on_location("u", *A, t1 + 301)  # the dwell: an inferred visit at mA
+    assert eng.user("u").last_seen_ts == {"mA": t1 + 301}
+    eng.on_location("u", *offset(*A, 800.0), t1 + 400)
+    t2 = t1 + 301 + 30 * DAY  # exactly lapsed_after_days later: lapsed
+    assert pushes(eng, "u", C, t2) == [("o", "C", "lapsed")]  # the enter becomes the win-back
+    eng.on_location("u", *offset(*C, 800.0), t2 + 100)
+    assert pushes(eng, "u", A, t2 + 200) == [("o", "A", "lapsed")]  # a push is not a visit: still lapsed
+    eng.on_location("u", *offset(*A, 800.0), t2 + 300)
+    eng.record(og.Event("visit", "u", t2 + 400, store_id="A"))
+    eng.on_location("u", *offset(*C, 800.0), t2 + 500)
+    assert pushes(eng, "u", C, t2 + 600) == [("o", "C", "enter")]
+
+
+# ------------------------------------------------------------------ audiences
+def test_audiences_follow_the_users_history_with_the_merchant(make_state):
+    offers = [
+        og.Offer("first", "mA", discount_rate=0.7, audience="new"),
+        og.Offer("again", "mA", discount_rate=0.9, audience="returning"),
+        og.Offer("miss-you", "mA", discount_rate=0.8, audience="lapsed"),
+        og.Offer("gold", "mA", discount_rate=0.95, audience="members"),
+    ]
+    eng = engine_with(make_state, offers, max_per_ping=4)
+    eng.record(og.Event("visit", "back", T0 - 2 * DAY, store_id="A"))
+    eng.record(og.Event("visit", "gone", T0 - 90 * DAY, store_id="C"))
+    eng.set_user("member", tier="gold")
+    got = {u: sorted(o for o, _, _ in pushes(eng, u, A, T0)) for u in ("new", "back", "gone", "member")}
+    assert got == {
+        "new": ["first"],
+        "back": ["again"],
+        "gone": ["again", "miss-you"],
+        "member": ["first", "gold"],
+    }
+    assert eng.stats["audience"] == 4 * 4 - 6
+
+
+def test_a_new_customer_offer_is_given_once_per_merchant_ever(make_state):
+    offers = [og.Offer("first", "mA", discount_rate=0.7, audience="new"), og.Offer("first-2", "mA", audience="new")]
+    eng = engine_with(make_state, offers)
+    assert pushes(eng, "u", A, T0) == [("first", "A", "enter")]
+    eng.on_location("u", *offset(*A, 800.0), T0 + 60)
+    assert pushes(eng, "u", C, T0 + 120) == []  # still never visited, but already welcomed by mA
+    assert eng.stats["audience"] == 2
+
+
+@pytest.mark.parametrize("holdout", [0.0, 0.999])
+def test_racing_pings_never_give_a_user_two_new_customer_offers(make_state, holdout):
+    """16 threads, one user, entering both stores of mA at once with two new-customer offers: exactly one decision."""
+    offers = [og.Offer("first", "mA", discount_rate=0.7, audience="new"), og.Offer("first-2", "mA", audience="new")]
+    index = make_index()
+    state = make_state()
+    engines = [
+        og.Dispatcher(index, og.OfferSet(offers), policy=og.PushPolicy(**{**OPEN, "holdout_fraction": holdout}),
+                      state=state)
+        for _ in range(2)
+    ]  # fmt: skip
+    for round_ in range(3):
+        user = f"u{round_}"
+        out = run_threads(16, lambda i, user=user: engines[i % 2].on_location(user, *(A if i % 2 else C), T0 + i))
+        decisions = [d for ds in out for d in ds]
+        assert len(decisions) == 1, decisions
+        assert state.read_profile(user)["welcomed"] == ["mA"]
+    assert sum(p["offer_id"] in ("first", "first-2") for p in state.pushes()) == 3
+
+
+# ------------------------------------------------------------------ consent and profiles
+def test_an_opted_out_user_is_never_pushed_live_in_a_replay_or_a_dry_run(make_state):
+    eng = engine_with(make_state, [og.Offer("o", "mA")], triggers=("enter", "dwell", "exit", "lapsed"))
+    eng.set_user("no", opt_in=False)
+    eng.record(og.Event("visit", "no", T0 - 60 * DAY, store_id="A"))
+    assert eng.explain_ping("no", *A, T0).reason == "opted_out"
+    route = [A, A, offset(*A, 800.0), C, B]
+    ts = [T0, T0 + 400, T0 + 500, T0 + 900, T0 + 1300]
+    assert [d for w, t in zip(route, ts, strict=True) for d in eng.on_location("no", *w, t)] == []
+    replay = engine_with(
+        make_state, [og.Offer("o", "mA")], state=make_state("replay.db"), triggers=("enter", "dwell", "exit", "lapsed")
+    )
+    replay.set_user("no", opt_in=False)
+    lat, lon = zip(*route, strict=True)
+    log = {"user_id": ["no", "yes"] * 5, "lat": [x for x in lat for _ in "ab"], "lon": [x for x in lon for _ in "ab"],
+           "ts": [t for t in ts for _ in "ab"]}  # fmt: skip
+    assert replay.on_locations(log) != []
+    assert {p["user_id"] for p in replay.state.pushes()} == {"yes"}
+    assert replay.stats["opted_out"] >= 2 and eng.stats["opted_out"] >= 2
+    assert [e["kind"] for e in eng.state.events() if e["inferred"]] == ["visit"]  # visits are still measured
+
+
+def test_require_opt_in_pushes_only_users_who_opted_in(make_state):
+    eng = engine_with(make_state, [og.Offer("o", "mA")], require_opt_in=True)
+    eng.set_user("yes", opt_in=True)
+    eng.set_user("member-no-consent", tier="gold")
+    assert pushes(eng, "yes", A, T0) == [("o", "A", "enter")]
+    assert pushes(eng, "unknown", A, T0) == [] and pushes(eng, "member-no-consent", A, T0) == []
+    assert eng.stats["not_opted_in"] == 2
+
+
+def test_set_user_updates_only_what_it_is_given_and_survives_a_restart(make_state, tmp_path):
+    state = make_state()
+    eng = engine_with(make_state, [og.Offer("o", "mA")], state=state)
+    eng.set_user("u", opt_in=True, tier="gold", city="Shanghai", age=31, vip=False, score=0.5)
+    eng.set_user("u", age=None, tier=None)
+    p = eng.user("u")
+    assert (p.opt_in, p.tier, dict(p.attributes)) == (True, None, {"city": "Shanghai", "vip": False, "score": 0.5})
+    if make_state.kind != "memory":  # a second engine on the same store sees it
+        again = og.Dispatcher(make_index(), og.OfferSet([og.Offer("o", "mA")]), state=state)
+        assert again.user("u") == p
+    assert eng.user(7) == og.UserProfile(7)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"opt_in": "yes"}, InvalidParameterError, "opt_in must be True or False"),
+        ({"tier": ""}, InvalidParameterError, "tier must be a non-empty str"),
+        ({"tier": 3}, InvalidParameterError, "tier must be"),
+        ({"tags": ["a"]}, InvalidParameterError, "attribute 'tags' must be a str, int, float, bool or None"),
+        ({"ltv": float("nan")}, InvalidParameterError, "attribute 'ltv' must be finite"),
+        ({"note": "x" * 300}, InvalidParameterError, "longer than 256"),
+    ],
+)
+def test_set_user_bad_input_is_a_typed_error_and_changes_nothing(make_state, kwargs, error, match):
+    eng = engine_with(make_state, [og.Offer("o", "mA")])
+    eng.set_user("u", opt_in=False, city="Shanghai")
+    before = eng.state.read_profile("u")
+    with pytest.raises(error, match=match):
+        eng.set_user("u", **{"opt_in": True, "city": "Beijing", **kwargs})
+    assert eng.state.read_profile("u") == before
+    with pytest.raises(InvalidRecordError, match="user_id must be a str or an int"):
+        eng.set_user(None, opt_in=True)
+
+
+def test_forget_user_erases_the_profile(make_state):
+    eng = engine_with(make_state, [og.Offer("o", "mA", audience="new")])
+    eng.set_user("u", opt_in=True, tier="gold")
+    assert pushes(eng, "u", A, T0) == [("o", "A", "enter")]
+    eng.record(og.Event("redeem", "u", T0 + 60, offer_id="o"))
+    eng.forget_user("u")
+    assert eng.state.read_profile("u") is None and eng.user("u") == og.UserProfile("u")
+    assert eng.state.read_profile("u") is None
+
+
+def test_offer_audience_is_checked():
+    with pytest.raises(InvalidRecordError, match="audience 'vip'; it must be one of"):
+        og.Offer("o", "m", audience="vip")
+    assert og.OfferSet.from_records([{"offer_id": "o", "merchant_id": "m", "audience": "new"}])["o"].audience == "new"
