@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import geographiclib_m, new_redis_state, run_threads
 from pyproj import Geod
 
 import o2o_geo as og
+from o2o_geo import simulate
+from o2o_geo._dispatch._report import REPEAT_COLUMNS
 from o2o_geo.errors import InvalidParameterError, InvalidRecordError
 
 GEOD = Geod(ellps="WGS84")
@@ -293,3 +296,78 @@ def test_offer_audience_is_checked():
     with pytest.raises(InvalidRecordError, match="audience 'vip'; it must be one of"):
         og.Offer("o", "m", audience="vip")
     assert og.OfferSet.from_records([{"offer_id": "o", "merchant_id": "m", "audience": "new"}])["o"].audience == "new"
+
+
+# ------------------------------------------------------------------ the report measures retention
+def test_report_retention_counts_repeat_visits_after_the_anchor_in_complete_windows(make_state):
+    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=300.0, holdout_fraction=0.5)
+    held = next(u for u in (f"u{i}" for i in range(100)) if eng.policy.is_holdout(u))
+    pushed = next(u for u in (f"u{i}" for i in range(100)) if not eng.policy.is_holdout(u))
+    late = next(u for u in (f"u{i}" for i in range(100, 200)) if not eng.policy.is_holdout(u))
+    for user, t in ((pushed, T0), (held, T0), (late, T0 + 20 * DAY)):
+        eng.on_location(user, *A, t)
+        eng.on_location(user, *A, t + 301)  # the anchor visit (inferred)
+        (d,) = eng.on_location(user, *offset(*A, 900.0), t + 400)
+        assert d.trigger == "exit" and d.holdout == (user == held)
+    eng.record(og.Event("visit", pushed, T0 + 1800, store_id="A"))  # a check-in of the same stay: not a repeat
+    eng.record(og.Event("visit", pushed, T0 + 5 * DAY, store_id="C"))  # back at another store of mA: a repeat
+    eng.record(og.Event("visit", held, T0 + 10 * DAY, store_id="A"))  # back after 10 days: 30-day repeat only
+    eng.record(og.Event("visit", held, T0 + 2 * DAY, store_id="B"))  # another merchant: not a repeat
+    row = eng.report(by="merchant", as_frame=False, as_of=T0 + 31 * DAY)[0]
+    assert row["merchant"] == "mA"
+    assert (row["visitors_7d_treated"], row["visitors_7d_holdout"]) == (2, 1)  # `late` has 7 days left, not 30
+    assert (row["repeat_7d_treated"], row["repeat_7d_holdout"]) == (0.5, 0.0)
+    assert (row["visitors_30d_treated"], row["visitors_30d_holdout"]) == (1, 1)
+    assert (row["repeat_30d_treated"], row["repeat_30d_holdout"]) == (1.0, 1.0)
+    assert row["retention_30d_uplift"] == 0.0 and row["retention_30d_low"] < 0.0 < row["retention_30d_high"]
+    frame = eng.report(by="store", as_of=T0 + 31 * DAY)
+    assert list(frame.columns[-len(REPEAT_COLUMNS) :]) == list(REPEAT_COLUMNS) and len(frame) == 1
+    early = eng.report(by="all", as_frame=False)[0]  # as_of: the latest record, T0 + 20 days
+    assert early["visitors_30d_treated"] == 0 and early["visitors_7d_treated"] == 1
+
+
+def test_the_report_recovers_the_simulated_retention_uplift():
+    """Exit pushes to 3,000 simulated visitors, half held out; returns drawn with a known lift."""
+    world = simulate.World.generate(seed=3, n_users=3000, n_stores=300, n_offers=60, n_merchants=30)
+    policy = og.PushPolicy(**{**OPEN, "holdout_fraction": 0.5}, triggers=("exit",), dwell_s=300.0)
+    engine = og.Dispatcher(world.index, world.offers, policy=policy)
+    rng = np.random.default_rng(11)
+    n = world.n_users
+    store = rng.integers(0, len(world.stores), n)
+    t_in = np.sort(world.start_ts + rng.uniform(0.0, 2 * DAY, n))
+    lat, lon = world.stores.lat[store], world.stores.lon[store]
+    log = {
+        "user_id": np.tile(np.arange(n), 3),
+        "lat": np.concatenate([lat, lat, lat + 0.02]),
+        "lon": np.concatenate([lon, lon, lon]),
+        "ts": np.concatenate([t_in, t_in + 301.0, t_in + 600.0]),
+    }
+    order = np.argsort(log["ts"], kind="stable")
+    decisions = engine.on_locations({k: v[order] for k, v in log.items()})
+    exits = [d for d in decisions if d.trigger == "exit"]
+    assert len(exits) > 0.8 * n
+    p_return, lift = 0.2, 0.12
+    for e in world.returns(exits, seed=5, p_return=p_return, lift=lift):
+        engine.record(e)
+    row = engine.report(by="all", as_frame=False, as_of=t_in[-1] + 31 * DAY)[0]
+    within = 30 * DAY - 7200.0
+    truth = {30: lift, 7: lift * (7 * DAY - 7200.0) / within}
+    for w, true_uplift in truth.items():
+        assert row[f"visitors_{w}d_treated"] + row[f"visitors_{w}d_holdout"] == len(exits)
+        assert row[f"retention_{w}d_low"] <= true_uplift <= row[f"retention_{w}d_high"], (w, row)
+    assert row["retention_30d_low"] > 0.0  # and the interval is narrow enough to see it
+    assert abs(row["repeat_30d_holdout"] - p_return) < 0.04
+
+
+def test_simulated_returns_follow_their_truth_and_check_their_input():
+    world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+    d = og.PushDecision("p1", 1, "o0", "s0", "m0", 0.5, 10.0, "exit", False, T0, {})
+    held = og.PushDecision("p2", 2, "o0", "s0", "m0", 0.5, 10.0, "exit", True, T0, {})
+    enter = og.PushDecision("p3", 3, "o0", "s0", "m0", 0.5, 10.0, "enter", False, T0, {})
+    back = world.returns([d] * 2000 + [held] * 2000 + [enter] * 50, seed=2, p_return=0.3, lift=0.2)
+    by_user = {u: [e for e in back if e.user_id == u] for u in (1, 2, 3)}
+    assert abs(len(by_user[1]) / 2000 - 0.5) < 0.04 and abs(len(by_user[2]) / 2000 - 0.3) < 0.04
+    assert by_user[3] == []
+    assert all(T0 + 7200.0 <= e.ts <= T0 + 30 * DAY and e.store_id == "s0" for e in back)
+    with pytest.raises(InvalidParameterError, match=r"p_return \+ lift must be in \[0, 1\]"):
+        world.returns([d], p_return=0.1, lift=-0.2)

@@ -545,6 +545,76 @@ class World:
         out.sort(key=lambda e: e.ts)
         return out
 
+    def returns(
+        self,
+        decisions: Any,
+        seed: int = 0,
+        p_return: float = 0.2,
+        lift: float = 0.1,
+        within_days: float = 30.0,
+        min_delay_s: float = 7200.0,
+    ) -> list[Event]:
+        """Return visits after ``exit`` decisions, with a known retention uplift (the truth of the report's retention).
+
+        After an ``exit`` decision (a user who visited the store just left
+        it), the user comes back to the same store once, at a delay uniform
+        in ``[min_delay_s, within_days]``, with probability ``p_return`` when
+        held out and ``p_return + lift`` when pushed.  So the true uplift of
+        the return within ``within_days`` is ``lift``, and within ``w`` days
+        ``lift * (w * 86400 - min_delay_s) / (within_days * 86400 - min_delay_s)``
+        (for ``w`` in that range).  Other decisions draw nothing.
+
+        Parameters
+        ----------
+        decisions : iterable of PushDecision
+        seed : int
+        p_return : float, default 0.2
+            Probability of a return without the push, in [0, 1].
+        lift : float, default 0.1
+            What the push adds to it; ``p_return + lift`` must be in [0, 1].
+        within_days : float, default 30
+        min_delay_s : float, default 7200
+            The earliest return (later than the report's same-stay gap of one hour).
+
+        Returns
+        -------
+        list of Event
+            ``visit`` events, sorted by time.
+
+        Raises
+        ------
+        InvalidParameterError
+            A probability outside [0, 1], or a delay range that is empty.
+
+        Examples
+        --------
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> world.returns([], seed=1)
+        []
+        >>> world.returns([], p_return=0.95, lift=0.1)
+        Traceback (most recent call last):
+        ...
+        o2o_geo.errors.InvalidParameterError: p_return + lift must be in [0, 1]; got 1.05
+        """
+        check_number(p_return, "p_return", low=0.0, high=1.0)
+        check_number(lift, "lift", low=-1.0, high=1.0)
+        if not 0.0 <= p_return + lift <= 1.0:
+            raise InvalidParameterError(f"p_return + lift must be in [0, 1]; got {p_return + lift:g}")
+        check_number(within_days, "within_days", low=0.0, high=3650.0)
+        check_number(min_delay_s, "min_delay_s", low=0.0, high=within_days * 86_400.0)
+        rng = _rng(seed)
+        out = []
+        for d in decisions:
+            if d.trigger != "exit":
+                continue
+            p = p_return if d.holdout else p_return + lift
+            delay = rng.uniform(min_delay_s, within_days * 86_400.0)
+            if rng.uniform() < p:
+                out.append(Event("visit", d.user_id, d.ts + float(delay), store_id=d.store_id))
+        out.sort(key=lambda e: e.ts)
+        return out
+
     def events(self, log: PushLog, seed: int = 0, max_delay_days: float = 3.0) -> list[Event]:
         """The log as :class:`~o2o_geo.Event` objects: each push, and each redemption a random delay after it.
 

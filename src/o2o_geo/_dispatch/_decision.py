@@ -55,7 +55,7 @@ class PushDecision:
         The scorer's probability of redemption.
     distance_m : float
         WGS84 distance from the ping to the store, metres.
-    trigger : {"enter", "dwell", "nearby"}
+    trigger : {"enter", "dwell", "nearby", "exit", "lapsed"}
     holdout : bool
         ``True``: the user is in the holdout group; do **not** deliver.
     ts : float

@@ -787,6 +787,7 @@ class Dispatcher:
         by: str = "offer",
         as_frame: bool = True,
         metric: str = "redeem",
+        as_of: Any = None,
     ) -> Any:
         """The funnel of pushes made in ``[since, until)``, grouped, with the uplift over the holdout.
 
@@ -804,6 +805,9 @@ class Dispatcher:
             recorded or inferred.  Walk-ins make the second high in both
             groups (most users who enter a store's fence visit it anyway), so
             its uplift is a small difference of two large shares.
+        as_of : float or datetime, optional
+            The time up to which outcomes are complete, for the retention
+            columns' windows (default: the latest push or event stored).
 
         Returns
         -------
@@ -823,7 +827,16 @@ class Dispatcher:
             for a difference of proportions, users as the unit of
             randomisation: it keeps its width when an arm has no conversions,
             where the normal approximation collapses), and ``metric`` and
-            ``interval`` (the method) to say so.
+            ``interval`` (the method) to say so.  Then retention, per window
+            ``w`` of 7 and 30 days (the rules: module ``_dispatch/_report.py``
+            and the README): ``visitors_{w}d_treated`` and ``_holdout`` (users
+            with an anchor visit: the visit an ``exit`` push followed, or the
+            first visit attributed to any other push, ``w`` days before
+            ``as_of`` or earlier), ``repeat_{w}d_treated`` and ``_holdout`` (the
+            share of them who visited the merchant again, more than an hour
+            and at most ``w`` days later), and ``retention_{w}d_uplift``,
+            ``_low``, ``_high`` (the difference and its 95 % interval, as for
+            conversions): the retention uplift.
 
         Raises
         ------
@@ -856,7 +869,17 @@ class Dispatcher:
                 RetentionWarning,
                 stacklevel=2,
             )
-        rows = funnel_rows(self.state.pushes(), self.state.events(), lo, hi, by, metric)
+        facts = self._stores.get()
+        rows = funnel_rows(
+            self.state.pushes(),
+            self.state.events(),
+            lo,
+            hi,
+            by,
+            metric,
+            as_of=None if as_of is None else to_epoch_s(as_of, "as_of"),
+            store_merchant=lambda sid: facts.merchant[p] if (p := facts.position.get(sid)) is not None else None,
+        )
         if check_flag(as_frame, "as_frame"):
             pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
             return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])

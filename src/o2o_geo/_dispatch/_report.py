@@ -8,15 +8,58 @@ recorded: check-ins, scans) and ``visited_inferred`` (the engine's dwell
 visits).  The uplift compares the share of users who converted, treated
 against held out, on the conversion the caller picks (``metric``), with
 Newcombe's hybrid score interval, named in the ``interval`` column.
+
+Retention (the ``visitors_*``, ``repeat_*`` and ``retention_*`` columns): do
+pushed users come back more often than held-out ones?
+
+A push's *anchor visit* is the visit it is about: for an ``exit`` push, the
+user's latest visit at the push's store at most a day before it (the stay
+just left); for any other push, the first visit attributed to it (recorded
+or inferred).  A *repeat* is a later visit by the user to any store of the
+push's merchant, more than :data:`MIN_GAP_S` after the anchor (so a check-in
+and the engine's inferred visit of one stay are not a repeat) and at most
+7 (30) days after it.  Per group, users are the unit: a user counts as
+retained when any of their anchors in the group was followed by a repeat.
+Only complete windows count: an anchor enters the 7-day (30-day) columns
+once the report's ``as_of`` (by default the ledger's latest push or event
+time) is 7 (30) days after it, so a report made on day 5 does not read "no
+repeat yet" as "never came back".  The uplift is the difference of the two shares with
+Newcombe's hybrid score 95 % interval, as for conversions.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["METRICS", "REPORT_COLUMNS", "diff_interval", "funnel_rows", "wilson_interval"]
+from .._state import keys
+
+__all__ = [
+    "METRICS",
+    "MIN_GAP_S",
+    "REPEAT_COLUMNS",
+    "REPORT_COLUMNS",
+    "WINDOWS_DAYS",
+    "diff_interval",
+    "funnel_rows",
+    "repeat_columns",
+    "wilson_interval",
+]
+
+#: Visits closer than this to the anchor are the same stay, not a repeat.
+MIN_GAP_S = 3600.0
+#: The repeat-visit windows of the report, days.
+WINDOWS_DAYS = (7, 30)
+#: The report's retention columns, in order.
+REPEAT_COLUMNS = tuple(
+    f"{name}_{w}d{side}"
+    for w in WINDOWS_DAYS
+    for name, sides in (("visitors", ("_treated", "_holdout")), ("repeat", ("_treated", "_holdout")),
+                        ("retention", ("_uplift", "_low", "_high")))
+    for side in sides
+)  # fmt: skip
 
 #: Columns of :meth:`Dispatcher.report` after the group column (named by ``by``, or ``group``).
 REPORT_COLUMNS = (
@@ -41,6 +84,7 @@ REPORT_COLUMNS = (
     "uplift_high",
     "metric",
     "interval",
+    *REPEAT_COLUMNS,
 )
 
 #: What converts a user, per ``metric``: the attributed event kinds (``visit`` recorded or inferred).
@@ -99,9 +143,20 @@ def funnel_rows(
     hi: float,
     by: str,
     metric: str = "redeem",
+    *,
+    as_of: float | None = None,
+    store_merchant: Callable[[Any], Any] = lambda store_id: None,
 ) -> list[dict[str, Any]]:
-    """The rows of :meth:`Dispatcher.report` from push and event records (see its docstring for the columns)."""
+    """The rows of :meth:`Dispatcher.report` from push and event records (see its docstring for the columns).
+
+    ``as_of``: the time up to which outcomes are complete (None: the latest
+    record's); ``store_merchant`` gives the merchant of a visit recorded with a store only.
+    """
     converts = METRICS[metric]
+    pushes = list(pushes)
+    events = list(events)
+    if as_of is None:
+        as_of = max([p["ts"] for p in pushes] + [e["ts"] for e in events], default=-math.inf)
     pushes = [p for p in pushes if lo <= p["ts"] < hi]
     outcome: dict[Any, set[str]] = {}
     revenue: dict[Any, float] = {}
@@ -120,6 +175,9 @@ def funnel_rows(
         users = g["held"] if p["holdout"] else g["treated"]
         users[p["user_id"]] = users.get(p["user_id"], False) or converted
         g["pushes"].append((p, kinds))
+    retention = repeat_columns(
+        {key: [p for p, _ in g["pushes"]] for key, g in groups.items()}, events, as_of, store_merchant
+    )
     rows = []
     for key, g in groups.items():
         treated = [(p, k) for p, k in g["pushes"] if not p["holdout"]]
@@ -159,7 +217,87 @@ def funnel_rows(
                 "uplift_high": up_hi,
                 "metric": metric,
                 "interval": INTERVAL,
+                **retention[key],
             }
         )
     rows.sort(key=lambda r: (-int(r["pushed"]), str(r[by if by != "all" else "group"])))
     return rows
+
+
+def repeat_columns(
+    groups: Mapping[Any, list[Mapping[str, Any]]],
+    events: Iterable[Mapping[str, Any]],
+    horizon_ts: float,
+    store_merchant: Callable[[Any], Any],
+) -> dict[Any, dict[str, Any]]:
+    """Per group key, the :data:`REPEAT_COLUMNS` of its pushes (treated and held out).
+
+    ``groups`` maps a group to its push records; ``horizon_ts`` is the time
+    up to which the ledger is complete; ``store_merchant`` gives a visit's
+    merchant when the record has none.
+
+    Examples
+    --------
+    >>> push = {"push_id": "p1", "user_id": "u", "store_id": "s", "merchant_id": "m", "ts": 0.0,
+    ...         "holdout": False, "trigger": "exit"}
+    >>> visits = [{"kind": "visit", "user_id": "u", "store_id": "s", "merchant_id": "m", "ts": t, "push_id": None}
+    ...           for t in (-600.0, 3 * 86400.0)]
+    >>> row = repeat_columns({"all": [push]}, visits, 40 * 86400.0, lambda s: "m")["all"]
+    >>> row["visitors_7d_treated"], row["repeat_7d_treated"], row["visitors_7d_holdout"]
+    (1, 1.0, 0)
+    """
+    visits: dict[tuple[Any, Any], list[float]] = {}  # (user, merchant) -> visit times, sorted
+    at_store: dict[tuple[Any, Any], list[float]] = {}  # (user, store) -> visit times, sorted
+    first_attributed: dict[Any, float] = {}  # push id -> its first attributed visit
+    for e in events:
+        if e["kind"] != "visit":
+            continue
+        m = e.get("merchant_id")
+        if m is None and e.get("store_id") is not None:
+            m = store_merchant(e["store_id"])
+        if m is not None:
+            visits.setdefault((e["user_id"], m), []).append(e["ts"])
+        if e.get("store_id") is not None:
+            at_store.setdefault((e["user_id"], e["store_id"]), []).append(e["ts"])
+        pid = e.get("push_id")
+        if pid is not None and e["ts"] < first_attributed.get(pid, math.inf):
+            first_attributed[pid] = e["ts"]
+    for times in (*visits.values(), *at_store.values()):
+        times.sort()
+
+    def anchor(p: Mapping[str, Any]) -> float | None:
+        if p.get("trigger") == "exit":
+            times = at_store.get((p["user_id"], p["store_id"]), [])
+            i = bisect.bisect_right(times, p["ts"])
+            return times[i - 1] if i and p["ts"] - times[i - 1] <= keys.DAY_S else None
+        return first_attributed.get(p["push_id"])
+
+    out: dict[Any, dict[str, Any]] = {}
+    for key, pushes in groups.items():
+        anchors = [(p, a) for p in pushes if (a := anchor(p)) is not None]
+        row: dict[str, Any] = {}
+        for w in WINDOWS_DAYS:
+            window_s = w * keys.DAY_S
+            arms: dict[bool, dict[Any, bool]] = {False: {}, True: {}}
+            for p, a in anchors:
+                if a + window_s > horizon_ts:
+                    continue  # the window is not complete yet
+                times = visits.get((p["user_id"], p["merchant_id"]), [])
+                i = bisect.bisect_right(times, a + MIN_GAP_S)
+                back = i < len(times) and times[i] <= a + window_s
+                users = arms[bool(p["holdout"])]
+                users[p["user_id"]] = users.get(p["user_id"], False) or back
+            n1, n0 = len(arms[False]), len(arms[True])
+            x1, x0 = sum(arms[False].values()), sum(arms[True].values())
+            up, lo, hi = diff_interval(x1, n1, x0, n0)
+            row |= {
+                f"visitors_{w}d_treated": n1,
+                f"visitors_{w}d_holdout": n0,
+                f"repeat_{w}d_treated": x1 / n1 if n1 else math.nan,
+                f"repeat_{w}d_holdout": x0 / n0 if n0 else math.nan,
+                f"retention_{w}d_uplift": up,
+                f"retention_{w}d_low": lo,
+                f"retention_{w}d_high": hi,
+            }
+        out[key] = row
+    return out
