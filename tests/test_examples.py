@@ -98,3 +98,19 @@ def test_tour_notebook_runs(tmp_path):
     if importlib.util.find_spec("folium") and importlib.util.find_spec("matplotlib"):  # the viz extra: section 4
         kinds = {k for o in outputs for k in o.get("data", {})}
         assert {"image/png", "text/html"} <= kinds  # the funnel chart and the folium map drew
+
+
+def test_winback_campaign_recovers_its_retention_truth_and_never_pushes_the_opted_out(tmp_path):
+    script = EXAMPLES[0].parent / "winback_campaign.py"
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    triggers = dict(re.findall(r"'(\w+/[\w-]+)': (\d+)", out))
+    assert set(triggers) == {"enter/welcome", "exit/thanks", "lapsed/miss-you"}, out
+    assert re.search(r"opted-out users: [1-9]\d*, decisions for them: 0 \(stats: [1-9]", out), out
+    up, lo, hi = map(
+        float, re.search(r"within 30 days: .*uplift ([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]", out).groups()
+    )
+    truth = float(re.search(r"true 30-day retention uplift .*: ([+-][\d.]+)", out).group(1))
+    assert 0.0 < lo <= truth <= hi and lo < up < hi
+    assert "all for users with no visit in 30 days: True" in out
