@@ -371,3 +371,64 @@ def test_simulated_returns_follow_their_truth_and_check_their_input():
     assert all(T0 + 7200.0 <= e.ts <= T0 + 30 * DAY and e.store_id == "s0" for e in back)
     with pytest.raises(InvalidParameterError, match=r"p_return \+ lift must be in \[0, 1\]"):
         world.returns([d], p_return=0.1, lift=-0.2)
+
+
+# ------------------------------------------------------------------ the member tier as a scorer feature
+def _member_weight(beta, tiers=True):
+    """The ``member`` weight fit learns from a simulated push log where members redeem with ``beta`` more log-odds."""
+    world = simulate.World.generate(seed=4, n_users=3000, n_stores=300, n_offers=60, n_merchants=20)
+    log = world.push_log(n_days=10, pushes_per_user_per_day=2.0, seed=5)
+    rng = np.random.default_rng(6)
+    member = rng.uniform(size=world.n_users) < 0.3
+    logit = world.true_logit(log.user, log.offer, log.distance_m) + beta * member[log.user]
+    redeemed = rng.uniform(size=len(log)) < 1.0 / (1.0 + np.exp(-logit))
+    ids, offer_ids = world.stores.store_id, world.offers.offer_id
+    events = []
+    for i in range(len(log)):
+        u, ts, d = int(log.user[i]), float(log.ts[i]), float(log.distance_m[i])
+        o, s = offer_ids[log.offer[i]], ids[log.store[i]]
+        events.append(og.Event("push", u, ts, offer_id=o, store_id=s, distance_m=d))
+        if redeemed[i]:
+            events.append(og.Event("redeem", u, ts + 600.0, offer_id=o, store_id=s))
+    scorer = og.OfferScorer(world.index, world.offers)
+    if tiers:
+        for u in np.flatnonzero(member).tolist():
+            scorer.history.set_tier(u, "gold")
+    scorer.fit(events, l2=0.1)
+    return dict(zip(og.OfferScorer.FEATURES, scorer.weights_.tolist(), strict=True))["member"]
+
+
+def test_the_member_tier_is_a_scorer_feature_and_fit_learns_it():
+    """A true +1.0 log-odds for members is learnt as clearly positive; none is learnt as about none.
+
+    The fitted model is not the world's (its distance and taste terms differ), and a logistic
+    model's effects shrink when others are missing from it, so the estimate sits below 1.0.
+    """
+    assert 0.4 < _member_weight(1.0) < 1.4
+    assert abs(_member_weight(0.0)) < 0.15
+    prior = og.OfferScorer(make_index(), og.OfferSet([og.Offer("o", "mA")])).weights_
+    assert _member_weight(1.0, tiers=False) == pytest.approx(prior[og.OfferScorer.FEATURES.index("member")])
+    # (no tiers given: the column is all zeros and its weight keeps the prior)
+
+
+def test_set_user_tier_reaches_the_scorer_here_and_in_another_process_on_the_same_state(make_state):
+    if make_state.kind == "memory":
+        pytest.skip("one process's state")
+    state = make_state()
+    weights = {"member": 1.5}
+    one = og.Dispatcher(make_index(), og.OfferSet([og.Offer("o", "mA")]), policy=og.PushPolicy(**OPEN),
+                        state=state, scorer=None)  # fmt: skip
+    one.set_user("gold", tier="gold")
+    assert one.scorer.history.tier("gold") == "gold"
+    other = og.Dispatcher(make_index(), og.OfferSet([og.Offer("o", "mA")]), policy=og.PushPolicy(**OPEN),
+                          state=state)  # fmt: skip
+    one.scorer.weights_[og.OfferScorer.FEATURES.index("member")] = weights["member"]
+    other.scorer.weights_[og.OfferScorer.FEATURES.index("member")] = weights["member"]
+    assert other.scorer.history.tier("gold") is None  # not seen yet
+    (d,) = other.on_location("gold", *A, T0)  # its profile is read in the decision: the tier reaches the scorer
+    (plain,) = other.on_location("plain", *A, T0)
+    assert d.explanation["member"] == pytest.approx(1.5) and plain.explanation["member"] == 0.0
+    one.set_user("gold", tier=None)
+    assert one.scorer.history.tier("gold") is None
+    one.forget_user("gold")
+    assert other.scorer.history.tier("gold") == "gold"  # until that process reads the profile again

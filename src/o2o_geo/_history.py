@@ -439,6 +439,7 @@ class UserHistory:
         self._clock = -math.inf  # the newest event time seen
         self._idle = ExpiryWheel(SECONDS_PER_DAY)  # users by the day they go idle
         self._users: dict[Any, _UserState] = {}
+        self._tiers: dict[Any, str] = {}  # user -> member tier (set by the integrator, not learnt)
         # per merchant (codes in first-seen order): pushes and redemptions, columns 0 and 1
         self._merchant_code: dict[Any, int] = {}
         self._merchant_ids: list[Any] = []
@@ -503,6 +504,7 @@ class UserHistory:
         self.__dict__.update(pickle.loads(state))
         self._resolver = None
         self._lock = threading.Lock()
+        self.__dict__.setdefault("_tiers", {})  # pickled before tiers existed
         if "_idle" not in self.__dict__:  # pickled before the history was bounded: unbounded, as it was
             self.max_places_per_user, self.max_idle_days = None, None
             self._clock = max((st.last_ts for st in self._users.values()), default=-math.inf)
@@ -719,7 +721,46 @@ class UserHistory:
             if self._pending:
                 self._pending = [e for e in self._pending if e.user_id != user_id]
             self._idle.forget(user_id)
-            return self._users.pop(user_id, None) is not None
+            had_tier = self._tiers.pop(user_id, None) is not None
+            return (self._users.pop(user_id, None) is not None) or had_tier
+
+    def set_tier(self, user_id: Any, tier: str | None) -> bool:
+        """Set (``None``: clear) the user's member tier, the scorer's ``member`` feature; whether it changed.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> h = og.UserHistory()
+        >>> h.set_tier("u1", "gold"), h.set_tier("u1", "gold"), h.tier("u1"), h.tier("u2")
+        (True, False, 'gold', None)
+        >>> h.set_tier("u1", None), h.tier("u1")
+        (True, None)
+        """
+        user_id = check_id(user_id, "user_id")
+        if tier is not None and not isinstance(tier, str):
+            raise InvalidParameterError(f"tier must be a str or None; got {tier!r:.80}")
+        with self._lock:
+            if self._tiers.get(user_id) == tier:
+                return False
+            self._version += 1
+            if tier is None:
+                del self._tiers[user_id]
+            else:
+                self._tiers[user_id] = tier
+            return True
+
+    def tier(self, user_id: Any) -> str | None:
+        """The user's member tier (see :meth:`set_tier`), or None.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> h = og.UserHistory()
+        >>> _ = h.set_tier(7, "silver")
+        >>> h.tier(7), h.tier(8)
+        ('silver', None)
+        """
+        return self._tiers.get(check_id(user_id, "user_id"))
 
     # ------------------------------------------------------------ features
     def n_events(self, user_id: Any, kind: str) -> int:

@@ -499,6 +499,7 @@ class Dispatcher:
         idem_key = None if event_id is None else keys.ping_key(event_id)
 
         def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any]], Counter[str], bool]:
+            nonlocal scored
             stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
             tx.advance_clock(t)
             counters: Any = ()
@@ -535,6 +536,8 @@ class Dispatcher:
             if wanted:  # as the user walked in: before this ping's visits
                 profile = tx.get_profile(user_id)
                 wanted = resolve_lapsed(wanted, profile, facts.merchant, t, self.policy)
+                if self.scorer.history.set_tier(user_id, (profile or {}).get("tier")):
+                    scored = None  # the tier (a feature) was set elsewhere: score with it
             stored = []
             for p in fs.visits:
                 visit = Event("visit", user_id, t, store_id=facts.ids[p], merchant_id=facts.merchant[p])
@@ -698,7 +701,10 @@ class Dispatcher:
         opt_in : bool, optional
         tier : str or None, optional
             The member tier (any non-empty name); a set tier makes the user a member
-            (``Offer(audience="members")``).
+            (``Offer(audience="members")``) and sets the scorer's ``member``
+            feature (which ``fit`` learns).  Another process on the same state
+            sees the tier in its decisions at once, and its scorer at the
+            user's next triggered ping (a restarted dispatcher likewise).
         **attributes : str, int, float, bool or None
             Anything else, stored with the profile (``None`` removes one).
 
@@ -737,7 +743,9 @@ class Dispatcher:
             tx.put_profile(user_id, new)
             return new
 
-        return UserProfile.of(user_id, self.state.run(work))
+        stored = self.state.run(work)
+        self.scorer.history.set_tier(user_id, stored.get("tier"))  # the scorer's member feature
+        return UserProfile.of(user_id, stored)
 
     def user(self, user_id: Any) -> UserProfile:
         """The user's profile as the state holds it (defaults for a user never set or seen).

@@ -34,6 +34,7 @@ place" the store of the user's latest visit before ``t``:
 ``discount_x_sensitivity``  depth times the user's discount sensitivity
 ``activity``                ``log(1 + n)``, ``n`` the user's recency-weighted visits
 ``attraction``              log of the store's attraction column (0 without one)
+``member``                  1 when the user has a member tier (:meth:`UserHistory.set_tier`), else 0
 
 Local hours are the store's (its ``tz`` column, else its position's zone).
 """
@@ -77,6 +78,7 @@ FEATURES = (
     "discount_x_sensitivity",
     "activity",
     "attraction",
+    "member",
 )
 #: Default weights: a prior before ``fit`` (logit units per feature unit), set by hand.  The visit
 #: features get a third or less of what ``fit(target="visit")`` learns on real check-ins, so an
@@ -102,6 +104,7 @@ DEFAULT_WEIGHTS: Mapping[str, float] = {
     "discount_x_sensitivity": 3.0,
     "activity": 0.2,
     "attraction": 1.0,
+    "member": 0.2,  # members redeem somewhat more; fit learns by how much from the tiers it is given
 }
 #: Features learnt from all users together: with these weights at 0, a user's scores depend on
 #: that user's events alone (what a per-partition replay needs to equal a per-user one).
@@ -298,7 +301,7 @@ class FeatureExtractor:
     >>> fx = FeatureExtractor("power", 1000.0)
     >>> X = fx.transform(cat, h, ["u1"], np.array([0]), np.array([0]), np.array([3]), np.array([500.0]), 0.0)
     >>> X.shape, X[0, FEATURES.index("distance")].round(3), X[0, FEATURES.index("known_store")]
-    ((1, 20), np.float64(0.693), np.float64(0.0))
+    ((1, 21), np.float64(0.693), np.float64(0.0))
     """
 
     def __init__(self, decay: Decay, distance_scale_m: float) -> None:
@@ -488,6 +491,9 @@ class FeatureExtractor:
         X[:, _COL["beyond_usual_distance"]] = -np.log1p(dist / usual[uq])
         X[:, _COL["discount_x_sensitivity"]] = depth * sens[uq]
         X[:, _COL["activity"]] = np.log1p(act[uq])
+        tiers = h._tiers
+        if tiers:
+            X[:, _COL["member"]] = np.fromiter((u in tiers for u in users), dtype=np.float64, count=n_users)[uq]
         X[:, _COL["store_popularity"]] = np.log1p(popularity)
         X[:, _COL["merchant_rate"]] = mer_rate
         pair_store = uq * n_pos + pos

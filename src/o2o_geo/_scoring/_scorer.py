@@ -43,7 +43,7 @@ __all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "Sc
 Target = Literal["redeem", "visit"]
 #: Weights ``fit(target="visit")`` cannot learn from visits alone (the same for every store of a
 #: choice, or about offers the visitors were never shown); they keep their values.
-_NOT_FROM_VISITS = ("intercept", "merchant_rate", "discount", "discount_x_sensitivity", "activity")
+_NOT_FROM_VISITS = ("intercept", "merchant_rate", "discount", "discount_x_sensitivity", "activity", "member")
 
 
 @dataclass(frozen=True)
@@ -678,7 +678,10 @@ class OfferScorer:
         ``n_negatives // 2`` draws among all stores, weighted by McFadden's
         correction so the sample does not bias the fit.  A store stands for
         its first offer.  Weights visits cannot tell (intercept, merchant
-        rate, discount, sensitivity, activity) keep their values.
+        rate, discount, sensitivity, activity, member) keep their values.
+        The ``member`` feature reads the tiers :attr:`history` holds now
+        (:meth:`UserHistory.set_tier`; a dispatcher sets them from its users'
+        profiles) for every example, earlier ones too.
 
         Parameters
         ----------
@@ -763,6 +766,7 @@ class OfferScorer:
             h0.half_life_days, h0.kind_weights, h0.prior_pushes, h0.prior_rate, h0.max_places_per_user, h0.max_idle_days
         )
         hist._bind(self._resolve)
+        hist._tiers = dict(h0._tiers)  # the member tiers as known now (an attribute of the user, not an event)
         if target == "redeem":
             X, y = replay_pushes(self._extractor, cat, hist, evs, float(window_days) * 86_400.0)
             weights = fit_logistic(X, y, l2=float(l2), w0=self.weights_)
