@@ -15,8 +15,11 @@ fences, 10 % holdout).  Rows, side by side:
   radius_m=policy.fence_radius_m)`` on the same pings, batch and one ping per
   call, so the table shows what share of the engine's time is the spatial query;
 * off the friendly path: a 50-store chain with the pings spread over the
-  whole globe (almost every ping idle), and a dense centre (2,000 stores
-  within about 1.5 km, 10 offers each, every ping inside several fences).
+  whole globe (almost every ping idle), a dense centre (2,000 stores
+  within about 1.5 km, 10 offers each, every ping inside several fences),
+  and the retention stage on that centre (visits of three pings over 40
+  days, exit and lapsed triggers, offers aimed at audiences, a fifth of the
+  users opted out and a fifth members).
 
 Peak memory: each row's peak resident set (``VmHWM`` after resetting it
 through ``/proc/self/clear_refs``), in MiB, on Linux.
@@ -430,7 +433,7 @@ def main() -> None:
 
 
 def off_path(quick: bool, seed: int) -> None:
-    """Two worlds off the friendly path, each replayed in batch and per ping, beside the raw geometry."""
+    """Three worlds off the friendly path, each replayed in batch and per ping, beside the raw geometry."""
     rng = np.random.default_rng(seed)
     policy = og.PushPolicy(quiet_hours=None)
     n_pings = 20_000 if quick else 100_000
@@ -474,26 +477,56 @@ def off_path(quick: bool, seed: int) -> None:
     rq = 1500.0 * np.sqrt(rng.uniform(0, 1, n_pings))
     qlon, qlat, _ = g.fwd(np.full(n_pings, lon0), np.full(n_pings, lat0), rng.uniform(0, 360, n_pings), rq)
     centre = {"lat": qlat, "lon": qlon}
-    for name, index, offers, where in (
-        ("50-store chain, pings uniform on the globe", chain, chain_offers, globe),
-        ("dense centre: 2,000 stores in 1.5 km, 10 offers each", dense, dense_offers, centre),
+    # the retention stage on the dense centre: visits of three pings 200 s apart (a dwell, then an exit at
+    # the next visit), offers aimed at audiences, exit and win-back triggers, 20 % opted out, 20 % members
+    n_users = n_pings // 20
+    n_visits = n_pings // 3
+    v_user = rng.integers(0, n_users, n_visits)
+    v_start = 1767225600.0 + rng.uniform(0, 40 * 86_400, n_visits)  # 40 days: some customers lapse
+    v_at = rng.integers(0, n_pings, n_visits)
+    r_users = np.repeat(v_user, 3)
+    r_ts = (v_start[:, None] + np.array([0.0, 200.0, 400.0])).ravel()
+    r_order = np.argsort(r_ts, kind="stable")
+    visits = {"lat": np.repeat(qlat[v_at], 3)[r_order], "lon": np.repeat(qlon[v_at], 3)[r_order],
+              "user_id": r_users[r_order].tolist(), "ts": r_ts[r_order]}  # fmt: skip
+    audiences = ("all", "new", "returning", "lapsed", "members")
+    aimed = og.OfferSet(
+        [
+            og.Offer(o.offer_id, o.merchant_id, discount_rate=o.discount_rate, audience=audiences[k % 5])
+            for k, o in enumerate(dense_offers)
+        ]
+    )
+    retention = og.PushPolicy(quiet_hours=None, triggers=("enter", "dwell", "exit", "lapsed"))
+    profiles = {u: {"opt_in": False} for u in range(0, n_users, 5)}
+    profiles |= {u: {"tier": "gold"} for u in range(2, n_users, 5)}
+    for name, index, offers, where, pol in (
+        ("50-store chain, pings uniform on the globe", chain, chain_offers, globe, policy),
+        ("dense centre: 2,000 stores in 1.5 km, 10 offers each", dense, dense_offers, centre, policy),
+        ("retention: dense centre, audiences, exit, lapsed", dense, aimed, visits, retention),
     ):
-        users = rng.integers(0, n_pings // 20, n_pings).tolist()
-        ts = np.sort(1767225600.0 + rng.uniform(0, 86_400, n_pings))
+        users = visits["user_id"] if "user_id" in where else rng.integers(0, n_users, n_pings).tolist()
+        ts = where["ts"] if "ts" in where else np.sort(1767225600.0 + rng.uniform(0, 86_400, n_pings))
+        n_pings = len(users)
         cols = {"user_id": users, "lat": where["lat"], "lon": where["lon"], "ts": ts}
         t_within = median_time(
             lambda index=index, where=where: index.within(where["lat"], where["lon"], radius_m=policy.fence_radius_m), 3
         )
-        engine = og.Dispatcher(index, offers, policy=policy)
+        engine = og.Dispatcher(index, offers, policy=pol)
         engine.on_location("warm-up", -89.9, 0.0, 0.0)
+        for u, prof in profiles.items() if pol is retention else ():
+            engine.set_user(u, **prof)
         gc.collect()
         reset_peak()
         t0 = time.perf_counter()
         batch = engine.on_locations(**cols)
         t_batch = time.perf_counter() - t0
         peak = peak_mib()
-        engine = og.Dispatcher(index, offers, policy=policy)
+        by_trigger = Counter(d.trigger for d in batch)
+        opted_out = sum(d.user_id in profiles and profiles[d.user_id].get("opt_in") is False for d in batch)
+        engine = og.Dispatcher(index, offers, policy=pol)
         engine.on_location("warm-up", -89.9, 0.0, 0.0)
+        for u, prof in profiles.items() if pol is retention else ():
+            engine.set_user(u, **prof)
         la, lo, tl = where["lat"].tolist(), where["lon"].tolist(), ts.tolist()
         t_one, ns, one = time_calls(engine, (users, la, lo, tl, [None] * n_pings))
         same = [decision_key(d) for d in batch] == [decision_key(d) for d in one]
@@ -502,7 +535,10 @@ def off_path(quick: bool, seed: int) -> None:
             f"| {np.percentile(ns, 50) / 1e3:6.0f} | {np.percentile(ns, 99) / 1e3:6.0f} | {len(batch):9,} "
             f"| {n_pings / t_within:9,.0f} | {t_within / t_batch:11.2f}x | {peak:8,.0f} |"
         )
-        progress(f"off-path {name}: batch == per ping: {same}")
+        progress(f"off-path {name}: batch == per ping: {same}; triggers {dict(by_trigger)}")
+        if pol is retention:
+            print(f"  retention row: decisions by trigger {dict(sorted(by_trigger.items()))}; "
+                  f"for opted-out users: {opted_out}; stats {dict(sorted(engine.stats.items()))}")  # fmt: skip
         if not same:
             print(f"  ! {name}: batch and per-ping decisions differ")
 

@@ -412,8 +412,7 @@ def test_the_member_tier_is_a_scorer_feature_and_fit_learns_it():
 
 
 def test_set_user_tier_reaches_the_scorer_here_and_in_another_process_on_the_same_state(make_state):
-    if make_state.kind == "memory":
-        pytest.skip("one process's state")
+    """``other`` stands for another process: its own scorer, the same state (MemoryState: the same object)."""
     state = make_state()
     weights = {"member": 1.5}
     one = og.Dispatcher(make_index(), og.OfferSet([og.Offer("o", "mA")]), policy=og.PushPolicy(**OPEN),
@@ -426,9 +425,37 @@ def test_set_user_tier_reaches_the_scorer_here_and_in_another_process_on_the_sam
     other.scorer.weights_[og.OfferScorer.FEATURES.index("member")] = weights["member"]
     assert other.scorer.history.tier("gold") is None  # not seen yet
     (d,) = other.on_location("gold", *A, T0)  # its profile is read in the decision: the tier reaches the scorer
-    (plain,) = other.on_location("plain", *A, T0)
-    assert d.explanation["member"] == pytest.approx(1.5) and plain.explanation["member"] == 0.0
+    assert d.explanation["member"] == 0.0  # ... a tick later, like the ping's own push
+    assert other.scorer.history.tier("gold") is None
+    other.on_location("gold", *offset(*A, 900.0), T0 + 30)  # (same tick: still pending)
+    (d2,) = other.on_location("gold", *C, T0 + 120)  # the next tick
+    (plain,) = other.on_location("plain", *C, T0 + 120)
+    assert other.scorer.history.tier("gold") == "gold"
+    assert d2.explanation["member"] == pytest.approx(1.5) and plain.explanation["member"] == 0.0
     one.set_user("gold", tier=None)
     assert one.scorer.history.tier("gold") is None
     one.forget_user("gold")
     assert other.scorer.history.tier("gold") == "gold"  # until that process reads the profile again
+
+
+def test_batch_and_per_ping_decide_the_same_when_tiers_were_set_by_another_engine():
+    world = simulate.World.generate(seed=8, n_users=400, n_stores=60, n_offers=20, n_merchants=6)
+    log = world.pings(n_days=1, pings_per_user_per_day=12.0, seed=9).columns()
+    policy = og.PushPolicy(quiet_hours=None, holdout_fraction=0.2)
+    runs = []
+    for mode in ("batch", "ping"):
+        state = og.MemoryState()
+        setter = og.Dispatcher(world.index, world.offers, policy=policy, state=state)
+        for u in range(0, world.n_users, 3):
+            setter.set_user(u, tier="gold")
+        engine = og.Dispatcher(world.index, world.offers, policy=policy, state=state)  # knows no tier yet
+        w = engine.scorer.weights_
+        w[og.OfferScorer.FEATURES.index("member")] = 2.0
+        if mode == "batch":
+            decisions = engine.on_locations(log)
+        else:
+            cols = [log[k].tolist() for k in ("user_id", "lat", "lon", "ts")]
+            decisions = [d for row in zip(*cols, strict=True) for d in engine.on_location(*row)]
+        runs.append([(d.push_id, d.user_id, d.offer_id, d.store_id, round(d.score, 12)) for d in decisions])
+        assert sum(engine.scorer.history.tier(u) == "gold" for u in range(world.n_users)) > 0
+    assert runs[0] == runs[1] and len(runs[0]) > 50

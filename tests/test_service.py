@@ -105,6 +105,7 @@ def test_concurrent_pings_hold_the_caps_and_the_report_matches_the_decisions(ser
     (row,) = httpx.get(url + "/report", params={"by": "all"}, timeout=60).json()["rows"]
     assert row["pushed"] == len(treated) and row["holdout"] == len(decisions) - len(treated)
     assert row["redeemed"] == len(redeems) and row["revenue"] == 20.0 * len(redeems)
+    assert row["visitors_7d_treated"] == 0 and row["repeat_7d_treated"] is None  # a share of nobody: null
     # bad input: a typed error, and nothing changes
     bad = httpx.post(url + "/pings", json={"user_id": "u1", "lat": 91.0, "lon": 0.0, "ts": T0}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"] == "InvalidCoordinateError"

@@ -22,7 +22,8 @@ Endpoints (JSON in, JSON out):
   :meth:`~o2o_geo.PushDecision.to_dict`; a holdout decision is marked and must not be sent;
 * ``POST /events``: one event ``{"kind", "user_id", "ts", "push_id"?, "offer_id"?, "store_id"?,
   "amount"?, "event_id"?}`` or ``{"events": [...]}``; returns the attributed ``push_ids``;
-* ``GET /report?by=offer&metric=redeem&since=&until=``: the funnel and uplift rows;
+* ``GET /report?by=offer&metric=redeem&since=&until=``: the funnel, uplift and retention rows
+  (a share of nobody, NaN in the library, is ``null``);
 * ``GET /explain?user_id=&lat=&lon=&ts=``: why that ping would or would not push (a dry run);
 * ``GET /health``.
 
@@ -43,6 +44,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -155,7 +157,9 @@ def create_app(dispatcher: og.Dispatcher | None = None) -> Starlette:
         window = {k: float(q[k]) for k in ("since", "until") if k in q}
         by, metric = q.get("by", "offer"), q.get("metric", "redeem")
         rows = await run_in_threadpool(lambda: engine["d"].report(by=by, metric=metric, as_frame=False, **window))
-        return JSONResponse({"rows": rows})
+        # a share of nobody (no holdout users, no visitor with a complete window yet) is NaN: JSON null
+        clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+        return JSONResponse({"rows": clean})
 
     @_answers(ValueError)
     async def explain(request: Request) -> JSONResponse:

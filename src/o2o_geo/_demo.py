@@ -150,7 +150,7 @@ def _dispatch_demo(say: Any) -> None:
         f"not sent), {len(outcomes):,} opens, redemptions and visits recorded"
     )
     d = next(x for x in decisions if not x.holdout)
-    verb = {"enter": "enters", "dwell": "dwells at", "nearby": "passes"}
+    verb = {"enter": "enters", "dwell": "dwells at", "nearby": "passes", "exit": "leaves", "lapsed": "comes back to"}
     why = ", ".join(f"{k} {v:+.2f}" for k, v in list(d.explain().items())[:3])
     say(
         f"   e.g. {d.push_id}: user {d.user_id} {verb[d.trigger]} store {d.store_id} ({d.distance_m:,.0f} m) -> "

@@ -205,5 +205,5 @@ def _per_ping(fh: FenceHits, n: int) -> list[list[FenceHit]]:
         fh.nearby.tolist(),
     )
     hits = list(map(FenceHit, *cols))
-    bounds = np.searchsorted(fh.ping, np.arange(n + 1)).tolist()
+    bounds = fh.offsets(n).tolist()
     return [hits[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -177,12 +177,13 @@ class PushChooser:
                 if trace is not None:
                     trace += [(scored, i, "user_cap", None) for i in ranked[k:]]
                 break
-            c = likely[j] if j in likely else candidate(j)
-            if c.audience != "all" and audience_reason(c.audience, profile, c.merchant_id, t, lapsed_s):
-                stats["audience"] += 1
+            offer = rows_of[offer_l[j]]
+            if offer.audience != "all" and audience_reason(offer.audience, profile, offer.merchant_id, t, lapsed_s):
+                stats["audience"] += 1  # (before the candidate's limits are built: most are turned down here)
                 if trace is not None:
                     trace.append((scored, j, "audience", None))
                 continue
+            c = likely[j] if j in likely else candidate(j)
             if not open_for(facts.hours[c.position], c.store_local, pol.closing_margin_min):
                 stats["store_closed"] += 1
                 if trace is not None:

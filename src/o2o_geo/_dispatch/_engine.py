@@ -498,8 +498,10 @@ class Dispatcher:
         push_may_follow = any(h.inside or h.nearby for h in hits)
         idem_key = None if event_id is None else keys.ping_key(event_id)
 
+        tier_found: list[Any] = []  # the tier of the profile the (last run of the) transaction read
+
         def work(tx: Transaction) -> tuple[list[PushDecision], list[dict[str, Any]], Counter[str], bool]:
-            nonlocal scored
+            tier_found.clear()
             stats: Counter[str] = Counter()  # merged only when the transaction commits (it may be retried)
             tx.advance_clock(t)
             counters: Any = ()
@@ -536,8 +538,7 @@ class Dispatcher:
             if wanted:  # as the user walked in: before this ping's visits
                 profile = tx.get_profile(user_id)
                 wanted = resolve_lapsed(wanted, profile, facts.merchant, t, self.policy)
-                if self.scorer.history.set_tier(user_id, (profile or {}).get("tier")):
-                    scored = None  # the tier (a feature) was set elsewhere: score with it
+                tier_found.append((profile or {}).get("tier"))
             stored = []
             for p in fs.visits:
                 visit = Event("visit", user_id, t, store_id=facts.ids[p], merchant_id=facts.merchant[p])
@@ -557,8 +558,13 @@ class Dispatcher:
         decisions, stored, stats, fresh = self.state.run(work)
         self.stats.update(stats)
         if fresh:
+            news = None  # a tier set elsewhere reaches the scorer a tick later, like the ping's events
+            if tier_found and tier_found[0] != self.scorer.history.tier(user_id):
+                news = (user_id, tier_found[0])
             self._feedback.after_ping(
-                t, [(r, "visit") for r in stored] + [(push_record(d), "push") for d in decisions if not d.holdout]
+                t,
+                [(r, "visit") for r in stored] + [(push_record(d), "push") for d in decisions if not d.holdout],
+                tier=news,
             )
         return decisions, fresh
 
@@ -703,8 +709,9 @@ class Dispatcher:
             The member tier (any non-empty name); a set tier makes the user a member
             (``Offer(audience="members")``) and sets the scorer's ``member``
             feature (which ``fit`` learns).  Another process on the same state
-            sees the tier in its decisions at once, and its scorer at the
-            user's next triggered ping (a restarted dispatcher likewise).
+            sees the tier in its decisions at once, and its scorer from the
+            tick after the user's next triggered ping there (a restarted
+            dispatcher likewise; see Feedback in the README).
         **attributes : str, int, float, bool or None
             Anything else, stored with the profile (``None`` removes one).
 

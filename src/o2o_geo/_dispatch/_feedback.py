@@ -9,7 +9,9 @@ scores a tick's pings together), and batch and per-ping decisions stay
 identical.  Recorded outcomes (:meth:`Dispatcher.record`, including the
 ``failed`` event of a delivery hook that raised) go in at once, after the
 pending ones.  ``interval_s=0`` feeds every ping's events before
-the next ping.
+the next ping.  A member tier a decision found in the user's profile, and
+the history did not know (set by another process, or before a restart),
+reaches the history the same way, a tick later.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Feedback:
         self.offers = offers
         self.interval_s = float(interval_s)
         self._pending: list[Event] = []
+        self._tiers: dict[Any, str | None] = {}  # user -> tier, for the history's member feature
         self._tick: float = math.nan
         self._lock = threading.Lock()
 
@@ -43,18 +46,22 @@ class Feedback:
 
     def before_ping(self, t: float) -> None:
         """Add the pending events when a ping of another tick comes (before it is scored)."""
-        if self._pending and self.tick_of(t) != self._tick:
+        if (self._pending or self._tiers) and self.tick_of(t) != self._tick:
             self.flush()
 
-    def after_ping(self, t: float, records: Iterable[tuple[Mapping[str, Any], str]]) -> None:
-        """Queue a processed ping's records ``(record, kind)`` for the history."""
+    def after_ping(
+        self, t: float, records: Iterable[tuple[Mapping[str, Any], str]], tier: tuple[Any, str | None] | None = None
+    ) -> None:
+        """Queue a processed ping's records ``(record, kind)`` and ``(user, tier)`` news for the history."""
         events = [self.event_of(r, kind) for r, kind in records]
-        if not events:
+        if not events and tier is None:
             return
         with self._lock:
-            if self._pending and self.tick_of(t) != self._tick:
+            if (self._pending or self._tiers) and self.tick_of(t) != self._tick:
                 self._flush_locked()
             self._pending.extend(events)
+            if tier is not None:
+                self._tiers[tier[0]] = tier[1]
             self._tick = self.tick_of(t)
             if self.interval_s <= 0.0:
                 self._flush_locked()
@@ -74,6 +81,9 @@ class Feedback:
     def _flush_locked(self) -> None:
         pending, self._pending = self._pending, []
         self._add(pending)
+        tiers, self._tiers = self._tiers, {}
+        for user_id, tier in tiers.items():
+            self.scorer.history.set_tier(user_id, tier)
 
     def _add(self, events: list[Event]) -> None:
         for e in events:
