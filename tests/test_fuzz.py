@@ -255,6 +255,7 @@ def _entries(tmp: Any) -> list[Entry]:
                 "valid_until": T0 + 86400,
                 "store_ids": None,
                 "max_distance_m": None,
+                "audience": "all",
             },
         ),
         Entry("OfferSet", og.OfferSet, {"offers": list(offers)}),
@@ -313,6 +314,13 @@ def _entries(tmp: Any) -> list[Entry]:
             {"user_id": "nobody"},
             snapshot=lambda: pickle.dumps(history),
         ),
+        Entry(
+            "UserHistory.set_tier",
+            history.set_tier,
+            {"user_id": "u1", "tier": "gold"},
+            snapshot=lambda: pickle.dumps(history),
+        ),
+        Entry("UserHistory.tier", history.tier, {"user_id": "u1"}),
         Entry(
             "OfferScorer",
             og.OfferScorer,
@@ -460,9 +468,16 @@ def _entries(tmp: Any) -> list[Entry]:
             Entry(
                 f"Dispatcher.report[{kind}]",
                 engine.report,
-                {"since": T0, "until": T0 + 86400, "by": "offer", "as_frame": False},
+                {"since": T0, "until": T0 + 86400, "by": "offer", "as_frame": False, "as_of": T0 + 86400},
             ),
             Entry(f"Dispatcher.forget_user[{kind}]", engine.forget_user, {"user_id": "nobody"}, snapshot=snap),
+            Entry(
+                f"Dispatcher.set_user[{kind}]",
+                engine.set_user,
+                {"user_id": "u1", "opt_in": True, "tier": "gold", "city": "Shanghai"},
+                snapshot=snap,
+            ),
+            Entry(f"Dispatcher.user[{kind}]", engine.user, {"user_id": "u1"}),
         ]
     out += [
         # ---- dask and viz (the entry points' own checks; the work itself is tested elsewhere)
