@@ -265,6 +265,7 @@ def _entries(tmp: Any) -> list[Entry]:
             {"records": [{"offer_id": "o", "merchant_id": "m", "discount_rate": 0.9}]},
         ),
         Entry("OfferSet.valid_at", offers.valid_at, {"now": T0}),
+        Entry("OfferSet.position_of", offers.position_of, {"offer_ids": [offers.offer_id[0]]}),
         Entry("OfferSet.from_dataframe", og.OfferSet.from_dataframe, {"df": _frame(offers=True)}),
         Entry("OfferScorer.record", og.OfferScorer(index, offers).record, {"event": og.Event("visit", "u", T0)}),
         Entry(

@@ -271,6 +271,26 @@ class OfferSet:
     def __contains__(self, offer_id: object) -> bool:
         return isinstance(offer_id, Hashable) and offer_id in self._lookup
 
+    def position_of(self, offer_ids: Any) -> IntArray:
+        """Rows of the given offer ids, in the set's order; raise :class:`UnknownOfferError` for any unknown one.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> offers = og.OfferSet([og.Offer("a", "m"), og.Offer("b", "m")])
+        >>> offers.position_of(["b", "a"]).tolist(), offers.position_of("b").tolist()
+        ([1, 0], [1])
+        """
+        ids = [offer_ids] if isinstance(offer_ids, (str, int, np.integer)) else as_items(offer_ids, "offer_ids")
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, oid in enumerate(ids):
+            key = int(oid) if isinstance(oid, np.integer) else oid
+            row = self._lookup.get(key) if isinstance(key, Hashable) else None
+            if row is None:
+                raise UnknownOfferError(f"offer_id {oid!r} (item {i}) is not in this offer set")
+            out[i] = row
+        return out
+
     def valid_at(self, now: Any) -> np.ndarray:
         """Boolean mask of the offers valid at ``now``, shape (n_offers,).
 

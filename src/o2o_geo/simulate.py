@@ -524,9 +524,8 @@ class World:
         """
         rng = _rng(seed)
         out: list[Event] = []
-        rows = self.offers._lookup
         for d in decisions:
-            o = rows[d.offer_id]
+            o = int(self.offers.position_of(d.offer_id)[0])
             p = float(
                 1.0
                 / (1.0 + np.exp(-self.true_logit(np.array([d.user_id]), np.array([o]), np.array([d.distance_m]))[0]))
