@@ -459,3 +459,12 @@ def test_batch_and_per_ping_decide_the_same_when_tiers_were_set_by_another_engin
         runs.append([(d.push_id, d.user_id, d.offer_id, d.store_id, round(d.score, 12)) for d in decisions])
         assert sum(engine.scorer.history.tier(u) == "gold" for u in range(world.n_users)) > 0
     assert runs[0] == runs[1] and len(runs[0]) > 50
+
+
+def test_an_exit_within_the_nearby_radius_is_an_exit_not_a_nearby(make_state):
+    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("nearby", "exit"), dwell_s=60.0,
+                      nearby_radius_m=300.0)  # fmt: skip
+    eng.on_location("u", *A, T0)  # (a nearby push: inside the nearby radius too)
+    eng.on_location("u", *A, T0 + 61)  # a visit
+    assert pushes(eng, "u", offset(*A, 200.0), T0 + 120) == [("thanks", "A", "exit")]  # 200 m: beyond the buffer
+    assert pushes(eng, "u", offset(*A, 210.0), T0 + 180) == [("thanks", "A", "nearby")]  # after it: nearby again

@@ -174,8 +174,9 @@ class FenceMachine:
     def wanted(self, fs: FenceStep, facts: StoreFacts, lat: float, lon: float) -> dict[int, tuple[str, float]]:
         """The step's triggers that the policy pushes on, the exits placed at their stores' positions.
 
-        An exit's distance is the ping's geodesic distance to the store; a
-        store no longer in the index (``facts``) has no exit.  Enters stay
+        An exit's distance is the ping's geodesic distance to the store; it
+        replaces a ``nearby`` of the same store; a store no longer in the
+        index (``facts``) has no exit.  Enters stay
         in when only ``lapsed`` is on: whether one is a win-back needs the
         user's profile (:func:`resolve_lapsed`).
         """
@@ -184,7 +185,7 @@ class FenceMachine:
         if fs.exited and self.exit_on:
             for sid in fs.exited:
                 p = facts.position.get(sid)
-                if p is not None and p not in out:
+                if p is not None and (p not in out or out[p][0] == "nearby"):  # (once per stay beats every ping)
                     out[p] = ("exit", geodesic_inverse_scalar_m(lat, lon, facts.lat[p], facts.lon[p]))
         return out
 
