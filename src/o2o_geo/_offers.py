@@ -11,7 +11,7 @@ import numpy as np
 
 from ._history import to_epoch_s
 from ._types import FloatArray, IntArray
-from ._validate import as_items, check_id
+from ._validate import as_items, check_id, rows_of
 from .errors import DuplicateOfferError, InvalidRecordError, UnknownOfferError
 
 __all__ = ["AUDIENCES", "Offer", "OfferSet"]
@@ -281,15 +281,11 @@ class OfferSet:
         >>> offers.position_of(["b", "a"]).tolist(), offers.position_of("b").tolist()
         ([1, 0], [1])
         """
-        ids = [offer_ids] if isinstance(offer_ids, (str, int, np.integer)) else as_items(offer_ids, "offer_ids")
-        out = np.empty(len(ids), dtype=np.int64)
-        for i, oid in enumerate(ids):
-            key = int(oid) if isinstance(oid, np.integer) else oid
-            row = self._lookup.get(key) if isinstance(key, Hashable) else None
-            if row is None:
-                raise UnknownOfferError(f"offer_id {oid!r} (item {i}) is not in this offer set")
-            out[i] = row
-        return out
+
+        def unknown(oid: Any, i: int) -> UnknownOfferError:
+            return UnknownOfferError(f"offer_id {oid!r} (item {i}) is not in this offer set")
+
+        return rows_of(offer_ids, self._lookup, "offer_ids", unknown)
 
     def valid_at(self, now: Any) -> np.ndarray:
         """Boolean mask of the offers valid at ``now``, shape (n_offers,).

@@ -282,6 +282,18 @@ class PushPolicy:
         h = int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
         return h / 2.0**64 < self.holdout_fraction
 
+    @property
+    def lapsed_after_s(self) -> float:
+        """``lapsed_after_days`` in seconds.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> og.PushPolicy(lapsed_after_days=0.5).lapsed_after_s
+        43200.0
+        """
+        return self.lapsed_after_days * 86_400.0
+
     def is_quiet(self, local: datetime) -> bool:
         """Whether a local time falls in the quiet hours.
 

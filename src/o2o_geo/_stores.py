@@ -16,7 +16,7 @@ from shapely.geometry import mapping as geometry_to_mapping
 
 from ._areas import area_from_text, normalize_service_areas
 from ._types import FloatArray, StoreId
-from ._validate import as_items, as_latlon, check_path, file_errors, import_optional
+from ._validate import as_items, as_latlon, check_path, file_errors, import_optional, rows_of
 from .errors import (
     DuplicateStoreError,
     InvalidCoordinateError,
@@ -809,15 +809,10 @@ class StoreSet:
         """
         from .errors import UnknownStoreError
 
-        ids = [store_ids] if isinstance(store_ids, (str, int, np.integer)) else as_items(store_ids, "store_ids")
-        out = np.empty(len(ids), dtype=np.int64)
-        for i, sid in enumerate(ids):
-            key = int(sid) if isinstance(sid, np.integer) else sid
-            row = self._lookup.get(key)
-            if row is None:
-                raise UnknownStoreError(f"store_id {sid!r} (item {i}) is not in this store set")
-            out[i] = row
-        return out
+        def unknown(sid: Any, i: int) -> UnknownStoreError:
+            return UnknownStoreError(f"store_id {sid!r} (item {i}) is not in this store set")
+
+        return rows_of(store_ids, self._lookup, "store_ids", unknown)
 
     # --------------------------------------------------------- internal use
     def _take(self, rows: np.ndarray) -> StoreSet:

@@ -296,6 +296,30 @@ def as_items(value: Any, name: str) -> list[Any]:
     return list(value)
 
 
+def rows_of(ids: Any, lookup: Mapping[Any, int], name: str, unknown: Any) -> np.ndarray:
+    """The rows ``lookup`` gives the ids (one id or a sequence; numpy ints as ints), as int64.
+
+    ``unknown(id, item)`` is raised for an id ``lookup`` lacks (or that cannot be a key).
+
+    Examples
+    --------
+    >>> rows_of(["b", "a"], {"a": 0, "b": 1}, "ids", KeyError).tolist(), rows_of(np.int64(3), {3: 5}, "ids", KeyError)
+    ([1, 0], array([5]))
+    """
+    items = [ids] if isinstance(ids, (str, int, np.integer)) else as_items(ids, name)
+    out = np.empty(len(items), dtype=np.int64)
+    for i, v in enumerate(items):
+        key = int(v) if isinstance(v, np.integer) else v
+        try:
+            row = lookup.get(key)
+        except TypeError:  # unhashable
+            row = None
+        if row is None:
+            raise unknown(v, i)
+        out[i] = row
+    return out
+
+
 def check_flag(value: Any, name: str) -> bool:
     """A bool (numpy's taken), else InvalidParameterError."""
     if isinstance(value, (bool, np.bool_)):

@@ -75,7 +75,6 @@ class _Candidate(NamedTuple):
     store_local: datetime
     holdout: bool
     limits: list[Limit]
-    audience: str
 
 
 class PushChooser:
@@ -151,7 +150,7 @@ class PushChooser:
             trace += [(scored, j, "low_score", None) for j in low]
         local_at: dict[Any, datetime] = {}  # store-local time, once per zone
         rows_of, caps = self._offer_rows, user_limits(pol, when)
-        lapsed_s = pol.lapsed_after_days * keys.DAY_S
+        lapsed_s = pol.lapsed_after_s
 
         def candidate(j: int) -> _Candidate:
             offer, p = rows_of[offer_l[j]], pos_l[j]
@@ -161,7 +160,7 @@ class PushChooser:
                 store_local = local_at[z] = datetime.fromtimestamp(t, z)
             holdout = self.is_holdout(user_id, offer.offer_id)
             limits = candidate_limits(pol, when, caps, offer, sid, store_local, holdout=holdout)
-            return _Candidate(offer.offer_id, offer.merchant_id, sid, p, store_local, holdout, limits, offer.audience)
+            return _Candidate(offer.offer_id, offer.merchant_id, sid, p, store_local, holdout, limits)
 
         likely: dict[int, _Candidate] = {}
         if self.prefetch_candidates:  # one round trip for every counter the likely pushes need
@@ -214,7 +213,7 @@ class PushChooser:
                 explanation=ScoreTerms(scored.sc, j),
             )
             tx.add_push(push_record(d))
-            if c.audience == "new":  # (holdout too: the groups stay comparable) never a second one from the merchant
+            if offer.audience == "new":  # never a second one from the merchant (holdout too: groups stay comparable)
                 profile = with_welcome(tx.get_profile(user_id), c.merchant_id)
                 tx.put_profile(user_id, profile)
             out.append(d)

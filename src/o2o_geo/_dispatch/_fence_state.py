@@ -31,8 +31,7 @@ from typing import Any, NamedTuple
 from .._fences import FenceHit
 from .._geodesy import geodesic_inverse_scalar_m
 from .._policy import PushPolicy
-from .._state import keys
-from ._profile import last_seen
+from ._profile import is_lapsed
 from ._stores import StoreFacts
 
 __all__ = ["FenceMachine", "FenceStep", "fence_step", "resolve_lapsed"]
@@ -214,12 +213,10 @@ def resolve_lapsed(
     if "lapsed" not in trig:
         return wanted
     keep_enter = "enter" in trig
-    lapsed_s = policy.lapsed_after_days * keys.DAY_S
     out: dict[int, tuple[str, float]] = {}
     for p, (kind, d) in wanted.items():
         if kind == "enter":
-            seen = last_seen(profile, merchant[p])
-            if seen is not None and t - seen >= lapsed_s:
+            if is_lapsed(profile, merchant[p], t, policy.lapsed_after_s):
                 out[p] = ("lapsed", d)
             elif keep_enter:
                 out[p] = (kind, d)

@@ -22,17 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._offers import AUDIENCES
 from .._validate import check_flag
 from ..errors import InvalidParameterError
 
 __all__ = [
-    "AUDIENCES",
     "MAX_MERCHANTS",
     "UNSET",
     "UserProfile",
     "audience_reason",
     "consent_gate",
+    "is_lapsed",
     "last_seen",
     "profile_change",
     "with_change",
@@ -201,6 +200,19 @@ def last_seen(profile: Mapping[str, Any] | None, merchant_id: Any) -> float | No
     return None
 
 
+def is_lapsed(profile: Mapping[str, Any] | None, merchant_id: Any, t: float, lapsed_after_s: float) -> bool:
+    """Whether the user visited or redeemed at the merchant, but not in the ``lapsed_after_s`` before ``t``.
+
+    Examples
+    --------
+    >>> p = {"seen": [["m1", 0.0]]}
+    >>> is_lapsed(p, "m1", 100.0, 100.0), is_lapsed(p, "m1", 99.0, 100.0), is_lapsed(p, "m2", 1e9, 100.0)
+    (True, False, False)
+    """
+    seen = last_seen(profile, merchant_id)
+    return seen is not None and t - seen >= lapsed_after_s
+
+
 def with_seen(profile: Mapping[str, Any] | None, merchant_id: Any, ts: float) -> dict[str, Any] | None:
     """The profile with a visit or redemption at the merchant at ``ts``; None when it changes nothing.
 
@@ -254,10 +266,10 @@ def audience_reason(
         return None
     if audience == "members":
         return None if profile and profile.get("tier") is not None else "audience"
+    if audience == "lapsed":
+        return None if is_lapsed(profile, merchant_id, t, lapsed_after_s) else "audience"
     seen = last_seen(profile, merchant_id)
     if audience == "new":
         welcomed = profile.get("welcomed", ()) if profile else ()
         return None if seen is None and merchant_id not in welcomed else "audience"
-    if audience == "returning":
-        return None if seen is not None else "audience"
-    return None if seen is not None and t - seen >= lapsed_after_s else "audience"  # lapsed
+    return None if seen is not None else "audience"  # returning
