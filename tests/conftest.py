@@ -195,3 +195,44 @@ def run_threads(n, work):
             return list(pool.map(body, range(n)))
     finally:
         sys.setswitchinterval(interval)
+
+
+# ------------------------------------------------------------------ dispatcher tests: policy, places, backends
+#: A policy without gaps, caps, quiet hours or holdout: every trigger pushes (the tests add the limits they test).
+OPEN = {
+    "quiet_hours": None,
+    "holdout_fraction": 0.0,
+    "min_gap_s": 0.0,
+    "max_per_offer": None,
+    "max_per_merchant_per_day": None,
+    "max_per_day": None,
+    "max_per_week": None,
+}
+
+
+def offset(lat, lon, dist_m, az_deg=90.0):
+    """The point ``dist_m`` metres from (lat, lon) along azimuth ``az_deg`` (GeographicLib's direct problem)."""
+    lon2, lat2, _ = GEOD.fwd(lon, lat, az_deg, dist_m)
+    return float(lat2), float(lon2)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def state_factory(request, tmp_path):
+    """``make(name="state.db")``: a new state of the parameter's backend (SQLite: that file); ``make.kind`` names it."""
+    made = []
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+
+    def make(name="state.db"):
+        if request.param == "memory":
+            st = og.MemoryState()
+        elif request.param == "redis":
+            st = new_redis_state(server)
+        else:
+            st = og.SQLiteState(tmp_path / name)
+        made.append(st)
+        return st
+
+    make.kind = request.param
+    yield make
+    for st in made:
+        st.close()

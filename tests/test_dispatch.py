@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from conftest import geographiclib_m, new_redis_state
-from pyproj import Geod
+from conftest import OPEN, geographiclib_m, offset
 
 import o2o_geo as og
 from o2o_geo import simulate
@@ -22,23 +21,8 @@ from o2o_geo.errors import (
     UnknownStoreError,
 )
 
-GEOD = Geod(ellps="WGS84")
 CENTRE = (31.2304, 121.4737)
 T0 = 1767258000.0  # 2026-01-01 17:00 Asia/Shanghai (09:00 UTC)
-OPEN = {
-    "quiet_hours": None,
-    "holdout_fraction": 0.0,
-    "min_gap_s": 0.0,
-    "max_per_offer": None,
-    "max_per_merchant_per_day": None,
-    "max_per_day": None,
-    "max_per_week": None,
-}
-
-
-def offset(lat, lon, dist_m, az_deg=90.0):
-    lon2, lat2, _ = GEOD.fwd(lon, lat, az_deg, dist_m)
-    return float(lat2), float(lon2)
 
 
 def make_stores(**extra_cols):
@@ -63,26 +47,6 @@ def make_offers(**kw):
             og.Offer("tea", "mB", category="tea", discount_rate=0.9),
         ]
     )
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def state_factory(request, tmp_path):
-    made = []
-    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
-
-    def make():
-        if request.param == "memory":
-            st = og.MemoryState()
-        elif request.param == "redis":
-            st = new_redis_state(server)
-        else:
-            st = og.SQLiteState(tmp_path / "state.db")
-        made.append(st)
-        return st
-
-    yield make
-    for st in made:
-        st.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import GEOD, new_redis_state, snapshot
+from conftest import GEOD, snapshot
 
 import o2o_geo as og
 from o2o_geo.errors import InvalidCoordinateError, InvalidParameterError
@@ -85,26 +85,9 @@ def expected_counts(why):
     return out
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_state(request, tmp_path):
-    made = []
-
-    def make():
-        if request.param == "redis":
-            st = new_redis_state(request.getfixturevalue("redis_server"))
-        else:
-            st = og.MemoryState() if request.param == "memory" else og.SQLiteState(tmp_path / "state.db")
-        made.append(st)
-        return st
-
-    yield make
-    for st in made:
-        st.close()
-
-
-def test_explain_predicts_every_decision_and_count_and_changes_nothing(make_state):
+def test_explain_predicts_every_decision_and_count_and_changes_nothing(state_factory):
     index, offers, policy, stores = world()
-    engine = og.Dispatcher(index, offers, policy=policy, state=make_state(), feedback_interval_s=0.0)
+    engine = og.Dispatcher(index, offers, policy=policy, state=state_factory(), feedback_interval_s=0.0)
     seen = Counter()
     for user, lat, lon, ts, acc, dismiss in walk(3, stores):
         engine.flush_feedback()  # explain reads the history as it stands; on_location would fold this in first

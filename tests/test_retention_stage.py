@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import geographiclib_m, new_redis_state, run_threads
-from pyproj import Geod
+from conftest import OPEN, geographiclib_m, offset, run_threads
 
 import o2o_geo as og
 from o2o_geo import simulate
 from o2o_geo._dispatch._report import REPEAT_COLUMNS
 from o2o_geo.errors import InvalidParameterError, InvalidRecordError
 
-GEOD = Geod(ellps="WGS84")
 CENTRE = (31.2304, 121.4737)
 T0 = 1767258000.0  # 2026-01-01 17:00 Asia/Shanghai
 DAY = 86400.0
-OPEN = {
-    "quiet_hours": None,
-    "holdout_fraction": 0.0,
-    "min_gap_s": 0.0,
-    "max_per_offer": None,
-    "max_per_merchant_per_day": None,
-    "max_per_day": None,
-    "max_per_week": None,
-}
-
-
-def offset(lat, lon, dist_m, az_deg=90.0):
-    lon2, lat2, _ = GEOD.fwd(lon, lat, az_deg, dist_m)
-    return float(lat2), float(lon2)
-
-
 A = CENTRE
 B = offset(*CENTRE, 500.0)  # merchant mB
 C = offset(*CENTRE, 2000.0, 0.0)  # merchant mA's second store
@@ -47,30 +29,9 @@ def make_index():
     )
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def make_state(request, tmp_path):
-    made = []
-    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
-
-    def make(name="state.db"):
-        if request.param == "memory":
-            st = og.MemoryState()
-        elif request.param == "redis":
-            st = new_redis_state(server)
-        else:
-            st = og.SQLiteState(tmp_path / name)
-        made.append(st)
-        return st
-
-    make.kind = request.param
-    yield make
-    for st in made:
-        st.close()
-
-
-def engine_with(make_state, offers, state=None, **policy):
+def engine_with(state_factory, offers, state=None, **policy):
     return og.Dispatcher(
-        make_index(), og.OfferSet(offers), policy=og.PushPolicy(**{**OPEN, **policy}), state=state or make_state()
+        make_index(), og.OfferSet(offers), policy=og.PushPolicy(**{**OPEN, **policy}), state=state or state_factory()
     )
 
 
@@ -79,8 +40,8 @@ def pushes(eng, user, where, t):
 
 
 # ------------------------------------------------------------------ exit
-def test_exit_fires_once_after_a_visit_when_the_user_leaves_for_good(make_state):
-    eng = engine_with(make_state, [og.Offer("thanks", "mA", discount_rate=0.9)], triggers=("exit",), dwell_s=300.0)
+def test_exit_fires_once_after_a_visit_when_the_user_leaves_for_good(state_factory):
+    eng = engine_with(state_factory, [og.Offer("thanks", "mA", discount_rate=0.9)], triggers=("exit",), dwell_s=300.0)
     assert pushes(eng, "u", A, T0) == []  # enter: not a trigger here
     assert pushes(eng, "u", offset(*A, 20.0), T0 + 400) == []  # the dwell: a visit, no push
     edge = offset(*A, 115.0)  # outside the 100 m fence, inside its 30 m buffer
@@ -96,8 +57,8 @@ def test_exit_fires_once_after_a_visit_when_the_user_leaves_for_good(make_state)
     assert [e["kind"] for e in eng.state.events()] == ["visit"]
 
 
-def test_exit_after_exit_after_s_in_the_buffer_and_never_without_a_visit(make_state):
-    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=300.0, exit_after_s=120.0)
+def test_exit_after_exit_after_s_in_the_buffer_and_never_without_a_visit(state_factory):
+    eng = engine_with(state_factory, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=300.0, exit_after_s=120.0)
     edge = offset(*A, 115.0)
     # a pass-by (no dwell) never exits
     assert pushes(eng, "passer", A, T0) == []
@@ -110,8 +71,8 @@ def test_exit_after_exit_after_s_in_the_buffer_and_never_without_a_visit(make_st
     assert pushes(eng, "v", edge, T0 + 640) == []
 
 
-def test_exit_jitter_at_the_edge_never_fires(make_state):
-    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=60.0, exit_after_s=120.0)
+def test_exit_jitter_at_the_edge_never_fires(state_factory):
+    eng = engine_with(state_factory, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=60.0, exit_after_s=120.0)
     eng.on_location("u", *A, T0)
     eng.on_location("u", *A, T0 + 61)  # a visit
     t, out = T0 + 61, []
@@ -121,9 +82,9 @@ def test_exit_jitter_at_the_edge_never_fires(make_state):
     assert out == []
 
 
-def test_exit_goes_through_the_same_gates_as_every_push(make_state):
+def test_exit_goes_through_the_same_gates_as_every_push(state_factory):
     eng = engine_with(
-        make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=60.0, quiet_hours=(17, 18)
+        state_factory, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=60.0, quiet_hours=(17, 18)
     )  # T0 is 17:00 local: quiet
     eng.on_location("u", *A, T0)
     eng.on_location("u", *A, T0 + 61)
@@ -133,9 +94,9 @@ def test_exit_goes_through_the_same_gates_as_every_push(make_state):
 
 
 # ------------------------------------------------------------------ lapsed
-def test_lapsed_fires_on_entering_any_store_of_a_merchant_not_visited_for_lapsed_after_days(make_state):
+def test_lapsed_fires_on_entering_any_store_of_a_merchant_not_visited_for_lapsed_after_days(state_factory):
     offers = [og.Offer("winback", "mA", discount_rate=0.7), og.Offer("tea", "mB", discount_rate=0.9)]
-    eng = engine_with(make_state, offers, triggers=("lapsed",), lapsed_after_days=30.0)
+    eng = engine_with(state_factory, offers, triggers=("lapsed",), lapsed_after_days=30.0)
     t_visit = T0 - 31 * DAY
     eng.record(og.Event("visit", "old", t_visit, store_id="A"))
     eng.record(og.Event("redeem", "recent", T0 - 29 * DAY, offer_id="winback"))
@@ -148,8 +109,8 @@ def test_lapsed_fires_on_entering_any_store_of_a_merchant_not_visited_for_lapsed
     assert eng.user("old").last_seen_ts == {"mA": t_visit}
 
 
-def test_lapsed_is_measured_against_the_merchants_last_visit_inferred_or_recorded(make_state):
-    eng = engine_with(make_state, [og.Offer("o", "mA")], triggers=("enter", "lapsed"), dwell_s=300.0)
+def test_lapsed_is_measured_against_the_merchants_last_visit_inferred_or_recorded(state_factory):
+    eng = engine_with(state_factory, [og.Offer("o", "mA")], triggers=("enter", "lapsed"), dwell_s=300.0)
     t1 = T0 - 40 * DAY
     eng.on_location("u", *A, t1)  # enter (pushed)
     eng.on_location("u", *A, t1 + 301)  # the dwell: an inferred visit at mA
@@ -166,14 +127,14 @@ def test_lapsed_is_measured_against_the_merchants_last_visit_inferred_or_recorde
 
 
 # ------------------------------------------------------------------ audiences
-def test_audiences_follow_the_users_history_with_the_merchant(make_state):
+def test_audiences_follow_the_users_history_with_the_merchant(state_factory):
     offers = [
         og.Offer("first", "mA", discount_rate=0.7, audience="new"),
         og.Offer("again", "mA", discount_rate=0.9, audience="returning"),
         og.Offer("miss-you", "mA", discount_rate=0.8, audience="lapsed"),
         og.Offer("gold", "mA", discount_rate=0.95, audience="members"),
     ]
-    eng = engine_with(make_state, offers, max_per_ping=4)
+    eng = engine_with(state_factory, offers, max_per_ping=4)
     eng.record(og.Event("visit", "back", T0 - 2 * DAY, store_id="A"))
     eng.record(og.Event("visit", "gone", T0 - 90 * DAY, store_id="C"))
     eng.set_user("member", tier="gold")
@@ -187,9 +148,9 @@ def test_audiences_follow_the_users_history_with_the_merchant(make_state):
     assert eng.stats["audience"] == 4 * 4 - 6
 
 
-def test_a_new_customer_offer_is_given_once_per_merchant_ever(make_state):
+def test_a_new_customer_offer_is_given_once_per_merchant_ever(state_factory):
     offers = [og.Offer("first", "mA", discount_rate=0.7, audience="new"), og.Offer("first-2", "mA", audience="new")]
-    eng = engine_with(make_state, offers)
+    eng = engine_with(state_factory, offers)
     assert pushes(eng, "u", A, T0) == [("first", "A", "enter")]
     eng.on_location("u", *offset(*A, 800.0), T0 + 60)
     assert pushes(eng, "u", C, T0 + 120) == []  # still never visited, but already welcomed by mA
@@ -197,11 +158,11 @@ def test_a_new_customer_offer_is_given_once_per_merchant_ever(make_state):
 
 
 @pytest.mark.parametrize("holdout", [0.0, 0.999])
-def test_racing_pings_never_give_a_user_two_new_customer_offers(make_state, holdout):
+def test_racing_pings_never_give_a_user_two_new_customer_offers(state_factory, holdout):
     """16 threads, one user, entering both stores of mA at once with two new-customer offers: exactly one decision."""
     offers = [og.Offer("first", "mA", discount_rate=0.7, audience="new"), og.Offer("first-2", "mA", audience="new")]
     index = make_index()
-    state = make_state()
+    state = state_factory()
     engines = [
         og.Dispatcher(index, og.OfferSet(offers), policy=og.PushPolicy(**{**OPEN, "holdout_fraction": holdout}),
                       state=state)
@@ -217,8 +178,8 @@ def test_racing_pings_never_give_a_user_two_new_customer_offers(make_state, hold
 
 
 # ------------------------------------------------------------------ consent and profiles
-def test_an_opted_out_user_is_never_pushed_live_in_a_replay_or_a_dry_run(make_state):
-    eng = engine_with(make_state, [og.Offer("o", "mA")], triggers=("enter", "dwell", "exit", "lapsed"))
+def test_an_opted_out_user_is_never_pushed_live_in_a_replay_or_a_dry_run(state_factory):
+    eng = engine_with(state_factory, [og.Offer("o", "mA")], triggers=("enter", "dwell", "exit", "lapsed"))
     eng.set_user("no", opt_in=False)
     eng.record(og.Event("visit", "no", T0 - 60 * DAY, store_id="A"))
     assert eng.explain_ping("no", *A, T0).reason == "opted_out"
@@ -226,7 +187,10 @@ def test_an_opted_out_user_is_never_pushed_live_in_a_replay_or_a_dry_run(make_st
     ts = [T0, T0 + 400, T0 + 500, T0 + 900, T0 + 1300]
     assert [d for w, t in zip(route, ts, strict=True) for d in eng.on_location("no", *w, t)] == []
     replay = engine_with(
-        make_state, [og.Offer("o", "mA")], state=make_state("replay.db"), triggers=("enter", "dwell", "exit", "lapsed")
+        state_factory,
+        [og.Offer("o", "mA")],
+        state=state_factory("replay.db"),
+        triggers=("enter", "dwell", "exit", "lapsed"),
     )
     replay.set_user("no", opt_in=False)
     lat, lon = zip(*route, strict=True)
@@ -238,8 +202,8 @@ def test_an_opted_out_user_is_never_pushed_live_in_a_replay_or_a_dry_run(make_st
     assert [e["kind"] for e in eng.state.events() if e["inferred"]] == ["visit"]  # visits are still measured
 
 
-def test_require_opt_in_pushes_only_users_who_opted_in(make_state):
-    eng = engine_with(make_state, [og.Offer("o", "mA")], require_opt_in=True)
+def test_require_opt_in_pushes_only_users_who_opted_in(state_factory):
+    eng = engine_with(state_factory, [og.Offer("o", "mA")], require_opt_in=True)
     eng.set_user("yes", opt_in=True)
     eng.set_user("member-no-consent", tier="gold")
     assert pushes(eng, "yes", A, T0) == [("o", "A", "enter")]
@@ -247,14 +211,14 @@ def test_require_opt_in_pushes_only_users_who_opted_in(make_state):
     assert eng.stats["not_opted_in"] == 2
 
 
-def test_set_user_updates_only_what_it_is_given_and_survives_a_restart(make_state, tmp_path):
-    state = make_state()
-    eng = engine_with(make_state, [og.Offer("o", "mA")], state=state)
+def test_set_user_updates_only_what_it_is_given_and_survives_a_restart(state_factory, tmp_path):
+    state = state_factory()
+    eng = engine_with(state_factory, [og.Offer("o", "mA")], state=state)
     eng.set_user("u", opt_in=True, tier="gold", city="Shanghai", age=31, vip=False, score=0.5)
     eng.set_user("u", age=None, tier=None)
     p = eng.user("u")
     assert (p.opt_in, p.tier, dict(p.attributes)) == (True, None, {"city": "Shanghai", "vip": False, "score": 0.5})
-    if make_state.kind != "memory":  # a second engine on the same store sees it
+    if state_factory.kind != "memory":  # a second engine on the same store sees it
         again = og.Dispatcher(make_index(), og.OfferSet([og.Offer("o", "mA")]), state=state)
         assert again.user("u") == p
     assert eng.user(7) == og.UserProfile(7)
@@ -271,8 +235,8 @@ def test_set_user_updates_only_what_it_is_given_and_survives_a_restart(make_stat
         ({"note": "x" * 300}, InvalidParameterError, "longer than 256"),
     ],
 )
-def test_set_user_bad_input_is_a_typed_error_and_changes_nothing(make_state, kwargs, error, match):
-    eng = engine_with(make_state, [og.Offer("o", "mA")])
+def test_set_user_bad_input_is_a_typed_error_and_changes_nothing(state_factory, kwargs, error, match):
+    eng = engine_with(state_factory, [og.Offer("o", "mA")])
     eng.set_user("u", opt_in=False, city="Shanghai")
     before = eng.state.read_profile("u")
     with pytest.raises(error, match=match):
@@ -282,8 +246,8 @@ def test_set_user_bad_input_is_a_typed_error_and_changes_nothing(make_state, kwa
         eng.set_user(None, opt_in=True)
 
 
-def test_forget_user_erases_the_profile(make_state):
-    eng = engine_with(make_state, [og.Offer("o", "mA", audience="new")])
+def test_forget_user_erases_the_profile(state_factory):
+    eng = engine_with(state_factory, [og.Offer("o", "mA", audience="new")])
     eng.set_user("u", opt_in=True, tier="gold")
     assert pushes(eng, "u", A, T0) == [("o", "A", "enter")]
     eng.record(og.Event("redeem", "u", T0 + 60, offer_id="o"))
@@ -299,8 +263,10 @@ def test_offer_audience_is_checked():
 
 
 # ------------------------------------------------------------------ the report measures retention
-def test_report_retention_counts_repeat_visits_after_the_anchor_in_complete_windows(make_state):
-    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=300.0, holdout_fraction=0.5)
+def test_report_retention_counts_repeat_visits_after_the_anchor_in_complete_windows(state_factory):
+    eng = engine_with(
+        state_factory, [og.Offer("thanks", "mA")], triggers=("exit",), dwell_s=300.0, holdout_fraction=0.5
+    )
     held = next(u for u in (f"u{i}" for i in range(100)) if eng.policy.is_holdout(u))
     pushed = next(u for u in (f"u{i}" for i in range(100)) if not eng.policy.is_holdout(u))
     late = next(u for u in (f"u{i}" for i in range(100, 200)) if not eng.policy.is_holdout(u))
@@ -411,9 +377,9 @@ def test_the_member_tier_is_a_scorer_feature_and_fit_learns_it():
     # (no tiers given: the column is all zeros and its weight keeps the prior)
 
 
-def test_set_user_tier_reaches_the_scorer_here_and_in_another_process_on_the_same_state(make_state):
+def test_set_user_tier_reaches_the_scorer_here_and_in_another_process_on_the_same_state(state_factory):
     """``other`` stands for another process: its own scorer, the same state (MemoryState: the same object)."""
-    state = make_state()
+    state = state_factory()
     weights = {"member": 1.5}
     one = og.Dispatcher(make_index(), og.OfferSet([og.Offer("o", "mA")]), policy=og.PushPolicy(**OPEN),
                         state=state, scorer=None)  # fmt: skip
@@ -461,8 +427,8 @@ def test_batch_and_per_ping_decide_the_same_when_tiers_were_set_by_another_engin
     assert runs[0] == runs[1] and len(runs[0]) > 50
 
 
-def test_an_exit_within_the_nearby_radius_is_an_exit_not_a_nearby(make_state):
-    eng = engine_with(make_state, [og.Offer("thanks", "mA")], triggers=("nearby", "exit"), dwell_s=60.0,
+def test_an_exit_within_the_nearby_radius_is_an_exit_not_a_nearby(state_factory):
+    eng = engine_with(state_factory, [og.Offer("thanks", "mA")], triggers=("nearby", "exit"), dwell_s=60.0,
                       nearby_radius_m=300.0)  # fmt: skip
     eng.on_location("u", *A, T0)  # (a nearby push: inside the nearby radius too)
     eng.on_location("u", *A, T0 + 61)  # a visit
