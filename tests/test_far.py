@@ -12,11 +12,11 @@ import o2o_geo as og
 from o2o_geo._geodesy import (
     WGS84_A_M,
     WGS84_B_M,
-    _ecef,
-    _parametric_unit,
     andoyer_lambert_m,
     chord_reach_m,
     chord_reach_scalar_m,
+    ecef_m,
+    parametric_unit,
 )
 
 DISTANCE_CLASSES_M = [1.0, 1e3, 1e5, 1e6, 1e7]
@@ -48,7 +48,7 @@ def _near_antipodal(rng, n):
 
 
 def _chords(lat1, lon1, lat2, lon2):
-    p, q = _ecef(lat1, lon1), _ecef(lat2, lon2)
+    p, q = ecef_m(lat1, lon1), ecef_m(lat2, lon2)
     return np.linalg.norm(p - q, axis=1), np.linalg.norm(p, axis=1)
 
 
@@ -84,7 +84,7 @@ def test_inscribed_sphere_lower_bound(rng):
     parts = [_pairs_at(rng, 300, d) for d in DISTANCE_CLASSES_M] + [_near_antipodal(rng, 300)]
     lat1, lon1, lat2, lon2 = (np.concatenate(x) for x in zip(*parts, strict=True))
     _, _, s = GEOD.inv(lon1, lat1, lon2, lat2)
-    p, q = _ecef(lat1, lon1), _ecef(lat2, lon2)
+    p, q = ecef_m(lat1, lon1), ecef_m(lat2, lon2)
     theta = np.arctan2(np.linalg.norm(np.cross(p, q), axis=1), np.einsum("ij,ij->i", p, q))
     assert np.all(WGS84_B_M * theta <= s + 1e-6)
 
@@ -94,7 +94,7 @@ def test_andoyer_lambert_bound_holds(rng):
     parts.append(_near_antipodal(rng, 40_000))
     lat1, lon1, lat2, lon2 = (np.concatenate(x) for x in zip(*parts, strict=True))
     _, _, s = GEOD.inv(lon1, lat1, lon2, lat2)
-    est, bound = andoyer_lambert_m(_parametric_unit(lat1, lon1), _parametric_unit(lat2, lon2))
+    est, bound = andoyer_lambert_m(parametric_unit(lat1, lon1), parametric_unit(lat2, lon2))
     assert np.all(np.abs(est - s) <= bound)
     # and it is a tight filter below 10,000 km: tens of metres, not tens of kilometres
     below = s < 1e7

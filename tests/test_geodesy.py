@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import o2o_geo as og
-from o2o_geo._geodesy import CHORD_SLACK_M, _ecef, chord_error_bound_m
+from o2o_geo._geodesy import CHORD_SLACK_M, chord_error_bound_m, ecef_m
 
 lats = st.floats(-90, 90, allow_nan=False)
 lons = st.floats(-180, 180, allow_nan=False)
@@ -41,7 +41,7 @@ def test_error_bound_holds_on_a_million_pairs():
     lon2, lat2, _ = GEOD.fwd(lon1, lat1, rng.uniform(0, 360, n), 10 ** rng.uniform(-2, 5, n))
     ours = og.geodesic_distance_m(lat1, lon1, lat2, lon2)
     _, _, ref = GEOD.inv(lon1, lat1, lon2, lat2)
-    p, q = _ecef(lat1, lon1), _ecef(np.asarray(lat2), np.asarray(lon2))
+    p, q = ecef_m(lat1, lon1), ecef_m(np.asarray(lat2), np.asarray(lon2))
     chord = np.linalg.norm(p - q, axis=1)
     assert np.all(np.abs(ours - ref) <= chord_error_bound_m(chord))
     # and a chord never exceeds its geodesic by more than the pruning slack

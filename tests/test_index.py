@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import brute_distances_m, brute_nearest, brute_within, make_index, random_stores
+from conftest import GEOD, brute_distances_m, brute_nearest, brute_within, make_index, random_stores
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,9 +47,7 @@ def test_near_ties_and_duplicates_rank_like_geographiclib(rng):
     # the ellipsoid separates the ring by micrometres to metres, duplicates tie exactly
     qlat, qlon = 45.0, 10.0
     az = np.linspace(0, 360, 64, endpoint=False)
-    lon2, lat2, _ = og.geodesic_distance_m.__globals__["_GEOD"].fwd(
-        np.full(64, qlon), np.full(64, qlat), az, np.full(64, 1234.5)
-    )
+    lon2, lat2, _ = GEOD.fwd(np.full(64, qlon), np.full(64, qlat), az, np.full(64, 1234.5))
     slat = np.concatenate([lat2, lat2[:10], [qlat, qlat]])
     slon = np.concatenate([lon2, lon2[:10], [qlon, qlon]])
     index = make_index(slat, slon)
@@ -311,7 +309,7 @@ def test_within_property(qlat, qlon, seed, n, radius):
     slat = np.clip(qlat + r.normal(0, 0.5, n), -90, 90)
     slon = (qlon + r.normal(0, 0.5, n) + 180) % 360 - 180
     if n > 3:  # one store exactly at the radius, one exactly at the point
-        lon2, lat2, _ = og.geodesic_distance_m.__globals__["_GEOD"].fwd(qlon, qlat, 33.0, radius)
+        lon2, lat2, _ = GEOD.fwd(qlon, qlat, 33.0, radius)
         slat[0], slon[0] = lat2, lon2
         slat[1], slon[1] = qlat, qlon
     index = make_index(slat, slon)

@@ -25,11 +25,10 @@ from ._dispatch import (
 from ._fences import FenceHit, FenceHits, Geofences
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
 from ._history import Event, UserHistory
-from ._index import StoreIndex
+from ._index import Matches, Neighbors, Pairs, StoreIndex, StoreRadii
 from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet
 from ._policy import Budget, PushPolicy
-from ._results import Matches, Neighbors, Pairs, StoreRadii
 from ._sample import sample_stores
 from ._scoring import OfferScorer, ScoredCandidates, ScoredOffer
 from ._state import DispatchState, MemoryState, RedisState, SQLiteState

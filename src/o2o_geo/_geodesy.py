@@ -62,12 +62,12 @@ GeographicLib, and every distance returned is GeographicLib's.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pyproj import Geod
 
-from ._types import FloatArray
+from ._types import FloatArray, IntArray
 from ._validate import as_latlon
 
 __all__ = [
@@ -126,11 +126,11 @@ def latlon_to_ecef_m(lat: Any, lon: Any) -> FloatArray:
     6356752.3
     """
     lat_a, lon_a, is_scalar = as_latlon(lat, lon)
-    out = _ecef(lat_a, lon_a)
+    out = ecef_m(lat_a, lon_a)
     return out[0] if is_scalar else out
 
 
-def _ecef(lat: FloatArray, lon: FloatArray) -> FloatArray:
+def ecef_m(lat: FloatArray, lon: FloatArray) -> FloatArray:
     """Unchecked ECEF conversion of 1-D arrays; returns (n, 3)."""
     phi = np.radians(lat)
     lam = np.radians(lon)
@@ -144,12 +144,12 @@ def _ecef(lat: FloatArray, lon: FloatArray) -> FloatArray:
     return out
 
 
-def _normal_norm(xyz: FloatArray) -> FloatArray:
+def normal_norm(xyz: FloatArray) -> FloatArray:
     """``|grad F| / 2`` of the ellipsoid equation at each point (one per row)."""
     return np.sqrt((xyz[:, 0] ** 2 + xyz[:, 1] ** 2) * _INV_A4 + xyz[:, 2] ** 2 * _INV_B4)
 
 
-def _ecef_scalar(lat: float, lon: float) -> tuple[float, float, float, float]:
+def ecef_scalar_m(lat: float, lon: float) -> tuple[float, float, float, float]:
     """ECEF x, y, z and the normal norm of one point, in plain floats."""
     phi = math.radians(lat)
     lam = math.radians(lon)
@@ -162,11 +162,163 @@ def _ecef_scalar(lat: float, lon: float) -> tuple[float, float, float, float]:
     return x, y, z, math.sqrt((x * x + y * y) * _INV_A4 + z * z * _INV_B4)
 
 
+class GeoPoints:
+    """Points on the ellipsoid and what the distance kernels need of them, computed once.
+
+    ``lat``, ``lon``, ``z`` (ECEF z), ``gn`` (:func:`normal_norm`) and ``r``
+    (distance from the centre) have shape (n,); ``xyz`` (ECEF) and ``u``
+    (:func:`parametric_unit`, computed on first use: only far pairs need it)
+    shape (n, 3).  Query batches and an index's stores are both held this way,
+    so every kernel below reads the two sides alike.
+    """
+
+    __slots__ = ("lat", "lon", "xyz", "z", "gn", "r", "_u")
+
+    def __init__(self, lat: FloatArray, lon: FloatArray) -> None:
+        self.lat, self.lon = lat, lon
+        self.xyz = ecef_m(lat, lon)
+        self.z = self.xyz[:, 2].copy()
+        self.gn = normal_norm(self.xyz)
+        self.r = np.sqrt(np.einsum("ij,ij->i", self.xyz, self.xyz))
+        self._u: FloatArray | None = None
+
+    def __len__(self) -> int:
+        return int(self.lat.shape[0])
+
+    @property
+    def u(self) -> FloatArray:
+        if self._u is None:
+            self._u = parametric_unit(self.lat, self.lon)
+        return self._u
+
+    def concat(self, other: GeoPoints) -> GeoPoints:
+        """These points followed by ``other``'s (nothing recomputed)."""
+        out = GeoPoints.__new__(GeoPoints)
+        for name in ("lat", "lon", "xyz", "z", "gn", "r"):
+            setattr(out, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+        out._u = None if self._u is None or other._u is None else np.concatenate([self._u, other._u])
+        return out
+
+    def take(self, rows: IntArray) -> GeoPoints:
+        """The points at ``rows``."""
+        out = GeoPoints.__new__(GeoPoints)
+        for name in ("lat", "lon", "xyz", "z", "gn", "r"):
+            setattr(out, name, getattr(self, name)[rows])
+        out._u = None if self._u is None else self._u[rows]
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class RoughEntries(NamedTuple):
+    """The entries of a candidate block estimated by Andoyer-Lambert (chord over :data:`CHORD_SERIES_MAX_M`)."""
+
+    row: IntArray
+    col: IntArray
+    err_m: FloatArray
+
+
+class BlockDistances(NamedTuple):
+    """Distance estimates of an (r, m) candidate block: :func:`block_distance_m`."""
+
+    dist_m: FloatArray
+    #: One bound per row for its closed-form entries (the bound at the row's longest such chord).
+    err_m: FloatArray
+    rough: RoughEntries | None
+
+
+def norm3(d: FloatArray) -> FloatArray:
+    """Row norms of an (m, 3) array, summed in the order cKDTree sums them (so chords agree to the bit)."""
+    x, y, z = d[:, 0], d[:, 1], d[:, 2]
+    return np.sqrt((x * x + y * y) + z * z)
+
+
+def series_m(
+    q: GeoPoints, qi: IntArray, p: GeoPoints, pi: IntArray, chord_m: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Closed-form geodesic lengths of (``q[qi]``, ``p[pi]``) chords up to :data:`CHORD_SERIES_MAX_M`, and bounds."""
+    dist = chord_to_geodesic_m(chord_m, p.z[pi] - q.z[qi], 0.5 * (q.gn[qi] + p.gn[pi]))
+    return dist, np.asarray(chord_error_bound_m(chord_m), dtype=np.float64)
+
+
+def pair_distance_m(
+    q: GeoPoints, qi: IntArray, p: GeoPoints, pi: IntArray, chord_m: FloatArray
+) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    """Distance estimates of (``q[qi]``, ``p[pi]``) pairs given as flat arrays.
+
+    Returns the distance, its error bound and a mask of the rough pairs:
+    chords up to :data:`CHORD_SERIES_MAX_M` are converted in closed form
+    (error below 1e-6 m), longer ones are Andoyer-Lambert estimates whose
+    bound is metres; the caller measures those with GeographicLib
+    (:func:`measure_m`) where the bound matters.
+    """
+    rough = chord_m > CHORD_SERIES_MAX_M
+    n_rough = int(np.count_nonzero(rough))
+    if n_rough == rough.shape[0]:
+        dist, err = andoyer_lambert_m(q.u[qi], p.u[pi])
+        return dist, err, rough
+    if n_rough:
+        short = ~rough
+        dist = np.empty(chord_m.shape[0])
+        err = np.empty(chord_m.shape[0])
+        dist[short], err[short] = series_m(q, qi[short], p, pi[short], chord_m[short])
+        dist[rough], err[rough] = andoyer_lambert_m(q.u[qi[rough]], p.u[pi[rough]])
+        return dist, err, rough
+    dist, err = series_m(q, qi, p, pi, chord_m)
+    return dist, err, rough
+
+
+def block_distance_m(c: FloatArray, s: IntArray, rows: IntArray, q: GeoPoints, p: GeoPoints) -> BlockDistances:
+    """Distance estimates of an (r, m) block: query ``q[rows[i]]`` to point ``p[s[i, j]]`` at chord ``c[i, j]``.
+
+    ``inf`` where ``s < 0``.  Entries with a chord over
+    :data:`CHORD_SERIES_MAX_M` are Andoyer-Lambert estimates, returned as
+    :class:`RoughEntries` with their own bounds (``None`` when there are none).
+    """
+    valid_all = bool((s >= 0).all())
+    sv = s if valid_all else np.maximum(s, 0)
+    cv = c if valid_all else np.where(s >= 0, c, 0.0)
+    dz = p.z[sv]
+    dz -= q.z[rows][:, None]
+    gnm = p.gn[sv]
+    gnm += q.gn[rows][:, None]
+    gnm *= 0.5
+    dist = chord_to_geodesic_m(cv, dz, gnm)
+    c_max = cv.max(axis=1) if cv.shape[1] else np.zeros(cv.shape[0])
+    rough = None
+    long_rows = np.flatnonzero(c_max > CHORD_SERIES_MAX_M)
+    if long_rows.size:
+        c_max[long_rows] = CHORD_SERIES_MAX_M  # their closed-form entries are shorter
+        fr, fc = np.nonzero(cv[long_rows] > CHORD_SERIES_MAX_M)
+        rr = long_rows[fr]
+        est, e = andoyer_lambert_m(q.u[rows[rr]], p.u[sv[rr, fc]])
+        dist[rr, fc] = est
+        rough = RoughEntries(rr, fc, e)
+    err = np.asarray(chord_error_bound_m(c_max), dtype=np.float64)
+    if not valid_all:
+        dist[s < 0] = np.inf
+    return BlockDistances(dist, err, rough)
+
+
+def measure_m(
+    q: GeoPoints, qi: IntArray, p: GeoPoints, pi: IntArray, dist: FloatArray, err: FloatArray, which: np.ndarray
+) -> None:
+    """Replace the distances of the pairs in ``which`` by GeographicLib's (error bound 0), in place."""
+    if which.any():
+        dist[which] = geodesic_inverse_m(q.lat[qi[which]], q.lon[qi[which]], p.lat[pi[which]], p.lon[pi[which]])
+        err[which] = 0.0
+
+
 def chord_to_geodesic_m(chord_m: FloatArray, dz_m: FloatArray, gnorm_mean: FloatArray) -> FloatArray:
     """Geodesic length of short chords (valid up to :data:`CHORD_SERIES_MAX_M`).
 
     ``dz_m`` is the chord's z component and ``gnorm_mean`` the mean of the
-    ellipsoid normal norms (:func:`_normal_norm`) at the chord's two ends (the
+    ellipsoid normal norms (:func:`normal_norm`) at the chord's two ends (the
     mean of the ends is more accurate than the norm at the chord's middle,
     which lies below the surface).  Zero chords give zero.  Arrays broadcast;
     ``dz_m`` and ``gnorm_mean`` must be fresh temporaries of the result's
@@ -241,7 +393,7 @@ def chord_reach_scalar_m(distance_m: float, radius_m: float) -> float:
     return min(math.sqrt(reach2), distance_m) * (1.0 + 1e-9) + CHORD_SLACK_M
 
 
-def _parametric_unit(lat: FloatArray, lon: FloatArray) -> FloatArray:
+def parametric_unit(lat: FloatArray, lon: FloatArray) -> FloatArray:
     """Unit vectors of the points on the parametric (reduced-latitude) sphere, shape (n, 3)."""
     phi = np.radians(lat)
     beta = np.arctan2((1.0 - WGS84_F) * np.sin(phi), np.cos(phi))
@@ -257,7 +409,7 @@ def _parametric_unit(lat: FloatArray, lon: FloatArray) -> FloatArray:
 def andoyer_lambert_m(u1: FloatArray, u2: FloatArray) -> tuple[FloatArray, FloatArray]:
     """First-order geodesic distances and their error bounds for pairs of parametric unit vectors.
 
-    ``u1`` and ``u2`` are (n, 3) rows of :func:`_parametric_unit`.  Returns
+    ``u1`` and ``u2`` are (n, 3) rows of :func:`parametric_unit`.  Returns
     the Andoyer-Lambert distance (metres) and :func:`andoyer_error_bound_m`
     of each pair.  Meant for ranking candidates that are farther than 100 km;
     the distances it returns are not the ones the index reports.
@@ -295,6 +447,15 @@ def geodesic_inverse_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon
 def geodesic_inverse_scalar_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """GeographicLib's geodesic distance (metres) between two unchecked points, in plain floats."""
     return float(_GEOD.inv(lon1, lat1, lon2, lat2)[2])
+
+
+def geodesic_forward(lat: Any, lon: Any, azimuth_deg: Any, distance_m: Any) -> tuple[Any, Any]:
+    """GeographicLib's direct problem: the points ``distance_m`` from (lat, lon) along ``azimuth_deg``.
+
+    Unchecked 1-D arrays (or floats); returns (lat, lon) in degrees.
+    """
+    lon2, lat2, _ = _GEOD.fwd(lon, lat, azimuth_deg, distance_m)
+    return lat2, lon2
 
 
 def geodesic_inverse_az_m(
@@ -352,11 +513,11 @@ def geodesic_distance_m(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> FloatArra
 
 
 def _distance_m(la1: FloatArray, lo1: FloatArray, la2: FloatArray, lo2: FloatArray) -> FloatArray:
-    p = _ecef(la1, lo1)
-    q = _ecef(la2, lo2)
+    p = ecef_m(la1, lo1)
+    q = ecef_m(la2, lo2)
     d = q - p
     chord = np.sqrt(np.einsum("ij,ij->i", d, d))
-    out = chord_to_geodesic_m(chord, d[:, 2].copy(), 0.5 * (_normal_norm(p) + _normal_norm(q)))
+    out = chord_to_geodesic_m(chord, d[:, 2].copy(), 0.5 * (normal_norm(p) + normal_norm(q)))
     far = chord > CHORD_SERIES_MAX_M
     if far.any():
         out[far] = geodesic_inverse_m(la1[far], lo1[far], la2[far], lo2[far])

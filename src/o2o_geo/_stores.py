@@ -64,7 +64,7 @@ def _ids_to_array(ids: Any) -> np.ndarray:
     return out
 
 
-def _check_unique(ids: np.ndarray, existing: Mapping[StoreId, int] | None = None) -> dict[StoreId, int]:
+def check_unique(ids: np.ndarray, existing: Mapping[StoreId, int] | None = None) -> dict[StoreId, int]:
     """Return ``{id: row}``; raise :class:`DuplicateStoreError` naming the first repeat."""
     lookup: dict[StoreId, int] = {}
     for row, sid in enumerate(ids.tolist()):
@@ -174,7 +174,7 @@ class StoreSet:
         lat_a, lon_a, _ = as_latlon(lat, lon, what="store ", labels=ids)
         if lat_a.shape[0] != n:
             raise ShapeMismatchError(f"{n} store ids but {lat_a.shape[0]} positions")
-        lookup = _check_unique(ids)
+        lookup = check_unique(ids)
         self = cls()
         self._cols = {"store_id": ids, "lat": lat_a.copy(), "lon": lon_a.copy()}
         self._lookup = lookup
@@ -814,45 +814,6 @@ class StoreSet:
 
         return rows_of(store_ids, self._lookup, "store_ids", unknown)
 
-    # --------------------------------------------------------- internal use
-    def _take(self, rows: np.ndarray) -> StoreSet:
-        out = StoreSet()
-        out._cols = {k: v[rows] for k, v in self._cols.items()}
-        out._lookup = {sid: i for i, sid in enumerate(out._cols["store_id"].tolist())}
-        out._areas = self._areas[rows]
-        out._radius_m = self._radius_m[rows]
-        return out
-
-    @staticmethod
-    def _concat(parts: Sequence[StoreSet]) -> StoreSet:
-        """Concatenate store sets (ids must already be unique across them)."""
-        parts = [p for p in parts if len(p)] or list(parts[:1])
-        out = StoreSet()
-        names: dict[str, None] = {}
-        for p in parts:
-            for k in p._cols:
-                names.setdefault(k, None)
-        cols = {}
-        for name in names:
-            chunks = []
-            for p in parts:
-                if name in p._cols:
-                    chunks.append(p._cols[name])
-                else:
-                    chunks.append(np.full(len(p), None, dtype=object))
-            if len({c.dtype for c in chunks}) > 1:
-                chunks = [c.astype(object) for c in chunks]
-            cols[name] = np.concatenate(chunks)
-        out._cols = cols
-        lookup: dict[StoreId, int] = {}
-        for p in parts:
-            base = len(lookup)
-            lookup.update({sid: base + i for sid, i in p._lookup.items()})
-        out._lookup = lookup
-        out._areas = np.concatenate([p._areas for p in parts])
-        out._radius_m = np.concatenate([p._radius_m for p in parts])
-        return out
-
 
 def _float_column(col: np.ndarray, name: str, ids: np.ndarray) -> FloatArray:
     out = np.empty(col.shape[0])
@@ -984,3 +945,43 @@ def _json_value(v: Any, name: str, sid: Any) -> Any:
         f"column {name!r} of store {sid!r} holds a {type(v).__name__} ({v!r:.60}), which has no JSON form; "
         "convert the column to numbers or text first"
     )
+
+
+def take_rows(stores: StoreSet, rows: np.ndarray) -> StoreSet:
+    """The stores at ``rows`` as a new StoreSet (package-internal: the index's live view)."""
+    out = StoreSet()
+    out._cols = {k: v[rows] for k, v in stores._cols.items()}
+    out._lookup = {sid: i for i, sid in enumerate(out._cols["store_id"].tolist())}
+    out._areas = stores._areas[rows]
+    out._radius_m = stores._radius_m[rows]
+    return out
+
+
+def concat_stores(parts: Sequence[StoreSet]) -> StoreSet:
+    """Concatenate store sets (ids must already be unique across them; package-internal: the index's chunks)."""
+    parts = [p for p in parts if len(p)] or list(parts[:1])
+    out = StoreSet()
+    names: dict[str, None] = {}
+    for p in parts:
+        for k in p._cols:
+            names.setdefault(k, None)
+    cols = {}
+    for name in names:
+        chunks = []
+        for p in parts:
+            if name in p._cols:
+                chunks.append(p._cols[name])
+            else:
+                chunks.append(np.full(len(p), None, dtype=object))
+        if len({c.dtype for c in chunks}) > 1:
+            chunks = [c.astype(object) for c in chunks]
+        cols[name] = np.concatenate(chunks)
+    out._cols = cols
+    lookup: dict[StoreId, int] = {}
+    for p in parts:
+        base = len(lookup)
+        lookup.update({sid: base + i for sid, i in p._lookup.items()})
+    out._lookup = lookup
+    out._areas = np.concatenate([p._areas for p in parts])
+    out._radius_m = np.concatenate([p._radius_m for p in parts])
+    return out

@@ -87,10 +87,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._dispatch import Dispatcher
 from ._history import to_epoch_s
-from ._index import StoreIndex
+from ._index import Matches, StoreIndex
 from ._offers import OfferSet
 from ._policy import PushPolicy
-from ._results import Matches
 from ._scoring import OfferScorer
 from ._state import MemoryState
 from ._types import Where

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._geodesy import _GEOD
+from ._geodesy import geodesic_forward
 from ._history import Event
 from ._index import StoreIndex
 from ._offers import Offer, OfferSet
@@ -80,7 +80,7 @@ def _check_volume(n_days: Any, per_user_per_day: Any, n_users: int, name: str) -
 def _offset(lat: FloatArray, lon: FloatArray, rng: np.random.Generator, sigma_m: float) -> tuple[Any, Any]:
     az = rng.uniform(0.0, 360.0, lat.shape[0])
     dist = np.abs(rng.normal(0.0, sigma_m, lat.shape[0]))
-    lon2, lat2, _ = _GEOD.fwd(lon, lat, az, dist)
+    lat2, lon2 = geodesic_forward(lat, lon, az, dist)
     return np.asarray(lat2), np.asarray(lon2)
 
 

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._types import FloatArray, IntArray
-from ._validate import import_optional
+from .._types import FloatArray, IntArray
+from .._validate import import_optional
 
 __all__ = ["Matches", "Neighbors", "Pairs", "StoreRadii"]
 
@@ -103,7 +103,7 @@ def _gather_ids(ids: np.ndarray, position: IntArray) -> np.ndarray:
 
 def _gather_column(stores: Callable[[], Any] | None, column: str, position: IntArray) -> np.ndarray:
     """Column ``column`` of the stores at ``position`` (same shape); NaN (numbers) or None where ``position < 0``."""
-    from .errors import InvalidParameterError
+    from ..errors import InvalidParameterError
 
     if stores is None:
         raise InvalidParameterError("this result carries no store table; query the index again")
@@ -121,7 +121,7 @@ def _gather_column(stores: Callable[[], Any] | None, column: str, position: IntA
 
 
 def _column_names(columns: Sequence[str]) -> list[str]:
-    from .errors import InvalidParameterError
+    from ..errors import InvalidParameterError
 
     if isinstance(columns, str):
         return [columns]

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._types import FloatArray, Where
+from .._validate import as_items, as_latlon, import_optional
+from ..errors import InvalidParameterError
 from ._results import Matches, Neighbors
-from ._types import FloatArray, Where
-from ._validate import as_items, as_latlon, import_optional
-from .errors import InvalidParameterError
 
 if TYPE_CHECKING:
-    from ._index import StoreIndex
+    from ._store_index import StoreIndex
 
 __all__ = ["join_nearest", "join_serving", "join_within"]
 
@@ -44,7 +44,7 @@ def _frame_points(df: Any, lat: str, lon: str, needed_by: str, distance_col: str
             f"{needed_by}: the frame has no columns {lat!r} and {lon!r} (columns: {list(df.columns)}); "
             "name them with lat= and lon=, or pass a GeoDataFrame of Points"
         )
-    from ._stores import points_to_latlon
+    from .._stores import points_to_latlon
 
     return points_to_latlon(geometry, lambda i: f"row {labels[i]!r}", "row")
 
