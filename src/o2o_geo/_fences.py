@@ -9,7 +9,7 @@ stay ends.  Every decision is exact on the WGS84 ellipsoid:
   at most the radius (the buffer: radius + ``buffer_m``);
 * a polygon fence holds a point inside it or on its boundary, (lon, lat)
   planar as in GeoJSON; polygons across the antimeridian are split as
-  service areas are (:func:`~o2o_geo._areas.split_antimeridian`).  Its buffer
+  service areas are (:func:`~o2o_geo._stores.split_antimeridian`).  Its buffer
   holds the points within ``buffer_m`` metres (geodesic) of the polygon: the
   boundary, densified to pieces of at most :data:`POLYGON_STEP_DEG`, is
   measured in the azimuthal equidistant frame of the point (GeographicLib's
@@ -34,7 +34,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import shapely
 
-from ._areas import split_antimeridian
 from ._geodesy import (
     CHORD_SERIES_MAX_M,
     chord_error_bound_m,
@@ -43,6 +42,7 @@ from ._geodesy import (
     geodesic_inverse_scalar_m,
 )
 from ._index import StoreIndex
+from ._stores import split_antimeridian
 from ._types import FloatArray, IntArray
 from ._validate import as_latlon, as_point, check_distance_m
 from .errors import InvalidGeometryError, InvalidParameterError, ShapeMismatchError, StaleRadiiError

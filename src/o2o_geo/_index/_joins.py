@@ -44,7 +44,7 @@ def _frame_points(df: Any, lat: str, lon: str, needed_by: str, distance_col: str
             f"{needed_by}: the frame has no columns {lat!r} and {lon!r} (columns: {list(df.columns)}); "
             "name them with lat= and lon=, or pass a GeoDataFrame of Points"
         )
-    from .._stores import points_to_latlon
+    from .._io import points_to_latlon
 
     return points_to_latlon(geometry, lambda i: f"row {labels[i]!r}", "row")
 

@@ -121,6 +121,9 @@ class StoreIndex:
         """
         return self.__dict__.copy()  # the slots pickle a consistent snapshot of themselves, without lock or caches
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     @property
     def stores(self) -> StoreSet:
         """The live stores; ``position`` in every result is a row of this table."""
@@ -552,7 +555,7 @@ class StoreIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the live stores to ``path`` in the documented o2o_geo index format.
 
-        See :mod:`o2o_geo._io` for the format (a zip of numpy arrays with a JSON
+        See :mod:`o2o_geo._io._index_file` for the format (a zip of numpy arrays with a JSON
         header; no pickle).  The file is written atomically: a crash mid-write
         leaves any previous file at ``path`` intact.
 

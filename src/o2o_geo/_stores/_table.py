@@ -1,29 +1,26 @@
-"""StoreSet: the columnar table of stores the index is built over."""
+"""StoreSet: the columnar table of stores the index is built over.
+
+The file formats (CSV, GeoJSON, pandas and geopandas frames) live in :mod:`o2o_geo._io`; the
+``from_*`` / ``to_*`` methods here hand off to it (imported when called: ``_io`` sits above this
+module).
+"""
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import json
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import shapely
-from shapely.geometry import mapping as geometry_to_mapping
 
-from ._areas import area_from_text, normalize_service_areas
-from ._types import FloatArray, StoreId
-from ._validate import as_items, as_latlon, check_path, file_errors, import_optional, rows_of
-from .errors import (
+from .._types import FloatArray, StoreId
+from .._validate import as_items, as_latlon, rows_of
+from ..errors import (
     DuplicateStoreError,
-    InvalidCoordinateError,
-    InvalidParameterError,
     InvalidRecordError,
     ShapeMismatchError,
 )
+from ._areas import normalize_service_areas
 
 __all__ = ["StoreSet"]
 
@@ -275,28 +272,9 @@ class StoreSet:
         >>> og.StoreSet.from_dataframe(df, store_id="id", lat="y", lon="x").store_id.tolist()
         ['a', 'b']
         """
-        if not (isinstance(df, Mapping) or (hasattr(df, "columns") and hasattr(df, "keys"))):
-            raise InvalidParameterError(f"from_dataframe takes a pandas DataFrame; got {type(df).__name__}")
-        names = list(df.keys())
-        for req in (store_id, lat, lon):
-            if not isinstance(req, str):
-                raise InvalidParameterError(f"column names must be str; got {req!r:.80}")
-            if req not in names:
-                raise InvalidRecordError(f"no column {req!r}; columns are {names}")
-        cols = {}
-        for name in names:
-            if name in (store_id, lat, lon):
-                continue
-            values = df[name]
-            cols[str(name)] = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
-        ids = df[store_id].to_numpy() if hasattr(df[store_id], "to_numpy") else df[store_id]
-        return cls.from_columns(
-            ids,
-            _degrees_column(df[lat], lat),
-            _degrees_column(df[lon], lon),
-            repair_service_areas=repair_service_areas,
-            **cols,
-        )
+        from .._io import dataframe_to_stores
+
+        return dataframe_to_stores(df, store_id=store_id, lat=lat, lon=lon, repair_service_areas=repair_service_areas)
 
     @classmethod
     def from_csv(
@@ -340,56 +318,9 @@ class StoreSet:
         >>> og.StoreSet.from_csv(p).store_id.tolist()
         [1, 2]
         """
-        path = check_path(path)
-        for name in (store_id, lat, lon):
-            if not isinstance(name, str):
-                raise InvalidParameterError(f"column names must be str; got {name!r}")
-        with file_errors(path, "read the store CSV"), open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            try:
-                if reader.fieldnames is None:
-                    raise InvalidRecordError(f"{path!r} is empty: no header row")
-                rows, lines = [], []
-                for row in reader:
-                    rows.append(row)
-                    lines.append(reader.line_num)  # the file line a record ends on (quoted cells may span lines)
-            except (UnicodeDecodeError, csv.Error) as exc:
-                raise InvalidRecordError(f"{path!r} line {reader.line_num + 1} is not UTF-8 CSV text: {exc}") from None
-            fields = list(reader.fieldnames)
-        for req in (store_id, lat, lon):
-            if req not in fields:
-                raise InvalidRecordError(f"{os.fspath(path)!r} has no column {req!r}; columns are {fields}")
+        from .._io import csv_to_stores
 
-        def at(i: int) -> str:  # a data row's place: the file line its record ends on (the header is line 1)
-            return f"{os.fspath(path)!r} line {lines[i]}"
-
-        cols: dict[str, Any] = {}
-        for name in fields:
-            raw = [r[name] for r in rows]
-            if name == "service_area":
-                cols[name] = [area_from_text(v, at(i)) for i, v in enumerate(raw)]
-            elif name == store_id:
-                cols[name] = [int(v) for v in raw] if raw and all(_is_int_literal(v) for v in raw) else raw
-            else:
-                cols[name] = _parse_cells(raw, name, name in (lat, lon), at)
-        ids = cols.pop(store_id)
-        la = cols.pop(lat)
-        lo = cols.pop(lon)
-        # what from_columns would name by row, named here by file line
-        for name, values, bound in ((lat, la, 90.0), (lon, lo, 180.0)):
-            bad = np.flatnonzero(~(np.abs(values) <= bound))
-            if bad.size:
-                i = int(bad[0])
-                what = f"outside [-{bound:g}, {bound:g}]" if math.isfinite(values[i]) else "not a finite number"
-                raise InvalidCoordinateError(f"{at(i)} (store_id {ids[i]!r}): {name} = {float(values[i])!r} is {what}")
-        first: dict[Any, int] = {}
-        for i, sid in enumerate(ids):
-            if sid in first:
-                raise DuplicateStoreError(
-                    f"store_id {sid!r} appears twice ({os.fspath(path)!r} lines {lines[first[sid]]} and {lines[i]})"
-                )
-            first[sid] = i
-        return cls.from_columns(ids, la, lo, repair_service_areas=repair_service_areas, **cols)
+        return csv_to_stores(path, store_id=store_id, lat=lat, lon=lon, repair_service_areas=repair_service_areas)
 
     @classmethod
     def from_geojson(cls, obj: Any, *, repair_service_areas: bool = False) -> StoreSet:
@@ -420,37 +351,9 @@ class StoreSet:
         >>> s.store_id.tolist(), float(s.lat[0]), float(s.lon[0])
         (['s1'], 31.23, 121.47)
         """
-        if isinstance(obj, (str, os.PathLike)):
-            text = str(obj)
-            if isinstance(obj, os.PathLike) or not text.lstrip().startswith("{"):
-                where = check_path(obj)
-                with file_errors(where, "read the GeoJSON file"), open(where, encoding="utf-8") as fh:
-                    try:
-                        text = fh.read()
-                    except UnicodeDecodeError as exc:
-                        raise InvalidRecordError(f"{where!r} is not UTF-8 text: {exc}") from None
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InvalidRecordError(f"not valid GeoJSON text: {exc}") from exc
-        if not isinstance(obj, Mapping) or obj.get("type") != "FeatureCollection":
-            raise InvalidRecordError("expected a GeoJSON FeatureCollection of Point features")
-        records = []
-        for row, feat in enumerate(obj.get("features", [])):
-            geom = feat.get("geometry") or {}
-            if geom.get("type") != "Point":
-                raise InvalidRecordError(f"feature {row} has geometry {geom.get('type')!r}; stores must be Points")
-            coords = geom.get("coordinates") or []
-            if len(coords) < 2:
-                raise InvalidRecordError(f"feature {row} has point coordinates {coords!r}; expected [lon, lat]")
-            props = dict(feat.get("properties") or {})
-            if "store_id" not in props:
-                if feat.get("id") is None:
-                    raise InvalidRecordError(f"feature {row} has neither an 'id' nor a 'store_id' property")
-                props["store_id"] = feat["id"]
-            props["lon"], props["lat"] = coords[0], coords[1]
-            records.append(props)
-        return cls.from_records(records, repair_service_areas=repair_service_areas)
+        from .._io import geojson_to_stores
+
+        return geojson_to_stores(obj, repair_service_areas=repair_service_areas)
 
     @classmethod
     def from_geodataframe(
@@ -511,53 +414,11 @@ class StoreSet:
         >>> print(metres.lat.round(6), metres.lon.round(6))
         [31.2304 31.2243] [121.4737 121.4768]
         """
-        gpd = import_optional("geopandas", needed_by="StoreSet.from_geodataframe", extra="geo")
-        if not isinstance(gdf, gpd.GeoDataFrame):
-            raise InvalidParameterError(
-                f"from_geodataframe takes a geopandas GeoDataFrame; got {type(gdf).__name__} "
-                "(use StoreSet.from_dataframe for a table with lat and lon columns)"
-            )
-        names = list(gdf.columns)
-        if store_id not in names:
-            raise InvalidRecordError(f"no column {store_id!r}; columns are {names}")
-        try:
-            points = gdf.geometry
-        except AttributeError:
-            raise InvalidRecordError(
-                f"the GeoDataFrame has no active geometry column; columns are {names} (call set_geometry first)"
-            ) from None
-        ids = gdf[store_id]
-        lat, lon = points_to_latlon(points, lambda i: f"store {ids.iloc[i : i + 1].tolist()[0]!r} (row {i})", "store")
-        cols: dict[str, Any] = {}
-        for name in names:
-            if name == points.name or name in ("lat", "lon"):
-                continue
-            col = gdf[name]
-            if name == "service_area" and isinstance(col, gpd.GeoSeries) and not _is_wgs84(col.crs):
-                col = col.to_crs("EPSG:4326")
-            cols[name] = col
-        cols["lat"], cols["lon"] = lat, lon
-        return cls.from_dataframe(cols, store_id=store_id, repair_service_areas=repair_service_areas)
+        from .._io import geodataframe_to_stores
+
+        return geodataframe_to_stores(gdf, store_id=store_id, repair_service_areas=repair_service_areas)
 
     # ----------------------------------------------------------------- export
-    def _export_columns(self) -> dict[str, np.ndarray]:
-        """The columns as exported: each as stored, int ids as int64 when all fit, service areas normalised."""
-        cols = dict(self._cols)
-        ids = cols["store_id"]
-        if len(ids) and isinstance(ids[0], int):  # one kind of id per set
-            lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-            if all(lo <= v <= hi for v in ids.tolist()):  # else they stay Python ints (JSON holds any int)
-                cols["store_id"] = ids.astype(np.int64)
-        areas = cols.get("service_area")
-        if areas is not None and areas.dtype.kind not in "iuf":  # numbers are radii exactly as given
-            out = np.full(len(self), None, dtype=object)
-            has_geom = np.fromiter((g is not None for g in self._areas.tolist()), dtype=bool, count=len(self))
-            has_radius = ~np.isnan(self._radius_m)
-            out[has_geom] = self._areas[has_geom]
-            out[has_radius] = self._radius_m[has_radius]
-            cols["service_area"] = out
-        return cols
-
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write the stores to a CSV file that :meth:`from_csv` (and ``o2o-geo --stores``) reads back.
 
@@ -586,28 +447,9 @@ class StoreSet:
         >>> back.service_area_geometry[0].equals(box(0, 0, 1, 1)), back.service_radius_m[1], back["seats"].tolist()
         (True, np.float64(2500.0), [12.0, 30.0])
         """
-        names = self.columns
-        path = check_path(path)
-        with file_errors(path, "write the store CSV"), open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(names)
-            columns = [self._csv_cells(name) for name in names]
-            writer.writerows(zip(*columns, strict=True))
+        from .._io import stores_to_csv
 
-    def _csv_cells(self, name: str) -> list[str]:
-        """Column ``name`` as CSV text cells (see :meth:`to_csv`)."""
-        if name == "service_area":
-            cells = []
-            for geom, radius in zip(self._areas.tolist(), self._radius_m.tolist(), strict=True):
-                if geom is not None:
-                    cells.append(shapely.to_wkt(geom, rounding_precision=-1))
-                else:
-                    cells.append(repr(radius) if radius >= 0.0 else "")  # NaN: no service area
-            return cells
-        values = self._cols[name]
-        if values.dtype.kind == "f":
-            return [repr(v) for v in values.tolist()]  # repr(nan) is 'nan', which float() reads back
-        return ["" if v is None else (repr(v) if isinstance(v, float) else str(v)) for v in values.tolist()]
+        stores_to_csv(self, path)
 
     def to_dataframe(self) -> Any:
         """The stores as a pandas DataFrame, one row per store.
@@ -641,10 +483,9 @@ class StoreSet:
         >>> df.category.tolist(), df.service_area.tolist()
         (['coffee', None], [800.0, None])
         """
-        pd = import_optional("pandas", needed_by="StoreSet.to_dataframe", extra="geo")
-        cols = self._export_columns()
-        # pd.Series keeps the dtype: pandas >= 3 would turn object columns of str into its str dtype (None -> NaN)
-        return pd.DataFrame({name: pd.Series(values, dtype=values.dtype, copy=True) for name, values in cols.items()})
+        from .._io import stores_to_dataframe
+
+        return stores_to_dataframe(self)
 
     def to_geodataframe(self) -> Any:
         """The stores as a geopandas GeoDataFrame of Points in EPSG:4326.
@@ -672,13 +513,9 @@ class StoreSet:
         >>> gdf.columns.tolist(), gdf.crs.to_epsg(), gdf.geometry[0].wkt
         (['store_id', 'lat', 'lon', 'category', 'geometry'], 4326, 'POINT (121.4737 31.2304)')
         """
-        gpd = import_optional("geopandas", needed_by="StoreSet.to_geodataframe", extra="geo")
-        if "geometry" in self._cols:
-            raise InvalidRecordError(
-                "the store set has a column named 'geometry', which would clash with the Points; rename it first"
-            )
-        df = self.to_dataframe()
-        return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(self.lon, self.lat), crs="EPSG:4326")
+        from .._io import stores_to_geodataframe
+
+        return stores_to_geodataframe(self)
 
     def to_geojson(self) -> dict[str, Any]:
         """The stores as a GeoJSON FeatureCollection (a dict of plain Python values, ready for ``json.dumps``).
@@ -721,21 +558,9 @@ class StoreSet:
         >>> og.StoreSet.from_geojson(json.dumps(fc)).service_radius_m.tolist()
         [1500.0]
         """
-        cols = self._export_columns()
-        ids = self.store_id.tolist()
-        lon = self.lon.tolist()
-        lat = self.lat.tolist()
-        props = {name: _json_column(values, name, ids) for name, values in cols.items() if name not in CORE_COLUMNS[:3]}
-        features = [
-            {
-                "type": "Feature",
-                "id": sid,
-                "geometry": {"type": "Point", "coordinates": [lon[i], lat[i]]},
-                "properties": {name: values[i] for name, values in props.items()},
-            }
-            for i, sid in enumerate(ids)
-        ]
-        return {"type": "FeatureCollection", "features": features}
+        from .._io import stores_to_geojson
+
+        return stores_to_geojson(self)
 
     # ----------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -807,7 +632,7 @@ class StoreSet:
         >>> s.position_of(["b", "a"]).tolist()
         [1, 0]
         """
-        from .errors import UnknownStoreError
+        from ..errors import UnknownStoreError
 
         def unknown(sid: Any, i: int) -> UnknownStoreError:
             return UnknownStoreError(f"store_id {sid!r} (item {i}) is not in this store set")
@@ -833,118 +658,6 @@ def _tighten(col: np.ndarray) -> np.ndarray:
     if vals and all(isinstance(v, bool) for v in vals):
         return np.asarray(vals, dtype=bool)
     return col
-
-
-def _is_int_literal(text: str) -> bool:
-    t = text.strip()
-    return t.lstrip("-").isdigit()
-
-
-def _parse_cells(raw: list[str], name: str, required_float: bool, at: Callable[[int], str]) -> Any:
-    """A CSV column: numbers when every non-empty cell is one (empty cells NaN), else text.
-
-    ``at(i)`` names data row ``i``'s place in the file (for the error of a required number).
-    """
-    try:
-        if required_float or not any(v.strip() for v in raw):
-            return np.asarray([float(v) for v in raw], dtype=np.float64)
-        return np.asarray([float(v) if v.strip() else np.nan for v in raw], dtype=np.float64)
-    except ValueError:
-        if required_float:
-            bad = next(i for i, v in enumerate(raw) if not _is_float(v))
-            raise InvalidRecordError(f"{at(bad)}: column {name!r} = {raw[bad]!r} is not a number") from None
-        return np.asarray(raw, dtype=object)
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _degrees_column(values: Any, name: str) -> FloatArray:
-    """A latitude or longitude column as float64; missing values (None, NaN, pandas NA) become NaN.
-
-    A value that is not a number raises InvalidCoordinateError naming the
-    column and the first offending row (NaN is left to the coordinate checks).
-    """
-    dtype = getattr(values, "dtype", None)
-    if dtype is not None and getattr(dtype, "kind", "O") in "iuf":  # numpy or pandas nullable numbers
-        if hasattr(values, "to_numpy"):
-            return np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
-        return np.asarray(values, dtype=np.float64)
-    items = values.tolist() if hasattr(values, "tolist") else list(values)
-    out = np.empty(len(items), dtype=np.float64)
-    for i, v in enumerate(items):
-        if v is None or type(v).__name__ == "NAType":
-            out[i] = np.nan
-            continue
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise InvalidCoordinateError(f"column {name!r} row {i}: {v!r} is not a number of degrees")
-        out[i] = float(v)
-    return out
-
-
-def points_to_latlon(points: Any, label: Callable[[int], str], noun: str) -> tuple[FloatArray, FloatArray]:
-    """Latitudes and longitudes of a GeoSeries of Points, reprojected to EPSG:4326 from any other CRS.
-
-    A missing, empty or non-Point geometry raises :class:`InvalidRecordError`
-    naming ``label(row)``; ``noun`` says what each row is (``"store"``, ``"row"``).
-    """
-    if not _is_wgs84(points.crs):
-        points = points.to_crs("EPSG:4326")
-    geoms = np.asarray(points.array, dtype=object)
-    kind = shapely.get_type_id(geoms)  # 0 is Point, -1 is missing
-    bad = (kind != 0) | shapely.is_empty(geoms)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        what = "missing" if kind[i] == -1 else f"{'an empty' if kind[i] == 0 else 'a'} {geoms[i].geom_type}"
-        raise InvalidRecordError(
-            f"geometry of {label(i)} is {what}; every {noun} must be a Point "
-            "(for shapes, take gdf.representative_point() first)"
-        )
-    return np.asarray(shapely.get_y(geoms), dtype=np.float64), np.asarray(shapely.get_x(geoms), dtype=np.float64)
-
-
-def _is_wgs84(crs: Any) -> bool:
-    """Whether a GeoSeries' CRS needs no reprojection: none (taken as lon/lat degrees) or WGS84 lon/lat."""
-    return crs is None or bool(crs.equals("EPSG:4326", ignore_axis_order=True))
-
-
-def _json_column(values: np.ndarray, name: str, ids: list[Any]) -> list[Any]:
-    """A column as plain JSON values (see :meth:`StoreSet.to_geojson`)."""
-    if values.dtype.kind in "iub":
-        return list(values.tolist())
-    if values.dtype.kind == "f":
-        return [v if math.isfinite(v) else None for v in values.tolist()]
-    return [_json_value(v, name, sid) for v, sid in zip(values.tolist(), ids, strict=True)]
-
-
-def _json_value(v: Any, name: str, sid: Any) -> Any:
-    if isinstance(v, np.generic):  # first: np.float64 and np.str_ are also float and str
-        if isinstance(v, np.datetime64):
-            return None if np.isnat(v) else _json_value(v.astype("datetime64[us]").item(), name, sid)
-        return _json_value(v.item(), name, sid)
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if type(v).__name__ in ("NAType", "NaTType"):  # pandas' missing values
-        return None
-    if isinstance(v, (dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, shapely.Geometry):
-        return _json_value(geometry_to_mapping(v), name, sid)
-    if isinstance(v, Mapping):
-        return {str(k): _json_value(x, name, sid) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_json_value(x, name, sid) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
-    raise InvalidRecordError(
-        f"column {name!r} of store {sid!r} holds a {type(v).__name__} ({v!r:.60}), which has no JSON form; "
-        "convert the column to numbers or text first"
-    )
 
 
 def take_rows(stores: StoreSet, rows: np.ndarray) -> StoreSet:
@@ -985,3 +698,24 @@ def concat_stores(parts: Sequence[StoreSet]) -> StoreSet:
     out._areas = np.concatenate([p._areas for p in parts])
     out._radius_m = np.concatenate([p._radius_m for p in parts])
     return out
+
+
+def export_columns(stores: StoreSet) -> dict[str, np.ndarray]:
+    """The columns as exported: each as stored, int ids as int64 when all fit, service areas normalised."""
+    cols = stores.table()
+    ids = cols["store_id"]
+    if len(ids) and isinstance(ids[0], int):  # one kind of id per set
+        lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        if all(lo <= v <= hi for v in ids.tolist()):  # else they stay Python ints (JSON holds any int)
+            cols["store_id"] = ids.astype(np.int64)
+    areas = cols.get("service_area")
+    if areas is not None and areas.dtype.kind not in "iuf":  # numbers are radii exactly as given
+        out = np.full(len(stores), None, dtype=object)
+        has_geom = np.fromiter(
+            (g is not None for g in stores.service_area_geometry.tolist()), dtype=bool, count=len(stores)
+        )
+        has_radius = ~np.isnan(stores.service_radius_m)
+        out[has_geom] = stores.service_area_geometry[has_geom]
+        out[has_radius] = stores.service_radius_m[has_radius]
+        cols["service_area"] = out
+    return cols

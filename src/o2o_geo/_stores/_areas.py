@@ -10,8 +10,8 @@ import shapely
 from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 
-from ._types import FloatArray
-from .errors import InvalidGeometryError
+from .._types import FloatArray
+from ..errors import InvalidGeometryError
 
 __all__ = ["area_from_text", "normalize_service_areas", "split_antimeridian"]
 
@@ -67,7 +67,7 @@ def split_antimeridian(geom: Polygon | MultiPolygon) -> Polygon | MultiPolygon:
     Examples
     --------
     >>> from shapely.geometry import Polygon
-    >>> from o2o_geo._areas import split_antimeridian
+    >>> from o2o_geo._stores import split_antimeridian
     >>> g = split_antimeridian(Polygon([(179, -1), (-179, -1), (-179, 1), (179, 1)]))
     >>> g.geom_type, round(g.area, 6)
     ('MultiPolygon', 4.0)

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import shapely
 
-from ._stores import StoreSet
-from ._validate import check_path, file_errors
-from .errors import IndexFormatError, MissingFileError, O2OGeoError
+from .._stores import StoreSet
+from .._validate import check_path, file_errors
+from ..errors import IndexFormatError, MissingFileError, O2OGeoError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_stores", "save_stores"]
 
