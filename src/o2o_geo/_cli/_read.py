@@ -1,0 +1,560 @@
+"""Reading the command line's inputs: files in chunks, checked columns and cells, stores, offers, events, policy."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._history import Event
+from .._index import StoreIndex, missing_values_message
+from .._offers import OfferSet
+from .._policy import Budget, PushPolicy
+from .._stores import StoreSet
+from ..errors import O2OGeoError
+from ._common import Fail, about, data_error, input_format, need_pyarrow, parse_time, usage_error
+
+EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(Event))
+
+
+POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(PushPolicy))
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """An input file: its name as given and its format, to name rows in messages."""
+
+    path: str
+    fmt: str
+
+    def row(self, i: int) -> str:
+        """Where data row ``i`` (0-based) is: a CSV's file line (the header is line 1), else the 0-based row.
+
+        The one convention of every message: a text file's place is its 1-based line, a table's
+        (Parquet, a DataFrame, columns) its 0-based row, as ``df.iloc`` counts.
+        """
+        return f"{self.path} line {i + 2}" if self.fmt == "csv" else f"{self.path} row {i}"
+
+
+@contextlib.contextmanager
+def reading_errors(path: str) -> Iterator[None]:
+    """Turn the parsers' errors into one-line data errors naming the file."""
+    try:
+        yield
+    except Fail:
+        raise
+    except O2OGeoError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise data_error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise data_error(f"{path}: not valid JSON: {exc}") from exc
+    except Exception as exc:
+        pd = sys.modules.get("pandas")
+        if pd is not None and isinstance(exc, pd.errors.EmptyDataError):
+            raise data_error(f"{path} is empty: no header row") from exc
+        if is_parse_error(exc):
+            raise data_error(f"{path}: cannot read it: {exc}") from exc
+        raise
+
+
+def is_parse_error(exc: Exception) -> bool:
+    """The read errors of pandas, pyarrow and csv (not bugs of ours)."""
+    import csv
+
+    if isinstance(exc, csv.Error):
+        return True
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(exc, (pd.errors.ParserError, pd.errors.EmptyDataError)):
+        return True
+    pa = sys.modules.get("pyarrow")
+    if pa is not None and isinstance(exc, pa.ArrowException):
+        return True
+    return False
+
+
+def count_csv_rows(path: str) -> int:
+    """Data rows of a CSV file (lines after the header; a quoted line break counts as a row)."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return max(n + (last != b"\n") - 1, 0)
+
+
+def json_rows(path: str, *, lat: str, lon: str, id_column: str | None) -> list[dict[str, Any]]:
+    """Rows of a GeoJSON FeatureCollection of Points (properties, lat/lon, the id) or of a JSON array of objects."""
+    with reading_errors(path), open(path, encoding="utf-8") as fh:
+        obj = json.load(fh)
+    if isinstance(obj, list):
+        for i, rec in enumerate(obj):
+            if not isinstance(rec, dict):
+                raise data_error(f"{path}: item {i} of the JSON array is a {type(rec).__name__}, not an object")
+        return [dict(rec) for rec in obj]
+    if not isinstance(obj, dict) or obj.get("type") != "FeatureCollection" or not isinstance(obj.get("features"), list):
+        raise data_error(f"{path}: expected a GeoJSON FeatureCollection of Points or a JSON array of objects")
+    rows = []
+    for i, feat in enumerate(obj["features"]):
+        geom = feat.get("geometry") if isinstance(feat, dict) else None
+        if not isinstance(geom, dict) or geom.get("type") != "Point":
+            kind = geom.get("type") if isinstance(geom, dict) else None
+            raise data_error(f"{path}: feature {i} has geometry {kind!r}; only Points have a lat/lon")
+        coords = geom.get("coordinates")
+        if not isinstance(coords, list) or len(coords) < 2:
+            raise data_error(f"{path}: feature {i} has point coordinates {coords!r}; expected [lon, lat]")
+        props = feat.get("properties") or {}
+        if not isinstance(props, dict):
+            raise data_error(f"{path}: feature {i} has properties {props!r}; expected an object")
+        row = dict(props)
+        if id_column is not None and id_column not in row and feat.get("id") is not None:
+            row[id_column] = feat["id"]
+        row[lat], row[lon] = coords[1], coords[0]
+        rows.append(row)
+    return rows
+
+
+def column_array(pd: Any, values: list[Any]) -> Any:
+    """A pandas array for JSON values: nullable ints, floats, strings or booleans when uniform, else objects."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pd.array(values, dtype="boolean")
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.array(values, dtype="Int64")
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pd.array([None if v is None else float(v) for v in values], dtype="Float64")
+    if present and all(isinstance(v, str) for v in present):
+        return pd.array(values, dtype=pd.StringDtype())
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def frame_from_rows(pd: Any, rows: list[dict[str, Any]]) -> Any:
+    names: dict[str, None] = {}
+    for rec in rows:
+        names.update(dict.fromkeys(rec))
+    data = {name: column_array(pd, [rec.get(name) for rec in rows]) for name in names}
+    return pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
+
+
+def nullable_types(pa: Any, pd: Any) -> Callable[[Any], Any]:
+    """Map pyarrow types to pandas dtypes that keep ints as ints when a value is missing."""
+    mapping = {
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+        pa.uint8(): pd.UInt8Dtype(),
+        pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(),
+        pa.uint64(): pd.UInt64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+        pa.float32(): pd.Float32Dtype(),
+        pa.float64(): pd.Float64Dtype(),
+        pa.string(): pd.StringDtype(),
+        pa.large_string(): pd.StringDtype(),
+    }
+    return mapping.get
+
+
+def csv_options(pd: Any) -> dict[str, Any]:
+    """Nullable dtypes (ints stay ints next to missing values) and exact floats (pandas 3's default)."""
+    options: dict[str, Any] = {"dtype_backend": "numpy_nullable"}
+    if int(pd.__version__.split(".")[0]) < 3:
+        options["float_precision"] = "round_trip"
+    return options
+
+
+def read_frame(pd: Any, src: Source, *, lat: str, lon: str, id_column: str | None = None) -> Any:
+    """A whole table file as a DataFrame (nullable dtypes: ints stay ints next to missing values)."""
+    with reading_errors(src.path):
+        if src.fmt == "csv":
+            return pd.read_csv(src.path, **csv_options(pd))
+        if src.fmt == "parquet":
+            pa, pq = need_pyarrow(src.path)
+            return pq.read_table(src.path).to_pandas(types_mapper=nullable_types(pa, pd))
+    return frame_from_rows(pd, json_rows(src.path, lat=lat, lon=lon, id_column=id_column))
+
+
+def read_chunks(
+    pd: Any, src: Source, size: int, *, lat: str, lon: str, id_column: str | None
+) -> tuple[Any, Callable[[], int], Iterator[Any]]:
+    """A file read ``size`` rows at a time: (its columns as an empty frame, a row counter, the chunks)."""
+    if src.fmt == "csv":
+        with reading_errors(src.path):
+            head = pd.read_csv(src.path, nrows=0, **csv_options(pd))
+
+        def csv_chunks() -> Iterator[Any]:
+            with reading_errors(src.path):
+                yield from pd.read_csv(src.path, chunksize=size, **csv_options(pd))
+
+        return head, lambda: count_csv_rows(src.path), csv_chunks()
+    if src.fmt == "parquet":
+        pa, pq = need_pyarrow(src.path)
+        types = nullable_types(pa, pd)
+        with reading_errors(src.path):
+            pf = pq.ParquetFile(src.path)
+            head = pf.schema_arrow.empty_table().to_pandas(types_mapper=types)
+
+        def parquet_chunks() -> Iterator[Any]:
+            with reading_errors(src.path):
+                for batch in pf.iter_batches(batch_size=size):
+                    yield pa.Table.from_batches([batch]).to_pandas(types_mapper=types)
+
+        return head, lambda: int(pf.metadata.num_rows), parquet_chunks()
+    frame = frame_from_rows(pd, json_rows(src.path, lat=lat, lon=lon, id_column=id_column))
+    return frame.iloc[:0], lambda: len(frame), (frame.iloc[i : i + size] for i in range(0, len(frame), size))
+
+
+def need_columns(src: Source, columns: Sequence[str], wanted: Mapping[str, str]) -> None:
+    """Every ``option -> column`` named is in the file."""
+    for option, column in wanted.items():
+        if column not in columns:
+            raise data_error(
+                f"{src.path} has no column {column!r} (name it with {option}); its columns are {list(columns)}"
+            )
+
+
+# ---------------------------------------------------------------- values
+def py(value: Any) -> Any:
+    """A cell as a plain Python value; missing (None, NaN, NA, NaT) as None."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return [py(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [py(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
+
+
+def frame_records(df: Any) -> list[dict[str, Any]]:
+    names = [str(c) for c in df.columns]
+    columns = [[py(v) for v in df[c].to_list()] for c in df.columns]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)] if names else []
+
+
+def coords_of(df: Any, lat: str, lon: str, src: Source, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float latitudes and longitudes of a chunk whose first row is data row ``first_row``."""
+    pd = sys.modules["pandas"]
+    out = []
+    for name in (lat, lon):
+        col = df[name]
+        if pd.api.types.is_bool_dtype(col.dtype):
+            raise data_error(f"{src.path} column {name!r} holds true/false, not degrees")
+        values = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_numeric_dtype(col.dtype) else col
+        out.append(np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64))
+    la, lo = out
+    bad = ~((np.abs(la) <= 90.0) & (np.abs(lo) <= 180.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raw_lat, raw_lon = py(df[lat].iloc[i]), py(df[lon].iloc[i])
+        where = src.row(first_row + i)
+        if not math.isfinite(la[i]):
+            problem = f"latitude ({lat}) = {raw_lat!r} is missing or not a number"
+        elif abs(la[i]) > 90.0:
+            problem = f"latitude ({lat}) = {raw_lat!r} is outside [-90, 90]"
+            if abs(la[i]) <= 180.0:
+                problem += "; are latitude and longitude swapped? name the columns with --lat/--lon"
+        elif not math.isfinite(lo[i]):
+            problem = f"longitude ({lon}) = {raw_lon!r} is missing or not a number"
+        else:
+            problem = f"longitude ({lon}) = {raw_lon!r} is outside [-180, 180]; wrap it: ((lon + 180) % 360) - 180"
+        raise data_error(f"{where}: {problem}")
+    return la, lo
+
+
+def ids_of(df: Any, column: str, src: Source, what: str) -> list[Any]:
+    """An id column (user ids) as Python str or int, none missing."""
+    out = [py(v) for v in df[column].to_list()]
+    for i, v in enumerate(out):
+        if isinstance(v, float) and v.is_integer():
+            out[i] = v = int(v)
+        if v is None or isinstance(v, bool) or not isinstance(v, (str, int)):
+            problem = "is missing" if v is None else f"= {v!r} is not a str or an int"
+            raise data_error(f"{src.row(i)}: {what} ({column}) {problem}")
+    return out
+
+
+def times_of(df: Any, column: str, src: Source) -> np.ndarray:
+    """Epoch seconds from numbers, ISO-8601 text with offsets, or a timezone-aware timestamp column."""
+    pd = sys.modules["pandas"]
+    col = df[column]
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        if getattr(col.dtype, "tz", None) is None:
+            raise data_error(f"{src.path} column {column!r} holds timestamps without a time zone; store them in UTC")
+        seconds = (col - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        out = np.asarray(seconds.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        out = np.asarray(col.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    else:
+        out = np.empty(len(col))
+        for i, v in enumerate(col.to_list()):
+            v = py(v)
+            if v is None:
+                out[i] = math.nan
+                continue
+            try:
+                out[i] = parse_time(v)
+            except ValueError as exc:
+                raise data_error(f"{src.row(i)}: {column} {exc}") from None
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise data_error(f"{src.row(i)}: {column} is missing or not a finite time")
+    return out
+
+
+class Ids:
+    """Known ids (of offers, stores, merchants or users), to read an id typed differently in another file.
+
+    A CSV file reads ``17`` as an int where a JSON file has ``"17"``; an id
+    that is not known as given but whose text is, is read as the known one.
+    """
+
+    def __init__(self, values: Any) -> None:
+        self._known: dict[str, Any] = {}
+        for v in values:
+            v = py(v)
+            if v is not None:
+                self._known.setdefault(id_text(v), v)
+
+    def __call__(self, value: Any) -> Any:
+        value = py(value)
+        if value is None:
+            return None
+        return self._known.get(id_text(value), value)
+
+    def __contains__(self, value: Any) -> bool:
+        return id_text(py(value)) in self._known
+
+
+def id_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# ---------------------------------------------------------------- stores, offers, events, policy
+def load_stores(pd: Any, args: argparse.Namespace, src: Source) -> StoreIndex:
+    sid, lat, lon = args.store_id, args.store_lat, args.store_lon
+    with about(src.path), reading_errors(src.path):
+        if src.fmt == "csv":
+            stores = StoreSet.from_csv(src.path, store_id=sid, lat=lat, lon=lon)
+        elif src.fmt == "parquet":
+            df = pd.read_parquet(src.path)
+            need_columns(src, list(df.columns), {"--store-id": sid, "--store-lat": lat, "--store-lon": lon})
+            for option, name in (("--store-lat", lat), ("--store-lon", lon)):
+                if not pd.api.types.is_numeric_dtype(df[name].dtype) or pd.api.types.is_bool_dtype(df[name].dtype):
+                    raise data_error(f"{src.path} column {name!r} ({option}) has dtype {df[name].dtype}, not degrees")
+            stores = StoreSet.from_dataframe(df, store_id=sid, lat=lat, lon=lon)
+        else:
+            rows = json_rows(src.path, lat="lat", lon="lon", id_column=sid)
+            rows = [{renamed_column(k, sid, lat, lon): py(v) for k, v in r.items()} for r in rows]
+            for i, row in enumerate(rows):
+                if row.get("store_id") is None:
+                    raise data_error(
+                        f"{src.path}: store {i} has no id: no {sid!r} field and no feature id (name the id field "
+                        f"with --store-id); its fields are {sorted(k for k in row if k not in ('lat', 'lon'))}"
+                    )
+            stores = StoreSet.from_records(rows)
+        return StoreIndex(stores)
+
+
+def renamed_column(key: str, sid: str, lat: str, lon: str) -> str:
+    return {sid: "store_id", lat: "lat", lon: "lon"}.get(key, key)
+
+
+def read_records(pd: Any, path: str, role: str) -> tuple[Source, list[dict[str, Any]]]:
+    src = Source(path, input_format(path, role))
+    if src.fmt == "json":
+        rows = json_rows(path, lat="lat", lon="lon", id_column=None)
+        return src, [{k: py(v) for k, v in r.items()} for r in rows]
+    return src, frame_records(read_frame(pd, src, lat="lat", lon="lon"))
+
+
+def load_offers(pd: Any, path: str, index: StoreIndex) -> OfferSet:
+    src, rows = read_records(pd, path, "OFFERS")
+    stores = index.stores
+    store_ids = Ids(stores.store_id.tolist())
+    merchants = Ids(stores["merchant_id"].tolist() if "merchant_id" in stores.columns else [])
+    records = []
+    for i, rec in enumerate(rows):
+        rec = {k: v for k, v in rec.items() if v is not None}
+        if "merchant_id" in rec:
+            rec["merchant_id"] = merchants(rec["merchant_id"])
+        if "store_ids" in rec:
+            rec["store_ids"] = [store_ids(s) for s in id_list(rec["store_ids"], src, i)]
+        for name in ("valid_from", "valid_until"):
+            if isinstance(rec.get(name), str):
+                try:
+                    rec[name] = parse_time(rec[name])
+                except ValueError as exc:
+                    raise data_error(f"{src.row(i)}: {name} {exc}") from None
+        records.append(rec)
+    with about(src.path):
+        return OfferSet.from_records(records)
+
+
+def id_list(value: Any, src: Source, i: int) -> list[Any]:
+    """``store_ids`` of an offer: a list, JSON array text, or ids separated by ``;``."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise data_error(f"{src.row(i)}: store_ids {value!r} is not a JSON array: {exc}") from None
+            if isinstance(parsed, list):
+                return parsed
+        return [part.strip() for part in text.split(";") if part.strip()]
+    return [value]
+
+
+def load_events(pd: Any, path: str, offers: OfferSet, index: StoreIndex, users: Ids | None) -> list[tuple[str, Event]]:
+    """Events of a file, in time order (ties in file order), each with where it was."""
+    src, rows = read_records(pd, path, "EVENTS")
+    unknown = sorted({key for rec in rows for key in rec} - set(EVENT_FIELDS))
+    if unknown:
+        raise data_error(f"{src.path}: unknown event fields {unknown}; known: {list(EVENT_FIELDS)}")
+    offer_ids = Ids(offers.offer_id.tolist())
+    store_ids = Ids(index.stores.store_id.tolist())
+    merchants = Ids(offers.merchant_id.tolist())
+    out = []
+    for i, rec in enumerate(rows):
+        rec = {k: v for k, v in rec.items() if v is not None}
+        for name in ("kind", "user_id", "ts"):
+            if name not in rec:
+                raise data_error(f"{src.row(i)}: the event has no {name!r}; events need kind, user_id and ts")
+        try:
+            rec["ts"] = parse_time(rec["ts"])
+        except ValueError as exc:
+            raise data_error(f"{src.row(i)}: ts {exc}") from None
+        if users is not None:
+            rec["user_id"] = users(rec["user_id"])
+        for name, known in (("offer_id", offer_ids), ("store_id", store_ids), ("merchant_id", merchants)):
+            if name in rec:
+                rec[name] = known(rec[name])
+        with about(src.row(i)):
+            out.append((src.row(i), Event(**rec)))
+    out.sort(key=lambda item: item[1].ts)
+    return out
+
+
+def load_policy(path: str, offers: OfferSet, index: StoreIndex) -> PushPolicy:
+    if os.path.splitext(path)[1].lower() != ".json":
+        raise usage_error(f"--policy {path!r}: expected a .json file")
+    if not os.path.isfile(path):
+        raise usage_error(f"--policy {path!r}: no such file")
+    with reading_errors(path), open(path, encoding="utf-8") as fh:
+        obj = json.load(fh)
+    if not isinstance(obj, dict):
+        raise data_error(f"{path}: expected a JSON object of PushPolicy arguments; got a {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(POLICY_FIELDS))
+    if unknown:
+        raise data_error(f"{path}: unknown PushPolicy arguments {unknown}; known: {list(POLICY_FIELDS)}")
+    kw = dict(obj)
+    offer_ids = Ids(offers.offer_id.tolist())
+    merchants = Ids(
+        offers.merchant_id.tolist()
+        + (index.stores["merchant_id"].tolist() if "merchant_id" in index.stores.columns else [])
+    )
+    stores = Ids(index.stores.store_id.tolist())
+    for name in ("triggers", "quiet_hours"):
+        if isinstance(kw.get(name), list):
+            kw[name] = tuple(kw[name])
+    for name, known, what in (
+        ("offer_budgets", offer_ids, "offer"),
+        ("merchant_budgets", merchants, "merchant"),
+        ("offer_cost", offer_ids, "offer"),
+        ("store_daily_capacity", stores, "store"),
+    ):
+        value = kw.get(name)
+        if not isinstance(value, dict):
+            if name != "store_daily_capacity" and value is not None:
+                raise data_error(f"{path}: {name} must be an object keyed by {what} id; got {value!r}")
+            continue
+        mapped = {}
+        for key, item in value.items():
+            if key not in known:
+                raise data_error(f"{path}: {name} names {what} {key!r}, which is not among the {what}s")
+            if name.endswith("budgets"):
+                if not isinstance(item, dict) or set(item) - {"max_pushes", "max_cost"}:
+                    raise data_error(f"{path}: {name}[{key!r}] must be an object with max_pushes and/or max_cost")
+                with about(path):
+                    item = Budget(**item)
+            mapped[known(key)] = item
+        kw[name] = mapped
+    with about(path):
+        try:
+            return PushPolicy(**kw)
+        except TypeError as exc:  # e.g. a list where a number belongs
+            raise data_error(f"{path}: {exc}") from None
+
+
+# ---------------------------------------------------------------- nearest
+def where_mask(items: list[tuple[str, list[str]]] | None, stores: StoreSet) -> np.ndarray | None:
+    """``--where`` as a boolean mask over the stores: columns ANDed, comma-separated values ORed."""
+    if not items:
+        return None
+    mask = np.ones(len(stores), dtype=bool)
+    for column, texts in items:
+        if column not in stores.columns:
+            raise data_error(f"--where names column {column!r}; the stores have columns {stores.columns}")
+        values = stores[column]
+        wanted: set[Any] = set()
+        for text in texts:
+            wanted.update(typed_values(text, values, column))
+        hit = np.fromiter((py(v) in wanted for v in values.tolist()), dtype=bool, count=len(values))
+        message = missing_values_message(
+            f"--where {column}={','.join(texts)}", column, sorted(wanted, key=repr), values, hit
+        )
+        if message is not None:
+            print(f"o2o-geo: warning: {message}", file=sys.stderr)
+        mask &= hit
+    return mask
+
+
+def typed_values(text: str, values: np.ndarray, column: str) -> list[Any]:
+    """The ``--where`` value as the store column holds it: a number, a bool, or text."""
+    kind = values.dtype.kind
+    if kind == "b":
+        low = text.strip().lower()
+        if low in ("true", "1", "yes"):
+            return [True]
+        if low in ("false", "0", "no"):
+            return [False]
+        raise data_error(f"--where {column}={text}: the column holds true/false")
+    if kind in "iuf":
+        try:
+            number = float(text)
+        except ValueError:
+            raise data_error(f"--where {column}={text}: the column holds numbers") from None
+        return [int(number) if kind in "iu" and number.is_integer() else number]
+    out: list[Any] = [text]
+    try:
+        number = float(text)
+    except ValueError:
+        return out
+    present = {type(v) for v in values.tolist()}
+    if int in present and number.is_integer():
+        out.append(int(number))
+    if float in present:
+        out.append(number)
+    return out
