@@ -199,21 +199,6 @@ class GeoPoints:
         out._u = None if self._u is None or other._u is None else np.concatenate([self._u, other._u])
         return out
 
-    def take(self, rows: IntArray) -> GeoPoints:
-        """The points at ``rows``."""
-        out = GeoPoints.__new__(GeoPoints)
-        for name in ("lat", "lon", "xyz", "z", "gn", "r"):
-            setattr(out, name, getattr(self, name)[rows])
-        out._u = None if self._u is None else self._u[rows]
-        return out
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
-
 
 class RoughEntries(NamedTuple):
     """The entries of a candidate block estimated by Andoyer-Lambert (chord over :data:`CHORD_SERIES_MAX_M`)."""

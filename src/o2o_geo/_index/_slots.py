@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from .._geodesy import GeoPoints
 from .._stores import StoreSet, check_unique, concat_stores, take_rows
 from .._types import FloatArray, IntArray
-from ..errors import InvalidRecordError
+from ..errors import InvalidRecordError, UnknownStoreError
 
 #: Segments of at most this many stores keep their points for brute-force ball searches (no tree walk).
 BRUTE_MAX = 256
@@ -206,8 +206,6 @@ class Slots:
 
     def remove(self, keys: list[Any]) -> bool:
         """Mark the stores of ``keys`` dead; all or nothing.  Returns whether anything changed."""
-        from ..errors import UnknownStoreError
-
         slots = []
         seen = set()
         for i, key in enumerate(keys):
