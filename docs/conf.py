@@ -6,12 +6,25 @@ project = "o2o_geo"
 release = version = o2o_geo.__version__
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.autosummary", "numpydoc"]
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": True}
+autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "none"  # the numpydoc sections describe the types
 numpydoc_show_class_members = False  # autosummary lists them; numpydoc would list them again
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = False
 templates_path = ["_templates"]
+# Classes whose methods come from package-internal groups (the Dispatcher's, one per stage of the loop):
+# their pages list the inherited methods as their own, and their private bases are not shown.
+autosummary_context = {"composed": ["Dispatcher"]}
 exclude_patterns = ["_build", "_templates"]
 html_theme = "alabaster"
 nitpicky = False
+
+
+def _public_bases(app, name, obj, options, bases):
+    """Show only public bases: a private module's class is an implementation detail."""
+    public = [b for b in bases if not any(part.startswith("_") for part in b.__module__.split("."))]
+    bases[:] = public or [object]
+
+
+def setup(app):
+    app.connect("autodoc-process-bases", _public_bases)

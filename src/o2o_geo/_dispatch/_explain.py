@@ -6,12 +6,20 @@ them, so a support ticket and the engine's counters speak the same words.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._state import Transaction
+from ._choose import Scored
 from ._decision import PushDecision
+from ._fence_state import resolve_lapsed
+from ._inputs import checked_ping, same_stores
+from ._limits import LocalDay
+from ._parts import EngineParts
 
-__all__ = ["CANDIDATE_REASONS", "PING_GATES", "CandidateVerdict", "PingExplanation"]
+__all__ = ["CANDIDATE_REASONS", "PING_GATES", "CandidateVerdict", "ExplainMethods", "PingExplanation"]
 
 #: Why nothing about a ping was considered or pushed, checked in this order.
 PING_GATES: dict[str, str] = {
@@ -162,3 +170,121 @@ class PingExplanation:
         best = ", ".join(f"{c.offer_id}@{c.store_id}: {c.reason}" for c in self.candidates[:3])
         more = f" (+{len(self.candidates) - 3} more)" if len(self.candidates) > 3 else ""
         return f"PingExplanation(user {self.user_id!r}: {self.reason}; {len(self.candidates)} candidates{more}: {best})"
+
+
+class ExplainMethods(EngineParts):
+    """:meth:`explain_ping`: the dry run of one ping."""
+
+    def explain_ping(
+        self, user_id: Any, lat: float, lon: float, ts: Any, accuracy_m: float | None = None, tz: str | None = None
+    ) -> PingExplanation:
+        """Why this ping would (or would not) push: a dry run that changes nothing.
+
+        The ping goes through every rule :meth:`on_location` applies (the
+        geometry, the user's fence state, the gates, the scores, the limits)
+        inside a transaction that is then rolled back, on every backend: no
+        state, no counter, no sequence number, no statistic and no history
+        changes.  Marketing uses it for what-ifs, integrators for support
+        tickets.  Scores are read from the scorer's history as it stands (the
+        current tick's pushes and visits, not yet folded in, are left out).
+
+        Parameters
+        ----------
+        user_id, lat, lon, ts, accuracy_m, tz
+            As :meth:`on_location`.
+
+        Returns
+        -------
+        PingExplanation
+            ``gate``: what stopped the ping as a whole (``no_fence``,
+            ``no_trigger``, ``min_gap``, ``quiet_hours``, ...; None when its
+            candidates were tried); ``candidates``: each offer at each triggered
+            store, best first, with its ``reason`` (``pushed``, ``holdout``,
+            ``low_score``, ``store_closed``, ``capped`` with the ``limit``, ...);
+            ``decisions``: what ``on_location`` would decide.  The reasons are
+            listed in ``o2o_geo.PING_GATES`` and ``o2o_geo.CANDIDATE_REASONS``;
+            where the engine counts them, they are the keys of :attr:`stats`.
+
+        Raises
+        ------
+        InvalidCoordinateError, InvalidParameterError, InvalidRecordError
+            As :meth:`on_location`.
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.0, max_per_day=1))
+        >>> engine.explain_ping("u1", 31.2400, 121.4500, 1767258000).gate
+        'no_fence'
+        >>> why = engine.explain_ping("u1", 31.2325, 121.4801, 1767258000)
+        >>> why.reason, [(c.offer_id, c.store_id, c.reason) for c in why.candidates]
+        ('pushed', [('latte', 'lucky-09', 'pushed')])
+        >>> engine.state.pushes(), engine.stats                       # a dry run: nothing changed
+        ([], Counter())
+        >>> _ = engine.on_location("u1", 31.2325, 121.4801, 1767258000)
+        >>> engine.explain_ping("u1", 31.2325, 121.4801, 1767258100).gate       # still inside
+        'no_trigger'
+        """
+        user_id, la, lo, t, acc = checked_ping(user_id, lat, lon, ts, accuracy_m, tz)
+        if acc > self.policy.max_accuracy_m:
+            return PingExplanation(user_id, t, "ignored_inaccurate")
+        hits = self.fences.hits_at(la, lo)
+        facts = self._stores.get()
+        while not same_stores(facts, hits):
+            facts, hits = self._stores.get(), self.fences.hits_at(la, lo)
+        when = LocalDay(user_id, la, lo, t, tz)
+
+        def work(tx: Transaction) -> None:
+            old = tx.get_user(user_id) or {}
+            if not hits and not old.get("in"):
+                raise _DryRun(PingExplanation(user_id, t, "no_fence"))
+            if t < old.get("last_ts", -math.inf):
+                raise _DryRun(PingExplanation(user_id, t, "stale_pings"))
+            fs = self._machine.step(old.get("in", ()), hits, t)
+            wanted = self._machine.wanted(fs, facts, la, lo)
+            profile = tx.get_profile(user_id) if wanted else None
+            wanted = resolve_lapsed(wanted, profile, facts.merchant, t, self.policy)
+            triggers = {facts.ids[p]: trig for p, (trig, _) in wanted.items()}
+            visits = [facts.ids[p] for p in fs.visits]
+            if not wanted:
+                raise _DryRun(PingExplanation(user_id, t, "no_trigger" if hits else "no_fence", triggers, visits))
+            trace: list[tuple[Scored, int, str, str | None]] = []
+            u = {**old, "in": fs.stays, "last_ts": t}
+            decisions = self._chooser.choose(
+                tx, Counter(), facts, u, user_id, t, when, wanted, None, trace=trace, profile=profile
+            )
+            o_ids, o_mer = self.offers.offer_id, self.offers.merchant_id
+            candidates = [
+                CandidateVerdict(
+                    store_id=facts.ids[sc.pos[j]],
+                    offer_id=o_ids[sc.offer[j]],
+                    merchant_id=o_mer[sc.offer[j]],
+                    trigger=wanted[sc.pos[j]][0],
+                    distance_m=sc.dist[j],
+                    score=sc.score[j],
+                    reason=reason,
+                    limit=limit,
+                )
+                for sc, j, reason, limit in trace
+            ]
+            gates = {c.reason for c in candidates} & {"min_gap", "dismiss_cooldown", "quiet_hours"}
+            gate = gates.pop() if gates else ("no_offer" if not candidates else None)
+            if gate is None and candidates and all(c.reason == "user_cap" for c in candidates):
+                gate = "user_cap"
+            raise _DryRun(PingExplanation(user_id, t, gate, triggers, visits, candidates, decisions))
+
+        try:
+            self.state.run(work)
+        except _DryRun as dry:
+            return dry.explanation
+        raise AssertionError("unreachable: the dry run always rolls back")  # pragma: no cover
+
+
+class _DryRun(Exception):  # noqa: N818 - not an error: how explain_ping leaves its transaction undone
+    """Raised out of a dry run's transaction (every backend rolls back) with what it found."""
+
+    def __init__(self, explanation: PingExplanation) -> None:
+        super().__init__()
+        self.explanation = explanation

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._fences import FenceHit
+from .._history import to_epoch_s
+from .._policy import PushPolicy, zone
+from .._state import DispatchState
 from .._types import FloatArray
-from .._validate import did_you_mean
+from .._validate import as_point, check_id, did_you_mean
 from ..errors import InvalidParameterError
+from ._stores import StoreFacts
 
 __all__ = [
     "PING_COLUMNS",
     "Ping",
+    "check_lifetimes",
+    "checked_ping",
     "ping_accuracies",
     "ping_accuracy",
     "ping_columns",
+    "same_stores",
 ]
 
 
@@ -113,3 +120,44 @@ def ping_columns(pings: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
             v = v if getattr(v, "dtype", None) is not None else list(v)
         out[name] = v
     return out
+
+
+def checked_ping(
+    user_id: Any, lat: Any, lon: Any, ts: Any, accuracy_m: Any, tz: Any
+) -> tuple[Any, float, float, float, float]:
+    """One ping's inputs checked (typed errors), as (user_id, lat, lon, epoch seconds, accuracy metres)."""
+    user_id = check_id(user_id, "user_id")
+    la, lo = as_point(lat, lon, "on_location", "on_locations")
+    t = to_epoch_s(ts, "ts")
+    acc = ping_accuracy(accuracy_m)
+    if tz is not None:
+        zone(tz)
+    return user_id, la, lo, t, acc
+
+
+def check_lifetimes(pol: PushPolicy, state: DispatchState) -> None:
+    """Refuse a state that would forget what the policy's windows still need (retention never changes an answer)."""
+    life = state.lifetimes
+    windows = {
+        "min_gap_s": pol.min_gap_s,
+        "dismiss_cooldown_s": pol.dismiss_cooldown_s,
+        "exit_after_s": pol.exit_after_s,
+        "dwell_s": pol.dwell_s,
+    }
+    name, need = max(windows.items(), key=lambda kv: kv[1])
+    if life.user_ttl_s < need:
+        raise InvalidParameterError(
+            f"the state forgets a user's fence state after user_ttl_s={life.user_ttl_s:g} s, but the policy's "
+            f"{name}={need:g} s needs it that long; raise user_ttl_s"
+        )
+    if life.retention_s < pol.attribution_window_s:
+        raise InvalidParameterError(
+            f"the state keeps pushes retention_days={life.retention_days:g} days, shorter than the policy's "
+            f"attribution_window_s={pol.attribution_window_s:g} s; outcomes could not find their push"
+        )
+
+
+def same_stores(facts: StoreFacts, hits: Sequence[FenceHit]) -> bool:
+    """Whether the hits' positions name the same stores in ``facts`` (true unless the index just changed)."""
+    ids, n = facts.ids, len(facts.ids)
+    return all(h.position < n and ids[h.position] == h.store_id for h in hits)

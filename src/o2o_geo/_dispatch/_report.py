@@ -31,10 +31,15 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .._history import to_epoch_s
 from .._state import keys
+from .._validate import check_choice, check_flag, import_optional
+from ..errors import InvalidParameterError, RetentionWarning
+from ._parts import EngineParts
 
 __all__ = [
     "METRICS",
@@ -42,6 +47,7 @@ __all__ = [
     "REPEAT_COLUMNS",
     "REPORT_COLUMNS",
     "WINDOWS_DAYS",
+    "ReportMethods",
     "diff_interval",
     "funnel_rows",
     "repeat_columns",
@@ -301,3 +307,112 @@ def repeat_columns(
             }
         out[key] = row
     return out
+
+
+class ReportMethods(EngineParts):
+    """:meth:`report`: the loop measured."""
+
+    def report(
+        self,
+        since: Any = None,
+        until: Any = None,
+        by: str = "offer",
+        as_frame: bool = True,
+        metric: str = "redeem",
+        as_of: Any = None,
+    ) -> Any:
+        """The funnel of pushes made in ``[since, until)``, grouped, with the uplift over the holdout.
+
+        Parameters
+        ----------
+        since, until : float or datetime, optional
+            Window of the push times.
+        by : {"offer", "merchant", "store", "all"}
+        as_frame : bool, default True
+            A pandas DataFrame, or (False) a list of dicts; the type never
+            depends on what is installed.
+        metric : {"redeem", "redeem_or_visit"}, default "redeem"
+            What converts a user in the uplift: an attributed redemption, or
+            (``"redeem_or_visit"``) a redemption or any attributed visit,
+            recorded or inferred.  Walk-ins make the second high in both
+            groups (most users who enter a store's fence visit it anyway), so
+            its uplift is a small difference of two large shares.
+        as_of : float or datetime, optional
+            The time up to which outcomes are complete, for the retention
+            columns' windows (default: the latest push or event stored).
+
+        Returns
+        -------
+        DataFrame or list of dict
+            Per group, the funnel (monotone: ``pushed >= delivered >= opened
+            >= redeemed``): ``pushed`` (treated decisions), ``holdout``,
+            ``failed``, ``delivered``, ``opened`` (delivered pushes with an
+            attributed open, click or redeem), ``redeemed``; beside it, as a
+            visit needs no open, ``visited`` (pushes with an attributed visit
+            the integrator recorded) and ``visited_inferred`` (with a visit the
+            engine inferred from a dwell); ``revenue`` (attributed redeem
+            amounts), ``open_rate``, ``redeem_rate``, ``visit_rate`` (any
+            visit; per delivered push), ``users_treated``, ``users_holdout``,
+            ``conversion_treated``, ``conversion_holdout`` (share of users who
+            converted by ``metric``), ``uplift`` and its 95 % interval
+            ``uplift_low``, ``uplift_high`` (Newcombe's hybrid score interval
+            for a difference of proportions, users as the unit of
+            randomisation: it keeps its width when an arm has no conversions,
+            where the normal approximation collapses), and ``metric`` and
+            ``interval`` (the method) to say so.  Then retention, per window
+            ``w`` of 7 and 30 days (the rules: module ``_dispatch/_report.py``
+            and the README): ``visitors_{w}d_treated`` and ``_holdout`` (users
+            with an anchor visit: the visit an ``exit`` push followed, or the
+            first visit attributed to any other push, ``w`` days before
+            ``as_of`` or earlier), ``repeat_{w}d_treated`` and ``_holdout`` (the
+            share of them who visited the merchant again, more than an hour
+            and at most ``w`` days later), and ``retention_{w}d_uplift``,
+            ``_low``, ``_high`` (the difference and its 95 % interval, as for
+            conversions): the retention uplift.
+
+        Raises
+        ------
+        ImportError
+            ``as_frame=True`` and pandas is not installed (``pip install "o2o_geo[geo]"``).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> engine = og.Dispatcher(og.StoreIndex(og.sample_stores()),
+        ...                        og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]),
+        ...                        policy=og.PushPolicy(holdout_fraction=0.5))
+        >>> decisions = [d for u in range(40) for d in engine.on_location(f"u{u}", 31.2325, 121.4801, 1767258000)]
+        >>> for d in decisions[::2]:                    # half of the users come in and buy
+        ...     _ = engine.record(og.Event("redeem", d.user_id, 1767259000, offer_id="latte", amount=28.0))
+        >>> row = engine.report(by="all", as_frame=False)[0]
+        >>> row["pushed"] + row["holdout"] == len(decisions), 0.0 <= row["conversion_treated"] <= 1.0
+        (True, True)
+        """
+        if not isinstance(by, str) or by not in ("offer", "merchant", "store", "all"):
+            raise InvalidParameterError(f"by must be 'offer', 'merchant', 'store' or 'all'; got {by!r}")
+        check_choice(metric, "metric", tuple(METRICS))
+        lo = -math.inf if since is None else to_epoch_s(since, "since")
+        hi = math.inf if until is None else to_epoch_s(until, "until")
+        since_kept = self.state.retained_since()
+        if lo < since_kept:
+            warnings.warn(
+                f"the report's window starts at {lo} but the state keeps pushes and events only since "
+                f"{since_kept:.0f} (retention_days={self.state.lifetimes.retention_days}): earlier ones are missing",
+                RetentionWarning,
+                stacklevel=2,
+            )
+        facts = self._stores.get()
+        rows = funnel_rows(
+            self.state.pushes(),
+            self.state.events(),
+            lo,
+            hi,
+            by,
+            metric,
+            as_of=None if as_of is None else to_epoch_s(as_of, "as_of"),
+            store_merchant=lambda sid: facts.merchant[p] if (p := facts.position.get(sid)) is not None else None,
+        )
+        if check_flag(as_frame, "as_frame"):
+            pd = import_optional("pandas", needed_by="Dispatcher.report(as_frame=True)", extra="geo")
+            return pd.DataFrame(rows, columns=[by if by != "all" else "group", *REPORT_COLUMNS])
+        return rows
