@@ -12,9 +12,18 @@ numpydoc_show_class_members = False  # autosummary lists them; numpydoc would li
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = False
 templates_path = ["_templates"]
-# Classes whose methods come from package-internal groups (the Dispatcher's, one per stage of the loop):
-# their pages list the inherited methods as their own, and their private bases are not shown.
-autosummary_context = {"composed": ["Dispatcher"]}
+# Classes built from package-internal groups of methods (the Dispatcher's, one per stage of the loop;
+# the scorer's fit; the history's readers): their pages list those methods as their own, and their
+# private bases are not shown.
+_public = [getattr(o2o_geo, n) for n in o2o_geo.__all__]
+autosummary_context = {
+    "composed": [
+        n
+        for n in o2o_geo.__all__
+        if isinstance(c := getattr(o2o_geo, n), type)
+        and any(b.__module__.startswith("o2o_geo.") and all(b is not p for p in _public) for b in c.__mro__[1:])
+    ]
+}
 exclude_patterns = ["_build", "_templates"]
 html_theme = "alabaster"
 nitpicky = False
@@ -27,4 +36,5 @@ def _public_bases(app, name, obj, options, bases):
 
 
 def setup(app):
+    """Register the hook above."""
     app.connect("autodoc-process-bases", _public_bases)

@@ -31,5 +31,12 @@ def test_api_reference_builds_without_warnings_and_covers_the_public_surface(tmp
             summary = re.sub(r":\w+:", "", inspect.getdoc(obj).splitlines()[0])  # roles render as their target
             words = re.findall(r"[a-z0-9]+", summary.lower())[:4]
             assert " ".join(words) in " ".join(re.findall(r"[a-z0-9]+", re.sub(r"<[^>]+>", " ", page).lower())), name
+            if inspect.isclass(obj):  # its public methods, also those of its package-internal bases
+                public = [getattr(og, n) for n in og.__all__]
+                for meth, value in inspect.getmembers(obj, inspect.isfunction):
+                    owner = next(c for c in obj.__mro__ if meth in vars(c))
+                    inherited = owner is not obj and any(owner is p for p in public)  # on the base's page
+                    if not meth.startswith("_") and value.__module__.startswith("o2o_geo") and not inherited:
+                        assert f'id="o2o_geo.{name}.{meth}"' in page, f"{name}.{meth} is missing from its page"
     for module in ("errors", "simulate", "viz", "dask"):
         assert f"o2o_geo.{module}" in pages

@@ -186,7 +186,7 @@ def test_times_as_users_have_them_agree_and_bad_ones_are_typed_errors():
 
     import pandas as pd
 
-    from o2o_geo._history import to_epoch_s
+    from o2o_geo._time import to_epoch_s
     from o2o_geo.errors import InvalidParameterError
 
     t = 1767258000.0  # 2026-01-01 09:00 UTC

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import o2o_geo as og
+from o2o_geo._history import reading
 from o2o_geo.errors import InvalidParameterError
 
 DAY = 86_400.0
@@ -58,13 +59,15 @@ def test_places_per_user_stay_bounded_and_the_weakest_go(seed):
     h = og.UserHistory(half_life_days=HALF_LIFE_DAYS, max_places_per_user=cap)
     for e in events:
         h.add(e)
-        st = h._user(0)
+        with reading(h) as ht:
+            st = ht.users[0]
         assert len(st.places) <= cap + cap // 8
         stores = set(st.places)
         assert all(set(p.next) <= stores for p in st.places.values())  # no move to a forgotten place
         assert {s for _, s in st.next_at_hour} <= stores
     expected = brute_places(events, cap)
-    st = h._user(0)
+    with reading(h) as ht:
+        st = ht.users[0]
     assert set(st.places) == set(expected)
     for s, times in expected.items():
         assert st.places[s].n == len(times)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import o2o_geo as og
-from o2o_geo._history import hour_bin
+from o2o_geo._history import bind_resolver
 from o2o_geo._scoring._replay import replay_pushes
+from o2o_geo._time import hour_bin
 from o2o_geo.errors import InvalidParameterError, InvalidRecordError
 
 T0 = 1_767_258_000.0  # Thursday 2026-01-01 09:00 UTC
@@ -114,7 +115,7 @@ def test_redemptions_are_credited_once_by_push_id_else_to_the_latest_push(town):
     ]
     cat = scorer._catalog()
     hist = og.UserHistory()
-    hist._bind(scorer._resolve)
+    bind_resolver(hist, scorer._resolve)
     _, y = replay_pushes(scorer._extractor, cat, hist, sorted(log, key=lambda e: e.ts), 7 * DAY)
     pushes = [e.push_id for e in sorted(log, key=lambda e: e.ts) if e.kind == "push"]
     assert dict(zip(pushes, y.tolist(), strict=True)) == {

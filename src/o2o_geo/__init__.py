@@ -22,9 +22,10 @@ from ._dispatch import (
     PushDecision,
     UserProfile,
 )
+from ._events import Event
 from ._fences import FenceHit, FenceHits, Geofences
 from ._geodesy import WGS84_A_M, WGS84_B_M, WGS84_F, geodesic_distance_m, latlon_to_ecef_m
-from ._history import Event, UserHistory
+from ._history import UserHistory
 from ._index import Matches, Neighbors, Pairs, StoreIndex, StoreRadii
 from ._io import FORMAT_VERSION
 from ._offers import Offer, OfferSet

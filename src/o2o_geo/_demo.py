@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._history import Event
+from ._events import Event
 from ._index import StoreIndex
 from ._offers import Offer, OfferSet
 from ._sample import LANDMARKS, sample_stores

@@ -1,4 +1,4 @@
-"""Events and the incremental per-user history the offer scorer reads.
+"""The incremental per-user history the offer scorer reads: how it is kept (its readers: ``_history_reads``).
 
 Every feature is kept as a running, recency-weighted sum: a value ``S`` with
 the time ``t0`` it refers to, read at time ``t`` as ``S * 2**(-(t - t0) / h)``
@@ -18,9 +18,8 @@ most ``max_places_per_user`` places (when more are visited, the ones with the
 least recency-weighted visits go, with the moves to them), and a user with no
 event for ``max_idle_days`` (on the history's clock, its newest event) is
 dropped a few per event, never in one long sweep.  What remains per user is
-bounded by the catalogue (categories, merchants, 48 hour bins).  (Which
-places a full user forgets depends on when the events arrived; below the
-bound, arrival order changes nothing.)
+bounded by the catalogue (categories, merchants, 48 hour bins).  (Which places
+a full user forgets depends on arrival order; below the bound, nothing does.)
 
 Events that name only ``offer_id`` or ``store_id`` carry no merchant and no
 category; an :class:`~o2o_geo.OfferScorer` given the history fills them in
@@ -35,243 +34,21 @@ from __future__ import annotations
 import math
 import pickle
 import threading
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from datetime import datetime
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._state._expiry import ExpiryWheel
-from ._types import FloatArray
-from ._validate import check_id, check_number, did_you_mean
+from ._events import EVENT_KINDS, Event, as_events
+from ._history_reads import HistoryReads
+from ._state import ExpiryWheel
+from ._time import N_HOUR_BINS, SECONDS_PER_DAY, hour_bin
+from ._validate import check_id, check_number
 from .errors import InvalidParameterError, InvalidRecordError
 
-__all__ = ["Event", "EventKind", "UserHistory", "as_events", "checked_event", "to_epoch_s"]
-
-#: What happened: the engine pushed an offer, the user opened or clicked it,
-#: redeemed it in store, visited the store, or dismissed the push.
-EventKind = Literal["push", "open", "click", "redeem", "visit", "dismiss", "failed"]
-_KINDS = frozenset(get_args(EventKind))
-SECONDS_PER_DAY = 86_400.0
-
-
-#: Epoch seconds of 3000-01-01 and 0001-01-01 (UTC): times outside are refused (a millisecond
-#: timestamp of today reads as a year beyond 50,000).
-_MAX_EPOCH_S = 32_503_680_000.0
-_MIN_EPOCH_S = -62_135_596_800.0
-
-
-def to_epoch_s(ts: Any, name: str = "ts") -> float:
-    """Epoch seconds (UTC) from epoch seconds, an aware datetime, an ISO 8601 string or a ``numpy.datetime64``.
-
-    Accepted: numbers of epoch seconds (years 1 to 3000); timezone-aware
-    ``datetime`` (pandas ``Timestamp`` included); ISO 8601 strings with a UTC
-    offset or ``Z`` (``"2026-01-01T09:00:00+08:00"``); ``numpy.datetime64``
-    and naive pandas ``Timestamp`` (datetime64 underneath), which carry no
-    time zone and are taken as UTC, as numpy and pandas count them.  Naive
-    ``datetime.datetime`` values and ISO strings without an offset are
-    refused rather than guessed: a naive local time read as UTC moves every
-    event by hours and silently breaks quiet hours and recency.
-
-    Raises
-    ------
-    InvalidParameterError
-        A naive datetime or string, NaT, a non-finite number, a time outside
-        years 1-3000 (epoch milliseconds or microseconds get a hint), or
-        something else.
-
-    Examples
-    --------
-    >>> from datetime import datetime, timezone
-    >>> import numpy as np
-    >>> from o2o_geo._history import to_epoch_s
-    >>> to_epoch_s(datetime(2026, 1, 1, tzinfo=timezone.utc)), to_epoch_s(1767225600)
-    (1767225600.0, 1767225600.0)
-    >>> to_epoch_s("2026-01-01T08:00:00+08:00"), to_epoch_s(np.datetime64("2026-01-01T00:00:00"))
-    (1767225600.0, 1767225600.0)
-    >>> try:
-    ...     to_epoch_s(1767225600000)
-    ... except ValueError as exc:
-    ...     print(str(exc).split("; ")[1])
-    epoch milliseconds? divide by 1000
-    """
-    if isinstance(ts, datetime):
-        if (ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None) and hasattr(ts, "to_datetime64"):
-            return to_epoch_s(ts.to_datetime64(), name)  # a naive pandas Timestamp: datetime64, taken as UTC
-        if ts.tzinfo is None or ts.tzinfo.utcoffset(ts) is None:
-            raise InvalidParameterError(
-                f"{name} = {ts!r} has no timezone; pass an aware datetime (e.g. tzinfo=timezone.utc) or epoch seconds"
-            )
-        return ts.timestamp()
-    if isinstance(ts, str):
-        try:
-            parsed = datetime.fromisoformat(ts.strip())
-        except ValueError:
-            raise InvalidParameterError(
-                f"{name} = {ts!r} is not an ISO 8601 time (e.g. '2026-01-01T09:00:00+08:00')"
-            ) from None
-        if parsed.tzinfo is None:
-            raise InvalidParameterError(f"{name} = {ts!r} has no UTC offset; add one (e.g. '+08:00' or 'Z')")
-        return parsed.timestamp()
-    if isinstance(ts, np.datetime64):
-        if np.isnat(ts):
-            raise InvalidParameterError(f"{name} is NaT (not a time)")
-        out = float((ts - np.datetime64(0, "s")) / np.timedelta64(1, "s"))  # taken as UTC
-        return _in_range(out, ts, name)
-    if isinstance(ts, (bool, np.bool_)) or not isinstance(ts, (int, float)) and not hasattr(ts, "__float__"):
-        raise InvalidParameterError(f"{name} must be epoch seconds or an aware datetime; got {ts!r}")
-    try:
-        out = float(ts)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidParameterError(f"{name} must be epoch seconds or an aware datetime; got {ts!r} ({exc})") from None
-    if not math.isfinite(out):
-        raise InvalidParameterError(f"{name} = {ts!r} is not a finite time")
-    return _in_range(out, ts, name)
-
-
-def to_epoch_s_column(values: Any, name: str = "ts") -> FloatArray:
-    """Epoch seconds from numbers, aware datetimes, ISO 8601 strings or a datetime64 column (naive: UTC).
-
-    A datetime64 column (numpy, or pandas with or without a time zone) is read
-    whole; a naive one is taken as UTC, as :func:`to_epoch_s` takes a
-    ``numpy.datetime64``.  Other columns are read row by row; a scalar or a
-    table is :class:`InvalidParameterError`.
-
-    Examples
-    --------
-    >>> to_epoch_s_column(np.array(["2026-01-01T00:00:01"], dtype="datetime64[ms]")).tolist()
-    [1767225601.0]
-    """
-    dtype = getattr(values, "dtype", None)
-    if dtype is not None and str(dtype).startswith("datetime64"):
-        ticks = np.asarray(values.astype("int64"), dtype=np.int64)
-        nat = ticks == np.iinfo(np.int64).min
-        if nat.any():
-            raise InvalidParameterError(f"{name} of row {int(np.flatnonzero(nat)[0])} is NaT (not a time)")
-        return ticks / _ticks_per_s(dtype)
-    if getattr(values, "ndim", 1) != 1 or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-        raise InvalidParameterError(f"{name} must be a column of times (a list or an array); got {values!r:.80}")
-    if dtype is not None and getattr(dtype, "kind", "O") in ("i", "u", "f"):  # numbers: checked whole
-        try:
-            out = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError):  # a nullable column with a missing value: the rows below name it
-            out = np.array([np.nan])
-        if ((out >= _MIN_EPOCH_S) & (out <= _MAX_EPOCH_S)).all():
-            return out
-    arr = values.tolist() if hasattr(values, "tolist") else list(values)
-    out = np.empty(len(arr))
-    for i, v in enumerate(arr):
-        out[i] = to_epoch_s(v, f"{name} of row {i}")
-    return out
-
-
-def _ticks_per_s(dtype: Any) -> float:
-    unit = getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]
-    return {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[unit]
-
-
-def _in_range(out: float, ts: Any, name: str) -> float:
-    """``out`` if it is a time in years 1-3000; else the error, with a hint for milliseconds and microseconds."""
-    if _MIN_EPOCH_S <= out <= _MAX_EPOCH_S:
-        return out
-    for unit, factor in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
-        if _MIN_EPOCH_S <= out / factor <= _MAX_EPOCH_S:
-            hint = f"epoch {unit}? divide by {factor:,.0f}".replace(",", "")
-            break
-    else:
-        hint = "epoch seconds must fall in years 1 to 3000"
-    raise InvalidParameterError(f"{name} = {ts!r} is beyond the year 3000 or before the year 1; {hint}")
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One thing a user did (or the engine did to a user), at a time.
-
-    Parameters
-    ----------
-    kind : {"push", "open", "click", "redeem", "visit", "dismiss", "failed"}
-        What happened (``failed``: a push could not be delivered).
-    user_id : str or int
-        Who.
-    ts : float or datetime
-        When: epoch seconds, or a timezone-aware datetime (stored as epoch seconds).
-    offer_id, store_id, merchant_id, category, push_id : optional
-        What it was about.  ``merchant_id`` and ``category`` feed the user's
-        affinities; the scorer fills them in from its offers and stores.
-    amount : float, optional
-        Money spent (redeem), in the merchant's currency.
-    discount_depth : float, optional
-        Share of the price the offer took off (0.2 for 20 % off), for the
-        user's discount sensitivity.
-    distance_m : float, optional
-        Distance from the user to the store when pushed or redeemed, metres.
-    event_id : str or int, optional
-        The caller's unique id of the event; :meth:`Dispatcher.record` stores
-        an event id once, so a redelivered event is not counted twice.
-
-    Examples
-    --------
-    >>> import o2o_geo as og
-    >>> e = og.Event("redeem", "u1", 1767225600, offer_id="o1", category="coffee", amount=32.0)
-    >>> e.kind, e.ts, e.category
-    ('redeem', 1767225600.0, 'coffee')
-    """
-
-    kind: EventKind
-    user_id: Any
-    ts: float
-    offer_id: Any = None
-    store_id: Any = None
-    merchant_id: Any = None
-    category: Any = None
-    push_id: Any = None
-    amount: float | None = None
-    discount_depth: float | None = None
-    distance_m: float | None = None
-    event_id: Any = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or self.kind not in _KINDS:
-            raise InvalidRecordError(f"event kind {self.kind!r} is not one of {sorted(_KINDS)}")
-        if self.user_id is None or isinstance(self.user_id, bool) or not isinstance(self.user_id, (str, int)):
-            raise InvalidRecordError(f"event user_id must be a str or an int; got {self.user_id!r}")
-        object.__setattr__(self, "ts", to_epoch_s(self.ts, "event ts"))
-        for name in ("offer_id", "store_id", "merchant_id", "push_id", "event_id"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, check_id(v, f"event {name}"))
-        if self.category is not None and not isinstance(self.category, Hashable):
-            raise InvalidRecordError(f"event category must be a str or another hashable; got {self.category!r:.80}")
-        for name in ("amount", "distance_m"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise InvalidRecordError(f"event {name} must be a finite number >= 0; got {v!r}")
-        d = self.discount_depth
-        if d is not None and not (isinstance(d, (int, float)) and 0.0 <= d < 1.0):
-            raise InvalidRecordError(f"event discount_depth must be in [0, 1); got {d!r}")
-
-
-_EVENT_FIELDS = tuple(f.name for f in fields(Event))
-
-
-def checked_event(**values: Any) -> Event:
-    """An :class:`Event` from values already checked (the engine's own stored records), without checking again.
-
-    Package-internal: the dispatcher's feedback turns each committed push and
-    inferred visit into an event; their fields passed :class:`Event`'s checks
-    (or the state's) when they were made, so the constructor's checks (a
-    few per cent of a push decision's cost) are not repeated.  Unnamed
-    fields are None.
-
-    >>> checked_event(kind="visit", user_id="u1", ts=1767225600.0, store_id="s1") == Event(
-    ...     "visit", "u1", 1767225600.0, store_id="s1")
-    True
-    """
-    e = object.__new__(Event)
-    for name in _EVENT_FIELDS:
-        object.__setattr__(e, name, values.get(name))
-    return e
+__all__ = ["DEFAULT_KIND_WEIGHTS", "HistoryTables", "UserHistory", "bind_resolver", "empty_like", "reading"]
 
 
 @dataclass(slots=True)
@@ -294,26 +71,6 @@ class _Decayed:
         if self.t0 == -math.inf:
             return 0.0
         return self.value * 2.0 ** (-max(t - self.t0, 0.0) / half_life_s)
-
-
-#: Hour bins of the time-of-day profiles: 24 hours of a weekday, then 24 of a weekend day.
-N_HOUR_BINS = 48
-
-
-def hour_bin(ts: float, utc_offset_s: float) -> int:
-    """Profile bin of a time: local hour of day, plus 24 on Saturdays and Sundays.
-
-    Examples
-    --------
-    >>> from o2o_geo._history import hour_bin
-    >>> hour_bin(1767258000, 0)  # Thursday 2026-01-01 09:00 UTC
-    9
-    >>> hour_bin(1767258000, 2 * 86400)  # the same clock time two days later: Saturday
-    33
-    """
-    local = ts + utc_offset_s
-    weekday = (int(local // SECONDS_PER_DAY) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-    return int(local % SECONDS_PER_DAY // 3600) + (24 if weekday >= 5 else 0)
 
 
 @dataclass(slots=True)
@@ -357,7 +114,7 @@ class _UserState:
 DEFAULT_KIND_WEIGHTS: Mapping[str, float] = {"redeem": 1.0, "visit": 0.5, "click": 0.2, "open": 0.1}
 
 
-class UserHistory:
+class UserHistory(HistoryReads):
     """Incremental per-user and per-merchant features from a stream of events.
 
     Parameters
@@ -423,8 +180,10 @@ class UserHistory:
             raise InvalidParameterError(f"kind_weights must map event kinds to weights; got {kind_weights!r:.80}")
         weights = dict(DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights)
         for kind, w in weights.items():
-            if kind not in _KINDS or isinstance(w, bool) or not (isinstance(w, (int, float)) and w >= 0):
-                raise InvalidParameterError(f"kind_weights[{kind!r}] = {w!r}: kinds are {sorted(_KINDS)}, weights >= 0")
+            if kind not in EVENT_KINDS or isinstance(w, bool) or not (isinstance(w, (int, float)) and w >= 0):
+                raise InvalidParameterError(
+                    f"kind_weights[{kind!r}] = {w!r}: kinds are {sorted(EVENT_KINDS)}, weights >= 0"
+                )
         self.half_life_days = float(half_life_days)
         self.kind_weights = weights
         self.prior_pushes = float(prior_pushes)
@@ -695,10 +454,6 @@ class UserHistory:
                 if st is not None:  # None: the user was forgotten meanwhile
                     self._fold_resolved(st, e, r)
 
-    def _user(self, user_id: Any) -> _UserState | None:
-        """The user's state, for readers that hold :attr:`_lock` (the scorer's feature extractor)."""
-        return self._users.get(user_id)
-
     def forget_user(self, user_id: Any) -> bool:
         """Erase a user's features; returns whether there were any.
 
@@ -749,317 +504,74 @@ class UserHistory:
                 self._tiers[user_id] = tier
             return True
 
-    def tier(self, user_id: Any) -> str | None:
-        """The user's member tier (see :meth:`set_tier`), or None.
 
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory()
-        >>> _ = h.set_tier(7, "silver")
-        >>> h.tier(7), h.tier(8)
-        ('silver', None)
-        """
-        return self._tiers.get(check_id(user_id, "user_id"))
+class HistoryTables(NamedTuple):
+    """A history's tables as the scorer reads them in bulk (package-internal: see :func:`reading`).
 
-    # ------------------------------------------------------------ features
-    def n_events(self, user_id: Any, kind: str) -> int:
-        """How many events of this kind the user has (not decayed).
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory.from_events([og.Event("push", "u1", 0), og.Event("push", "u1", 60),
-        ...                                 og.Event("dismiss", "u1", 90)])
-        >>> h.n_events("u1", "push"), h.n_events("u1", "dismiss"), h.n_events("u1", "redeem"), h.n_events("u2", "push")
-        (2, 1, 0, 0)
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        return 0 if st is None else st.counts.get(_hashable(kind, "kind"), 0)
-
-    def category_affinity(self, user_id: Any, category: Any, now: Any) -> float:
-        """Recency-weighted engagement of the user with a category at ``now`` (0 when none).
-
-        Examples
-        --------
-        Each kind counts with its weight (redeem 1, visit 0.5, open 0.1 by default):
-
-        >>> from datetime import datetime, timezone
-        >>> import o2o_geo as og
-        >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        >>> h = og.UserHistory.from_events([og.Event("redeem", "u1", t, category="coffee"),
-        ...                                 og.Event("visit", "u1", t, category="coffee"),
-        ...                                 og.Event("open", "u1", t, category="tea")])
-        >>> for category in ("coffee", "tea", "cinema"):
-        ...     print(f"{category:<7} {h.category_affinity('u1', category, now=t):.2f}")
-        coffee  1.50
-        tea     0.10
-        cinema  0.00
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        d = None if st is None else st.category.get(_hashable(category, "category"))
-        return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
-
-    def merchant_affinity(self, user_id: Any, merchant_id: Any, now: Any) -> float:
-        """Recency-weighted engagement of the user with a merchant at ``now`` (0 when none).
-
-        Examples
-        --------
-        With the default half-life of 30 days:
-
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory.from_events([og.Event("redeem", "u1", 0, merchant_id="m-lucky")])
-        >>> [f"{h.merchant_affinity('u1', 'm-lucky', now=days * 86400):.2f}" for days in (0, 30, 60)]
-        ['1.00', '0.50', '0.25']
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        d = None if st is None else st.merchant.get(_hashable(merchant_id, "merchant_id"))
-        return 0.0 if d is None else d.at(to_epoch_s(now, "now"), self._h)
-
-    def category_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
-        """Every (category, affinity at ``now``) of the user (``now`` in epoch seconds).
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory.from_events([og.Event("redeem", "u1", 0, category="coffee"),
-        ...                                 og.Event("visit", "u1", 7 * 86400, category="tea")], half_life_days=7)
-        >>> for category, affinity in h.category_sums("u1", 7 * 86400):
-        ...     print(f"{category} {affinity:.2f}")
-        coffee 0.50
-        tea 0.50
-        >>> h.category_sums("nobody", 0)
-        []
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        if st is None:
-            return []
-        with self._lock:  # another thread may be adding an event to this user
-            items = list(st.category.items())
-        return [(c, d.at(now, self._h)) for c, d in items]
-
-    def merchant_sums(self, user_id: Any, now: float) -> list[tuple[Any, float]]:
-        """Every (merchant, affinity at ``now``) of the user (``now`` in epoch seconds).
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory.from_events([og.Event("redeem", "u1", 0, merchant_id="m-lucky"),
-        ...                                 og.Event("click", "u1", 0, merchant_id="m-tea")])
-        >>> for merchant, affinity in h.merchant_sums("u1", 30 * 86400):
-        ...     print(f"{merchant} {affinity:.2f}")
-        m-lucky 0.50
-        m-tea 0.10
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        if st is None:
-            return []
-        with self._lock:
-            items = list(st.merchant.items())
-        return [(m, d.at(now, self._h)) for m, d in items]
-
-    def activity(self, user_id: Any, now: Any) -> float:
-        """Recency-weighted count of the user's redemptions and visits at ``now``.
-
-        Examples
-        --------
-        Pushes and opens are not activity; a redemption and a visit are:
-
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory(half_life_days=7)
-        >>> for kind in ("push", "open", "redeem", "visit"):
-        ...     h.add(og.Event(kind, "u1", 0))
-        >>> print(f"{h.activity('u1', now=0):.2f} {h.activity('u1', now=7 * 86400):.2f} {h.activity('u2', now=0):.2f}")
-        2.00 1.00 0.00
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        return 0.0 if st is None else st.engaged.at(to_epoch_s(now, "now"), self._h)
-
-    def usual_distance_m(self, user_id: Any, default_m: float = 1000.0) -> float:
-        """Recency-weighted geometric mean distance of the user's past redemptions (``default_m`` when none).
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory.from_events([og.Event("redeem", "u1", 0, distance_m=200.0),
-        ...                                 og.Event("redeem", "u1", 0, distance_m=800.0)])
-        >>> print(f"{h.usual_distance_m('u1'):.0f} {h.usual_distance_m('u2'):.0f} {h.usual_distance_m('u2', 500):.0f}")
-        400 1000 500
-        """
-        default_m = check_number(default_m, "default_m", low=0.0)
-        st = self._users.get(check_id(user_id, "user_id"))
-        if st is None or st.dist_w.t0 == -math.inf:
-            return float(default_m)
-        t = st.dist_w.t0 if st.dist_w.t0 >= st.dist_log.t0 else st.dist_log.t0
-        w = st.dist_w.at(t, self._h)
-        return math.exp(st.dist_log.at(t, self._h) / w) if w > 0 else float(default_m)
-
-    def discount_sensitivity(self, user_id: Any, prior_n: float = 2.0) -> float:
-        """How much deeper the user's redeemed discounts are than the pushed ones, shrunk to 0.
-
-        Positive: the user redeems the deep discounts; 0 with no evidence.
-
-        Examples
-        --------
-        Both users are pushed a 10 % and a 30 % discount; one redeems the deep one, the other the shallow one:
-
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory()
-        >>> for user, redeemed in (("hunter", 0.3), ("regular", 0.1)):
-        ...     h.add(og.Event("push", user, 0, discount_depth=0.1))
-        ...     h.add(og.Event("push", user, 0, discount_depth=0.3))
-        ...     h.add(og.Event("redeem", user, 3600, discount_depth=redeemed))
-        >>> for user in ("hunter", "regular", "new"):
-        ...     print(f"{user:<7} {h.discount_sensitivity(user):+.3f}")
-        hunter  +0.033
-        regular -0.033
-        new     +0.000
-        """
-        st = self._users.get(check_id(user_id, "user_id"))
-        if st is None or st.redeem_n.t0 == -math.inf or st.push_n.t0 == -math.inf:
-            return 0.0
-        t = max(st.redeem_n.t0, st.push_n.t0)
-        rn, pn = st.redeem_n.at(t, self._h), st.push_n.at(t, self._h)
-        if rn <= 0 or pn <= 0:
-            return 0.0
-        gap = st.redeem_depth.at(t, self._h) / rn - st.push_depth.at(t, self._h) / pn
-        return gap * rn / (rn + prior_n)
-
-    def merchant_redemption_rate(self, merchant_id: Any) -> float:
-        """Redemptions per push of a merchant, shrunk towards the global rate (see ``prior_pushes``).
-
-        Examples
-        --------
-        Fifty pushes each; 20 redeemed at one merchant, 1 at the other:
-
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory()
-        >>> for i in range(100):
-        ...     h.add(og.Event("push", f"u{i}", i, merchant_id="m-good" if i < 50 else "m-bad"))
-        >>> for i in (*range(20), 60):
-        ...     h.add(og.Event("redeem", f"u{i}", 1000 + i, merchant_id="m-good" if i < 50 else "m-bad"))
-        >>> for m in ("m-good", "m-bad", "m-new"):  # raw rates 0.40, 0.02 and none
-        ...     print(f"{m:<6} {h.merchant_redemption_rate(m):.3f}")
-        m-good 0.278
-        m-bad  0.088
-        m-new  0.157
-        """
-        global_rate = self.global_redemption_rate()
-        code = self._merchant_code.get(merchant_id)
-        p, r = (0, 0) if code is None else self._merchant_counts[code].tolist()
-        denom = p + self.prior_pushes
-        return (r + self.prior_pushes * global_rate) / denom if denom > 0 else global_rate
-
-    def global_redemption_rate(self) -> float:
-        """Redemptions per push over all merchants, shrunk towards ``prior_rate``.
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory(prior_pushes=50, prior_rate=0.05)
-        >>> print(f"{h.global_redemption_rate():.3f}")
-        0.050
-        >>> for i in range(100):
-        ...     h.add(og.Event("push", f"u{i}", i))
-        >>> for i in range(20):
-        ...     h.add(og.Event("redeem", f"u{i}", 1000 + i))
-        >>> print(f"{h.global_redemption_rate():.3f}")  # (20 + 50 * 0.05) / (100 + 50)
-        0.150
-        """
-        denom = self._n_pushes + self.prior_pushes
-        r = (self._n_redeems + self.prior_pushes * self.prior_rate) / denom if denom > 0 else self.prior_rate
-        return min(max(r, 1e-6), 1 - 1e-6)
-
-    def merchant_popularity(self, merchant_id: Any) -> int:
-        """Redemptions of a merchant, all users, not decayed.
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> h = og.UserHistory.from_events([og.Event("redeem", "u1", 0, merchant_id="m-lucky"),
-        ...                                 og.Event("redeem", "u2", 400 * 86400, merchant_id="m-lucky"),
-        ...                                 og.Event("visit", "u3", 0, merchant_id="m-lucky")])
-        >>> h.merchant_popularity("m-lucky"), h.merchant_popularity("m-tea")
-        (2, 0)
-        """
-        code = self._merchant_code.get(merchant_id)
-        return 0 if code is None else int(self._merchant_counts[code, 1])
-
-
-_EVENT_FIELDS = (
-    "kind",
-    "user_id",
-    "ts",
-    "offer_id",
-    "store_id",
-    "merchant_id",
-    "category",
-    "push_id",
-    "amount",
-    "discount_depth",
-    "distance_m",
-    "event_id",
-)
-
-
-def as_events(events: Any, what: str = "events") -> list[Event]:
-    """Events from :class:`Event` objects, dict records or a DataFrame with the Event fields as columns.
-
-    Missing cells (None, NaN) are left out; numpy scalars become Python
-    numbers.  Rows are named by their 0-based position (and the DataFrame's
-    index label when it differs) in every error.
-
-    Raises
-    ------
-    InvalidParameterError
-        ``events`` is not a collection of events (None, a string, a number).
-    InvalidRecordError
-        A row is not an event: an unknown column (with the nearest known
-        name), a missing ``kind``/``user_id``/``ts``, or a bad value.
-
-    Examples
-    --------
-    >>> from o2o_geo._history import as_events
-    >>> as_events([{"kind": "visit", "user_id": 7, "ts": 0.0, "store_id": "s1", "offer_id": None}])[0].store_id
-    's1'
-    >>> as_events([{"kind": "visit", "user": 7, "ts": 0.0}])
-    Traceback (most recent call last):
-    ...
-    o2o_geo.errors.InvalidRecordError: events[0]: unknown field 'user' (did you mean 'user_id'?); an event has ...
+    Codes are first-seen order, so a reader maps its own ids to them once
+    and extends the map as codes are added; the versions say when derived
+    values must be recomputed.
     """
-    labels: list[Any] | None = None
-    if hasattr(events, "to_dict") and hasattr(events, "columns"):
-        labels = list(events.index)
-        rows: Iterable[Any] = events.to_dict("records")
-    elif events is None or isinstance(events, (str, bytes, Mapping, Event)) or not isinstance(events, Iterable):
-        raise InvalidParameterError(
-            f"{what} must be Event objects, dict records or a DataFrame of events; got {type(events).__name__}"
+
+    users: Mapping[Any, _UserState]
+    tiers: Mapping[Any, str]
+    half_life_s: float
+    store_ids: Sequence[Any]
+    store_visits: np.ndarray  # by store code, one per store_ids entry
+    store_next: Mapping[Any, Mapping[Any, int]]
+    cat_ids: Sequence[Any]
+    cat_hours: np.ndarray  # (category code, hour bin) -> visits
+    cat_next: Mapping[int, Mapping[int, int]]
+    cat_version: int
+    merchant_ids: Sequence[Any]
+    merchant_counts: np.ndarray  # (merchant code, [pushes, redemptions])
+    rates_version: int
+
+
+@contextmanager
+def reading(history: UserHistory) -> Iterator[HistoryTables]:
+    """Hold the history's lock and give its tables: the feature extractor and the fit's replay read them so.
+
+    The history's own methods (``usual_distance_m`` and the others) may be
+    called inside; nothing may be added to the history before the block ends.
+    """
+    h = history
+    with h._lock:
+        yield HistoryTables(
+            users=h._users,
+            tiers=h._tiers,
+            half_life_s=h._h,
+            store_ids=h._store_ids,
+            store_visits=h._store_visits[: len(h._store_ids)],
+            store_next=h._store_next,
+            cat_ids=h._cat_ids,
+            cat_hours=h._cat_hours,
+            cat_next=h._cat_next,
+            cat_version=h._cat_version,
+            merchant_ids=h._merchant_ids,
+            merchant_counts=h._merchant_counts,
+            rates_version=h._rates_version,
         )
-    else:
-        rows = events
-    out: list[Event] = []
-    for i, row in enumerate(rows):
-        where = f"{what}[{i}]" + (f" (index {labels[i]!r})" if labels is not None and labels[i] != i else "")
-        if isinstance(row, Event):
-            out.append(row)
-            continue
-        if not isinstance(row, Mapping):
-            raise InvalidRecordError(f"{where}: an event is an Event or a dict of its fields; got {type(row).__name__}")
-        rec: dict[str, Any] = {}
-        for k, v in row.items():
-            if k not in _EVENT_FIELDS:
-                hint = did_you_mean(k, _EVENT_FIELDS)
-                raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
-            if _is_missing(v):
-                continue
-            rec[k] = v.item() if isinstance(v, np.generic) else v
-        missing = [f for f in ("kind", "user_id", "ts") if f not in rec]
-        if missing:
-            raise InvalidRecordError(f"{where}: no {', '.join(missing)} (every event needs kind, user_id and ts)")
-        try:
-            out.append(Event(**rec))
-        except (InvalidRecordError, InvalidParameterError) as exc:
-            raise InvalidRecordError(f"{where}: {exc}") from None
+
+
+def bind_resolver(history: UserHistory, resolver: Resolver) -> None:
+    """Fill in the history's merchants, categories and local hours with ``resolver`` (the scorer's), from now on.
+
+    The events waiting for one are resolved and folded in.  Idempotent: a
+    history already bound to an equal resolver is left as it is.
+    """
+    if history._resolver is None or history._resolver != resolver:
+        history._bind(resolver)
+
+
+def empty_like(history: UserHistory) -> UserHistory:
+    """An empty history with ``history``'s settings and member tiers (the tiers are the user's, not events)."""
+    h = history
+    out = UserHistory(
+        h.half_life_days, h.kind_weights, h.prior_pushes, h.prior_rate, h.max_places_per_user, h.max_idle_days
+    )
+    with h._lock:
+        out._tiers = dict(h._tiers)
     return out
 
 
@@ -1086,17 +598,3 @@ def _unresolved(event: Event) -> bool:
     return (event.offer_id is not None or event.store_id is not None) and (
         event.merchant_id is None or event.category is None
     )
-
-
-def _hashable(v: Any, name: str) -> Any:
-    """``v`` if it can be a key (an id, a category, a kind), else InvalidParameterError."""
-    if isinstance(v, Hashable) and not isinstance(v, np.ndarray):
-        return v
-    raise InvalidParameterError(f"{name} must be an id (a str or an int); got {v!r:.80}")
-
-
-def _is_missing(v: Any) -> bool:
-    """None, NaN, or pandas' NA/NaT (known by type name: pandas is not imported for this)."""
-    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
-        return True
-    return type(v).__name__ in ("NAType", "NaTType")

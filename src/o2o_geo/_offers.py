@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ._history import to_epoch_s
+from ._time import to_epoch_s
 from ._types import FloatArray, IntArray
 from ._validate import as_items, check_id, rows_of
 from .errors import DuplicateOfferError, InvalidRecordError, UnknownOfferError
 
-__all__ = ["AUDIENCES", "Offer", "OfferSet"]
+__all__ = ["AUDIENCES", "Offer", "OfferSet", "offer_rows"]
 
 #: The audiences an :class:`Offer` can be aimed at (see ``Offer.audience``).
 AUDIENCES = ("all", "new", "returning", "lapsed", "members")
@@ -353,3 +353,12 @@ class OfferSet:
             offsets[i + 1] = offsets[i] + len(rows)
         positions = np.fromiter((p for rows in chunks for p in rows), dtype=np.int64, count=int(offsets[-1]))
         return offsets, positions
+
+
+def offer_rows(offers: OfferSet) -> Mapping[Any, int]:
+    """Offer id -> row (package-internal: the scorer's catalog resolves events' offers with it; read it, never write).
+
+    The set's own mapping, typed read-only: a copy per catalog would cost
+    memory for nothing, and a proxy would not pickle to a Dask worker.
+    """
+    return offers._lookup

@@ -1,8 +1,7 @@
 """PushPolicy: when the dispatcher may push, and how often.
 
 Times are epoch seconds (UTC); local times (quiet hours, days for the caps,
-opening hours) come from IANA time zones: the caller's, a store's ``tz``
-column, or an offline lookup of the position (timezonefinder, no network).
+opening hours) come from IANA time zones (``_time``).
 """
 
 from __future__ import annotations
@@ -12,14 +11,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
 from ._validate import check_flag
-from .errors import InvalidParameterError, InvalidRecordError
+from .errors import InvalidParameterError
 
 __all__ = ["Budget", "PushPolicy"]
 
@@ -335,149 +332,9 @@ class PushPolicy:
         return cap
 
 
-#: How far ahead the opening-hours parser looks for the next change (days): a closing-margin check needs minutes.
-_HOURS_HORIZON_DAYS = 8
-
-
-def parse_hours(text: Any, store_id: Any = None, lat: float | None = None, lon: float | None = None) -> Any:
-    """A store's opening hours, in the OpenStreetMap ``opening_hours`` syntax; ``None`` when always open.
-
-    Read by the maintained ``opening-hours-py`` parser, so the format store
-    data comes in works: weekdays, several ranges, overnight ranges, ``off``
-    and, given the store's position, its country's public holidays
-    (``PH off``).  The short form ``"08:00-22:00"`` (or
-    ``"07:00-11:00,17:00-23:30"``) is that syntax too.  Missing or empty
-    text: always open.  With a position a parse takes about 0.2 ms (the
-    country and zone lookup), once per store: the dispatcher keeps the
-    parsed hours across index versions.
-
-    Raises
-    ------
-    InvalidRecordError
-        Text the parser refuses (or not text), naming the store.
-
-    Examples
-    --------
-    >>> from datetime import datetime
-    >>> h = parse_hours("Mo-Fr 08:00-20:00; Sa 10:00-16:00; Su off")
-    >>> h.is_open(datetime(2026, 1, 3, 12, 0)), h.is_open(datetime(2026, 1, 4, 12, 0))   # Saturday, Sunday
-    (True, False)
-    >>> parse_hours(None) is None
-    True
-    >>> parse_hours("8-22", "s1")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    o2o_geo.errors.InvalidRecordError: store 's1': cannot read opening hours '8-22' (OpenStreetMap ...
-    """
-    if text is None or (isinstance(text, float) and math.isnan(text)) or (isinstance(text, str) and not text.strip()):
-        return None
-    if not isinstance(text, str):
-        raise InvalidRecordError(f"store {store_id!r}: opening hours must be text like '08:00-22:00'; got {text!r}")
-    from opening_hours import OpeningHours  # a compiled parser: imported when a store has hours
-
-    coords = None if lat is None or lon is None else (float(lat), float(lon))
-    try:
-        return OpeningHours(text, coords=coords, max_interval_days=_HOURS_HORIZON_DAYS)
-    except Exception as exc:  # noqa: BLE001 - the parser raises its own ParserError (and others for odd input)
-        raise InvalidRecordError(
-            f"store {store_id!r}: cannot read opening hours {text!r} (OpenStreetMap opening_hours syntax, "
-            "e.g. 'Mo-Fr 08:00-20:00; Sa 10:00-16:00; Su off')"
-        ) from exc
-
-
-def open_for(hours: Any, local: datetime, margin_min: float) -> bool:
-    """Whether a store is open at ``local`` and stays open at least ``margin_min`` more minutes.
-
-    ``hours`` is :func:`parse_hours`' (``None``: always open); ``local`` the
-    store's local time (aware, in its zone).  An ``unknown`` state (OSM's
-    ``unknown`` rule) counts as closed: the engine never pushes for a store
-    it is not sure is open.
-
-    Examples
-    --------
-    >>> from datetime import datetime
-    >>> h = parse_hours("08:00-22:00")
-    >>> open_for(h, datetime(2026, 1, 1, 21, 0), 30), open_for(h, datetime(2026, 1, 1, 21, 45), 30)
-    (True, False)
-    >>> open_for(parse_hours("18:00-02:00"), datetime(2026, 1, 1, 1, 0), 30)
-    True
-    """
-    if hours is None:
-        return True
-    if not hours.is_open(local):
-        return False
-    change = hours.next_change(local)
-    return change is None or (change - local).total_seconds() >= margin_min * 60.0
-
-
-def zone(name: str) -> ZoneInfo:
-    """A cached :class:`zoneinfo.ZoneInfo`; unknown names (and non-strings) raise InvalidParameterError."""
-    if not isinstance(name, str):
-        raise InvalidParameterError(f"a time zone must be an IANA name like 'Asia/Shanghai'; got {name!r}")
-    return _zone(name)
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidParameterError(f"unknown time zone {name!r}") from exc
-
-
 def _is_number(v: Any) -> bool:
     """A real number (not a bool, not an array)."""
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
-_TF: Any = None
-
-
-@lru_cache(maxsize=65_536)
-def tz_at(lat: float, lon: float) -> str:
-    """IANA time zone at a position, offline (timezonefinder); "UTC" at sea without a zone.
-
-    Remembered per position (the last 65,536), so indexes rebuilt after an
-    ``add`` look up only their new stores.
-
-    Examples
-    --------
-    >>> tz_at(31.2304, 121.4737), tz_at(51.5072, -0.1276)
-    ('Asia/Shanghai', 'Europe/London')
-    """
-    global _TF
-    if _TF is None:
-        from timezonefinder import TimezoneFinder
-
-        _TF = TimezoneFinder(in_memory=True)
-    name = _TF.timezone_at(lng=lon, lat=lat)
-    return name or "UTC"
-
-
-def store_zones(stores: Any, tz_column: str = "tz") -> list[str]:
-    """Each store's IANA zone: its ``tz_column`` value, else looked up offline at its position.
-
-    Raises
-    ------
-    InvalidParameterError
-        A zone name that is not an IANA name.
-
-    Examples
-    --------
-    >>> import o2o_geo as og
-    >>> stores = og.StoreSet.from_records([{"store_id": "a", "lat": 31.23, "lon": 121.47},
-    ...                                    {"store_id": "b", "lat": 0.0, "lon": 0.0, "tz": "Africa/Lagos"}])
-    >>> store_zones(stores)
-    ['Asia/Shanghai', 'Africa/Lagos']
-    """
-    given = stores[tz_column].tolist() if tz_column in stores.columns else [None] * len(stores)
-    names = [
-        str(t) if isinstance(t, str) and t else tz_at(float(a), float(b))
-        for t, a, b in zip(given, stores.lat.tolist(), stores.lon.tolist(), strict=True)
-    ]
-    for name in set(names):
-        zone(name)
-    return names
 
 
 def _default_policy() -> PushPolicy:

@@ -86,12 +86,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._dispatch import Dispatcher
-from ._history import to_epoch_s
 from ._index import Matches, StoreIndex
 from ._offers import OfferSet
 from ._policy import PushPolicy
 from ._scoring import OfferScorer
 from ._state import MemoryState
+from ._time import to_epoch_s
 from ._types import Where
 from ._validate import check_choice
 from .errors import InvalidCoordinateError, InvalidParameterError

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ._events import Event
 from ._geodesy import geodesic_forward
-from ._history import Event
 from ._index import StoreIndex
 from ._offers import Offer, OfferSet
 from ._stores import StoreSet

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._history import Event
+from .._events import Event
 from .._index import StoreIndex, missing_values_message
 from .._offers import OfferSet
 from .._policy import Budget, PushPolicy

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from .._dispatch import Dispatcher, PushDecision
-from .._history import Event
+from .._events import Event
 from .._index import StoreIndex
 from .._offers import OfferSet
-from .._policy import PushPolicy, zone
+from .._policy import PushPolicy
 from .._scoring import OfferScorer
 from .._state import MemoryState, SQLiteState
+from .._time import zone
 from ._common import (
     about,
     counted,

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from .._history import Event
+from .._events import Event
 from .._offers import OfferSet
 from .._policy import PushPolicy
 from .._state import Transaction, keys

@@ -26,9 +26,10 @@ import numpy as np
 
 from .._fences import FenceHit
 from .._offers import OfferSet
-from .._policy import PushPolicy, open_for
+from .._policy import PushPolicy
 from .._scoring import OfferScorer, ScoredCandidates
 from .._state import Transaction, keys
+from .._time import open_for
 from ._decision import PushDecision, ScoreTerms, push_record
 from ._limits import Limit, LocalDay, candidate_limits, charge, first_exceeded, user_capped, user_limits
 from ._profile import audience_reason, consent_gate, with_welcome

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._history import Event, checked_event
+from .._events import Event, checked_event
 from .._offers import OfferSet
 from .._scoring import OfferScorer
 

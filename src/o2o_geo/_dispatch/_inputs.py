@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._fences import FenceHit
-from .._history import to_epoch_s
-from .._policy import PushPolicy, zone
+from .._policy import PushPolicy
 from .._state import DispatchState
+from .._time import to_epoch_s, zone
 from .._types import FloatArray
 from .._validate import as_point, check_id, did_you_mean
 from ..errors import InvalidParameterError

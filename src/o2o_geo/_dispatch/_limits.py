@@ -16,8 +16,9 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 from .._offers import Offer
-from .._policy import PushPolicy, tz_at, zone
+from .._policy import PushPolicy
 from .._state import Transaction, keys
+from .._time import tz_at, zone
 
 __all__ = ["Limit", "LocalDay", "candidate_limits", "charge", "first_exceeded", "user_capped", "user_limits"]
 

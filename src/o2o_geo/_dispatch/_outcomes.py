@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from .._history import Event
+from .._events import Event
 from .._state import Transaction
 from .._validate import check_id
 from ..errors import InvalidRecordError, UnknownOfferError, UnknownPushError, UnknownStoreError

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._events import Event
     from .._fences import Geofences
-    from .._history import Event
     from .._index import StoreIndex
     from .._offers import OfferSet
     from .._policy import PushPolicy

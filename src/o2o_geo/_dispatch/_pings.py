@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .._history import Event, to_epoch_s_column
-from .._policy import zone
+from .._events import Event
 from .._state import Transaction, keys
+from .._time import to_epoch_s_column, zone
 from .._validate import as_latlon, check_id
 from ..errors import InvalidRecordError, ShapeMismatchError
 from ._batch import Ahead

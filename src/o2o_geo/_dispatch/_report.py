@@ -35,8 +35,8 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._history import to_epoch_s
 from .._state import keys
+from .._time import to_epoch_s
 from .._validate import check_choice, check_flag, import_optional
 from ..errors import InvalidParameterError, RetentionWarning
 from ._parts import EngineParts

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 from .._index import StoreIndex
 from .._offers import OfferSet
-from .._policy import PushPolicy, parse_hours, tz_at, zone
+from .._policy import PushPolicy
+from .._time import parse_hours, tz_at, zone
 
 __all__ = ["StoreFacts", "StoreFactsCache"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from .._types import FloatArray, Where
 from .._validate import as_items, as_latlon, import_optional
 from ..errors import InvalidParameterError
-from ._results import Matches, Neighbors
+from ._results import Matches, Neighbors, neighbors_like
 
 if TYPE_CHECKING:
     from ._store_index import StoreIndex
@@ -178,7 +178,7 @@ def _sub(nb: Neighbors, rows: np.ndarray, ranks: np.ndarray) -> Neighbors:
     n = nb.position.shape[0]
     pos = nb.position.reshape(n, -1)[rows, ranks]
     dist = nb.distance_m.reshape(n, -1)[rows, ranks]
-    return Neighbors(dist, pos, nb._ids, nb._lat, nb._lon, nb._stores)
+    return neighbors_like(nb, dist, pos)
 
 
 def _left_join_matches(df: Any, m: Matches, cols: list[str], distance_col: str) -> Any:
@@ -190,7 +190,7 @@ def _left_join_matches(df: Any, m: Matches, cols: list[str], distance_col: str) 
     rows = rows[order]
     pos = np.concatenate([m.position, np.full(lonely.shape[0], -1, dtype=np.int64)])[order]
     dist = np.concatenate([m.distance_m, np.full(lonely.shape[0], np.inf)])[order]
-    flat = Neighbors(dist, pos, m._ids, m._lat, m._lon, m._stores)
+    flat = neighbors_like(m, dist, pos)
     added: dict[str, np.ndarray] = {"store_id": flat.store_id, distance_col: _distances(dist)}
     for c in cols:
         added[c] = flat.store(c)

@@ -11,7 +11,7 @@ import numpy as np
 from .._types import FloatArray, IntArray
 from .._validate import import_optional
 
-__all__ = ["Matches", "Neighbors", "Pairs", "StoreRadii"]
+__all__ = ["Matches", "Neighbors", "Pairs", "StoreRadii", "neighbors_like"]
 
 
 class Pairs(NamedTuple):
@@ -396,7 +396,7 @@ class Matches:
             raise IndexError(f"query {i} out of range for {n} queries")
         i %= n
         sl = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-        return Neighbors(self.distance_m[sl], self.position[sl], self._ids, self._lat, self._lon, self._stores)
+        return neighbors_like(self, self.distance_m[sl], self.position[sl])
 
     def to_dataframe(self, columns: Sequence[str] = ()) -> Any:
         """Pandas DataFrame with columns ``query``, ``store_id``, ``position``, ``distance_m``, then store ``columns``.
@@ -463,3 +463,8 @@ class Matches:
         """
         gpd = import_optional("geopandas", needed_by="Matches.to_geodataframe", extra="geo")
         return _with_points(gpd, self.to_dataframe(), self._lat, self._lon)
+
+
+def neighbors_like(result: Neighbors | Matches, distance_m: FloatArray, position: IntArray) -> Neighbors:
+    """Other entries over the same stores as ``result``, as a flat :class:`Neighbors` (package-internal: the joins)."""
+    return Neighbors(distance_m, position, result._ids, result._lat, result._lon, result._stores)

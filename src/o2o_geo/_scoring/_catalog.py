@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .._history import Event
-from .._offers import OfferSet
-from .._policy import store_zones, zone
+from .._events import Event
+from .._offers import OfferSet, offer_rows
+from .._time import store_zones, zone
 from .._types import FloatArray, IntArray
 from ..errors import InvalidParameterError
 
@@ -134,7 +134,7 @@ class Catalog:
         self.mer_index: dict[Any, int] = {}
         self.mers: list[Any] = []
         self.offer_mer = _codes(offers.merchant_id.tolist(), self.mer_index, self.mers)
-        self.offer_lookup = offers._lookup
+        self.offer_lookup = offer_rows(offers)
         self.offer_depth = offers.discount_depth
         self.offer_category = offers.category
         self.offer_merchant = offers.merchant_id

@@ -45,14 +45,15 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from .._history import N_HOUR_BINS, SECONDS_PER_DAY, UserHistory, hour_bin
+from .._history import HistoryTables, UserHistory, reading
+from .._time import N_HOUR_BINS, SECONDS_PER_DAY, hour_bin
 from .._types import FloatArray, IntArray
 from ._catalog import Catalog
+from ._views import CodeMap, UserView, decayed, empty_view, user_view
 
 __all__ = ["CROSS_USER_FEATURES", "DEFAULT_WEIGHTS", "FEATURES", "Decay", "FeatureExtractor"]
 
@@ -159,128 +160,8 @@ def _lookup(key_parts: list[IntArray], value_parts: list[FloatArray], want: IntA
     return out
 
 
-def _decayed(value: FloatArray, t0: FloatArray, t: float, half_life_s: float) -> FloatArray:
-    """Recency-weighted sums ``value`` (as of ``t0``) read at ``t`` (as ``_Decayed.at``, vectorised)."""
-    return value * np.exp2(-np.maximum(t - t0, 0.0) / half_life_s)
-
-
-@dataclass(frozen=True)
-class _UserView:
-    """One user's history as arrays over one catalog's codes (rebuilt when the user changes)."""
-
-    cat_code: IntArray
-    cat_val: FloatArray
-    cat_t0: FloatArray
-    mer_code: IntArray
-    mer_val: FloatArray
-    mer_t0: FloatArray
-    place_pos: IntArray
-    place_zone: IntArray
-    rec_val: FloatArray
-    rec_t0: FloatArray
-    last_ts: FloatArray
-    next_count: FloatArray  # moves from the previous place to each place
-    nah_row: IntArray  # next_at_hour entries: place row, hour bin of the visit before, count
-    nah_bin: IntArray
-    nah_count: FloatArray
-    hour_code: IntArray  # category-by-hour entries: category code (-1: not in the catalog), bin, count
-    hour_bin: IntArray
-    hour_count: FloatArray
-    prev_ts: float | None
-    prev_store: Any
-    prev_cat: int
-    cat_next_code: IntArray
-    cat_next_count: FloatArray
-    cat_next_total: float
-
-
-def _user_view(cat: Catalog, st: Any) -> _UserView:
-    def decayed_parts(items: Any, index: Mapping[Any, int]) -> tuple[IntArray, FloatArray, FloatArray]:
-        rows = [(index[k], d.value, d.t0) for k, d in items if k in index]
-        if not rows:
-            return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
-        code, val, t0 = zip(*rows, strict=True)
-        return np.array(code, dtype=np.int64), np.array(val), np.array(t0)
-
-    cat_code, cat_val, cat_t0 = decayed_parts(st.category.items(), cat.cat_index)
-    mer_code, mer_val, mer_t0 = decayed_parts(st.merchant.items(), cat.mer_index)
-    prev = st.prev
-    prev_next = st.places[prev[1]].next if prev is not None and prev[1] is not None else {}
-    row_of: dict[Any, int] = {}
-    pos: list[int] = []
-    rec_val: list[float] = []
-    rec_t0: list[float] = []
-    last: list[float] = []
-    nxt: list[float] = []
-    for sid, place in st.places.items():
-        p = cat.store_pos.get(sid)
-        if p is None:
-            continue
-        row_of[sid] = len(pos)
-        pos.append(p)
-        rec_val.append(place.recency.value)
-        rec_t0.append(place.recency.t0)
-        last.append(place.last_ts)
-        nxt.append(prev_next.get(sid, 0))
-    nah = [(row_of[sid], b, n) for (b, sid), n in st.next_at_hour.items() if sid in row_of]
-    hours = [(cat.cat_index.get(c, -1), b, n) for (c, b), n in st.cat_hours.items()]
-    prev_cat, moves, total = -1, [], 0.0
-    if prev is not None and prev[2] is not None and prev[2] in cat.cat_index:
-        prev_cat = cat.cat_index[prev[2]]
-        for (a, c), n in st.cat_next.items():
-            if a == prev[2]:
-                total += n
-                if c in cat.cat_index:
-                    moves.append((cat.cat_index[c], n))
-    place_pos = np.array(pos, dtype=np.int64)
-    return _UserView(
-        cat_code, cat_val, cat_t0, mer_code, mer_val, mer_t0,
-        place_pos, cat.store_zone[place_pos], np.array(rec_val), np.array(rec_t0), np.array(last),
-        np.array(nxt, dtype=np.float64),
-        np.array([x[0] for x in nah], dtype=np.int64), np.array([x[1] for x in nah], dtype=np.int64),
-        np.array([x[2] for x in nah], dtype=np.float64),
-        np.array([x[0] for x in hours], dtype=np.int64), np.array([x[1] for x in hours], dtype=np.int64),
-        np.array([x[2] for x in hours], dtype=np.float64),
-        None if prev is None else prev[0], None if prev is None else prev[1], prev_cat,
-        np.array([m[0] for m in moves], dtype=np.int64), np.array([m[1] for m in moves], dtype=np.float64), total,
-    )  # fmt: skip
-
-
-_EMPTY: list[_UserView] = []
-
-
-def _empty_view() -> _UserView:
-    if not _EMPTY:
-        i, f = np.empty(0, dtype=np.int64), np.empty(0)
-        _EMPTY.append(_UserView(i, f, f, i, f, f, i, i, f, f, f, f, i, i, f, i, i, f, None, None, -1, i, f, 0.0))
-    return _EMPTY[0]
-
-
 #: Users whose history arrays the extractor keeps (least recently used dropped first).
 _VIEW_CACHE = 4096
-
-
-class _CodeMap:
-    """A catalog's codes -> the history's codes of the same ids (-1: not in the history yet).
-
-    The history hands out codes in first-seen order and never takes one back, so
-    the map is extended with the new ids only.
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[int, int] | None = None
-        self._codes = np.empty(0, dtype=np.int64)
-        self._n = 0
-
-    def codes(self, cat: Catalog, h: UserHistory, size: int, ids: list[Any], index: Mapping[Any, int]) -> IntArray:
-        if self._key != (id(cat), id(h)):
-            self._key, self._codes, self._n = (id(cat), id(h)), np.full(size, -1, dtype=np.int64), 0
-        for code in range(self._n, len(ids)):
-            c = index.get(ids[code])
-            if c is not None:
-                self._codes[c] = code
-        self._n = len(ids)
-        return self._codes
 
 
 class FeatureExtractor:
@@ -307,7 +188,7 @@ class FeatureExtractor:
     def __init__(self, decay: Decay, distance_scale_m: float) -> None:
         self.decay = decay
         self.distance_scale_m = float(distance_scale_m)
-        self._store_map, self._cat_map, self._mer_map = _CodeMap(), _CodeMap(), _CodeMap()
+        self._store_map, self._cat_map, self._mer_map = CodeMap(), CodeMap(), CodeMap()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the parameters only: the caches are keyed on objects of this process."""
@@ -325,7 +206,7 @@ class FeatureExtractor:
             return -x
         return -np.logaddexp(0.0, (x - 1.0) * 4.0)
 
-    def _view(self, cat: Catalog, h: UserHistory, user_id: Any, st: Any) -> _UserView:
+    def _view(self, cat: Catalog, h: UserHistory, user_id: Any, st: Any) -> UserView:
         """The user's history as arrays, rebuilt only when the user's history or the catalog changed."""
         views = self.__dict__.setdefault("_views", OrderedDict())
         key = (id(h), user_id)
@@ -334,16 +215,16 @@ class FeatureExtractor:
             views.move_to_end(key)
             return hit[1]
         if not (st.category or st.merchant or st.places or st.cat_hours):
-            return _empty_view()  # a user with pushes only: nothing to cache
-        view = _user_view(cat, st)
+            return empty_view()  # a user with pushes only: nothing to cache
+        view = user_view(cat, st)
         views[key] = ((st.version, id(cat)), view)
         if len(views) > _VIEW_CACHE:
             views.popitem(last=False)
         return view
 
-    def _store_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
+    def _store_codes(self, cat: Catalog, h: UserHistory, ht: HistoryTables) -> IntArray:
         """Catalog position -> the history's store code (-1: never visited)."""
-        return self._store_map.codes(cat, h, cat.n_stores, h._store_ids, cat.store_pos)
+        return self._store_map.codes(cat, h, cat.n_stores, ht.store_ids, cat.store_pos)
 
     def transform(
         self,
@@ -386,7 +267,6 @@ class FeatureExtractor:
         pair_zone = cat.store_zone[pos]
         pair_bin = zone_bin[uq, pair_zone]
         pair_cat = cat.pair_category(offer, pos)
-        hl = h._h
         usual = np.full(n_users, 1000.0)
         sens = np.zeros(n_users)
         act = np.zeros(n_users)
@@ -409,11 +289,13 @@ class FeatureExtractor:
         n_all_zones = len(cat.zone_names)
         zones_used = list(range(n_all_zones)) if n_all_zones <= 4 else np.unique(pair_zone).tolist()
         n_zones = zone_bin.shape[1]
-        with h._lock:
-            pos_code = self._store_codes(cat, h)
-            visits = h._store_visits[: len(h._store_ids)]
+        with reading(h) as ht:
+            hl = ht.half_life_s
+            pos_code = self._store_codes(cat, h, ht)
+            visits = ht.store_visits
+            tiers = ht.tiers
             for r in range(n_users):
-                st = h._user(users[r])
+                st = ht.users.get(users[r])
                 if st is None:
                     continue
                 tr = float(t_user[r])
@@ -423,10 +305,10 @@ class FeatureExtractor:
                 act[r] = st.engaged.at(tr, hl)
                 if v.cat_code.shape[0]:
                     cat_k.append(r * n_cat + v.cat_code)
-                    cat_v.append(_decayed(v.cat_val, v.cat_t0, tr, hl))
+                    cat_v.append(decayed(v.cat_val, v.cat_t0, tr, hl))
                 if v.mer_code.shape[0]:
                     mer_k.append(r * n_mer + v.mer_code)
-                    mer_v.append(_decayed(v.mer_val, v.mer_t0, tr, hl))
+                    mer_v.append(decayed(v.mer_val, v.mer_t0, tr, hl))
                 with_prev = v.prev_ts is not None and v.prev_ts <= tr
                 if v.place_pos.shape[0]:
                     b = zone_bin[r][v.place_zone][v.nah_row]  # the hour now at each entry's store
@@ -438,7 +320,7 @@ class FeatureExtractor:
                     place_v.append(
                         np.column_stack(
                             [
-                                _decayed(v.rec_val, v.rec_t0, tr, hl),
+                                decayed(v.rec_val, v.rec_t0, tr, hl),
                                 (since >= 0.0) & (since < SECONDS_PER_DAY),
                                 v.next_count if with_prev else np.zeros(v.place_pos.shape[0]),
                                 around,
@@ -447,7 +329,7 @@ class FeatureExtractor:
                         )
                     )
                 if with_prev and v.prev_store is not None:
-                    moves = h._store_next.get(v.prev_store)
+                    moves = ht.store_next.get(v.prev_store)
                     if moves:
                         known = [(cat.store_pos.get(sid), c) for sid, c in moves.items()]
                         pos_c = np.array([p for p, _ in known if p is not None], dtype=np.int64)
@@ -468,22 +350,22 @@ class FeatureExtractor:
                         next_v.append(v.cat_next_count)
             # all users: the overall category shares, by hour bin, after each category
             # catalog category -> the history's rows of counts (a zero row appended for the unseen)
-            c_code = self._category_codes(cat, h)
-            n_hc = len(h._cat_ids)
-            by_cat_bin, share = self._category_shares(cat, h, c_code, n_hc)
+            c_code = self._category_codes(cat, h, ht)
+            n_hc = len(ht.cat_ids)
+            by_cat_bin, share = self._category_shares(cat, h, ht, c_code, n_hc)
             bins_used = set(zone_bin.ravel().tolist()) if zone_bin.size <= 64 else np.unique(pair_bin).tolist()
             by_bin = {b: by_cat_bin[:, b] for b in bins_used}
             to_catalog = self._to_catalog(c_code, n_hc)
             after = {}
             for cp in set(prev_cat[prev_cat >= 0].tolist()):
                 counts = np.zeros(n_cat)
-                moves = h._cat_next.get(int(c_code[cp]), {}) if c_code[cp] >= 0 else {}
+                moves = ht.cat_next.get(int(c_code[cp]), {}) if c_code[cp] >= 0 else {}
                 if moves:
                     to = to_catalog[np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))]
                     n_moves = np.fromiter(moves.values(), dtype=np.float64, count=len(moves))
                     counts[to[to >= 0]] = n_moves[to >= 0]
                 after[int(cp)] = counts
-            mer_rate = self._merchant_rate(cat, h, cat.offer_mer[offer])
+            mer_rate = self._merchant_rate(cat, h, ht, cat.offer_mer[offer])
             code = pos_code[pos]
             popularity = np.zeros(n)
             seen = code >= 0
@@ -491,7 +373,6 @@ class FeatureExtractor:
         X[:, _COL["beyond_usual_distance"]] = -np.log1p(dist / usual[uq])
         X[:, _COL["discount_x_sensitivity"]] = depth * sens[uq]
         X[:, _COL["activity"]] = np.log1p(act[uq])
-        tiers = h._tiers
         if tiers:
             X[:, _COL["member"]] = np.fromiter((u in tiers for u in users), dtype=np.float64, count=n_users)[uq]
         X[:, _COL["store_popularity"]] = np.log1p(popularity)
@@ -552,14 +433,14 @@ class FeatureExtractor:
         return X
 
     def _category_shares(
-        self, cat: Catalog, h: UserHistory, c_code: IntArray, n_hc: int
+        self, cat: Catalog, h: UserHistory, ht: HistoryTables, c_code: IntArray, n_hc: int
     ) -> tuple[FloatArray, FloatArray]:
         """All users' visits by (catalog category, hour bin) and the shrunk category shares (cached per change)."""
-        key = (id(cat), id(h), h._cat_version)
+        key = (id(cat), id(h), ht.cat_version)
         hit = getattr(self, "_shares", None)
         if hit is not None and hit[0] == key:
             return hit[1], hit[2]
-        hours = np.vstack([h._cat_hours[:n_hc], np.zeros((1, N_HOUR_BINS), dtype=np.int64)])
+        hours = np.vstack([ht.cat_hours[:n_hc], np.zeros((1, N_HOUR_BINS), dtype=np.int64)])
         by_cat_bin = hours[np.where(c_code >= 0, c_code, n_hc)].astype(np.float64)  # (n_cat, 48)
         pop_c = by_cat_bin.sum(axis=1)
         share = (pop_c + 1.0) / (pop_c.sum() + max(len(cat.cats), 1))
@@ -576,27 +457,27 @@ class FeatureExtractor:
         self._to_cat = (c_code, n_hc, int((c_code >= 0).sum()), out)
         return out
 
-    def _category_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
+    def _category_codes(self, cat: Catalog, h: UserHistory, ht: HistoryTables) -> IntArray:
         """Catalog category code -> the history's category code (-1: no visit yet)."""
-        return self._cat_map.codes(cat, h, len(cat.cats), h._cat_ids, cat.cat_index)
+        return self._cat_map.codes(cat, h, len(cat.cats), ht.cat_ids, cat.cat_index)
 
-    def _merchant_codes(self, cat: Catalog, h: UserHistory) -> IntArray:
+    def _merchant_codes(self, cat: Catalog, h: UserHistory, ht: HistoryTables) -> IntArray:
         """Catalog merchant code -> the history's merchant code (-1: no push or redemption yet; one spare -1 last)."""
-        return self._mer_map.codes(cat, h, len(cat.mers) + 1, h._merchant_ids, cat.mer_index)
+        return self._mer_map.codes(cat, h, len(cat.mers) + 1, ht.merchant_ids, cat.mer_index)
 
-    def _merchant_rate(self, cat: Catalog, h: UserHistory, mer: IntArray) -> FloatArray:
+    def _merchant_rate(self, cat: Catalog, h: UserHistory, ht: HistoryTables, mer: IntArray) -> FloatArray:
         """The ``merchant_rate`` feature of catalog merchant codes ``mer``.
 
         Computed for every catalog merchant at once and kept until a push or a
         redemption changes the rates.
         """
-        key = (id(cat), id(h), h._rates_version, len(h._merchant_ids))
+        key = (id(cat), id(h), ht.rates_version, len(ht.merchant_ids))
         if getattr(self, "_rates_key", None) != key:
             g = h.global_redemption_rate()
-            code = self._merchant_codes(cat, h)
+            code = self._merchant_codes(cat, h, ht)
             counts = np.zeros((code.shape[0], 2))
             seen = code >= 0
-            counts[seen] = h._merchant_counts[code[seen]]
+            counts[seen] = ht.merchant_counts[code[seen]]
             prior = h.prior_pushes
             denom = counts[:, 0] + prior
             with np.errstate(invalid="ignore", divide="ignore"):

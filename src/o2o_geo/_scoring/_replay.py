@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .._events import Event
 from .._geodesy import geodesic_distance_m
-from .._history import Event, UserHistory
+from .._history import UserHistory, reading
 from .._index import StoreIndex
 from .._types import FloatArray, IntArray
 from ..errors import InvalidParameterError, InvalidRecordError
@@ -178,16 +179,17 @@ def replay_visits(
 
     for batch in _batches(evs):
         pending.clear()
-        for e in batch:
-            st = hist._user(e.user_id) if e.kind == "visit" else None
-            prev = st.prev if st is not None else None
-            if st is None or prev is None or prev[1] is None:
-                continue
-            origin, target = cat.store_pos.get(prev[1]), cat.store_pos.get(e.store_id)
-            if origin is not None and target is not None and has_offer[target] and e.ts >= prev[0]:
-                ranked = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], hist._h))
-                familiar = [cat.store_pos[sid] for sid, _ in ranked[:n_negatives] if sid in cat.store_pos]
-                pending.append((e.user_id, prev[0], origin, target, familiar))
+        with reading(hist) as ht:
+            for e in batch:
+                st = ht.users.get(e.user_id) if e.kind == "visit" else None
+                prev = st.prev if st is not None else None
+                if st is None or prev is None or prev[1] is None:
+                    continue
+                origin, target = cat.store_pos.get(prev[1]), cat.store_pos.get(e.store_id)
+                if origin is not None and target is not None and has_offer[target] and e.ts >= prev[0]:
+                    ranked = sorted(st.places.items(), key=lambda kv: -kv[1].recency.at(prev[0], ht.half_life_s))
+                    familiar = [cat.store_pos[sid] for sid, _ in ranked[:n_negatives] if sid in cat.store_pos]
+                    pending.append((e.user_id, prev[0], origin, target, familiar))
         sets = choice_sets() if pending else []
         if sets:  # featurised in one call, then the batch goes into the history
             users = [u for u, _, _, _ in sets]

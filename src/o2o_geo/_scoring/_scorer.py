@@ -21,152 +21,29 @@ solvers: damped Newton for the pushes, L-BFGS for the choices).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from .._history import Event, UserHistory, as_events, to_epoch_s, to_epoch_s_column
+from .._events import Event
+from .._history import UserHistory, bind_resolver
 from .._index import StoreIndex
 from .._offers import OfferSet
+from .._time import to_epoch_s, to_epoch_s_column
 from .._types import FloatArray, IntArray
 from .._validate import as_latlon, check_choice, check_flag, check_id, check_k, import_optional
 from ..errors import InvalidParameterError, InvalidRecordError, ShapeMismatchError, UnknownOfferError
+from ._arrays import argbest, expand, rank_within, row_sums
 from ._catalog import Catalog
 from ._features import CROSS_USER_FEATURES, DEFAULT_WEIGHTS, FEATURES, Decay, FeatureExtractor
-from ._model import fit_choice, fit_logistic
-from ._replay import replay_pushes, replay_visits
+from ._fit import FitMethods
+from ._results import ScoredCandidates, ScoredOffer
 
-__all__ = ["DEFAULT_WEIGHTS", "FEATURES", "OfferScorer", "ScoredCandidates", "ScoredOffer", "terms_of"]
-
-Target = Literal["redeem", "visit"]
-#: Weights ``fit(target="visit")`` cannot learn from visits alone (the same for every store of a
-#: choice, or about offers the visitors were never shown); they keep their values.
-_NOT_FROM_VISITS = ("intercept", "merchant_rate", "discount", "discount_x_sensitivity", "activity", "member")
+__all__ = ["OfferScorer"]
 
 
-@dataclass(frozen=True)
-class ScoredOffer:
-    """One ranked offer for one user: where to redeem it, and why it scored so.
-
-    Attributes
-    ----------
-    offer_id, store_id, merchant_id, category
-        The offer and the store chosen for this user.
-    score : float
-        Probability of redemption.
-    distance_m : float
-        WGS84 distance from the user to the store, metres.
-
-    Examples
-    --------
-    >>> import o2o_geo as og
-    >>> index = og.StoreIndex(og.sample_stores())
-    >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", category="coffee",
-    ...                                                      discount_rate=0.8)]))
-    >>> best = scorer.rank("u1", 31.2304, 121.4737, now=1767225600, k=1)[0]
-    >>> best.store_id, round(best.distance_m)
-    ('lucky-09', 652)
-    >>> list(best.explain())[:3]
-    ['intercept', 'discount', 'distance']
-    """
-
-    offer_id: Any
-    store_id: Any
-    merchant_id: Any
-    category: Any
-    score: float
-    distance_m: float
-    _terms: tuple[tuple[str, float], ...] = field(repr=False)
-
-    @property
-    def logit(self) -> float:
-        """Log-odds of the score: the sum of :meth:`explain`'s terms."""
-        return math.fsum(v for _, v in self._terms)
-
-    def explain(self) -> dict[str, float]:
-        """Each feature's contribution (weight times value) to the logit, largest magnitude first.
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> index = og.StoreIndex(og.sample_stores())
-        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8)])
-        >>> best = og.OfferScorer(index, offers).rank("u1", 31.2304, 121.4737, now=1767225600, k=1)[0]
-        >>> for name, term in list(best.explain().items())[:4]:
-        ...     print(f"{name:<22} {term:+.3f}")
-        intercept              -3.000
-        discount               +0.400
-        distance               +0.342
-        beyond_usual_distance  -0.251
-        >>> print(f"{sum(best.explain().values()):.3f} = logit {best.logit:.3f}")
-        -2.381 = logit -2.381
-        """
-        return dict(sorted(self._terms, key=lambda kv: -abs(kv[1])))
-
-
-@dataclass(frozen=True)
-class ScoredCandidates:
-    """Offers scored at given stores for given users (:meth:`OfferScorer.score_candidates`).
-
-    One row per (input row, valid offer redeemable at that row's store).
-
-    Attributes
-    ----------
-    row : ndarray of int64, shape (n,)
-        The input row each candidate came from.
-    offer : ndarray of int64, shape (n,)
-        Row of the OfferSet.
-    position : ndarray of int64, shape (n,)
-        Row of ``index.stores``.
-    distance_m : ndarray of float64, shape (n,)
-    logit, score : ndarray of float64, shape (n,)
-        Log-odds and probability of redemption.
-    features : ndarray of float64, shape (n, n_features)
-        The feature values (:data:`FEATURES` order).
-    weights : ndarray of float64, shape (n_features,)
-        The weights the scores were computed with.
-
-    Examples
-    --------
-    >>> import o2o_geo as og
-    >>> index = og.StoreIndex(og.sample_stores())
-    >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
-    >>> tea, lucky = (int(p) for p in index.stores.position_of(["teagarden-07", "lucky-09"]))
-    >>> sc = scorer.score_candidates(["u1", "u2"], [tea, lucky], [50.0, 50.0], now=1767225600)
-    >>> sc.row.tolist(), bool(0.0 < sc.score[0] < 1.0)       # only the second store redeems the latte
-    ([1], True)
-    """
-
-    row: IntArray
-    offer: IntArray
-    position: IntArray
-    distance_m: FloatArray
-    logit: FloatArray
-    score: FloatArray
-    features: FloatArray = field(repr=False)
-    weights: FloatArray = field(repr=False)
-
-    def __len__(self) -> int:
-        return int(self.row.shape[0])
-
-    def explanation(self, j: int) -> dict[str, float]:
-        """Each feature's term (weight times value) of candidate ``j``'s logit, in :data:`FEATURES` order.
-
-        Examples
-        --------
-        >>> import o2o_geo as og
-        >>> index = og.StoreIndex(og.sample_stores())
-        >>> scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
-        >>> sc = scorer.score_candidates("u1", index.stores.position_of("lucky-09"), [50.0], now=1767225600)
-        >>> print(f"{sc.explanation(0)['intercept']:+.1f}")
-        -3.0
-        """
-        return terms_of(self.features[j], self.weights)
-
-
-class OfferScorer:
+class OfferScorer(FitMethods):
     """Rank offers for users by distance, their history and the offer itself.
 
     Parameters
@@ -290,7 +167,7 @@ class OfferScorer:
         self._extractor = FeatureExtractor(decay, float(distance_scale_m))
         self._cat: Catalog | None = None
         self._catalog()
-        self.history._bind(self._resolve)
+        bind_resolver(self.history, self._resolve)
 
     # ------------------------------------------------------------ structure
     def _catalog(self) -> Catalog:
@@ -308,7 +185,7 @@ class OfferScorer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling (e.g. on a Dask worker): the history gets this scorer's resolver back."""
         self.__dict__.update(state)
-        self.history._bind(self._resolve)
+        bind_resolver(self.history, self._resolve)
 
     # ------------------------------------------------------------ features
     def _features(
@@ -342,13 +219,13 @@ class OfferScorer:
         if cat.one_to_one:  # one offer per store, store order: nothing to group
             offer = pos
         else:
-            q, grp, pos, dist = _expand(q, pos, dist, cat.store_offsets, cat.store_groups)
+            q, grp, pos, dist = expand(q, pos, dist, cat.store_offsets, cat.store_groups)
             # the best store per (query, group): highest attraction, then lowest position
             attract = cat.log_attr[pos] - np.log(np.maximum(dist, 10.0))
             n_groups = max(cat.n_groups, 1)
-            best = _argbest(q * n_groups + grp, attract, pos, int(q.max(initial=-1) + 1) * n_groups)
+            best = argbest(q * n_groups + grp, attract, pos, int(q.max(initial=-1) + 1) * n_groups)
             q, grp, pos, dist = q[best], grp[best], pos[best], dist[best]
-            q, offer, pos, dist = _expand(q, pos, dist, cat.group_offsets, cat.group_offers, key=grp)
+            q, offer, pos, dist = expand(q, pos, dist, cat.group_offsets, cat.group_offers, key=grp)
         o = self.offers
         valid = (o.valid_from_s[offer] <= t) & (t <= o.valid_until_s[offer]) & (dist <= o.max_distance_m[offer])
         if valid.all():
@@ -467,7 +344,7 @@ class OfferScorer:
             uq = row_user[row]
             t_users = np.array(times)
         X = self._features(users, uq, offer, pos, dist, t_users, cat)
-        logit = _row_sums(X * w)
+        logit = row_sums(X * w)
         return ScoredCandidates(row, offer, pos, dist, logit, 0.5 * (1.0 + np.tanh(0.5 * logit)), X, w)
 
     def _score_pairs(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -494,7 +371,7 @@ class OfferScorer:
             vals = table[rq, ro]
             o2 = np.lexsort((ro, -vals, rq))
             rq, ro = rq[o2], ro[o2]
-            rank = _rank_within(rq, np.zeros(rq.shape[0], dtype=np.int64), np.ones(rq.shape[0], dtype=bool))
+            rank = rank_within(rq, np.zeros(rq.shape[0], dtype=np.int64), np.ones(rq.shape[0], dtype=bool))
             return row[rq[rank < k], ro[rank < k]]
         order = np.argsort(offer, kind="stable")
         order = order[np.argsort(-logit[order], kind="stable")]
@@ -503,9 +380,9 @@ class OfferScorer:
         for cap, codes in ((self.max_per_merchant, cat.offer_mer), (self.max_per_category, cat.offer_cat)):
             if cap is None:
                 continue
-            keep &= _rank_within(q[order], codes[offer[order]], keep) < cap
+            keep &= rank_within(q[order], codes[offer[order]], keep) < cap
         order = order[keep]
-        rank = _rank_within(q[order], np.zeros(order.shape[0], dtype=np.int64), np.ones(order.shape[0], dtype=bool))
+        rank = rank_within(q[order], np.zeros(order.shape[0], dtype=np.int64), np.ones(order.shape[0], dtype=bool))
         return order[rank < k]
 
     def rank(self, user_id: Any, lat: float, lon: float, now: Any = None, k: int = 10) -> list[ScoredOffer]:
@@ -628,7 +505,7 @@ class OfferScorer:
             qt = ot = pt = np.empty(0, dtype=np.int64)
             dt = st = np.empty(0)
             xt = np.empty((0, len(FEATURES)))
-        rank = _rank_within(qt, np.zeros(qt.shape[0], dtype=np.int64), np.ones(qt.shape[0], dtype=bool))
+        rank = rank_within(qt, np.zeros(qt.shape[0], dtype=np.int64), np.ones(qt.shape[0], dtype=bool))
         return {
             "query": qt,
             "rank": rank,
@@ -642,155 +519,6 @@ class OfferScorer:
         }
 
     # ------------------------------------------------------------ learning
-    def fit(
-        self,
-        events: Iterable[Event] | Any,
-        *,
-        target: Target = "redeem",
-        window_days: float = 7.0,
-        l2: float = 1.0,
-        choice_radius_m: float | None = None,
-        n_negatives: int = 80,
-        random_state: int = 0,
-        record: bool = False,
-    ) -> OfferScorer:
-        """Learn the weights from a log of events.
-
-        The events are replayed in time order into a fresh history, so each
-        example is featurised as the scorer would have seen it then.
-        :attr:`history` is not changed unless ``record=True``; the replayed
-        history is :attr:`fit_history_`.
-
-        ``target="redeem"`` (push logs): every ``push`` (with ``offer_id``,
-        ``store_id`` and ``distance_m``) is an example, positive when it was
-        redeemed within ``window_days``.  Pushes are featurised in batches of
-        events from distinct users: a push's user history is exact, its
-        cross-user features (merchant rates, popularity) may miss up to 1,023
-        other users' events just before it, and it never sees a later event.  A ``redeem`` carrying a ``push_id``
-        counts for that push; one without counts for the latest earlier push
-        of the same offer to the same user; a redemption never counts twice.
-
-        ``target="visit"`` (check-ins, no push log needed): every ``visit`` to
-        a known store after an earlier visit by the same user is a choice
-        among the stores within ``choice_radius_m`` of that earlier place, made
-        at its time.  The alternatives are the user's ``n_negatives`` most
-        familiar stores in range, the ``n_negatives // 2`` nearest, and a uniform sample of
-        ``n_negatives // 2`` draws among all stores, weighted by McFadden's
-        correction so the sample does not bias the fit.  A store stands for
-        its first offer.  Weights visits cannot tell (intercept, merchant
-        rate, discount, sensitivity, activity, member) keep their values.
-        The ``member`` feature reads the tiers :attr:`history` holds now
-        (:meth:`UserHistory.set_tier`; a dispatcher sets them from its users'
-        profiles) for every example, earlier ones too.
-
-        Parameters
-        ----------
-        events : iterable of Event, list of dict, or DataFrame
-            The log; records and DataFrames have the :class:`Event` fields as
-            keys or columns (``kind, user_id, ts, offer_id, store_id, distance_m, push_id, ...``).
-        target : {"redeem", "visit"}, default "redeem"
-        window_days : float, default 7
-            Attribution window of a redemption (``target="redeem"``).
-        l2 : float, default 1.0
-            L2 penalty on the weights (not the intercept).
-        choice_radius_m : float, optional
-            Radius of a visit's choice set (default ``search_radius_m``).
-        n_negatives : int, default 80
-            Sampled alternatives per visit (besides up to this many of the user's familiar stores).
-        random_state : int, default 0
-            Seed of the sampled alternatives.
-        record : bool, default False
-            Also add the events to :attr:`history` afterwards.
-
-        Returns
-        -------
-        OfferScorer
-            ``self``.
-
-        Raises
-        ------
-        InvalidParameterError
-            No events, nothing to learn from, or a bad parameter.
-        InvalidRecordError
-            A row that is not an event (named by its position), or a push
-            without a known offer, store and distance.
-
-        Examples
-        --------
-        Forty users get the same coupon; half of the pushes sent 200 m from
-        the store are redeemed, none of those sent 3 km away:
-
-        >>> import o2o_geo as og
-        >>> index = og.StoreIndex(og.sample_stores())
-        >>> offers = og.OfferSet([og.Offer("latte", "m-lucky", category="coffee", discount_rate=0.8)])
-        >>> log = []
-        >>> for i in range(40):
-        ...     ts = 1767225600 + i * 3600
-        ...     d = 200.0 if i % 2 == 0 else 3000.0
-        ...     log.append({"kind": "push", "user_id": f"u{i}", "ts": ts, "offer_id": "latte",
-        ...                 "store_id": "lucky-09", "distance_m": d, "push_id": f"p{i}"})
-        ...     if i % 4 == 0:
-        ...         log.append({"kind": "redeem", "user_id": f"u{i}", "ts": ts + 1800, "offer_id": "latte",
-        ...                     "push_id": f"p{i}"})
-        >>> scorer = og.OfferScorer(index, offers)
-        >>> print(f"distance weight {scorer.weights_[1]:.2f}")
-        distance weight 0.80
-        >>> scorer = scorer.fit(log)
-        >>> print(f"distance weight {scorer.weights_[1]:.2f}")
-        distance weight 1.08
-        >>> scorer.n_fit_examples_, len(scorer.fit_history_), len(scorer.history)
-        (40, 40, 0)
-        """
-        check_choice(target, "target", ("redeem", "visit"))
-        for name, v in (("window_days", window_days), ("l2", l2)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
-                raise InvalidParameterError(f"{name} must be a finite number >= 0; got {v!r}")
-        radius = self.search_radius_m if choice_radius_m is None else choice_radius_m
-        if (
-            isinstance(radius, bool)
-            or not isinstance(radius, (int, float))
-            or not (radius > 0 and math.isfinite(radius))
-        ):
-            raise InvalidParameterError(f"choice_radius_m must be a positive number of metres; got {radius!r}")
-        if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 2:
-            raise InvalidParameterError(f"n_negatives must be an int >= 2; got {n_negatives!r}")
-        evs = sorted(as_events(events), key=lambda e: e.ts)
-        if not evs:
-            raise InvalidParameterError("fit needs events; got none")
-        cat = self._catalog()
-        for e in evs:
-            if e.offer_id is not None and e.kind in ("push", "redeem") and e.offer_id not in cat.offer_lookup:
-                raise UnknownOfferError(f"event at ts {e.ts} names offer_id {e.offer_id!r}, which is not in the offers")
-        h0 = self.history
-        hist = UserHistory(
-            h0.half_life_days, h0.kind_weights, h0.prior_pushes, h0.prior_rate, h0.max_places_per_user, h0.max_idle_days
-        )
-        hist._bind(self._resolve)
-        hist._tiers = dict(h0._tiers)  # the member tiers as known now (an attribute of the user, not an event)
-        if target == "redeem":
-            X, y = replay_pushes(self._extractor, cat, hist, evs, float(window_days) * 86_400.0)
-            weights = fit_logistic(X, y, l2=float(l2), w0=self.weights_)
-            n_examples = y.shape[0]
-        else:
-            X, starts, chosen, offset = replay_visits(
-                self._extractor, cat, self.index, hist, evs, float(radius), n_negatives, random_state
-            )
-            free = np.array([f not in _NOT_FROM_VISITS for f in FEATURES])
-            fixed_offset = offset + X[:, ~free] @ self.weights_[~free]
-            Xf = np.column_stack([np.ones(X.shape[0], dtype=X.dtype), X[:, free]])  # stays float32
-            w = fit_choice(
-                Xf, starts, chosen, fixed_offset, l2=float(l2), w0=np.concatenate([[0.0], self.weights_[free]])
-            )
-            weights = self.weights_.copy()
-            weights[free] = w[1:]
-            n_examples = starts.shape[0]
-        self.weights_ = weights
-        self.n_fit_examples_ = int(n_examples)
-        self.fit_history_ = hist
-        if record:
-            for e in evs:
-                self.history.add(e)
-        return self
 
     def record(self, event: Event) -> None:
         """Add an outcome to the history (merchant, category and local hour filled in from the offers and stores).
@@ -816,8 +544,7 @@ class OfferScorer:
             raise UnknownOfferError(
                 f"event at ts {event.ts} names offer_id {event.offer_id!r}, which is not in the offers"
             )
-        if self.history._resolver is None or self.history._resolver != self._resolve:
-            self.history._bind(self._resolve)
+        bind_resolver(self.history, self._resolve)
         self.history.add(event)
 
 
@@ -831,61 +558,3 @@ def _now(now: Any) -> float:
 
         return time.time()
     return to_epoch_s(now, "now")
-
-
-def terms_of(features: FloatArray, weights: FloatArray) -> dict[str, float]:
-    """One candidate's terms of its logit by feature name: weight times value, in :data:`FEATURES` order."""
-    return dict(zip(FEATURES, (features * weights).tolist(), strict=True))
-
-
-def _row_sums(terms: FloatArray) -> FloatArray:
-    """Each row's sum, added column by column: the same bits whichever rows are summed together.
-
-    numpy sums a column-major array's rows column by column, except a single
-    row, which it sums pairwise (another order); so one row is summed as two.
-    """
-    if terms.shape[0] == 1:
-        return np.add.reduce(np.asfortranarray(np.repeat(terms, 2, axis=0)), axis=1)[:1]
-    return np.add.reduce(np.asfortranarray(terms), axis=1)
-
-
-def _argbest(key: IntArray, value: FloatArray, tie: IntArray, n_keys: int) -> IntArray:
-    """Index of the row with the highest ``value`` (then lowest ``tie``) for each distinct ``key`` in [0, n_keys).
-
-    Dense reductions instead of a sort: ``(key, tie)`` pairs must be unique.
-    """
-    if key.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    best = np.full(n_keys, -np.inf)
-    np.maximum.at(best, key, value)
-    cand = np.flatnonzero(value == best[key])
-    low = np.full(n_keys, np.iinfo(np.int64).max)
-    np.minimum.at(low, key[cand], tie[cand])
-    return cand[tie[cand] == low[key[cand]]]
-
-
-def _expand(
-    q: IntArray, pos: IntArray, dist: FloatArray, offsets: IntArray, items: IntArray, key: IntArray | None = None
-) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
-    """Repeat each row once per item of its CSR list (keyed by ``key``, or by ``pos``)."""
-    k = pos if key is None else key
-    counts = offsets[k + 1] - offsets[k]
-    rows = np.repeat(np.arange(k.shape[0]), counts)
-    within = np.arange(rows.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
-    return q[rows], items[np.repeat(offsets[k], counts) + within], pos[rows], dist[rows]
-
-
-def _rank_within(q: IntArray, group: IntArray, mask: np.ndarray) -> IntArray:
-    """For rows sorted by query, the 0-based rank of each row among earlier masked rows of the same (query, group)."""
-    n = q.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    key_order = np.lexsort((np.arange(n), group, q))
-    qs, gs, ms = q[key_order], group[key_order], mask[key_order].astype(np.int64)
-    new = np.ones(n, dtype=bool)
-    new[1:] = (qs[1:] != qs[:-1]) | (gs[1:] != gs[:-1])
-    csum = np.cumsum(ms) - ms  # masked rows before this one, overall
-    start = np.maximum.accumulate(np.where(new, csum, 0))
-    out = np.empty(n, dtype=np.int64)
-    out[key_order] = csum - start
-    return out

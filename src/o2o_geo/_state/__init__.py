@@ -17,6 +17,7 @@ amount, distance_m, inferred``.  Ids keep their type (str or int) in every backe
 
 from . import _keys as keys
 from ._base import EVENT_FIELDS, PUSH_FIELDS, DispatchState, Transaction
+from ._expiry import ExpiryWheel
 from ._memory import MemoryState
 from ._redis import RedisState
 from ._sqlite import SQLiteState
@@ -25,6 +26,7 @@ __all__ = [
     "EVENT_FIELDS",
     "PUSH_FIELDS",
     "DispatchState",
+    "ExpiryWheel",
     "MemoryState",
     "RedisState",
     "SQLiteState",
