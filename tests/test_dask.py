@@ -366,13 +366,13 @@ def test_index_is_sent_to_each_worker_once(client, index, pings):
             graph = dict(out.__dask_graph__())
             with get_task_stream(client) as stream:
                 n = len(out.compute())
-        ran_on = {t["worker"] for t in stream.data if "_nearest_part" in str(t["key"])}
+        ran_on = {t["worker"] for t in stream.data if "nearest_rows" in str(t["key"])}
     finally:
         loads = client.run(restore)
     assert n == len(pings) and len(ran_on) == 2  # the 16 partitions ran on both workers
     assert sorted(loads.values()) == [1, 1]  # one copy per worker for 16 partitions
     # the graph names the scattered key; no task holds the index
-    tasks = [t for k, t in graph.items() if isinstance(k, tuple) and k[0].startswith("_nearest_part")]
+    tasks = [t for k, t in graph.items() if isinstance(k, tuple) and k[0].startswith("nearest_rows")]
     assert len(tasks) == 16
     shared = set.intersection(*(set(t.dependencies) for t in tasks))
     assert len(shared) == 1 and not any(isinstance(getattr(t, "value", None), ogd._Shared) for t in graph.values())
@@ -383,7 +383,7 @@ def test_without_a_client_the_index_is_one_task(index, pings):
     graph = dict(out.__dask_graph__())
     holders = [k for k, t in graph.items() if isinstance(getattr(t, "value", None), ogd._Shared)]
     assert len(holders) == 1 and graph[holders[0]].value.items[0] is index
-    tasks = [t for k, t in graph.items() if isinstance(k, tuple) and k[0].startswith("_nearest_part")]
+    tasks = [t for k, t in graph.items() if isinstance(k, tuple) and k[0].startswith("nearest_rows")]
     assert len(tasks) == 8 and all(holders[0] in t.dependencies for t in tasks)
     assert len(out.compute(scheduler="threads")) == len(pings)
 
@@ -394,7 +394,9 @@ def test_errors_name_the_problem(client, ddf, pdf, index, world, scorer):
         ogd.nearest([1, 2], index)
     with pytest.raises(InvalidParameterError, match="index must be a StoreIndex; got dict"):
         ogd.nearest(ddf, {})
-    with pytest.raises(InvalidParameterError, match=r"column 'latitude' \(lat\) is not in the frame"):
+    with pytest.raises(
+        InvalidParameterError, match=r"the frame has no column 'latitude' \(lat\); its columns .*pass lat='your_column'"
+    ):
         ogd.nearest(ddf, index, lat="latitude")
     with pytest.raises(InvalidParameterError, match=r"column 'device' \(lon\) has dtype .*must hold numbers"):
         ogd.serving(pdf, index, lon="device")
@@ -414,7 +416,7 @@ def test_errors_name_the_problem(client, ddf, pdf, index, world, scorer):
         InvalidParameterError, match=r"column 'lat' \(user\) has dtype float64; user ids are str or int"
     ):
         ogd.replay(ddf, index, world.offers, user="lat")
-    with pytest.raises(InvalidParameterError, match=r"column 'time' \(ts\) is not in the frame"):
+    with pytest.raises(InvalidParameterError, match=r"the frame has no column 'time' \(ts\)"):
         ogd.replay(ddf, index, world.offers, ts="time")
     with pytest.raises(InvalidParameterError, match="explanation must be one of 'drop', 'json'"):
         ogd.replay(ddf, index, world.offers, explanation="xml")
@@ -426,7 +428,7 @@ def test_errors_name_the_problem(client, ddf, pdf, index, world, scorer):
     bad = dd.from_pandas(pdf.assign(lat=np.where(pdf.index == 100_017, 91.5, pdf["lat"])), npartitions=4)
     with (
         client.as_current(),
-        pytest.raises(InvalidCoordinateError, match=r"lat\[\d+\] = 91\.5 .*frame's row 100017, columns 'lat'/'lon'"),
+        pytest.raises(InvalidCoordinateError, match=r"the frame's row 100017: latitude \(lat\) = 91\.5 is outside"),
     ):
         ogd.nearest(bad, index).compute()
 

@@ -20,6 +20,7 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from o2o_geo import viz  # noqa: E402
+from o2o_geo.viz._static import FUNNEL_STAGES  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -237,7 +238,7 @@ def test_funnel_chart_shows_the_report(tmp_path, campaign):
         fig = viz.plot_funnel(report, title=f"by {by}")
         funnel, conversion = fig.axes[:2]
         heights = [p.get_height() for p in funnel.patches]
-        expected = [float(r[s]) for r in sorted(report, key=lambda r: -r["pushed"]) for s in viz._FUNNEL_STAGES]
+        expected = [float(r[s]) for r in sorted(report, key=lambda r: -r["pushed"]) for s in FUNNEL_STAGES]
         assert heights == expected
         bars = [p.get_height() for p in conversion.patches]
         n = len(report)

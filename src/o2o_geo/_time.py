@@ -40,8 +40,6 @@ SECONDS_PER_DAY = 86_400.0
 #: Epoch seconds of 3000-01-01 and 0001-01-01 (UTC): times outside are refused (a millisecond
 #: timestamp of today reads as a year beyond 50,000).
 _MAX_EPOCH_S = 32_503_680_000.0
-
-
 _MIN_EPOCH_S = -62_135_596_800.0
 
 

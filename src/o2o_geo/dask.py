@@ -66,8 +66,6 @@ Examples
 
 from __future__ import annotations
 
-import copy
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -86,77 +84,49 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._dispatch import Dispatcher
-from ._index import Matches, StoreIndex
+from ._frames import (
+    OPTIONAL_PING_COLUMNS,
+    SEQ,
+    PingColumns,
+    check_columns,
+    check_free,
+    check_numeric,
+    id_dtype,
+    nearest_rows,
+    ranked_rows,
+    replayed_rows,
+    serving_rows,
+    str_dtype,
+)
+from ._index import StoreIndex
 from ._offers import OfferSet
 from ._policy import PushPolicy
 from ._scoring import OfferScorer
-from ._state import MemoryState
 from ._time import to_epoch_s
 from ._types import Where
 from ._validate import check_choice
-from .errors import InvalidCoordinateError, InvalidParameterError
+from .errors import InvalidParameterError
 
 __all__ = ["nearest", "rank_offers", "replay", "serving"]
 
 Explanation = Literal["drop", "json"]
 
-#: The dtype pandas gives a column of Python strings (``str`` in pandas 3, ``object`` before).
-_STR_DTYPE = pd.Series(np.array(["x"], dtype=object)).dtype
-#: Tie-break column of the replay: the input's order (partition, row).
-_SEQ = "__o2o_geo_seq__"
-_OPTIONAL_PING_COLUMNS = ("event_id", "accuracy_m", "tz")
-
 
 # ---------------------------------------------------------------- checks
+def _check_columns(df: Any, numeric: Mapping[str, str], other: Mapping[str, str] | None = None) -> None:
+    """Every named column exists (``role -> column``); the ``numeric`` ones hold numbers."""
+    check_columns(
+        list(df.columns), {**numeric, **(other or {})}, source="the frame", naming="pass {role}='your_column'"
+    )
+    check_numeric(df, numeric)
+
+
 def _is_dask(df: Any) -> bool:
     if isinstance(df, dd.DataFrame):
         return True
     if isinstance(df, pd.DataFrame):
         return False
     raise InvalidParameterError(f"df must be a pandas or a Dask DataFrame; got {type(df).__name__}")
-
-
-def _check_columns(df: Any, numeric: Mapping[str, str], other: Mapping[str, str] | None = None) -> None:
-    """Every named column exists; the ``numeric`` ones hold numbers (``role -> column``)."""
-    for role, col in {**numeric, **(other or {})}.items():
-        if not isinstance(col, str):
-            raise InvalidParameterError(f"{role}= must name a column (a str); got {col!r}")
-        if col not in df.columns:
-            raise InvalidParameterError(
-                f"column {col!r} ({role}) is not in the frame; its columns are {list(df.columns)} "
-                f"(pass {role}='your_column' to name another)"
-            )
-    for role, col in numeric.items():
-        dtype = df.dtypes[col]
-        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-            raise InvalidParameterError(f"column {col!r} ({role}) has dtype {dtype}; it must hold numbers (degrees)")
-
-
-def _check_free(df: Any, added: tuple[str, ...]) -> None:
-    """The result columns must not overwrite input columns."""
-    clash = [c for c in added if c in df.columns]
-    if clash:
-        raise InvalidParameterError(
-            f"the frame already has column(s) {clash}, which the result adds; rename them first, "
-            f"e.g. df.rename(columns={{{clash[0]!r}: 'ping_{clash[0]}'}})"
-        )
-
-
-def _id_dtype(values: np.ndarray) -> Any:
-    """``int64`` for int ids, pandas' string dtype for str ids, else (mixed, or none) ``object``."""
-    items = values.tolist()
-    if items and all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-        return np.dtype(np.int64)
-    if items and all(isinstance(v, str) for v in items):
-        return _STR_DTYPE
-    return np.dtype(object)
-
-
-def _ids(values: np.ndarray, dtype: Any) -> Any:
-    """Ids as a column of ``dtype`` (an object array of ints becomes int64)."""
-    if isinstance(dtype, np.dtype):
-        return np.asarray(values).astype(dtype)
-    return pd.array(np.asarray(values, dtype=object), dtype=dtype)
 
 
 # ---------------------------------------------------------------- shipping
@@ -192,67 +162,29 @@ def _share(shared: _Shared) -> Any:
     return dask.delayed(shared, name=f"o2o-geo-shared-{uuid.uuid4().hex}", traverse=False)
 
 
-def _map(ddf: Any, func: Callable[..., Any], shared: _Shared, meta: Any, **kwargs: Any) -> Any:
-    """``map_partitions`` with the shared inputs as one dependency (``meta``: the pandas function on no rows)."""
-    return ddf.map_partitions(func, _share(shared), meta=meta, **kwargs)
+def _run(
+    df: Any,
+    shared: _Shared,
+    func: Callable[..., Any],
+    partition_info: Mapping[str, Any] | None = None,
+    *,
+    numbered: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """``func(df, *shared.items, **kwargs)`` on one partition (``numbered``: push ids prefixed by its number)."""
+    if numbered and partition_info is not None:
+        kwargs["push_prefix"] = f"{partition_info['number']}:"
+    return func(df, *shared.items, **kwargs)
+
+
+def _map(ddf: Any, func: Callable[..., Any], shared: _Shared, meta: Any | None = None, **kwargs: Any) -> Any:
+    """``func`` over the partitions, the shared inputs one dependency (``meta``: default, ``func`` on no rows)."""
+    if meta is None:
+        meta = _run(ddf._meta, shared, func, **kwargs)
+    return ddf.map_partitions(_run, _share(shared), func, meta=meta, token=func.__name__, **kwargs)
 
 
 # ---------------------------------------------------------------- index queries
-def _coords(df: Any, lat: str, lon: str) -> tuple[np.ndarray, np.ndarray]:
-    return (
-        df[lat].to_numpy(dtype=np.float64, na_value=np.nan),
-        df[lon].to_numpy(dtype=np.float64, na_value=np.nan),
-    )
-
-
-def _located(df: Any, lat: str, lon: str, la: np.ndarray, lo: np.ndarray, exc: InvalidCoordinateError) -> Exception:
-    """The index's coordinate error, naming the frame's row label."""
-    bad = np.flatnonzero(~((np.abs(la) <= 90.0) & (np.abs(lo) <= 180.0)))
-    if not bad.size:
-        return exc
-    label = df.index[bad[0]]
-    label = label.item() if isinstance(label, np.generic) else label
-    return InvalidCoordinateError(f"{exc} (the frame's row {label!r}, columns {lat!r}/{lon!r})")
-
-
-def _with_results(df: Any, q: np.ndarray, columns: Mapping[str, Any]) -> Any:
-    """The input rows ``q`` (index and columns) followed by the result columns."""
-    out = df.take(q)
-    for name, values in columns.items():
-        out[name] = values
-    return out
-
-
-def _nearest_part(
-    df: Any,
-    shared: _Shared,
-    k: int,
-    lat: str,
-    lon: str,
-    max_distance_m: float | None,
-    id_dtype: Any,
-) -> Any:
-    index, where = shared.items
-    la, lo = _coords(df, lat, lon)
-    try:
-        nb = index.nearest(la, lo, k=k, max_distance_m=max_distance_m, where=where)
-    except InvalidCoordinateError as exc:
-        raise _located(df, lat, lon, la, lo, exc) from exc
-    pos = nb.position.reshape(la.shape[0], k)
-    q, r = np.nonzero(pos >= 0)
-    p = pos[q, r]
-    return _with_results(
-        df,
-        q,
-        {
-            "rank": r.astype(np.int64),
-            "store_id": _ids(index.stores.store_id[p], id_dtype),
-            "position": p,
-            "distance_m": nb.distance_m.reshape(la.shape[0], k)[q, r],
-        },
-    )
-
-
 def nearest(
     df: Any,
     index: StoreIndex,
@@ -317,7 +249,7 @@ def nearest(
     if not isinstance(index, StoreIndex):
         raise InvalidParameterError(f"index must be a StoreIndex; got {type(index).__name__}")
     _check_columns(df, {"lat": lat, "lon": lon})
-    _check_free(df, ("rank", "store_id", "position", "distance_m"))
+    check_free(df.columns, ("rank", "store_id", "position", "distance_m"))
     index.nearest(
         np.empty(0), np.empty(0), k=k, max_distance_m=max_distance_m, where=where
     )  # checks k, distance, where
@@ -326,31 +258,12 @@ def nearest(
         "lat": lat,
         "lon": lon,
         "max_distance_m": max_distance_m,
-        "id_dtype": _id_dtype(index.stores.store_id),
+        "id_dtype": id_dtype(index.stores.store_id),
     }
     shared = _Shared((index, where))
     if not is_dask:
-        return _nearest_part(df, shared, **args)
-    return _map(df, _nearest_part, shared, _nearest_part(df._meta, shared, **args), **args)
-
-
-def _serving_part(df: Any, shared: _Shared, lat: str, lon: str, id_dtype: Any) -> Any:
-    (index,) = shared.items
-    la, lo = _coords(df, lat, lon)
-    try:
-        m = index.serving(la, lo)
-    except InvalidCoordinateError as exc:
-        raise _located(df, lat, lon, la, lo, exc) from exc
-    assert isinstance(m, Matches)  # arrays in: a ragged result
-    return _with_results(
-        df,
-        m.query,
-        {
-            "store_id": _ids(index.stores.store_id[m.position], id_dtype),
-            "position": m.position,
-            "distance_m": m.distance_m,
-        },
-    )
+        return _run(df, shared, nearest_rows, **args)
+    return _map(df, nearest_rows, shared, **args)
 
 
 def serving(df: Any, index: StoreIndex, *, lat: str = "lat", lon: str = "lon") -> Any:
@@ -398,39 +311,15 @@ def serving(df: Any, index: StoreIndex, *, lat: str = "lat", lon: str = "lon") -
     if not isinstance(index, StoreIndex):
         raise InvalidParameterError(f"index must be a StoreIndex; got {type(index).__name__}")
     _check_columns(df, {"lat": lat, "lon": lon})
-    _check_free(df, ("store_id", "position", "distance_m"))
-    args: dict[str, Any] = {"lat": lat, "lon": lon, "id_dtype": _id_dtype(index.stores.store_id)}
+    check_free(df.columns, ("store_id", "position", "distance_m"))
+    args: dict[str, Any] = {"lat": lat, "lon": lon, "id_dtype": id_dtype(index.stores.store_id)}
     shared = _Shared((index,))
     if not is_dask:
-        return _serving_part(df, shared, **args)
-    return _map(df, _serving_part, shared, _serving_part(df._meta, shared, **args), **args)
+        return _run(df, shared, serving_rows, **args)
+    return _map(df, serving_rows, shared, **args)
 
 
 # ---------------------------------------------------------------- scoring
-def _rank_part(
-    df: Any, shared: _Shared, k: int, now: float, user: str, lat: str, lon: str, id_dtypes: tuple[Any, Any]
-) -> Any:
-    (scorer,) = shared.items
-    la, lo = _coords(df, lat, lon)
-    users = df[user].to_numpy(dtype=object)
-    try:
-        res = scorer.rank_many(users, la, lo, now=now, k=k)
-    except InvalidCoordinateError as exc:
-        raise _located(df, lat, lon, la, lo, exc) from exc
-    q = np.asarray(res["query"], dtype=np.int64)
-    return _with_results(
-        df,
-        q,
-        {
-            "rank": np.asarray(res["rank"], dtype=np.int64),
-            "offer_id": _ids(np.asarray(res["offer_id"], dtype=object), id_dtypes[0]),
-            "store_id": _ids(np.asarray(res["store_id"], dtype=object), id_dtypes[1]),
-            "score": np.asarray(res["score"], dtype=np.float64),
-            "distance_m": np.asarray(res["distance_m"], dtype=np.float64),
-        },
-    )
-
-
 def rank_offers(
     df: Any,
     scorer: OfferScorer,
@@ -491,93 +380,21 @@ def rank_offers(
     if not isinstance(scorer, OfferScorer):
         raise InvalidParameterError(f"scorer must be an OfferScorer; got {type(scorer).__name__}")
     _check_columns(df, {"lat": lat, "lon": lon}, {"user": user})
-    _check_free(df, ("rank", "offer_id", "store_id", "score", "distance_m"))
+    check_free(df.columns, ("rank", "offer_id", "store_id", "score", "distance_m"))
     t = time.time() if now is None else to_epoch_s(now, "now")
     scorer.rank_many([], np.empty(0), np.empty(0), now=t, k=k)  # checks k
-    ids = (_id_dtype(scorer.offers.offer_id), _id_dtype(scorer.index.stores.store_id))
+    ids = (id_dtype(scorer.offers.offer_id), id_dtype(scorer.index.stores.store_id))
     args: dict[str, Any] = {"k": int(k), "now": t, "user": user, "lat": lat, "lon": lon, "id_dtypes": ids}
     shared = _Shared((scorer,))
     if not is_dask:
-        return _rank_part(df, shared, **args)
-    return _map(df, _rank_part, shared, _rank_part(df._meta, shared, **args), **args)
+        return _run(df, shared, ranked_rows, **args)
+    return _map(df, ranked_rows, shared, **args)
 
 
 # ---------------------------------------------------------------- dispatch replay
-@dataclass(frozen=True)
-class _Pings:
-    """Where the ping fields are in the (partition) frame."""
-
-    user: str
-    lat: str
-    lon: str
-    ts: str
-    explanation: Explanation
-    user_dtype: Any
-    offer_dtype: Any
-    store_dtype: Any
-    merchant_dtype: Any
-
-
-def _decisions_frame(decisions: list[Any], cols: _Pings, prefix: str) -> Any:
-    """Decisions as a frame of ``PushDecision.to_dict()`` columns with fixed dtypes (also for none)."""
-    recs = [d.to_dict() for d in decisions]
-
-    def col(name: str) -> np.ndarray:
-        out = np.empty(len(recs), dtype=object)
-        out[:] = [r[name] for r in recs]
-        return out
-
-    frame = {
-        "push_id": _ids(np.array([prefix + p for p in col("push_id").tolist()], dtype=object), _STR_DTYPE),
-        "user_id": _ids(col("user_id"), cols.user_dtype),
-        "offer_id": _ids(col("offer_id"), cols.offer_dtype),
-        "store_id": _ids(col("store_id"), cols.store_dtype),
-        "merchant_id": _ids(col("merchant_id"), cols.merchant_dtype),
-        "score": col("score").astype(np.float64),
-        "distance_m": col("distance_m").astype(np.float64),
-        "trigger": _ids(col("trigger"), _STR_DTYPE),
-        "holdout": col("holdout").astype(bool),
-        "ts": col("ts").astype(np.float64),
-    }
-    if cols.explanation == "json":
-        frame["explanation"] = _ids(np.array([json.dumps(r["explanation"]) for r in recs], dtype=object), _STR_DTYPE)
-    return pd.DataFrame(frame)
-
-
-def _replay_part(
-    df: Any,
-    shared: _Shared,
-    cols: _Pings,
-    partition_info: Mapping[str, Any] | None = None,
-) -> Any:
-    """Replay one partition's pings (users whole, in ts order, ties in input order) with its own Dispatcher."""
-    index, offers, policy, scorer = shared.items
-    if cols.user not in df.columns:  # the frame is indexed by user
-        df = df.reset_index()
-    df = df.sort_values([cols.ts, _SEQ])
-    pings = {"user_id": df[cols.user], "lat": df[cols.lat], "lon": df[cols.lon], "ts": df[cols.ts]}
-    pings.update({c: df[c] for c in _OPTIONAL_PING_COLUMNS if c in df.columns})
-    engine = Dispatcher(index, offers, scorer=_private_copy(scorer), policy=policy, state=MemoryState())
-    try:
-        decisions = engine.on_locations(pings) if len(df) else []
-    finally:
-        engine.close()
-    prefix = "" if partition_info is None else f"{partition_info['number']}:"
-    return _decisions_frame(decisions, cols, prefix)
-
-
-def _private_copy(scorer: OfferScorer | None) -> OfferScorer | None:
-    """The scorer with its own copy of the history (the dispatcher feeds it); index and offers shared."""
-    if scorer is None:
-        return None
-    own = copy.copy(scorer)
-    own.history = copy.deepcopy(scorer.history)
-    return own
-
-
 def _with_seq(df: Any, partition_info: Mapping[str, Any] | None = None) -> Any:
     number = 0 if partition_info is None else int(partition_info["number"])
-    return df.assign(**{_SEQ: (number << 40) + np.arange(len(df), dtype=np.int64)})
+    return df.assign(**{SEQ: (number << 40) + np.arange(len(df), dtype=np.int64)})
 
 
 def _user_dtype(dtype: Any, user: str) -> Any:
@@ -586,7 +403,7 @@ def _user_dtype(dtype: Any, user: str) -> Any:
     if pd.api.types.is_integer_dtype(dtype):
         return np.dtype(np.int64)
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return _STR_DTYPE
+        return str_dtype()
     return np.dtype(object)
 
 
@@ -707,27 +524,26 @@ def replay(
     else:
         _check_columns(df, {"lat": lat, "lon": lon}, {"user": user, "ts": ts})
         user_dtype = df.dtypes[user]
-    if _SEQ in df.columns:
-        raise InvalidParameterError(f"the frame must not have a column named {_SEQ!r}")
-    cols = _Pings(
+    if SEQ in df.columns:
+        raise InvalidParameterError(f"the frame must not have a column named {SEQ!r}")
+    cols = PingColumns(
         user,
         lat,
         lon,
         ts,
-        explanation,
+        explanation == "json",
         user_dtype=_user_dtype(user_dtype, user),
-        offer_dtype=_id_dtype(offers.offer_id),
-        store_dtype=_id_dtype(index.stores.store_id),
-        merchant_dtype=_id_dtype(offers.merchant_id),
+        offer_dtype=id_dtype(offers.offer_id),
+        store_dtype=id_dtype(index.stores.store_id),
+        merchant_dtype=id_dtype(offers.merchant_id),
     )
     shared = _Shared((index, offers, policy, scorer))
-    keep = [c for c in (user, lat, lon, ts, *_OPTIONAL_PING_COLUMNS) if c in df.columns]
+    keep = [c for c in (user, lat, lon, ts, *OPTIONAL_PING_COLUMNS) if c in df.columns]
     if not is_dask:
-        return _replay_part(_with_seq(df[keep]), shared, cols)
+        return _run(_with_seq(df[keep]), shared, replayed_rows, cols=cols)
     pings = df[keep].map_partitions(_with_seq, meta=_with_seq(df._meta[keep]))
     if not (by_index and df.known_divisions and npartitions in (None, df.npartitions)):
         if by_index:
             pings = pings.reset_index()
         pings = pings.shuffle(on=user, npartitions=npartitions or df.npartitions)
-    meta = _decisions_frame([], cols, "")
-    return _map(pings, _replay_part, shared, meta, cols=cols, clear_divisions=True)
+    return _map(pings, replayed_rows, shared, cols.decisions([]), cols=cols, numbered=True, clear_divisions=True)

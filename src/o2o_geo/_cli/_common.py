@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
+from .._time import to_epoch_s
 from ..errors import O2OGeoError
 
 PROG = "o2o-geo"
@@ -102,35 +101,15 @@ def where_item(text: str) -> tuple[str, list[str]]:
     return column.strip(), value.split(",")
 
 
-def parse_time(value: Any) -> float:
-    """Epoch seconds from a number or from ISO-8601 text with a UTC offset; ValueError with the reason."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a time")
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"{value.isoformat()!r} has no UTC offset")
-        out = value.timestamp()
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            out = float(text)
-        except ValueError:
-            try:
-                parsed = datetime.fromisoformat(text)
-            except ValueError:
-                raise ValueError(
-                    f"{value!r} is neither epoch seconds nor an ISO-8601 time (e.g. 2026-01-01T09:00:00+08:00)"
-                ) from None
-            if parsed.tzinfo is None or parsed.utcoffset() is None:
-                raise ValueError(f"{value!r} has no UTC offset; add one, e.g. {text}+08:00 or {text}Z") from None
-            out = parsed.timestamp()
-    else:
-        raise ValueError(f"{value!r} is not a time")
-    if not math.isfinite(out):
-        raise ValueError(f"{value!r} is not a finite time")
-    return out
+def parse_time(value: Any, name: str = "the time") -> float:
+    """Epoch seconds from a number or numeric text, else as ``to_epoch_s`` reads it (ISO-8601 with a UTC offset).
+
+    Raises InvalidParameterError (a ValueError) naming ``name``.
+    """
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value.strip())
+    return to_epoch_s(value, name)
 
 
 def time_arg(text: str) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._events import Event
+from .._frames import check_columns, coordinates, plain
 from .._index import StoreIndex, missing_values_message
 from .._offers import OfferSet
 from .._policy import Budget, PushPolicy
@@ -217,70 +218,24 @@ def read_chunks(
 
 def need_columns(src: Source, columns: Sequence[str], wanted: Mapping[str, str]) -> None:
     """Every ``option -> column`` named is in the file."""
-    for option, column in wanted.items():
-        if column not in columns:
-            raise data_error(
-                f"{src.path} has no column {column!r} (name it with {option}); its columns are {list(columns)}"
-            )
+    check_columns(columns, wanted, source=src.path, naming="use {role}")
 
 
 # ---------------------------------------------------------------- values
-def py(value: Any) -> Any:
-    """A cell as a plain Python value; missing (None, NaN, NA, NaT) as None."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        return [py(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [py(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if type(value).__name__ in ("NAType", "NaTType"):
-        return None
-    return value
-
-
 def frame_records(df: Any) -> list[dict[str, Any]]:
     names = [str(c) for c in df.columns]
-    columns = [[py(v) for v in df[c].to_list()] for c in df.columns]
+    columns = [[plain(v) for v in df[c].to_list()] for c in df.columns]
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)] if names else []
 
 
 def coords_of(df: Any, lat: str, lon: str, src: Source, first_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """Checked float latitudes and longitudes of a chunk whose first row is data row ``first_row``."""
-    pd = sys.modules["pandas"]
-    out = []
-    for name in (lat, lon):
-        col = df[name]
-        if pd.api.types.is_bool_dtype(col.dtype):
-            raise data_error(f"{src.path} column {name!r} holds true/false, not degrees")
-        values = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_numeric_dtype(col.dtype) else col
-        out.append(np.asarray(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64))
-    la, lo = out
-    bad = ~((np.abs(la) <= 90.0) & (np.abs(lo) <= 180.0))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raw_lat, raw_lon = py(df[lat].iloc[i]), py(df[lon].iloc[i])
-        where = src.row(first_row + i)
-        if not math.isfinite(la[i]):
-            problem = f"latitude ({lat}) = {raw_lat!r} is missing or not a number"
-        elif abs(la[i]) > 90.0:
-            problem = f"latitude ({lat}) = {raw_lat!r} is outside [-90, 90]"
-            if abs(la[i]) <= 180.0:
-                problem += "; are latitude and longitude swapped? name the columns with --lat/--lon"
-        elif not math.isfinite(lo[i]):
-            problem = f"longitude ({lon}) = {raw_lon!r} is missing or not a number"
-        else:
-            problem = f"longitude ({lon}) = {raw_lon!r} is outside [-180, 180]; wrap it: ((lon + 180) % 360) - 180"
-        raise data_error(f"{where}: {problem}")
-    return la, lo
+    """Checked float degrees of a chunk whose first row is data row ``first_row`` (a bad one named by its line)."""
+    return coordinates(df, lat, lon, row=lambda i: src.row(first_row + i), naming="--lat/--lon")
 
 
 def ids_of(df: Any, column: str, src: Source, what: str) -> list[Any]:
     """An id column (user ids) as Python str or int, none missing."""
-    out = [py(v) for v in df[column].to_list()]
+    out = [plain(v) for v in df[column].to_list()]
     for i, v in enumerate(out):
         if isinstance(v, float) and v.is_integer():
             out[i] = v = int(v)
@@ -304,14 +259,14 @@ def times_of(df: Any, column: str, src: Source) -> np.ndarray:
     else:
         out = np.empty(len(col))
         for i, v in enumerate(col.to_list()):
-            v = py(v)
+            v = plain(v)
             if v is None:
                 out[i] = math.nan
                 continue
             try:
-                out[i] = parse_time(v)
+                out[i] = parse_time(v, column)
             except ValueError as exc:
-                raise data_error(f"{src.row(i)}: {column} {exc}") from None
+                raise data_error(f"{src.row(i)}: {exc}") from None
     bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -329,18 +284,18 @@ class Ids:
     def __init__(self, values: Any) -> None:
         self._known: dict[str, Any] = {}
         for v in values:
-            v = py(v)
+            v = plain(v)
             if v is not None:
                 self._known.setdefault(id_text(v), v)
 
     def __call__(self, value: Any) -> Any:
-        value = py(value)
+        value = plain(value)
         if value is None:
             return None
         return self._known.get(id_text(value), value)
 
     def __contains__(self, value: Any) -> bool:
-        return id_text(py(value)) in self._known
+        return id_text(plain(value)) in self._known
 
 
 def id_text(value: Any) -> str:
@@ -364,7 +319,7 @@ def load_stores(pd: Any, args: argparse.Namespace, src: Source) -> StoreIndex:
             stores = StoreSet.from_dataframe(df, store_id=sid, lat=lat, lon=lon)
         else:
             rows = json_rows(src.path, lat="lat", lon="lon", id_column=sid)
-            rows = [{renamed_column(k, sid, lat, lon): py(v) for k, v in r.items()} for r in rows]
+            rows = [{renamed_column(k, sid, lat, lon): plain(v) for k, v in r.items()} for r in rows]
             for i, row in enumerate(rows):
                 if row.get("store_id") is None:
                     raise data_error(
@@ -383,7 +338,7 @@ def read_records(pd: Any, path: str, role: str) -> tuple[Source, list[dict[str, 
     src = Source(path, input_format(path, role))
     if src.fmt == "json":
         rows = json_rows(path, lat="lat", lon="lon", id_column=None)
-        return src, [{k: py(v) for k, v in r.items()} for r in rows]
+        return src, [{k: plain(v) for k, v in r.items()} for r in rows]
     return src, frame_records(read_frame(pd, src, lat="lat", lon="lon"))
 
 
@@ -402,9 +357,9 @@ def load_offers(pd: Any, path: str, index: StoreIndex) -> OfferSet:
         for name in ("valid_from", "valid_until"):
             if isinstance(rec.get(name), str):
                 try:
-                    rec[name] = parse_time(rec[name])
+                    rec[name] = parse_time(rec[name], name)
                 except ValueError as exc:
-                    raise data_error(f"{src.row(i)}: {name} {exc}") from None
+                    raise data_error(f"{src.row(i)}: {exc}") from None
         records.append(rec)
     with about(src.path):
         return OfferSet.from_records(records)
@@ -443,9 +398,9 @@ def load_events(pd: Any, path: str, offers: OfferSet, index: StoreIndex, users: 
             if name not in rec:
                 raise data_error(f"{src.row(i)}: the event has no {name!r}; events need kind, user_id and ts")
         try:
-            rec["ts"] = parse_time(rec["ts"])
+            rec["ts"] = parse_time(rec["ts"], "ts")
         except ValueError as exc:
-            raise data_error(f"{src.row(i)}: ts {exc}") from None
+            raise data_error(f"{src.row(i)}: {exc}") from None
         if users is not None:
             rec["user_id"] = users(rec["user_id"])
         for name, known in (("offer_id", offer_ids), ("store_id", store_ids), ("merchant_id", merchants)):
@@ -521,7 +476,7 @@ def where_mask(items: list[tuple[str, list[str]]] | None, stores: StoreSet) -> n
         wanted: set[Any] = set()
         for text in texts:
             wanted.update(typed_values(text, values, column))
-        hit = np.fromiter((py(v) in wanted for v in values.tolist()), dtype=bool, count=len(values))
+        hit = np.fromiter((plain(v) in wanted for v in values.tolist()), dtype=bool, count=len(values))
         message = missing_values_message(
             f"--where {column}={','.join(texts)}", column, sorted(wanted, key=repr), values, hit
         )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -14,6 +12,7 @@ import numpy as np
 
 from .._dispatch import Dispatcher, PushDecision
 from .._events import Event
+from .._frames import decisions_frame, plain
 from .._index import StoreIndex
 from .._offers import OfferSet
 from .._policy import PushPolicy
@@ -41,28 +40,13 @@ from ._read import (
     load_policy,
     load_stores,
     need_columns,
-    py,
     read_frame,
     times_of,
 )
 from ._write import write_frame
 
-#: The decision columns written by ``replay``: every field of PushDecision but its explanation (``--explain``).
-DECISION_COLUMNS = tuple(f.name for f in dataclasses.fields(PushDecision) if f.name != "explanation")
-
 
 # ---------------------------------------------------------------- replay
-def decisions_frame(pd: Any, decisions: list[PushDecision], explain: bool) -> Any:
-    names = list(DECISION_COLUMNS) + (["explanation"] if explain else [])
-    rows = []
-    for d in decisions:
-        rec = d.to_dict()
-        rec["explanation"] = json.dumps(d.explain()) if explain else None
-        rows.append([rec[c] for c in names])
-    frame = pd.DataFrame(rows, columns=names)
-    return frame.astype({"score": "float64", "distance_m": "float64", "holdout": "bool", "ts": "float64"})
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pd = need_pandas("replay")
@@ -95,13 +79,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         bad = pings["accuracy_m"].notna().to_numpy() & ~(np.isfinite(acc) & (acc >= 0))  # text, < 0, inf
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            value = py(pings["accuracy_m"].iloc[i])
+            value = plain(pings["accuracy_m"].iloc[i])
             raise data_error(f"{src.row(i)}: accuracy_m = {value!r} must be a number of metres >= 0")
         cols["accuracy_m"] = acc
     for name in ("event_id", "tz"):
         if name in pings.columns:
             values = np.empty(len(pings), dtype=object)
-            values[:] = [py(v) for v in pings[name].to_list()]
+            values[:] = [plain(v) for v in pings[name].to_list()]
             cols[name] = values
     if "tz" in cols:
         for i, name in enumerate(cols["tz"].tolist()):
@@ -192,7 +176,7 @@ def run_replay(
             report = engine.report(by=args.by)
     finally:
         bar.close(done)
-    write_frame(decisions_frame(pd, decisions, args.explain), args.output, out_fmt)
+    write_frame(decisions_frame(decisions, explanation=args.explain), args.output, out_fmt)
     if args.report:
         assert report_fmt is not None
         write_frame(report, args.report, report_fmt)

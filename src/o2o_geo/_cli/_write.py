@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .._frames import plain
 from ._common import data_error, need_pyarrow, usage_error
-from ._read import py
 
 
 # ---------------------------------------------------------------- output
@@ -137,7 +137,7 @@ def json_lines(df: Any, n: int) -> list[str]:
 
 
 def json_value(value: Any) -> Any:
-    value = py(value)
+    value = plain(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
