@@ -181,7 +181,7 @@ def test_polygon_fences_and_bad_fences(engine_factory):
     assert eng.on_location("u", lat + 0.0007, lon, T0) == []  # north of the box (~78 m from the store)
     assert [x.store_id for x in eng.on_location("u", lat, lon + 0.0009, T0 + 10)] == ["A"]  # ~86 m east, inside
     for bad in (-5.0, "round", box(0, 0, 1, 1).difference(box(0, 0, 1, 1))):
-        with pytest.raises(InvalidGeometryError):
+        with pytest.raises(InvalidGeometryError, match="store 'A': geofence"):
             og.Dispatcher(make_stores(geofence=[bad, None, None]), make_offers()).on_location("u", lat, lon, T0)
 
 
@@ -386,18 +386,22 @@ def test_record_bad_input_changes_nothing(engine_factory):
     push = eng.on_location("u", lat, lon, T0)[0].push_id
     before = (eng.state.pushes(), eng.state.events())
     cases = [
-        (UnknownOfferError, og.Event("redeem", "u", T0 + 1, offer_id="nope")),
-        (UnknownStoreError, og.Event("visit", "u", T0 + 1, store_id="nope")),
-        (UnknownPushError, og.Event("open", "u", T0 + 1, push_id="p999")),
-        (UnknownPushError, og.Event("open", "someone-else", T0 + 1, push_id=push)),
-        (InvalidRecordError, og.Event("open", "u", T0 - 100, push_id=push)),
-        (InvalidRecordError, og.Event("redeem", "u", T0 + 1, push_id=push, offer_id="tea")),
-        (InvalidRecordError, og.Event("push", "u", T0 + 1, offer_id="latte")),
+        (UnknownOfferError, og.Event("redeem", "u", T0 + 1, offer_id="nope"), "offer_id 'nope' is not one of"),
+        (UnknownStoreError, og.Event("visit", "u", T0 + 1, store_id="nope"), "store_id 'nope' is not in the index"),
+        (UnknownPushError, og.Event("open", "u", T0 + 1, push_id="p999"), "p999"),
+        (UnknownPushError, og.Event("open", "someone-else", T0 + 1, push_id=push), push),
+        (InvalidRecordError, og.Event("open", "u", T0 - 100, push_id=push), "is before its push"),
+        (
+            InvalidRecordError,
+            og.Event("redeem", "u", T0 + 1, push_id=push, offer_id="tea"),
+            "names offer 'tea' but push",
+        ),
+        (InvalidRecordError, og.Event("push", "u", T0 + 1, offer_id="latte"), "pushes come from on_location"),
     ]
-    for err, e in cases:
-        with pytest.raises(err):
+    for err, e, message in cases:
+        with pytest.raises(err, match=message):
             eng.record(e)
-    with pytest.raises(InvalidRecordError):
+    with pytest.raises(InvalidRecordError, match="record takes an Event; got dict"):
         eng.record({"kind": "open"})
     assert (eng.state.pushes(), eng.state.events()) == before
 
@@ -405,9 +409,9 @@ def test_record_bad_input_changes_nothing(engine_factory):
 def test_ping_bad_input(engine_factory):
     eng = engine_factory()
     lat, lon = pos(eng.index, "A")
-    with pytest.raises(InvalidCoordinateError):
+    with pytest.raises(InvalidCoordinateError, match="lat = nan is not a finite number"):
         eng.on_location("u", float("nan"), lon, T0)
-    with pytest.raises(InvalidCoordinateError):
+    with pytest.raises(InvalidCoordinateError, match=r"lat = 91\.0 is outside \[-90, 90\]"):
         eng.on_location("u", 91.0, lon, T0)
     with pytest.raises(InvalidParameterError, match="no timezone"):
         eng.on_location("u", lat, lon, datetime(2026, 1, 1, 9, 0))
@@ -415,7 +419,7 @@ def test_ping_bad_input(engine_factory):
         eng.on_location("u", lat, lon, T0, accuracy_m=-1.0)
     with pytest.raises(InvalidRecordError, match="user_id"):
         eng.on_location(None, lat, lon, T0)
-    with pytest.raises(InvalidCoordinateError):
+    with pytest.raises(InvalidCoordinateError, match=r"lat\[1\] = nan is not a finite number"):
         eng.on_locations(user_id=["a", "b"], lat=[lat, float("nan")], lon=[lon, lon], ts=[T0, T0 + 1])
     with pytest.raises(InvalidParameterError, match="missing"):
         eng.on_locations(user_id=["a"], lat=[lat], lon=[lon])
@@ -482,7 +486,7 @@ def test_report_funnel_matches_a_hand_count(engine_factory, rng):
 
     frame = eng.report(by="store")
     assert isinstance(frame, pd.DataFrame) and frame["pushed"].sum() == 40
-    with pytest.raises(InvalidParameterError):
+    with pytest.raises(InvalidParameterError, match="by must be .*got .weather."):
         eng.report(by="weather")
 
 
@@ -693,30 +697,36 @@ def test_odd_values_at_the_entry_points_are_typed_errors(tmp_path):
     scorer = og.OfferScorer(index, offers)
     at = (31.2325, 121.4801, T0)
     calls = [
-        lambda: og.PushPolicy(holdout_fraction=None),
-        lambda: og.PushPolicy(quiet_hours=True),
-        lambda: og.PushPolicy(holdout_fraction=np.array(["a"])),
-        lambda: og.PushPolicy(min_score="x"),
-        lambda: og.StoreSet.from_columns(store_id=None, lat=[0.0], lon=[0.0]),
-        lambda: og.StoreIndex.load(None),
-        lambda: og.StoreIndex.load(""),
-        lambda: og.StoreIndex.load(tmp_path / "missing.o2oidx"),
-        lambda: eng.on_location("u", *at, event_id=b"1"),
-        lambda: eng.on_location("u", *at, event_id=[1]),
-        lambda: eng.on_location("u", *at, tz=[]),
-        lambda: eng.on_location("u", 31.2325, 121.4801, 1e308),
-        lambda: eng.on_location("u", 31.2325, 121.4801, np.array([])),
-        lambda: og.Event([], "u", 0),
-        lambda: og.Event("visit", "u", 0, event_id=b"e"),
-        lambda: scorer.rank([], 31.23, 121.48, now=0),
-        lambda: scorer.rank_many([None], [31.23], [121.48], now=0, as_frame=False),
-        lambda: eng.report(by=np.array([])),
-        lambda: index.nearest(31.2, 121.4, k=2**70),
+        (lambda: og.PushPolicy(holdout_fraction=None), r"holdout_fraction must be in \[0, 1\); got None"),
+        (lambda: og.PushPolicy(quiet_hours=True), r"quiet_hours must be \(start, end\) hours"),
+        (lambda: og.PushPolicy(holdout_fraction=np.array(["a"])), r"holdout_fraction must be in \[0, 1\); got array"),
+        (lambda: og.PushPolicy(min_score="x"), r"min_score must be a probability; got 'x'"),
+        (lambda: og.StoreSet.from_columns(store_id=None, lat=[0.0], lon=[0.0]), r"store_id must be a sequence of ids"),
+        (lambda: og.StoreIndex.load(None), r"path must be a file path .*got None"),
+        (lambda: og.StoreIndex.load(""), r"path must be a file path .*got ''"),
+        (lambda: og.StoreIndex.load(tmp_path / "missing.o2oidx"), r"no o2o_geo index file at .*missing\.o2oidx"),
+        (lambda: eng.on_location("u", *at, event_id=b"1"), r"event_id must be a str or an int; got b'1'"),
+        (lambda: eng.on_location("u", *at, event_id=[1]), r"event_id must be a str or an int; got \[1\]"),
+        (lambda: eng.on_location("u", *at, tz=[]), r"a time zone must be an IANA name"),
+        (lambda: eng.on_location("u", 31.2325, 121.4801, 1e308), r"ts = 1e\+308 is beyond the year 3000"),
+        (
+            lambda: eng.on_location("u", 31.2325, 121.4801, np.array([])),
+            r"ts must be epoch seconds or an aware datetime; got array",
+        ),
+        (lambda: og.Event([], "u", 0), r"event kind \[\] is not one of"),
+        (lambda: og.Event("visit", "u", 0, event_id=b"e"), r"event event_id must be a str or an int; got b'e'"),
+        (lambda: scorer.rank([], 31.23, 121.48, now=0), r"user_id must be a str or an int; got \[\]"),
+        (
+            lambda: scorer.rank_many([None], [31.23], [121.48], now=0, as_frame=False),
+            r"user_ids\[0\] must be a str or an int; got None",
+        ),
+        (lambda: eng.report(by=np.array([])), r"by must be 'offer', 'merchant', 'store' or 'all'; got array"),
+        (lambda: index.nearest(31.2, 121.4, k=2**70), r"k must be at most 2,147,483,647"),
     ]
     before = (eng.state.pushes(), eng.state.events(), eng.state.read_user("u"))
-    for i, call in enumerate(calls):
-        with pytest.raises(og.errors.O2OGeoError):
+    for i, (call, message) in enumerate(calls):
+        with pytest.raises(og.errors.O2OGeoError, match=message):
             call()
         assert (eng.state.pushes(), eng.state.events(), eng.state.read_user("u")) == before, i
-    with pytest.raises(FileNotFoundError):  # a missing file is still a FileNotFoundError too
+    with pytest.raises(FileNotFoundError, match="no o2o_geo index file"):  # still a FileNotFoundError too
         og.StoreIndex.load(tmp_path / "missing.o2oidx")

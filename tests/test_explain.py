@@ -149,14 +149,16 @@ def test_a_store_without_offers_and_a_stay_are_named():
 
 
 @pytest.mark.parametrize(
-    "args, error",
-    [((None, LAT0, LON0, T0), Exception), (("u", 91.0, LON0, T0), InvalidCoordinateError),
-     (("u", LAT0, LON0, "soon"), InvalidParameterError), (("u", LAT0, LON0, T0, -1.0), InvalidParameterError)],
+    "args, error, message",
+    [((None, LAT0, LON0, T0), Exception, "user_id must be a str or an int; got None"),
+     (("u", 91.0, LON0, T0), InvalidCoordinateError, r"lat = 91\.0 is outside \[-90, 90\]"),
+     (("u", LAT0, LON0, "soon"), InvalidParameterError, "ts = 'soon' is not an ISO 8601 time"),
+     (("u", LAT0, LON0, T0, -1.0), InvalidParameterError, "accuracy_m must be a finite number of metres >= 0")],
 )  # fmt: skip
-def test_bad_input_is_a_typed_error_and_changes_nothing(args, error):
+def test_bad_input_is_a_typed_error_and_changes_nothing(args, error, message):
     index, offers, policy, _ = world()
     engine = og.Dispatcher(index, offers, policy=policy)
     before = snapshot(engine.state)
-    with pytest.raises(og.errors.O2OGeoError if error is Exception else error):
+    with pytest.raises(og.errors.O2OGeoError if error is Exception else error, match=message):
         engine.explain_ping(*args)
     assert snapshot(engine.state) == before and not engine.stats

@@ -150,9 +150,10 @@ def test_bad_fences_and_parameters_are_typed_errors():
             og.Geofences(index).hits_at(0.0, 0.0)
     index = og.StoreIndex.from_records([{"store_id": "x", "lat": 0.0, "lon": 0.0}])
     for kw in ({"radius_m": 0.0}, {"buffer_m": -1.0}, {"nearby_m": math.inf}, {"radius_m": True}):
-        with pytest.raises(InvalidParameterError):
+        (name,) = kw
+        with pytest.raises(InvalidParameterError, match=rf"{name} must be .*metres.*; got {kw[name]!r}"):
             og.Geofences(index, **kw)
-    with pytest.raises(InvalidParameterError):
+    with pytest.raises(InvalidParameterError, match="Geofences takes a StoreIndex; got str"):
         og.Geofences("not an index")
 
 
@@ -179,7 +180,7 @@ def test_store_radii_match_brute_force_on_both_paths_and_go_stale(rng):
     index.add([{"store_id": "new", "lat": 48.85, "lon": 2.35}])
     with pytest.raises(StaleRadiiError, match="prepare them again"):
         index.pairs_within(48.85, 2.35, radii)
-    with pytest.raises(ShapeMismatchError):
+    with pytest.raises(ShapeMismatchError, match=r"expected one radius per store, shape \(201,\)"):
         index.store_radii(radius)
     with pytest.raises(InvalidParameterError, match="store"):
         index.store_radii([-1.0] + [1.0] * (len(index) - 1))
@@ -190,24 +191,30 @@ def test_odd_inputs_to_the_fence_and_candidate_calls_are_typed_errors():
 
     index = og.StoreIndex(og.sample_stores())
     fences = og.Geofences(index)
-    for lat in ("a", None, [1.0, 2.0], float("nan"), 91.0):
-        with pytest.raises((InvalidCoordinateError, InvalidParameterError, ShapeMismatchError)):
+    for lat, message in (
+        ("a", "lat must be numbers; got 'a'"),
+        (None, "lat = nan is not a finite number"),
+        ([1.0, 2.0], "lat has 2 values but lon has 1"),
+        (float("nan"), "lat = nan is not a finite number"),
+        (91.0, r"lat = 91\.0 is outside \[-90, 90\]"),
+    ):
+        with pytest.raises((InvalidCoordinateError, InvalidParameterError, ShapeMismatchError), match=message):
             fences.hits_at(lat, 121.48)
     assert fences.hits_at(np.float64(31.2325), 121.4801) == fences.hits_at(31.2325, 121.4801) != []
     scorer = og.OfferScorer(index, og.OfferSet([og.Offer("latte", "m-lucky", discount_rate=0.8)]))
-    for args, err in (
-        (("u", ["a"], [1.0], 0.0), InvalidParameterError),
-        (("u", [999], [1.0], 0.0), InvalidParameterError),
-        (("u", [1], [float("nan")], 0.0), InvalidParameterError),
-        (("u", [1], [-5.0], 0.0), InvalidParameterError),
-        ((None, [1], [1.0], 0.0), InvalidRecordError),
-        (([None], [1], [1.0], 0.0), InvalidRecordError),
-        ((["u", "v"], [1], [1.0], 0.0), ShapeMismatchError),
-        (("u", [1, 2], [1.0], 0.0), ShapeMismatchError),
+    for args, err, message in (
+        (("u", ["a"], [1.0], 0.0), InvalidParameterError, r"position must be store rows \(ints\)"),
+        (("u", [999], [1.0], 0.0), InvalidParameterError, r"position must be rows of index.stores \(0\.\.49\)"),
+        (("u", [1], [float("nan")], 0.0), InvalidParameterError, r"distance_m\[0\] = .*nan.* must be metres >= 0"),
+        (("u", [1], [-5.0], 0.0), InvalidParameterError, r"distance_m\[0\] = .*-5\.0.* must be metres >= 0"),
+        ((None, [1], [1.0], 0.0), InvalidRecordError, "user_id must be a str or an int, or one per row; got None"),
+        (([None], [1], [1.0], 0.0), InvalidRecordError, r"user_id\[0\] must be a str or an int; got None"),
+        ((["u", "v"], [1], [1.0], 0.0), ShapeMismatchError, "user_id has 2 rows but position has 1"),
+        (("u", [1, 2], [1.0], 0.0), ShapeMismatchError, "position has 2 rows but distance_m has 1"),
     ):
-        with pytest.raises(err):
+        with pytest.raises(err, match=message):
             scorer.score_candidates(*args)
-    with pytest.raises(InvalidParameterError):
+    with pytest.raises(InvalidParameterError, match="radius_m must be numbers of metres, one per store"):
         index.store_radii("abc")
-    with pytest.raises(ShapeMismatchError):
+    with pytest.raises(ShapeMismatchError, match=r"radius_m has shape \(\); expected one radius per store"):
         index.store_radii(None)

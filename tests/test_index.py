@@ -238,8 +238,14 @@ def test_failed_add_and_remove_leave_index_unchanged(rng):
         [{"store_id": 1000, "lat": 31.0, "lon": 121.0}, {"store_id": 1000, "lat": 31.0, "lon": 121.0}],
         [{"store_id": 1000, "lat": 31.0, "lon": 121.0}, {"store_id": 1001, "lat": float("nan"), "lon": 1.0}],
     ]
-    for batch in bad_batches:
-        with pytest.raises(og.errors.O2OGeoError):
+    messages = (
+        r"store_id 5 \(row 1\) is already in the index",
+        r"store lat\[1\] \(store_id 1001\) = 95\.0 is outside \[-90, 90\]",
+        r"store_id 1000 appears twice \(rows 0 and 1\)",
+        r"store lat\[1\] \(store_id 1001\) = nan is not a finite number",
+    )
+    for batch, message in zip(bad_batches, messages, strict=True):
+        with pytest.raises(og.errors.O2OGeoError, match=message):
             index.add(batch)
         assert len(index) == 100 and 1000 not in index
     with pytest.raises(UnknownStoreError, match="nothing was removed"):
@@ -409,8 +415,13 @@ def test_add_and_remove_reject_ids_of_the_wrong_kind():
     ints = og.StoreIndex.from_records([{"store_id": 1, "lat": 0.0, "lon": 0.0}, {"store_id": 2, "lat": 0, "lon": 1}])
     with pytest.raises(og.errors.InvalidRecordError, match="ints"):
         ints.add([{"store_id": "b", "lat": 0.0, "lon": 0.1}])
-    for bad in (True, [2.0], [1, None], 2.5):
-        with pytest.raises(og.errors.InvalidRecordError):
+    for bad, message in (
+        (True, r"store_id True \(item 0\) is a bool"),
+        ([2.0], r"store_id 2\.0 \(item 0\) is a float"),
+        ([1, None], r"store_id None \(item 1\) is a NoneType"),
+        (2.5, "store_ids must be an id or an iterable of ids; got float"),
+    ):
+        with pytest.raises(og.errors.InvalidRecordError, match=message):
             ints.remove(bad)
     assert len(index) == 1 and len(ints) == 2 and 1 in ints and 2 in ints
 

@@ -98,7 +98,7 @@ def test_connection_loss_fails_closed_and_recovers(tmp_path):
         server.stop()  # mid-run
         with pytest.raises(StateError, match="unreachable"):
             engine.on_location("u", *at(RING_B[0]), T0 + 60)
-        with pytest.raises(StateError):
+        with pytest.raises(StateError, match="unreachable.*nothing was changed"):
             engine.record(og.Event("open", "u", T0 + 70, offer_id="o1"))
         assert engine.stats["pushed"] == 1  # no push was decided without the state
         server.start()  # an empty server (no persistence): the engine carries on

@@ -140,7 +140,7 @@ def test_bad_input(index):
     with pytest.raises(InvalidRecordError, match="offer 'ghost' has no store in the index"):
         og.OfferScorer(index, og.OfferSet([og.Offer("ghost", "m-none")]))
     scorer = og.OfferScorer(index, offers)
-    with pytest.raises(og.errors.InvalidCoordinateError):
+    with pytest.raises(og.errors.InvalidCoordinateError, match=r"lat\[0\] = nan is not a finite number"):
         scorer.rank("u", float("nan"), 121.47, now=T0)
     with pytest.raises(InvalidParameterError, match="has no timezone"):
         import datetime as dt

@@ -615,7 +615,7 @@ def test_position_of():
     assert s.position_of(np.asarray(ids)).tolist() == [0, 1, 2, 3]  # numpy str_ keys work too
     with pytest.raises(UnknownStoreError, match=r"store_id 'nope' \(item 1\) is not in this store set"):
         s.position_of(["a", "nope"])
-    with pytest.raises(KeyError):  # UnknownStoreError is a KeyError
+    with pytest.raises(KeyError, match=r"store_id 'A' \(item 0\) is not in this store set"):  # it is a KeyError
         s.position_of("A")
 
     n = og.StoreSet.from_columns([30, 10, 20], [0.0] * 3, [0.0] * 3)

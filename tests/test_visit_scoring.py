@@ -318,7 +318,7 @@ def test_parameters_are_stored_as_given_and_bad_ones_are_typed_errors(town):
     with pytest.raises(InvalidParameterError, match=r"weights\['distance'\] must be a finite number"):
         og.OfferScorer(index, offers, weights={"distance": float("inf")})
     w_before = scorer.weights_.copy()
-    with pytest.raises(InvalidRecordError):
+    with pytest.raises(InvalidRecordError, match=r"events\[1\]: no ts \(every event needs kind, user_id and ts\)"):
         scorer.fit([log[0], {"kind": "visit", "user_id": "a"}], target="visit")
     np.testing.assert_array_equal(scorer.weights_, w_before)  # a failed fit changes nothing
 

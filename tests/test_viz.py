@@ -77,7 +77,7 @@ def test_ring_points_are_at_the_radius_by_geographiclib():
             assert abs(geographiclib_m(lat[c], lon[c], y, x) - radius[c]) < 1e-6
     with pytest.raises(InvalidParameterError, match="radius_m must be finite and >= 0"):
         viz.geodesic_ring_lonlat(0.0, 0.0, -1.0)
-    with pytest.raises(og.errors.InvalidCoordinateError):
+    with pytest.raises(og.errors.InvalidCoordinateError, match=r"centre lat = 91\.0 is outside \[-90, 90\]"):
         viz.geodesic_ring_lonlat(91.0, 0.0, 10.0)
     with pytest.raises(InvalidParameterError, match="n_points"):
         viz.geodesic_ring_lonlat(0.0, 0.0, 10.0, n_points=2)
@@ -221,11 +221,11 @@ def test_map_rejects_bad_input(campaign):
         viz.plot_map(stores, colour_by="nope")
     with pytest.raises(InvalidParameterError, match="fence_radius_m must be a positive number"):
         viz.plot_map(stores, fence_radius_m=-5)
-    with pytest.raises(UnknownStoreError):
+    with pytest.raises(UnknownStoreError, match="store_id 'no-such-store' .* is not in this store set"):
         viz.plot_map(stores, decisions=[{"store_id": "no-such-store", "holdout": False}])
     with pytest.raises(InvalidRecordError, match="decision 0 has no 'store_id'"):
         viz.folium_map(stores, decisions=[{"offer_id": "x"}])
-    with pytest.raises(og.errors.InvalidCoordinateError):
+    with pytest.raises(og.errors.InvalidCoordinateError, match=r"ping lat\[0\] = 95\.0 is outside"):
         viz.plot_map(stores, pings=([95.0], [0.0]))
     with pytest.raises(InvalidParameterError, match="store_marker"):
         viz.folium_map(stores, store_marker="star")

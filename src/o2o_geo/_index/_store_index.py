@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._geodesy import GeoPoints
-from .._stores import StoreSet
+from .._stores import StoreSet, as_store_set
 from .._types import FloatArray, IntArray, Where
 from .._validate import as_latlon, check_distance_m, check_k, check_number, warn_user
 from ..errors import EmptyResultWarning, InvalidParameterError, InvalidRecordError, ShapeMismatchError
@@ -25,19 +25,6 @@ from ._slots import Slots, StoreTable
 MAX_RESULT_CELLS = 2**27
 
 __all__ = ["MAX_RESULT_CELLS", "StoreIndex"]
-
-
-def _as_store_set(stores: Any) -> StoreSet:
-    """A DataFrame or GeoDataFrame given to StoreIndex(...) as a StoreSet; anything else is refused."""
-    columns = getattr(stores, "columns", None)
-    if columns is not None and hasattr(stores, "iloc"):
-        if hasattr(stores, "crs") and not {"lat", "lon"} <= set(columns):
-            return StoreSet.from_geodataframe(stores)
-        return StoreSet.from_dataframe(stores)
-    raise InvalidParameterError(
-        f"StoreIndex takes a StoreSet, a pandas DataFrame or a geopandas GeoDataFrame; got {type(stores).__name__} "
-        "(for a list of dicts use StoreIndex.from_records)"
-    )
 
 
 class StoreIndex:
@@ -74,7 +61,7 @@ class StoreIndex:
 
     def __init__(self, stores: StoreSet | Any, *, workers: int = -1, compact_fraction: float = 0.05) -> None:
         if not isinstance(stores, StoreSet):
-            stores = _as_store_set(stores)
+            stores = as_store_set(stores)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers == 0 or workers < -1:
             raise InvalidParameterError(f"workers must be -1 or a positive int; got {workers!r}")
         compact_fraction = check_number(compact_fraction, "compact_fraction", low=0.0, high=1.0, low_open=True)

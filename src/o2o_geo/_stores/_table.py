@@ -16,13 +16,14 @@ from .._types import FloatArray, StoreId
 from .._validate import as_items, as_latlon, rows_of
 from ..errors import (
     DuplicateStoreError,
+    InvalidParameterError,
     InvalidRecordError,
     ShapeMismatchError,
 )
 from ._areas import normalize_service_areas
 from ._formats import StoreSetFormats
 
-__all__ = ["StoreSet"]
+__all__ = ["StoreSet", "as_store_set"]
 
 #: Columns with a meaning of their own; every other column is a free attribute.
 CORE_COLUMNS = ("store_id", "lat", "lon", "merchant_id", "category", "service_area")
@@ -397,3 +398,16 @@ def export_columns(stores: StoreSet) -> dict[str, np.ndarray]:
         out[has_radius] = stores.service_radius_m[has_radius]
         cols["service_area"] = out
     return cols
+
+
+def as_store_set(stores: Any) -> StoreSet:
+    """A DataFrame or GeoDataFrame given to ``StoreIndex(...)`` as a StoreSet; anything else is refused."""
+    columns = getattr(stores, "columns", None)
+    if columns is not None and hasattr(stores, "iloc"):
+        if hasattr(stores, "crs") and not {"lat", "lon"} <= set(columns):
+            return StoreSet.from_geodataframe(stores)
+        return StoreSet.from_dataframe(stores)
+    raise InvalidParameterError(
+        f"StoreIndex takes a StoreSet, a pandas DataFrame or a geopandas GeoDataFrame; got {type(stores).__name__} "
+        "(for a list of dicts use StoreIndex.from_records)"
+    )
