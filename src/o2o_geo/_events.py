@@ -13,7 +13,7 @@ from ._time import to_epoch_s
 from ._validate import check_id, did_you_mean
 from .errors import InvalidParameterError, InvalidRecordError
 
-__all__ = ["EVENT_KINDS", "Event", "EventKind", "as_events", "checked_event", "hashable"]
+__all__ = ["EVENT_KINDS", "Event", "EventKind", "as_events", "checked_event", "hashable", "is_missing"]
 
 
 #: What happened: the engine pushed an offer, the user opened or clicked it,
@@ -163,7 +163,7 @@ def as_events(events: Any, what: str = "events") -> list[Event]:
             if k not in _EVENT_FIELDS:
                 hint = did_you_mean(k, _EVENT_FIELDS)
                 raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
-            if _is_missing(v):
+            if is_missing(v):
                 continue
             rec[k] = v.item() if isinstance(v, np.generic) else v
         missing = [f for f in ("kind", "user_id", "ts") if f not in rec]
@@ -183,7 +183,7 @@ def hashable(v: Any, name: str) -> Any:
     raise InvalidParameterError(f"{name} must be an id (a str or an int); got {v!r:.80}")
 
 
-def _is_missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
     """None, NaN, or pandas' NA/NaT (known by type name: pandas is not imported for this)."""
     if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
         return True

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._dispatch import Dispatcher
+from ._events import is_missing
 from ._index import Matches, StoreIndex
 from ._offers import OfferSet
 from ._policy import PushPolicy
@@ -148,11 +149,7 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if type(value).__name__ in ("NAType", "NaTType"):
-        return None
-    return value
+    return None if is_missing(value) else value
 
 
 def coordinates(

@@ -1,4 +1,26 @@
-"""What the world does over time: its push log and outcomes, its pings, returns and events (the ground truth)."""
+"""A seeded synthetic O2O world with a known ground truth, for what-if studies and benchmarks.
+
+No public labelled O2O data set ships with a package, so this module makes
+one whose answers are known: stores of several merchants around real city
+centres, users with latent tastes, homes, travel tolerance and discount
+sensitivity, offers, and a ground-truth choice model that turns pushes into
+redemptions.  Every figure measured on it is a *simulated* figure.
+
+The ground truth: a push of offer ``o`` (merchant ``m``, category ``c``,
+discount depth ``g``) at store ``s``, ``d`` metres from user ``u``, is
+redeemed with probability ``sigmoid(b0 + taste[u, c] + quality[m]
+- decay[u] * log1p(d / tolerance_m[u]) + sensitivity[u] * g)``.
+
+Examples
+--------
+>>> from o2o_geo import simulate
+>>> world = simulate.World.generate(seed=1, n_users=200, n_stores=60, n_offers=12)
+>>> len(world.stores), len(world.offers), world.n_users
+(60, 12, 200)
+>>> log = world.push_log(n_days=7, pushes_per_user_per_day=1.0, seed=2)
+>>> bool(0.0 < log.redeemed.mean() < 0.5)
+True
+"""
 
 from __future__ import annotations
 
@@ -7,16 +29,59 @@ from typing import Any
 
 import numpy as np
 
-from .._events import Event
-from .._index import StoreIndex
-from .._offers import OfferSet
-from .._stores import StoreSet
-from .._types import FloatArray, IntArray
-from .._validate import check_number
-from ..errors import InvalidParameterError
-from ._common import check_volume, scatter, seeded_rng
+from ._events import Event
+from ._geodesy import geodesic_forward
+from ._index import StoreIndex
+from ._offers import Offer, OfferSet
+from ._stores import StoreSet
+from ._types import FloatArray, IntArray
+from ._validate import check_number
+from .errors import InvalidParameterError
 
-__all__ = ["PingLog", "PushLog", "WorldLogs"]
+__all__ = ["CITIES", "CATEGORIES", "PingLog", "PushLog", "World"]
+
+#: Real city centres (lat, lon degrees) the synthetic stores are placed around.
+CITIES: dict[str, tuple[float, float]] = {
+    "shanghai": (31.2304, 121.4737),
+    "beijing": (39.9042, 116.4074),
+    "shenzhen": (22.5431, 114.0579),
+    "chengdu": (30.5728, 104.0668),
+    "singapore": (1.2903, 103.8520),
+    "london": (51.5072, -0.1276),
+    "new_york": (40.7128, -74.0060),
+    "sao_paulo": (-23.5505, -46.6333),
+    "sydney": (-33.8688, 151.2093),
+    "suva": (-18.1248, 178.4501),
+}
+#: Offer categories of the synthetic world.
+CATEGORIES = ("coffee", "tea", "bakery", "grocery", "fast_food", "cinema", "beauty", "pharmacy")
+
+
+#: The largest size (users, stores, offers, merchants) a simulated world takes: beyond it, memory runs out.
+MAX_SIZE = 10_000_000
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    """The generator of a seed: an int >= 0 (InvalidParameterError otherwise)."""
+    return np.random.default_rng(check_number(seed, "seed", low=0, high=2**63 - 1, integer=True))
+
+
+def _check_volume(n_days: Any, per_user_per_day: Any, n_users: int, name: str) -> None:
+    """Days and a daily rate that give at most :data:`MAX_SIZE` x 10 rows (InvalidParameterError otherwise)."""
+    check_number(n_days, "n_days", low=0.0, high=36_500.0)
+    check_number(per_user_per_day, name, low=0.0, high=1e6)
+    if n_days * per_user_per_day * n_users > 10 * MAX_SIZE:
+        raise InvalidParameterError(
+            f"{n_days:g} days x {per_user_per_day:g} per user per day x {n_users:,} users is more than "
+            f"{10 * MAX_SIZE:,} rows: simulate fewer days at a time"
+        )
+
+
+def _offset(lat: FloatArray, lon: FloatArray, rng: np.random.Generator, sigma_m: float) -> tuple[Any, Any]:
+    az = rng.uniform(0.0, 360.0, lat.shape[0])
+    dist = np.abs(rng.normal(0.0, sigma_m, lat.shape[0]))
+    lat2, lon2 = geodesic_forward(lat, lon, az, dist)
+    return np.asarray(lat2), np.asarray(lon2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,8 +171,25 @@ class PingLog:
         return {"user_id": self.user, "lat": self.lat, "lon": self.lon, "ts": self.ts, "accuracy_m": self.accuracy_m}
 
 
-class WorldLogs:
-    """The logs a :class:`World` generates, and its true redemption logit (World's base: it reads World's fields)."""
+@dataclass(frozen=True, eq=False)
+class World:
+    """Stores, offers, users and the ground-truth choice model (see the module docstring).
+
+    Build one with :meth:`generate`; every array is indexed by user, merchant
+    or category number.
+
+    Examples
+    --------
+    >>> from o2o_geo import simulate
+    >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+    >>> world.n_users, world.taste.shape, world.quality.shape
+    (50, (50, 8), (5,))
+    >>> world.offers.merchant_id[0], int(world.offer_merchant[0])  # offer o0 is merchant number 2's
+    ('m2', 2)
+    >>> home = world.index.nearest(world.home_lat[0], world.home_lon[0], k=1)  # user 0's nearest store
+    >>> print(home.store_id[0], f"{home.distance_m[0]:.0f} m")
+    s5 138 m
+    """
 
     stores: StoreSet
     offers: OfferSet
@@ -130,6 +212,129 @@ class WorldLogs:
     def n_users(self) -> int:
         """Number of users."""
         return int(self.home_lat.shape[0])
+
+    @classmethod
+    def generate(
+        cls,
+        seed: int = 0,
+        *,
+        n_users: int = 10_000,
+        n_stores: int = 2_000,
+        n_offers: int = 200,
+        n_merchants: int = 40,
+        cities: tuple[str, ...] = ("shanghai",),
+        city_radius_m: float = 8_000.0,
+        base_logit: float = -3.2,
+        start_ts: float = 1_767_225_600.0,
+    ) -> World:
+        """Make a world; the same arguments give the same world.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of every random draw.
+        n_users, n_stores, n_offers, n_merchants : int
+            Sizes.
+        cities : tuple of str
+            Keys of :data:`CITIES` to place stores and users around.
+        city_radius_m : float
+            Spread (standard deviation) of stores and homes around a city centre, metres.
+        base_logit : float
+            Ground-truth intercept (about 4 % redemption for an average push).
+        start_ts : float
+            Epoch seconds of day 0 (default 2026-01-01 UTC).
+
+        Returns
+        -------
+        World
+
+        Examples
+        --------
+        >>> from o2o_geo import simulate
+        >>> world = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> len(world.stores), len(world.offers), world.n_users
+        (30, 6, 50)
+        >>> world.stores.store_id[:3].tolist(), world.stores["merchant_id"][:3].tolist()
+        (['s0', 's1', 's2'], ['m0', 'm1', 'm2'])
+        >>> again = simulate.World.generate(seed=1, n_users=50, n_stores=30, n_offers=6, n_merchants=5)
+        >>> bool((again.stores.lat == world.stores.lat).all() and (again.taste == world.taste).all())
+        True
+        >>> two = simulate.World.generate(seed=2, n_users=10, n_stores=20, n_offers=4, cities=("london", "sydney"))
+        >>> int((two.stores.lat > 0).sum()), int((two.stores.lat < 0).sum())  # stores north and south
+        (5, 15)
+        """
+        for name, v in (
+            ("n_users", n_users),
+            ("n_stores", n_stores),
+            ("n_offers", n_offers),
+            ("n_merchants", n_merchants),
+        ):
+            check_number(v, name, low=1, high=MAX_SIZE, integer=True)
+        check_number(city_radius_m, "city_radius_m", low=0.0, high=2_000_000.0)
+        check_number(base_logit, "base_logit", low=-50.0, high=50.0)
+        check_number(start_ts, "start_ts", low=0.0, high=32_503_680_000.0)  # years 1970 to 3000
+        if not isinstance(cities, (tuple, list)) or not all(isinstance(c, str) for c in cities):
+            raise InvalidParameterError(f"cities must be a tuple of city names; got {cities!r:.80}")
+        unknown = [c for c in cities if c not in CITIES]
+        if unknown or not cities:
+            raise InvalidParameterError(f"unknown cities {unknown}; choose from {sorted(CITIES)}")
+        rng = _rng(seed)
+        n_cat = len(CATEGORIES)
+        centres = np.array([CITIES[c] for c in cities])
+        merchant_cat = rng.integers(0, n_cat, n_merchants)
+        quality = rng.normal(0.0, 0.5, n_merchants)
+        # stores: each of a merchant, around a city
+        store_merchant = rng.integers(0, n_merchants, n_stores)
+        store_merchant[: min(n_merchants, n_stores)] = np.arange(min(n_merchants, n_stores))
+        city_of_store = rng.integers(0, len(cities), n_stores)
+        s_lat, s_lon = _offset(centres[city_of_store, 0], centres[city_of_store, 1], rng, city_radius_m)
+        stores = StoreSet.from_columns(
+            [f"s{i}" for i in range(n_stores)],
+            s_lat,
+            s_lon,
+            merchant_id=np.array([f"m{m}" for m in store_merchant], dtype=object),
+            category=np.array([CATEGORIES[merchant_cat[m]] for m in store_merchant], dtype=object),
+        )
+        # offers: of merchants that have stores
+        merchants_with_stores = np.unique(store_merchant)
+        offer_merchant = rng.choice(merchants_with_stores, n_offers)
+        offer_depth = np.round(rng.choice([0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5], n_offers), 2)
+        offers = OfferSet(
+            [
+                Offer(
+                    f"o{i}",
+                    f"m{offer_merchant[i]}",
+                    category=CATEGORIES[merchant_cat[offer_merchant[i]]],
+                    discount_rate=float(1.0 - offer_depth[i]),
+                )
+                for i in range(n_offers)
+            ]
+        )
+        # users
+        city_of_user = rng.integers(0, len(cities), n_users)
+        h_lat, h_lon = _offset(centres[city_of_user, 0], centres[city_of_user, 1], rng, city_radius_m)
+        taste = rng.normal(0.0, 1.0, (n_users, n_cat))
+        tolerance_m = np.exp(rng.normal(np.log(1500.0), 0.5, n_users))
+        decay = rng.uniform(0.8, 2.0, n_users)
+        sensitivity = rng.gamma(2.0, 2.0, n_users)
+        return cls(
+            stores=stores,
+            offers=offers,
+            index=StoreIndex(stores),
+            home_lat=h_lat,
+            home_lon=h_lon,
+            taste=taste,
+            tolerance_m=tolerance_m,
+            decay=decay,
+            sensitivity=sensitivity,
+            quality=quality,
+            offer_merchant=offer_merchant.astype(np.int64),
+            offer_category=merchant_cat[offer_merchant].astype(np.int64),
+            offer_depth=offer_depth,
+            store_merchant=store_merchant.astype(np.int64),
+            base_logit=float(base_logit),
+            start_ts=float(start_ts),
+        )
 
     def true_logit(self, user: IntArray, offer: IntArray, distance_m: FloatArray) -> FloatArray:
         """Ground-truth log-odds of redemption for (user, offer, distance) triples.
@@ -183,13 +388,13 @@ class WorldLogs:
         >>> print(f"mean p_redeem {log.p_redeem.mean():.3f}, redeemed {log.redeemed.mean():.3f}")
         mean p_redeem 0.055, redeemed 0.074
         """
-        rng = seeded_rng(seed)
-        check_volume(n_days, pushes_per_user_per_day, self.n_users, "pushes_per_user_per_day")
+        rng = _rng(seed)
+        _check_volume(n_days, pushes_per_user_per_day, self.n_users, "pushes_per_user_per_day")
         check_number(roam_m, "roam_m", low=0.0, high=2_000_000.0)
         n = int(rng.poisson(pushes_per_user_per_day * n_days * self.n_users))
         user = rng.integers(0, self.n_users, n)
         ts = self.start_ts + np.sort(rng.uniform(0.0, n_days * 86_400.0, n))
-        lat, lon = scatter(self.home_lat[user], self.home_lon[user], rng, roam_m)
+        lat, lon = _offset(self.home_lat[user], self.home_lon[user], rng, roam_m)
         offer = rng.integers(0, len(self.offers), n)
         # the offer's nearest store: nearest store of the offer's merchant
         store = np.empty(n, dtype=np.int64)
@@ -238,8 +443,8 @@ class WorldLogs:
         >>> print(f"first ping {(pings.ts[0] - world.start_ts) / 3600:.2f} h after midnight UTC")
         first ping 8.05 h after midnight UTC
         """
-        rng = seeded_rng(seed)
-        check_volume(n_days, pings_per_user_per_day, self.n_users, "pings_per_user_per_day")
+        rng = _rng(seed)
+        _check_volume(n_days, pings_per_user_per_day, self.n_users, "pings_per_user_per_day")
         check_number(visit_share, "visit_share", low=0.0, high=1.0)
         check_number(roam_m, "roam_m", low=0.0, high=2_000_000.0)
         check_number(pings_per_visit, "pings_per_visit", low=1, high=1_000, integer=True)
@@ -251,7 +456,7 @@ class WorldLogs:
         t0 = self.start_ts + 8 * 3600.0
         # roaming pings
         ru = rng.integers(0, self.n_users, n_roam)
-        rlat, rlon = scatter(self.home_lat[ru], self.home_lon[ru], rng, roam_m)
+        rlat, rlon = _offset(self.home_lat[ru], self.home_lon[ru], rng, roam_m)
         rts = t0 + rng.uniform(0.0, span, n_roam)
         # visits: a store among the 20 nearest home, a burst of pings near it
         vu = rng.integers(0, self.n_users, n_visits)
@@ -261,7 +466,7 @@ class WorldLogs:
         reps = pings_per_visit
         vu_r, vs_r = np.repeat(vu, reps), np.repeat(vs, reps)
         vts = np.repeat(vstart, reps) + np.tile(np.arange(reps) * visit_gap_s, n_visits)
-        vlat, vlon = scatter(self.stores.lat[vs_r], self.stores.lon[vs_r], rng, 15.0)
+        vlat, vlon = _offset(self.stores.lat[vs_r], self.stores.lon[vs_r], rng, 15.0)
         ts = np.concatenate([rts, vts])
         order = np.argsort(ts, kind="stable")
         acc = np.minimum(rng.gamma(2.0, 8.0, ts.shape[0]), 500.0)
@@ -317,7 +522,7 @@ class WorldLogs:
         >>> row["pushed"], row["holdout"], row["redeemed"]
         (22, 15, 5)
         """
-        rng = seeded_rng(seed)
+        rng = _rng(seed)
         out: list[Event] = []
         for d in decisions:
             o = int(self.offers.position_of(d.offer_id)[0])
@@ -397,7 +602,7 @@ class WorldLogs:
             raise InvalidParameterError(f"p_return + lift must be in [0, 1]; got {p_return + lift:g}")
         check_number(within_days, "within_days", low=0.0, high=3650.0)
         check_number(min_delay_s, "min_delay_s", low=0.0, high=within_days * 86_400.0)
-        rng = seeded_rng(seed)
+        rng = _rng(seed)
         out = []
         for d in decisions:
             if d.trigger != "exit":
@@ -442,7 +647,7 @@ class WorldLogs:
         >>> og.OfferScorer(world.index, world.offers).fit(events).n_fit_examples_
         336
         """
-        rng = seeded_rng(seed)
+        rng = _rng(seed)
         ids, offer_ids = self.stores.store_id, self.offers.offer_id
         delays = rng.uniform(600.0, max_delay_days * 86_400.0, len(log))
         out = []
