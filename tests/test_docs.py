@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import inspect
-import pathlib
 import re
 import shutil
 import subprocess
 import sys
 
+from _worlds import REPO
+
 import o2o_geo as og
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 
 
 def test_api_reference_builds_without_warnings_and_covers_the_public_surface(tmp_path):

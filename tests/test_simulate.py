@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import brute_nearest
+from _worlds import brute_nearest
 
 from o2o_geo import simulate
 from o2o_geo.errors import InvalidParameterError

@@ -86,12 +86,16 @@ class Transaction(ABC):
         return int(self.counter(SEQ))
 
     @abstractmethod
-    def idem(self, event_id: Any) -> Any:
-        """The stored outcome of an event id, or ``None``."""
+    def idem(self, key: str) -> Any:
+        """The outcome stored under an idempotency key, or ``None``.
+
+        Keys are strings: the dispatcher makes them with ``keys.ping_key`` and
+        ``keys.event_key`` from a ping's or an event's id (of any type).
+        """
 
     @abstractmethod
-    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
-        """Store the outcome (JSON-able) of an event id."""
+    def put_idem(self, key: str, user_id: Any, payload: Any) -> None:
+        """Store the outcome (JSON-able) under an idempotency key; erased with ``user_id``."""
 
     @abstractmethod
     def add_push(self, rec: dict[str, Any]) -> None:
@@ -109,7 +113,7 @@ class Transaction(ABC):
 
     @abstractmethod
     def add_event(self, rec: dict[str, Any]) -> None:
-        """Store an event record."""
+        """Store an event record (an ``event_id`` other than ``None`` is stored once: check :meth:`idem` first)."""
 
 
 class DispatchState(ABC):
@@ -118,7 +122,7 @@ class DispatchState(ABC):
     A backend implements :meth:`transaction` (yielding a :class:`Transaction`:
     user state, counters, event ids, pushes, events; all-or-nothing),
     :meth:`read_user`, :meth:`pushes`, :meth:`events` and :meth:`forget_user`,
-    and passes the dispatcher's conformance tests (``tests/test_dispatch.py``
+    and passes the dispatcher's conformance tests (``tests/dispatch/test_dispatch.py``
     runs every test on each backend).
 
     Examples

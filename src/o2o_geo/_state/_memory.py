@@ -221,12 +221,12 @@ class _MemoryTx(Transaction):
         if ttl_s is not None:
             self.ttls[key] = ttl_s
 
-    def idem(self, event_id: Any) -> Any:
-        hit = self.idems.get(event_id) or self.s._idem.get(event_id)
+    def idem(self, key: str) -> Any:
+        hit = self.idems.get(key) or self.s._idem.get(key)
         return None if hit is None else hit[1]
 
-    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
-        self.idems[event_id] = (user_id, payload)
+    def put_idem(self, key: str, user_id: Any, payload: Any) -> None:
+        self.idems[key] = (user_id, payload)
 
     def add_push(self, rec: dict[str, Any]) -> None:
         self.new_pushes.append(rec)

@@ -49,7 +49,8 @@ Keys (``ns`` the namespace, ids as JSON text):
 ``ns:idem:<id>``                the stored outcome of a ping or event id      ``idempotency_ttl_s``
 ``ns:push:<push_id>``           a push record (JSON)                          ``retention_days``
 ``ns:pushes``                   list of push ids, in commit order             trimmed of expired
-``ns:upush:<uid>``              the user's push ids by time (sorted set)      ``retention_days``
+``ns:upush:<uid>``              the user's pushes by time (sorted set of      ``retention_days``
+                                ``<seq>|<push_id>``: a tie in commit order)
 ``ns:event:<seq>``              an event record (JSON)                        ``retention_days``
 ``ns:events``                   list of event seqs, in commit order           trimmed of expired
 ``ns:uevents:<uid>``            the user's event seqs by time (sorted set)    ``retention_days``
@@ -60,8 +61,8 @@ Keys (``ns`` the namespace, ids as JSON text):
 
 Per-user day counters live 3 days, week counters 9 days, a per-user
 offer cap until its offer ends (and 3 days); open-ended offers' caps,
-budgets, the push sequence (``ctr:seq``) and the event sequence
-(``ctr:event_seq``) never expire.  An event id is remembered for
+budgets, the push sequence (``ctr:seq``), the event sequence
+(``ctr:event_seq``) and the order of pushes (``ctr:push_seq``) never expire.  An event id is remembered for
 ``idempotency_ttl_s`` (7 days by default): a copy redelivered later is new.
 With ``retention_days``, push and event records expire that long after
 they were written; each commit that appends to the ledger lists also drops
@@ -435,10 +436,10 @@ class _RedisTx(Transaction):
         raw = self._read(self.s._k("ctr", key))
         return (0.0 if raw is None else float(raw)) + self.deltas.get(key, 0.0)
 
-    def idem(self, event_id: Any) -> Any:
-        if event_id in self.idems:
-            return self.idems[event_id]
-        raw = self._read(self.s._k("idem", event_id))
+    def idem(self, key: str) -> Any:
+        if key in self.idems:
+            return self.idems[key]
+        raw = self._read(self.s._k("idem", key))
         return None if raw is None else json.loads(raw)[1]
 
     def push(self, push_id: Any) -> dict[str, Any] | None:
@@ -455,7 +456,7 @@ class _RedisTx(Transaction):
         self.n_batches += 1
         self.batches.add(self.n_batches)
         self.ranges.append((zkey, hi, lo, flat[0::2]))
-        recs = [json.loads(raw) for raw in flat[1::2] if raw is not None]
+        recs = [json.loads(raw) for raw in reversed(flat[1::2]) if raw is not None]  # commit order in a tie
         recs += [p for p in self.new_pushes.values() if p["user_id"] == user_id]
         return latest_matching(recs, lo_ts, hi_ts, offer_id, merchant_id)
 
@@ -473,11 +474,11 @@ class _RedisTx(Transaction):
         if ttl_s is not None:
             self.ttls[key] = max(1, math.ceil(ttl_s))
 
-    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
-        self.idems[event_id] = payload
-        key = self.s._k("idem", event_id)
-        self.sets[key] = (json.dumps([user_id, payload]), self.s.idempotency_ttl_s)
-        self.adds.append(("ukey", self.s._k("ukeys", _key(user_id)), key, self.s.idempotency_ttl_s))
+    def put_idem(self, key: str, user_id: Any, payload: Any) -> None:
+        self.idems[key] = payload
+        stored = self.s._k("idem", key)
+        self.sets[stored] = (json.dumps([user_id, payload]), self.s.idempotency_ttl_s)
+        self.adds.append(("ukey", self.s._k("ukeys", _key(user_id)), stored, self.s.idempotency_ttl_s))
 
     def add_push(self, rec: dict[str, Any]) -> None:
         self.new_pushes[rec["push_id"]] = rec
@@ -485,7 +486,9 @@ class _RedisTx(Transaction):
         ttl = self.s._ledger_ttl
         self.sets[k("push", pid)] = (json.dumps(rec), int(ttl))
         self.adds.append(("rpush", k("pushes"), pid))
-        self.adds.append(("zadd", k("upush", _key(rec["user_id"])), repr(float(rec["ts"])), pid, ttl))
+        self.adds.append(
+            ("zseq", k("upush", _key(rec["user_id"])), repr(float(rec["ts"])), pid, ttl, k("ctr", "push_seq"))
+        )
         if ttl != "0":
             self.adds.append(("trim", k("pushes"), k("push", ""), ttl))
 
@@ -563,6 +566,9 @@ class _RedisTx(Transaction):
                 writes.append(["event", at(key), prefix, raw, at(list_key), at(set_key), ts, ttl])
             elif op == "ukey":
                 writes.append(ukey(key, *rest))
+            elif op == "zseq":
+                *args, seq_key = rest
+                writes.append([op, at(key), *args, at(seq_key)])
             else:
                 writes.append([op, at(key), *rest])
         return writes

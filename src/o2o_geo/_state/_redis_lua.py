@@ -17,7 +17,9 @@ NEVER = 1e15
 # ARGV[3...]: the values seen, as the server gave them (checks name them by their index into ARGV).
 # Checks: ["v", key, i] key holds exactly ARGV[i]; ["n", key] key is absent; ["z", key, max, min, i, n] the ids
 # of ZREVRANGEBYSCORE key max min are exactly ARGV[i .. i+n-1].  Writes: ["incr", key, delta, ttl],
-# ["set", key, value, ttl] (ttl "0": none), ["rpush", key, member], ["zadd", key, score, member],
+# ["set", key, value, ttl] (ttl "0": none), ["rpush", key, member], ["zadd", key, score, member, retention],
+# ["zseq", key, score, member, retention, seq key] (a zadd of "<seq>|member", seq the next of seq key, 16 digits:
+# members of one score then sort in commit order),
 # ["ukey", index key, member, expiry, now] (the user's key index),
 # ["event", seq key, prefix, record, list key, set key, ts, ttl] (the next event seq: the record under
 # prefix..seq, the seq appended to the list and added to the user's set, scored by ts); ["trim", key, prefix,
@@ -46,8 +48,10 @@ for _, w in ipairs(cjson.decode(ARGV[2])) do
     if w[4] ~= '0' then redis.call('EXPIRE', key, w[4]) end
   elseif op == 'set' then
     if w[4] == '0' then redis.call('SET', key, w[3]) else redis.call('SET', key, w[3], 'EX', w[4]) end
-  elseif op == 'zadd' then
-    redis.call('ZADD', key, w[3], w[4])
+  elseif op == 'zadd' or op == 'zseq' then
+    local member = w[4]
+    if op == 'zseq' then member = string.format('%016d|', redis.call('INCR', KEYS[w[6]])) .. member end
+    redis.call('ZADD', key, w[3], member)
     if w[5] ~= '0' then
       redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(w[3]) - tonumber(w[5])))
       redis.call('EXPIRE', key, w[5])
@@ -87,13 +91,13 @@ end
 return 1
 """
 
-# The user's pushes with max >= ts >= min, latest first: KEYS the user's sorted set; ARGV max, min, the push
-# key prefix.  Returns id, record, id, record, ...
+# The user's pushes with max >= ts >= min, latest first (of one time, the last committed first): KEYS the
+# user's sorted set; ARGV max, min, the push key prefix.  Returns member, record, member, record, ...
 RANGE = """
 local ids, out = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2]), {}
 for j, id in ipairs(ids) do
   out[2 * j - 1] = id
-  out[2 * j] = redis.call('GET', ARGV[3] .. id)
+  out[2 * j] = redis.call('GET', ARGV[3] .. (string.match(id, '^%d+|(.*)$') or id))
 end
 return out
 """
@@ -101,7 +105,8 @@ return out
 # Forget a user: KEYS user, ukeys, upush, uevents, pushes, events, profile; ARGV the push and event key prefixes.
 FORGET = """
 for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', k) end
-for _, p in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local p = string.match(m, '^%d+|(.*)$') or m  -- a member is '<seq>|<push id>' (in older data: the push id)
   redis.call('DEL', ARGV[1] .. p)
   redis.call('LREM', KEYS[5], 0, p)
 end

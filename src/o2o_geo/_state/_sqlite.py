@@ -462,14 +462,14 @@ class _SQLiteTx(Transaction):
         if key in self.counters:
             self.counters[key] += float(delta)
 
-    def idem(self, event_id: Any) -> Any:
-        row = self.c.execute("SELECT payload FROM idem WHERE event_id = ?", (_key(event_id),)).fetchone()
+    def idem(self, key: str) -> Any:
+        row = self.c.execute("SELECT payload FROM idem WHERE event_id = ?", (_key(key),)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put_idem(self, event_id: Any, user_id: Any, payload: Any) -> None:
+    def put_idem(self, key: str, user_id: Any, payload: Any) -> None:
         self.c.execute(
             "INSERT OR REPLACE INTO idem (event_id, uid, payload, expires) VALUES (?, ?, ?, ?)",
-            (_key(event_id), _key(user_id), json.dumps(payload), self._expires(self.s.lifetimes.idempotency_ttl_s)),
+            (_key(key), _key(user_id), json.dumps(payload), self._expires(self.s.lifetimes.idempotency_ttl_s)),
         )
 
     def add_push(self, rec: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ always the stored records (``state.pushes()``, ``state.events()``, the whole
 database) counted by hand against the policy's limits, never the
 dispatcher's own counters.
 
-Worker processes import this module by name (``tests/`` is put on their
-``sys.path``) and run :func:`mp_worker` or :func:`crash_worker`.
+Worker processes import this module by name (``tests/`` and ``tests/dispatch/`` are
+put on their ``sys.path``) and run :func:`mp_worker` or :func:`crash_worker`.
 """
 
 from __future__ import annotations
@@ -29,68 +29,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import GEOD, new_redis_state, run_threads, snapshot
+from _worlds import GEOD, LAT0, LON0, RING_A, RING_B, T0, TESTS, at, make_world, new_redis_state, run_threads, snapshot
 
 import o2o_geo as og
 from o2o_geo._history import _Decayed
 from o2o_geo.errors import InvalidCoordinateError, StateError, UnknownPushError
 
-LAT0, LON0 = 31.23, 121.47  # Shanghai
-T0 = 1767229200.0  # 2026-01-01 09:00 in Shanghai (01:00 UTC)
 DAY0 = date(2026, 1, 1)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-TESTS_DIR = Path(__file__).resolve().parent
-OPEN = {
-    "quiet_hours": None,
-    "holdout_fraction": 0.0,
-    "min_gap_s": 0.0,
-    "max_per_offer": None,
-    "max_per_merchant_per_day": None,
-}
-
-
-def ring(prefix, merchant, radius_m, n=16):
-    """``n`` stores of one merchant on a circle around the centre (neighbours 390 m apart at 1 km)."""
-    stores = []
-    for i in range(n):
-        lon, lat, _ = GEOD.fwd(LON0, LAT0, 360.0 * i / n, radius_m)
-        stores.append({"store_id": f"{prefix}{i}", "lat": float(lat), "lon": float(lon), "merchant_id": merchant})
-    return stores
-
-
-# Fences are 100 m with a 30 m exit buffer: a ping at one store is outside every other store's outer fence,
-# so each ping at a store other than the last one exits the old fence and enters a new one.
-RING_A = ring("a", "m1", 1000.0)  # merchant m1: offer o1
-RING_B = ring("b", "m2", 3000.0)  # merchant m2: offer o2
-
-
-def make_world(**policy):
-    index = og.StoreIndex.from_records(RING_A + RING_B)
-    offers = og.OfferSet(
-        [
-            og.Offer("o1", "m1", category="coffee", discount_rate=0.8),
-            og.Offer("o2", "m2", category="tea", discount_rate=0.9),
-        ]
-    )
-    return index, offers, og.PushPolicy(**{**OPEN, **policy})
-
-
-def at(store):
-    return store["lat"], store["lon"]
+HERE = Path(__file__).resolve().parent
 
 
 def local_day(ts):
     return datetime.fromtimestamp(ts, SHANGHAI).date()
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def state(request, tmp_path):
-    if request.param == "redis":
-        st = new_redis_state(request.getfixturevalue("redis_server"))
-    else:
-        st = og.MemoryState() if request.param == "memory" else og.SQLiteState(tmp_path / "state.db")
-    yield st
-    st.close()
 
 
 def assert_push_ids_are_a_gapless_sequence(pushes):
@@ -98,12 +49,12 @@ def assert_push_ids_are_a_gapless_sequence(pushes):
     assert sorted(p["push_id"] for p in pushes) == sorted(f"p{i}" for i in range(1, len(pushes) + 1))
 
 
-CHILD = "import sys; sys.path.insert(0, sys.argv[1]); import test_dispatch_faults as t; t.{}(*sys.argv[2:])"
+CHILD = "import sys; sys.path[:0] = sys.argv[1:3]; import test_dispatch_faults as t; t.{}(*sys.argv[3:])"
 
 
 def spawn(function, *args, **popen):
     """A fresh interpreter running ``function(*args)`` of this module (arguments as strings)."""
-    cmd = [sys.executable, "-c", CHILD.format(function), str(TESTS_DIR), *map(str, args)]
+    cmd = [sys.executable, "-c", CHILD.format(function), str(TESTS), str(HERE), *map(str, args)]
     return subprocess.Popen(cmd, **popen)
 
 

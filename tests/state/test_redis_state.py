@@ -1,7 +1,7 @@
 """RedisState on a real redis-server: keys, TTLs, forgetting a user, failing closed, round trips.
 
-The dispatcher's conformance suite (tests/test_dispatch.py) and the fault tests
-(tests/test_dispatch_faults.py) also run on this backend.
+The dispatcher's conformance suite (tests/dispatch/test_dispatch.py) and the fault tests
+(tests/dispatch/test_dispatch_faults.py) also run on this backend.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import json
 import time
 
 import pytest
-from conftest import RedisServer, new_redis_state
-from test_dispatch_faults import RING_A, RING_B, T0, at, make_world
+from _worlds import RING_A, RING_B, T0, RedisServer, at, make_world, new_redis_state
 
 import o2o_geo as og
 from o2o_geo.errors import InvalidParameterError, StateError
@@ -85,6 +84,26 @@ def test_forget_user_removes_every_key_of_the_user(redis_server):
     # the forgotten user's ping id is free again; the other user's is not
     assert len(engine.on_location("gone", *at(RING_A[0]), T0 + 120, event_id="ping-gone")) == 1
     assert engine.on_location("stays", *at(RING_A[0]), T0, event_id="ping-stays")[0].push_id == "p2"
+    st.close()
+
+
+def test_pushes_written_before_ordered_members_are_still_read_and_forgotten(redis_server):
+    """Older data holds a user's pushes as plain push ids in ``upush``; new ones are ``<seq>|<push id>``."""
+    st = new_redis_state(redis_server)
+    rec = {"push_id": "p1", "user_id": "u", "offer_id": "o1", "store_id": "a0", "merchant_id": "m1", "ts": T0,
+           "holdout": False, "score": 0.5, "distance_m": 3.0, "trigger": "enter"}  # fmt: skip
+    st.r.set(f'{st.ns}:push:"p1"', json.dumps(rec))  # as an older version wrote it
+    st.r.rpush(f"{st.ns}:pushes", '"p1"')
+    st.r.zadd(f'{st.ns}:upush:"u"', {'"p1"': T0})
+    with st.transaction() as tx:
+        assert tx.latest_push("u", T0 - 1, T0 + 1, offer_id="o1") == rec
+        tx.add_push(rec | {"push_id": "p2", "ts": T0 + 5})
+    members = [m.decode() for m in st.r.zrange(f'{st.ns}:upush:"u"', 0, -1)]
+    assert members[0] == '"p1"' and members[1].endswith('|"p2"') and members[1].split("|")[0].isdigit()
+    with st.transaction() as tx:
+        assert tx.latest_push("u", T0 - 1, T0 + 10, merchant_id="m1")["push_id"] == "p2"
+    st.forget_user("u")
+    assert st.pushes() == [] and keys_of(st) == [f"{st.ns}:ctr:push_seq"]
     st.close()
 
 

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import GEOD
+from _worlds import GEOD
 
 import o2o_geo as og
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GEOD, brute_distances_m, brute_nearest, brute_within, make_index, random_stores
+from _worlds import GEOD, brute_distances_m, brute_nearest, brute_within, make_index, random_stores
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

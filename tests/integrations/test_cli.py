@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import brute_nearest
+from _worlds import brute_nearest
 
 import o2o_geo as og
 from o2o_geo._sample import LANDMARKS

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
+from _worlds import REPO
 
-EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
+EXAMPLES = sorted((REPO / "examples").glob("*.py"))
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
@@ -52,7 +52,7 @@ def test_readme_python_blocks_run(tmp_path):
     """Every ```python block of the README is a complete program (fragments are tagged ```py)."""
     import re
 
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert len(blocks) >= 2
     for i, code in enumerate(blocks):
@@ -66,7 +66,7 @@ def test_readme_quick_start_runs_on_the_base_install(tmp_path):
     """The quick start's blocks run with pandas and geopandas absent, and run again the same."""
     import re
 
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     start = readme.index("## Quick start")
     blocks = re.findall(r"```python\n(.*?)```", readme[start : readme.index("\n## ", start + 5)], re.S)
     assert len(blocks) >= 2

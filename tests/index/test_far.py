@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import GEOD, brute_nearest, brute_within, geographiclib_m, make_index, random_stores
+from _worlds import GEOD, brute_nearest, brute_within, geographiclib_m, make_index, random_stores
 
 import o2o_geo as og
 from o2o_geo._geodesy import (

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import new_redis_state
+from _worlds import new_redis_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

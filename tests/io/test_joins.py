@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import brute_nearest, brute_within, make_index, random_stores
+from _worlds import brute_nearest, brute_within, make_index, random_stores
 
 import o2o_geo as og
 from o2o_geo.errors import InvalidCoordinateError, InvalidParameterError, InvalidRecordError

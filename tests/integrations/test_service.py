@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -16,10 +15,11 @@ from collections import Counter
 
 import httpx
 import pytest
+from _worlds import REPO
 
 import o2o_geo as og
 
-SERVICE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "service"
+SERVICE = REPO / "examples" / "service"
 T0 = 1767258000.0  # 2026-01-01 17:00 in Shanghai
 SITES = [(31.232486, 121.480102), (31.223421, 121.482099), (31.2400, 121.4500)]  # lucky-09, teagarden-01, no store
 POLICY = {"holdout_fraction": 0.2, "quiet_hours": None, "max_per_day": 2, "min_gap_s": 0.0,

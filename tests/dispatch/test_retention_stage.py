@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import OPEN, geographiclib_m, offset, run_threads
+from _worlds import OPEN, geographiclib_m, offset, run_threads
 
 import o2o_geo as og
 from o2o_geo import simulate

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import GEOD, geographiclib_m
+from _worlds import GEOD, geographiclib_m
 from geographiclib.geodesic import Geodesic
 from shapely.geometry import Polygon, box
 

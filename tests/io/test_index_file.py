@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 import shapely
-from conftest import brute_nearest
+from _worlds import brute_nearest
 from shapely.geometry import Polygon, box
 from shapely.geometry import mapping as to_geojson
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import geographiclib_m
+from _worlds import geographiclib_m
 
 import o2o_geo as og
 from o2o_geo.errors import InvalidParameterError, InvalidRecordError, UnknownStoreError

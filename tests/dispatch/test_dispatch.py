@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from conftest import OPEN, geographiclib_m, offset
+from _worlds import OPEN, geographiclib_m, offset
 
 import o2o_geo as og
 from o2o_geo import simulate

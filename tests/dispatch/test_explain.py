@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import GEOD, snapshot
+from _worlds import GEOD, snapshot
 
 import o2o_geo as og
 from o2o_geo.errors import InvalidCoordinateError, InvalidParameterError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import GEOD, geographiclib_m
+from _worlds import GEOD, geographiclib_m
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
