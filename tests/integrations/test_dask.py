@@ -111,6 +111,13 @@ def _attach(df, query, columns):
     return out
 
 
+def _attach_nearest(df, nb):
+    """The input rows followed by the long layout of ``Neighbors.to_dataframe`` (string ids as STR)."""
+    exp = nb.to_dataframe()
+    columns = {"rank": exp["rank"].to_numpy(), "store_id": exp["store_id"].astype(STR).to_numpy()}
+    return _attach(df, exp["query"], columns | {c: exp[c].to_numpy() for c in ("position", "distance_m")})
+
+
 def _sorted(df, *keys):
     name = df.index.name or "index"
     return df.reset_index().sort_values([name, *keys], kind="stable").reset_index(drop=True)
@@ -142,17 +149,7 @@ def test_nearest_equals_in_process_row_for_row(client, ddf, pdf, index):
     with client.as_current():
         got = ogd.nearest(ddf, index, k=3).compute()
     nb = index.nearest(pdf["lat"].to_numpy(), pdf["lon"].to_numpy(), k=3)
-    exp = nb.to_dataframe()
-    want = _attach(
-        pdf,
-        exp["query"],
-        {
-            "rank": exp["rank"].to_numpy(),
-            "store_id": exp["store_id"].astype(STR).to_numpy(),
-            "position": exp["position"].to_numpy(),
-            "distance_m": exp["distance_m"].to_numpy(),
-        },
-    )
+    want = _attach_nearest(pdf, nb)
     assert len(got) == 3 * len(pdf)
     pdt.assert_frame_equal(_sorted(got, "rank"), _sorted(want, "rank"))
     # the in-process frame of the module has the same layout, in input order
@@ -164,17 +161,7 @@ def test_nearest_filters_and_max_distance(client, ddf, pdf, index):
     with client.as_current():
         got = ogd.nearest(ddf, index, **kw).compute()
     nb = index.nearest(pdf["lat"].to_numpy(), pdf["lon"].to_numpy(), **kw)
-    exp = nb.to_dataframe()
-    want = _attach(
-        pdf,
-        exp["query"],
-        {
-            "rank": exp["rank"].to_numpy(),
-            "store_id": exp["store_id"].astype(STR).to_numpy(),
-            "position": exp["position"].to_numpy(),
-            "distance_m": exp["distance_m"].to_numpy(),
-        },
-    )
+    want = _attach_nearest(pdf, nb)
     assert 0 < len(got) < 2 * len(pdf)  # some pings have no such store within 900 m: no row
     assert got["distance_m"].max() <= 900.0
     pdt.assert_frame_equal(_sorted(got, "rank"), _sorted(want, "rank"))
