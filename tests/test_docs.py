@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 import shutil
@@ -39,5 +40,15 @@ def test_api_reference_builds_without_warnings_and_covers_the_public_surface(tmp
                     inherited = owner is not obj and any(owner is p for p in public)  # on the base's page
                     if not meth.startswith("_") and value.__module__.startswith("o2o_geo") and not inherited:
                         assert f'id="o2o_geo.{name}.{meth}"' in page, f"{name}.{meth} is missing from its page"
-    for module in ("errors", "simulate", "viz", "dask"):
-        assert f"o2o_geo.{module}" in pages
+    for module in ("errors", "simulate", "viz", "dask"):  # a module's page: every public name, a class's members
+        page = pages.get(f"o2o_geo.{module}")
+        assert page is not None, f"o2o_geo.{module} has no page"
+        mod = importlib.import_module(f"o2o_geo.{module}")
+        for name in mod.__all__:
+            assert f'id="o2o_geo.{module}.{name}"' in page, f"{module}.{name} is missing from its page"
+            obj = getattr(mod, name)
+            if inspect.isclass(obj):
+                for member in dir(obj):
+                    owner = next((c for c in obj.__mro__ if member in vars(c)), object)
+                    if not member.startswith("_") and owner.__module__.startswith("o2o_geo"):
+                        assert f'id="o2o_geo.{module}.{name}.{member}"' in page, f"{module}.{name}.{member} is missing"

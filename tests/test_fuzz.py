@@ -283,6 +283,11 @@ def _entries(tmp: Any) -> list[Entry]:
             },
         ),
         Entry(
+            "Event.from_record",
+            og.Event.from_record,
+            {"record": {"kind": "visit", "user_id": 7, "ts": T0, "store_id": "s1"}, "where": "events.csv line 2"},
+        ),
+        Entry(
             "UserHistory",
             og.UserHistory,
             {
@@ -362,6 +367,16 @@ def _entries(tmp: Any) -> list[Entry]:
         ),
         # ---- policy and dispatch
         Entry("Budget", og.Budget, {"max_pushes": 10, "max_cost": 5.0}),
+        Entry(
+            "PushPolicy.from_dict",
+            og.PushPolicy.from_dict,
+            {
+                "data": {"triggers": ["enter"], "offer_budgets": {"latte": {"max_pushes": 3}}, "offer_cost": {}},
+                "offer_ids": ["latte", "cake"],
+                "merchant_ids": None,
+                "store_ids": ["lucky-01"],
+            },
+        ),
         Entry(
             "PushPolicy", og.PushPolicy, {name: getattr(og.PushPolicy(), name) for name in _policy_fields()}, cases=25
         ),  # every field, a few values each

@@ -92,6 +92,61 @@ class Event:
         if d is not None and not (isinstance(d, (int, float)) and 0.0 <= d < 1.0):
             raise InvalidRecordError(f"event discount_depth must be in [0, 1); got {d!r}")
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, where: str = "event") -> Event:
+        """An event from a dict of its fields: a JSON object, a CSV or DataFrame row, a stored log line.
+
+        Missing values (None, NaN, pandas NA/NaT) are left out, numpy scalars
+        become Python numbers, and ``ts`` may be anything :class:`Event`
+        takes (epoch seconds, an aware datetime, ISO 8601 text with a UTC offset).
+
+        Parameters
+        ----------
+        record : mapping of field name to value
+            The fields of :class:`Event`; ``kind``, ``user_id`` and ``ts`` are required.
+        where : str, default "event"
+            How errors name the record (``"events.csv line 7"``, ``"events[3]"``).
+
+        Raises
+        ------
+        InvalidRecordError
+            Not a mapping; an unknown field (with the nearest known name); no
+            ``kind``, ``user_id`` or ``ts``; or a bad value.  The message
+            starts with ``where``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import o2o_geo as og
+        >>> e = og.Event.from_record({"kind": "redeem", "user_id": np.int64(7), "offer_id": "o1",
+        ...                           "ts": "2026-01-01T08:00:00+08:00", "amount": float("nan")})
+        >>> e.user_id, e.ts, e.amount
+        (7, 1767225600.0, None)
+        >>> og.Event.from_record({"kind": "visit", "user": 7, "ts": 0.0}, where="events.csv line 2")
+        Traceback (most recent call last):
+        ...
+        o2o_geo.errors.InvalidRecordError: events.csv line 2: unknown field 'user' (did you mean 'user_id'?); ...
+        """
+        if not isinstance(record, Mapping):
+            raise InvalidRecordError(
+                f"{where}: an event is an Event or a dict of its fields; got {type(record).__name__}"
+            )
+        rec: dict[str, Any] = {}
+        for k, v in record.items():
+            if k not in _EVENT_FIELDS:
+                hint = did_you_mean(k, _EVENT_FIELDS)
+                raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
+            if is_missing(v):
+                continue
+            rec[k] = v.item() if isinstance(v, np.generic) else v
+        missing = [f for f in ("kind", "user_id", "ts") if f not in rec]
+        if missing:
+            raise InvalidRecordError(f"{where}: no {', '.join(missing)} (every event needs kind, user_id and ts)")
+        try:
+            return cls(**rec)
+        except (InvalidRecordError, InvalidParameterError) as exc:
+            raise InvalidRecordError(f"{where}: {exc}") from None
+
 
 _EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
@@ -156,23 +211,7 @@ def as_events(events: Any, what: str = "events") -> list[Event]:
         if isinstance(row, Event):
             out.append(row)
             continue
-        if not isinstance(row, Mapping):
-            raise InvalidRecordError(f"{where}: an event is an Event or a dict of its fields; got {type(row).__name__}")
-        rec: dict[str, Any] = {}
-        for k, v in row.items():
-            if k not in _EVENT_FIELDS:
-                hint = did_you_mean(k, _EVENT_FIELDS)
-                raise InvalidRecordError(f"{where}: unknown field {k!r}{hint}; an event has {', '.join(_EVENT_FIELDS)}")
-            if is_missing(v):
-                continue
-            rec[k] = v.item() if isinstance(v, np.generic) else v
-        missing = [f for f in ("kind", "user_id", "ts") if f not in rec]
-        if missing:
-            raise InvalidRecordError(f"{where}: no {', '.join(missing)} (every event needs kind, user_id and ts)")
-        try:
-            out.append(Event(**rec))
-        except (InvalidRecordError, InvalidParameterError) as exc:
-            raise InvalidRecordError(f"{where}: {exc}") from None
+        out.append(Event.from_record(row, where=where))
     return out
 
 

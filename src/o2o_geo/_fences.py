@@ -44,7 +44,7 @@ from ._geodesy import (
 from ._index import StoreIndex
 from ._stores import split_antimeridian
 from ._types import FloatArray, IntArray
-from ._validate import as_latlon, as_point, check_distance_m
+from ._validate import as_latlon, as_point, check_metres
 from .errors import InvalidGeometryError, InvalidParameterError, ShapeMismatchError, StaleRadiiError
 
 __all__ = ["FenceHit", "FenceHits", "Geofences"]
@@ -258,11 +258,9 @@ class Geofences:
         if not isinstance(index, StoreIndex):
             raise InvalidParameterError(f"Geofences takes a StoreIndex; got {type(index).__name__}")
         self.index = index
-        self.radius_m = _finite_m(radius_m, "radius_m")
-        if self.radius_m <= 0.0:
-            raise InvalidParameterError(f"radius_m must be > 0 metres; got {radius_m!r}")
-        self.buffer_m = _finite_m(buffer_m, "buffer_m")
-        self.nearby_m = _finite_m(nearby_m, "nearby_m")
+        self.radius_m: float = check_metres(radius_m, "radius_m", positive=True)
+        self.buffer_m: float = check_metres(buffer_m, "buffer_m")
+        self.nearby_m: float = check_metres(nearby_m, "nearby_m")
         if not isinstance(column, str):
             raise InvalidParameterError(f"column must be a column name; got {column!r}")
         self.column = column
@@ -432,13 +430,6 @@ class Geofences:
             q, pos, dist = q[keep], pos[keep], dist[keep]
             inside, in_buffer, nearby = inside[keep], in_buffer[keep], nearby[keep]
         return FenceHits(q, pos, lay.ids_a[pos], dist, inside, in_buffer, nearby, lay.version)
-
-
-def _finite_m(value: Any, name: str) -> float:
-    out = check_distance_m(value, name)
-    if out is None or isinstance(value, bool) or not math.isfinite(out):
-        raise InvalidParameterError(f"{name} must be a finite number of metres >= 0; got {value!r}")
-    return out
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -48,7 +48,15 @@ from ._time import N_HOUR_BINS, SECONDS_PER_DAY, hour_bin
 from ._validate import check_id, check_number
 from .errors import InvalidParameterError, InvalidRecordError
 
-__all__ = ["DEFAULT_KIND_WEIGHTS", "HistoryTables", "UserHistory", "bind_resolver", "empty_like", "reading"]
+__all__ = [
+    "DEFAULT_KIND_WEIGHTS",
+    "HistoryTables",
+    "UserHistory",
+    "UserTables",
+    "bind_resolver",
+    "empty_like",
+    "reading",
+]
 
 
 @dataclass(slots=True)
@@ -85,7 +93,9 @@ class _Place:
 
 
 @dataclass(slots=True)
-class _UserState:
+class UserTables:
+    """One user's folded history: decayed affinities, counts, distances, places (package-internal)."""
+
     category: dict[Any, _Decayed] = field(default_factory=dict)
     merchant: dict[Any, _Decayed] = field(default_factory=dict)
     engaged: _Decayed = field(default_factory=_Decayed)  # redeems + visits, decayed
@@ -197,7 +207,7 @@ class UserHistory(HistoryReads):
         self._h = self.half_life_days * SECONDS_PER_DAY
         self._clock = -math.inf  # the newest event time seen
         self._idle = ExpiryWheel(SECONDS_PER_DAY)  # users by the day they go idle
-        self._users: dict[Any, _UserState] = {}
+        self._users: dict[Any, UserTables] = {}
         self._tiers: dict[Any, str] = {}  # user -> member tier (set by the integrator, not learnt)
         # per merchant (codes in first-seen order): pushes and redemptions, columns 0 and 1
         self._merchant_code: dict[Any, int] = {}
@@ -299,7 +309,7 @@ class UserHistory(HistoryReads):
             self._version += 1
             st = self._users.get(event.user_id)
             if st is None:
-                st = self._users[event.user_id] = _UserState()
+                st = self._users[event.user_id] = UserTables()
             self._fold_basic(st, event)
             if resolved is None and _unresolved(event):
                 self._pending.append(event)
@@ -308,7 +318,7 @@ class UserHistory(HistoryReads):
             if self.max_idle_days is not None:
                 self._drop_idle(event.user_id, st)
 
-    def _drop_idle(self, user_id: Any, st: _UserState) -> None:
+    def _drop_idle(self, user_id: Any, st: UserTables) -> None:
         """File the user's idle time; drop up to :attr:`DROP_BATCH` users idle for ``max_idle_days``."""
         idle_s = self.max_idle_days * SECONDS_PER_DAY
         self._idle.file(user_id, st.last_ts + idle_s)
@@ -323,7 +333,7 @@ class UserHistory(HistoryReads):
             else:  # not idle after all (a newer event came since it was filed): file it again
                 self._idle.file(u, other.last_ts + idle_s)
 
-    def _fold_basic(self, st: _UserState, event: Event) -> None:
+    def _fold_basic(self, st: UserTables, event: Event) -> None:
         """The parts of an event that need neither its merchant, nor its category, nor local time."""
         h, t = self._h, event.ts
         st.counts[event.kind] = st.counts.get(event.kind, 0) + 1
@@ -347,7 +357,7 @@ class UserHistory(HistoryReads):
                 st.redeem_depth.add(event.discount_depth, t, h)
                 st.redeem_n.add(1.0, t, h)
 
-    def _fold_resolved(self, st: _UserState, event: Event, resolved: tuple[Any, Any, float] | None) -> None:
+    def _fold_resolved(self, st: UserTables, event: Event, resolved: tuple[Any, Any, float] | None) -> None:
         """Affinities, merchant counts, places, hours and moves: what needs the merchant, category or local hour.
 
         ``resolved`` is the resolver's (merchant, category, UTC offset) of the event, or None
@@ -415,7 +425,7 @@ class UserHistory(HistoryReads):
         if in_order:
             st.prev = (t, store, category, b)
 
-    def _evict_places(self, st: _UserState, cap: int, t: float, keep: tuple[Any, Any]) -> None:
+    def _evict_places(self, st: UserTables, cap: int, t: float, keep: tuple[Any, Any]) -> None:
         """Forget the user's places with the least recency-weighted visits at ``t``, down to ``cap``.
 
         Ties go to the place visited longest ago.  The moves to a forgotten
@@ -513,7 +523,7 @@ class HistoryTables(NamedTuple):
     values must be recomputed.
     """
 
-    users: Mapping[Any, _UserState]
+    users: Mapping[Any, UserTables]
     tiers: Mapping[Any, str]
     half_life_s: float
     store_ids: Sequence[Any]

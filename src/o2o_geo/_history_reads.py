@@ -18,7 +18,7 @@ from ._time import to_epoch_s
 from ._validate import check_id, check_number
 
 if TYPE_CHECKING:
-    from ._history import _UserState
+    from ._history import UserTables
 
 __all__ = ["HistoryReads"]
 
@@ -30,7 +30,7 @@ class HistoryReads:
     prior_rate: float
     _h: float  # the half-life, seconds
     _lock: threading.Lock
-    _users: dict[Any, _UserState]
+    _users: dict[Any, UserTables]
     _tiers: dict[Any, str]
     _merchant_code: dict[Any, int]
     _merchant_counts: np.ndarray

@@ -7,15 +7,14 @@ opening hours) come from IANA time zones (``_time``).
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from ._validate import check_flag
+from ._validate import KnownIds, as_items, check_count, check_flag, check_metres, check_quantity, did_you_mean
 from .errors import InvalidParameterError
 
 __all__ = ["Budget", "PushPolicy"]
@@ -47,10 +46,8 @@ class Budget:
     max_cost: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_pushes is not None and (not isinstance(self.max_pushes, int) or self.max_pushes < 0):
-            raise InvalidParameterError(f"Budget.max_pushes must be an int >= 0; got {self.max_pushes!r}")
-        if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and self.max_cost >= 0):
-            raise InvalidParameterError(f"Budget.max_cost must be a number >= 0; got {self.max_cost!r}")
+        check_count(self.max_pushes, "Budget.max_pushes", allow_none=True)
+        check_quantity(self.max_cost, "Budget.max_cost", allow_none=True)
 
 
 @dataclass(frozen=True, repr=False)
@@ -199,29 +196,21 @@ class PushPolicy:
         check_flag(self.holdout_per_offer, "PushPolicy.holdout_per_offer")
         check_flag(self.require_opt_in, "PushPolicy.require_opt_in")
         for name in (
-            "fence_radius_m",
             "dwell_s",
-            "exit_buffer_m",
             "exit_after_s",
-            "max_accuracy_m",
-            "nearby_radius_m",
             "min_gap_s",
             "dismiss_cooldown_s",
-            "closing_margin_min",
             "attribution_window_s",
-            "lapsed_after_days",
         ):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and math.isfinite(v)):
-                raise InvalidParameterError(f"PushPolicy.{name} must be a finite number >= 0; got {v!r}")
-        if self.fence_radius_m <= 0:
-            raise InvalidParameterError(f"PushPolicy.fence_radius_m must be > 0; got {self.fence_radius_m!r}")
+            check_quantity(getattr(self, name), f"PushPolicy.{name}", unit="seconds")
+        for name in ("exit_buffer_m", "max_accuracy_m", "nearby_radius_m"):
+            check_metres(getattr(self, name), f"PushPolicy.{name}")
+        check_metres(self.fence_radius_m, "PushPolicy.fence_radius_m", positive=True)
+        check_quantity(self.closing_margin_min, "PushPolicy.closing_margin_min", unit="minutes")
+        check_quantity(self.lapsed_after_days, "PushPolicy.lapsed_after_days", unit="days")
         for name in ("max_per_day", "max_per_week", "max_per_offer", "max_per_merchant_per_day"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise InvalidParameterError(f"PushPolicy.{name} must be an int >= 0 or None; got {v!r}")
-        if not isinstance(self.max_per_ping, int) or self.max_per_ping < 1:
-            raise InvalidParameterError(f"PushPolicy.max_per_ping must be an int >= 1; got {self.max_per_ping!r}")
+            check_count(getattr(self, name), f"PushPolicy.{name}", allow_none=True)
+        check_count(self.max_per_ping, "PushPolicy.max_per_ping", low=1)
         if not (_is_number(self.min_score) and 0.0 <= self.min_score <= 1.0):
             raise InvalidParameterError(f"PushPolicy.min_score must be a probability; got {self.min_score!r}")
         if not (_is_number(self.holdout_fraction) and 0.0 <= self.holdout_fraction < 1.0):
@@ -243,13 +232,121 @@ class PushPolicy:
                 if not isinstance(b, Budget):
                     raise InvalidParameterError(f"PushPolicy.{name}[{k!r}] must be a Budget; got {b!r}")
         for k, c in self.offer_cost.items():
-            if isinstance(c, bool) or not (isinstance(c, (int, float)) and c >= 0 and math.isfinite(c)):
-                raise InvalidParameterError(f"PushPolicy.offer_cost[{k!r}] must be a number >= 0; got {c!r}")
+            check_quantity(c, f"PushPolicy.offer_cost[{k!r}]")
         cap = self.store_daily_capacity
-        caps = cap.values() if isinstance(cap, Mapping) else ([] if cap is None else [cap])
-        for c in caps:
-            if not isinstance(c, int) or isinstance(c, bool) or c < 0:
-                raise InvalidParameterError(f"PushPolicy.store_daily_capacity values must be ints >= 0; got {c!r}")
+        if isinstance(cap, Mapping):
+            for k, c in cap.items():
+                check_count(c, f"PushPolicy.store_daily_capacity[{k!r}]")
+        else:
+            check_count(cap, "PushPolicy.store_daily_capacity", allow_none=True)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        offer_ids: Iterable[Any] | None = None,
+        merchant_ids: Iterable[Any] | None = None,
+        store_ids: Iterable[Any] | None = None,
+    ) -> PushPolicy:
+        """A policy from a mapping of its arguments, as a JSON or YAML file holds it.
+
+        Lists become tuples (``triggers``, ``quiet_hours``) and budgets may be
+        objects (``{"max_pushes": 100}``).  A JSON object's keys are always
+        text: give the known ids and the keys of ``offer_budgets``,
+        ``offer_cost`` (offers), ``merchant_budgets`` (merchants) and
+        ``store_daily_capacity`` (stores) must be among them, ``"17"`` read as
+        the id ``17`` when that is how it is known.  :meth:`to_dict` is the inverse.
+
+        Parameters
+        ----------
+        data : mapping of str to value
+            :class:`PushPolicy` arguments; missing ones keep their defaults.
+        offer_ids, merchant_ids, store_ids : iterable, optional
+            The known ids, to check and type the keys of the id-keyed settings.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``data`` is not a mapping; an unknown argument (with the nearest
+            known name); an unknown id; a budget that is not a
+            :class:`Budget` or an object of its fields; or any value the
+            constructor refuses.
+
+        Examples
+        --------
+        >>> import json
+        >>> import o2o_geo as og
+        >>> text = '{"triggers": ["enter"], "quiet_hours": [23, 7], "offer_budgets": {"17": {"max_pushes": 500}}}'
+        >>> p = og.PushPolicy.from_dict(json.loads(text), offer_ids=[17, 18])
+        >>> p
+        PushPolicy(triggers=('enter',), quiet_hours=(23, 7), offer_budgets={17: Budget(max_pushes=500, max_cost=None)})
+        >>> og.PushPolicy.from_dict(json.loads(json.dumps(p.to_dict())), offer_ids=[17, 18]) == p
+        True
+        >>> og.PushPolicy.from_dict({"dwell": 60})
+        Traceback (most recent call last):
+        ...
+        o2o_geo.errors.InvalidParameterError: unknown PushPolicy argument 'dwell' (did you mean 'dwell_s'?); ...
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidParameterError(f"PushPolicy.from_dict takes a mapping of arguments; got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in names:
+                raise InvalidParameterError(
+                    f"unknown PushPolicy argument {key!r}{did_you_mean(key, names)}; known: {', '.join(names)}"
+                )
+        kw = dict(data)
+        for name in ("triggers", "quiet_hours"):
+            if isinstance(kw.get(name), list):
+                kw[name] = tuple(kw[name])
+        known = {"offer": offer_ids, "merchant": merchant_ids, "store": store_ids}
+        for name, what in _ID_KEYED.items():
+            value = kw.get(name)
+            if not isinstance(value, Mapping):
+                continue  # the constructor names a wrong type
+            ids = None if known[what] is None else KnownIds(as_items(known[what], f"{what}_ids"))
+            mapped = {}
+            for key, item in value.items():
+                if ids is not None:
+                    if key not in ids:
+                        hint = did_you_mean(key, list(ids))
+                        raise InvalidParameterError(
+                            f"PushPolicy.{name} names {what} {key!r}{hint}, which is not among the {what}s"
+                        )
+                    key = ids(key)
+                if name.endswith("_budgets"):
+                    item = _budget(item, f"PushPolicy.{name}[{key!r}]")
+                mapped[key] = item
+            kw[name] = mapped
+        try:
+            return cls(**kw)
+        except TypeError as exc:  # a list where a number belongs, compared in a check
+            raise InvalidParameterError(f"PushPolicy: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain values that JSON can hold (tuples as lists, budgets as objects).
+
+        Mapping keys stay as they are (``json.dumps`` writes int keys as text;
+        :meth:`from_dict` with the known ids reads them back).
+
+        Examples
+        --------
+        >>> import o2o_geo as og
+        >>> d = og.PushPolicy(merchant_budgets={"m1": og.Budget(max_cost=50.0)}).to_dict()
+        >>> d["triggers"], d["quiet_hours"], d["merchant_budgets"]
+        (['enter', 'dwell'], [22, 8], {'m1': {'max_pushes': None, 'max_cost': 50.0}})
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, Mapping):
+                v = {k: ({"max_pushes": b.max_pushes, "max_cost": b.max_cost} if isinstance(b, Budget) else b)
+                     for k, b in v.items()}  # fmt: skip
+            out[f.name] = v
+        return out
 
     def is_holdout(self, user_id: Any, offer_id: Any = None) -> bool:
         """Whether the user (for this offer, with ``holdout_per_offer``) is held out.
@@ -330,6 +427,26 @@ class PushPolicy:
         if isinstance(cap, Mapping):
             return cap.get(store_id)
         return cap
+
+
+#: The settings keyed by an id, and what the id names.
+_ID_KEYED = {
+    "offer_budgets": "offer",
+    "merchant_budgets": "merchant",
+    "offer_cost": "offer",
+    "store_daily_capacity": "store",
+}
+
+
+def _budget(item: Any, name: str) -> Budget:
+    """A :class:`Budget` from one, or from a mapping of its fields."""
+    if isinstance(item, Budget):
+        return item
+    if not isinstance(item, Mapping) or set(item) - {"max_pushes", "max_cost"}:
+        raise InvalidParameterError(
+            f"{name} must be a Budget or an object with max_pushes and/or max_cost; got {item!r:.80}"
+        )
+    return Budget(**item)
 
 
 def _is_number(v: Any) -> bool:

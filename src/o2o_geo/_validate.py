@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import math
 import os
 import sys
 import warnings
@@ -25,15 +26,19 @@ from .errors import (
 )
 
 __all__ = [
+    "KnownIds",
     "as_items",
     "as_latlon",
     "check_choice",
+    "check_count",
     "check_distance_m",
     "check_flag",
     "check_id",
     "check_k",
+    "check_metres",
     "check_number",
     "check_path",
+    "check_quantity",
     "file_errors",
     "import_optional",
     "warn_user",
@@ -164,17 +169,79 @@ def check_k(k: Any) -> int:
     return int(k)
 
 
-def check_distance_m(value: Any, name: str, *, allow_none: bool = False) -> float | None:
-    """Return a non-negative, non-NaN distance in metres (``inf`` allowed)."""
+def check_quantity(
+    value: Any,
+    name: str,
+    *,
+    unit: str = "",
+    positive: bool = False,
+    allow_inf: bool = False,
+    allow_none: bool = False,
+) -> Any:
+    """A real number ``>= 0`` (``> 0`` with ``positive``), finite unless ``allow_inf``, as a float.
+
+    The one check of every distance, duration, money amount and rate parameter;
+    ``unit`` ("metres", "seconds") goes into the message.  Bools, NaN,
+    strings and arrays are refused; numpy scalars are taken; ``None`` is
+    returned as is with ``allow_none``.
+
+    Examples
+    --------
+    >>> check_quantity(np.float32(2.5), "dwell_s", unit="seconds"), check_quantity(None, "cap", allow_none=True)
+    (2.5, None)
+    >>> check_quantity(float("inf"), "radius_m", unit="metres", positive=True)
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: radius_m must be a finite number of metres > 0; got inf
+    """
     if value is None and allow_none:
         return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParameterError(f"{name} must be a number of metres; got {value!r}") from exc
-    if not out >= 0.0:
-        raise InvalidParameterError(f"{name} must be >= 0 metres; got {value!r}")
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    out = float(value) if ok else math.nan
+    if not (out > 0.0 if positive else out >= 0.0) or (out == math.inf and not allow_inf):
+        kind = "a number" if allow_inf else "a finite number"
+        bound = "> 0" if positive else ">= 0"
+        or_none = " or None" if allow_none else ""
+        of_unit = f" of {unit}" if unit else ""
+        raise InvalidParameterError(f"{name} must be {kind}{of_unit} {bound}{or_none}; got {value!r:.80}")
     return out
+
+
+def check_metres(value: Any, name: str, *, positive: bool = False, allow_inf: bool = False,
+                 allow_none: bool = False) -> Any:  # fmt: skip
+    """A distance in metres: :func:`check_quantity` with ``unit="metres"``.
+
+    >>> check_metres(100, "radius_m", positive=True), check_metres(float("inf"), "max_distance_m", allow_inf=True)
+    (100.0, inf)
+    """
+    return check_quantity(value, name, unit="metres", positive=positive, allow_inf=allow_inf, allow_none=allow_none)
+
+
+def check_distance_m(value: Any, name: str, *, allow_none: bool = False) -> float | None:
+    """A search distance in metres: ``>= 0``, ``inf`` allowed (no limit)."""
+    return check_metres(value, name, allow_inf=True, allow_none=allow_none)
+
+
+def check_count(value: Any, name: str, *, low: int = 0, allow_none: bool = False) -> Any:
+    """An int ``>= low`` (numpy's taken, bools refused), or ``None`` with ``allow_none``.
+
+    The one check of every count, cap and size parameter.
+
+    Examples
+    --------
+    >>> check_count(np.int64(3), "max_per_day"), check_count(None, "max_per_day", allow_none=True)
+    (3, None)
+    >>> check_count(0, "max_per_ping", low=1)
+    Traceback (most recent call last):
+    ...
+    o2o_geo.errors.InvalidParameterError: max_per_ping must be an int >= 1; got 0
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        or_none = " or None" if allow_none else ""
+        raise InvalidParameterError(f"{name} must be an int >= {low}{or_none}; got {value!r:.80}")
+    return int(value)
 
 
 def import_optional(module: str, *, needed_by: str, extra: str) -> Any:
@@ -344,3 +411,46 @@ def check_id(value: Any, name: str) -> Any:
     if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidRecordError(f"{name} must be a str or an int; got {value!r}")
     return value
+
+
+class KnownIds:
+    """Known ids (of offers, stores, merchants or users), to read an id typed differently elsewhere.
+
+    A CSV file reads ``17`` as an int where JSON has ``"17"`` (and a JSON
+    object's keys are always text): an id that is not known as given but
+    whose text is, is read as the known one.  Missing values (None, NaN) are
+    not ids.
+
+    Examples
+    --------
+    >>> known = KnownIds([17, "latte", np.int64(3), None])
+    >>> known("17"), known(3.0), known("mocha"), "latte" in known, "mocha" in known
+    (17, 3, 'mocha', True, False)
+    """
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        self._known: dict[str, Any] = {}
+        for v in values:
+            v = v.item() if isinstance(v, np.generic) else v
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                self._known.setdefault(id_text(v), v)
+
+    def __call__(self, value: Any) -> Any:
+        value = value.item() if isinstance(value, np.generic) else value
+        if value is None:
+            return None
+        return self._known.get(id_text(value), value)
+
+    def __contains__(self, value: Any) -> bool:
+        value = value.item() if isinstance(value, np.generic) else value
+        return id_text(value) in self._known
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._known.values())
+
+
+def id_text(value: Any) -> str:
+    """An id's text: ``3.0`` reads as ``"3"`` (a CSV cell of an int column with gaps)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -104,7 +104,7 @@ from ._policy import PushPolicy
 from ._scoring import OfferScorer
 from ._time import to_epoch_s
 from ._types import Where
-from ._validate import check_choice
+from ._validate import check_choice, check_count
 from .errors import InvalidParameterError
 
 __all__ = ["nearest", "rank_offers", "replay", "serving"]
@@ -510,10 +510,7 @@ def replay(
     """
     is_dask = _is_dask(df)
     check_choice(explanation, "explanation", ("drop", "json"))
-    if npartitions is not None and (
-        not isinstance(npartitions, int) or isinstance(npartitions, bool) or npartitions < 1
-    ):
-        raise InvalidParameterError(f"npartitions must be a positive int or None; got {npartitions!r}")
+    check_count(npartitions, "npartitions", low=1, allow_none=True)
     policy = policy if policy is not None else PushPolicy()
     with Dispatcher(index, offers, scorer=scorer, policy=policy):  # checks that the inputs fit together
         pass

@@ -276,9 +276,9 @@ def test_bad_query_input_errors():
         index.nearest(0.0, 0.0, k=0)
     with pytest.raises(InvalidParameterError, match="k must be a positive integer"):
         index.nearest(0.0, 0.0, k=2.5)
-    with pytest.raises(InvalidParameterError, match="max_distance_m must be >= 0"):
+    with pytest.raises(InvalidParameterError, match=r"max_distance_m must be a number of metres >= 0 or None; got -1"):
         index.nearest(0.0, 0.0, max_distance_m=-1)
-    with pytest.raises(InvalidParameterError, match="radius_m must be >= 0"):
+    with pytest.raises(InvalidParameterError, match=r"radius_m must be a number of metres >= 0; got nan"):
         index.within(0.0, 0.0, radius_m=float("nan"))
     with pytest.raises(InvalidParameterError, match="where= names column 'colour'"):
         index.nearest(0.0, 0.0, where={"colour": "red"})

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
-from _worlds import brute_nearest
+from _worlds import brute_nearest, geographiclib_m
 
 import o2o_geo as og
 from o2o_geo._sample import LANDMARKS
@@ -185,9 +185,22 @@ def test_help_on_every_command_exits_0_with_an_example(command):
         assert "store_id_1, distance_m_1, store_id_2, distance_m_2, ..., store_id_k, distance_m_k" in res.stdout
 
 
-def test_demo_seed_option_still_works():
-    out = ok(cli("demo", "--seed", "3")).stdout
-    assert "(seed 3)" in out
+@pytest.mark.parametrize("seed", [3, 8])
+def test_demo_seed_picks_the_stores_its_tables_show(seed):
+    """--seed draws another chain: section 1 is the brute-force nearest three of that chain's stores."""
+    out = ok(cli("demo", "--seed", str(seed))).stdout
+    stores = og.sample_stores(seed)
+    section = out[out.index("1. The 3 nearest") : out.index("2. Coffee shops")]
+    rows = re.findall(r"^(.{16})  ([123])     (\S+) .*?([\d,]+) *$", section, re.M)
+    assert len(rows) == 3 * len(LANDMARKS), section
+    ids = np.asarray(stores.store_id)
+    for j, (place, (lat, lon)) in enumerate(LANDMARKS.items()):
+        dist = np.array([geographiclib_m(lat, lon, a, b) for a, b in zip(stores.lat, stores.lon, strict=True)])
+        order = np.argsort(dist, kind="stable")[:3]
+        got = rows[3 * j : 3 * j + 3]
+        assert got[0][0].strip() == place
+        assert [g[2] for g in got] == ids[order].tolist(), place
+        assert [int(g[3].replace(",", "")) for g in got] == [int(f"{d:.0f}") for d in dist[order]]
 
 
 # ---------------------------------------------------------------- nearest
@@ -721,8 +734,8 @@ ERROR_CASES = [
     ("rank {no_merchant.csv} {offers.csv} {pings.csv}", 1, ["no_merchant.csv", "merchant_id"]),
     ("replay {no_merchant.csv} {offers.csv} {pings.csv} -o {d.csv}", 1, ["no_merchant.csv", "merchant_id"]),
     ("rank {stores.csv} {offers.csv} {pings.csv} --now 2026-01-01T09:00", 2, ["--now", "no UTC offset"]),
-    ("rank {stores.csv} {offers.csv} {pings.csv} --events {odd_events.csv}", 1, ["unknown event fields ['colour']"]),
-    ("rank {stores.csv} {offers.csv} {pings.csv} --events {odd_events.json}", 1, ["unknown event fields ['colour']"]),
+    ("rank {stores.csv} {offers.csv} {pings.csv} --events {odd_events.csv}", 1, ["line 2: unknown field 'colour'"]),
+    ("rank {stores.csv} {offers.csv} {pings.csv} --events {odd_events.json}", 1, ["row 1: unknown field 'colour'"]),
     ("replay {stores.csv} {offers.csv} {pings.csv}", 2, ["-o/--output"]),
     ("replay {stores.csv} {offers.csv} {naive_ts.csv} -o {d.csv}", 1, ["naive_ts.csv line 3", "no UTC offset"]),
     ("replay {stores.csv} {offers.csv} {pings.csv} -o {d.csv} --policy {bad_policy.json}", 1, ["not valid JSON"]),

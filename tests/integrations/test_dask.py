@@ -407,7 +407,7 @@ def test_errors_name_the_problem(client, ddf, pdf, index, world, scorer):
         ogd.replay(ddf, index, world.offers, ts="time")
     with pytest.raises(InvalidParameterError, match="explanation must be one of 'drop', 'json'"):
         ogd.replay(ddf, index, world.offers, explanation="xml")
-    with pytest.raises(InvalidParameterError, match="npartitions must be a positive int"):
+    with pytest.raises(InvalidParameterError, match=r"npartitions must be an int >= 1 or None; got"):
         ogd.replay(ddf, index, world.offers, npartitions=0)
     other = og.OfferScorer(og.StoreIndex(world.stores), world.offers)
     with pytest.raises(InvalidParameterError, match="same index and offers"):

@@ -219,7 +219,9 @@ def test_map_rejects_bad_input(campaign):
         viz.plot_map([1, 2])
     with pytest.raises(InvalidParameterError, match="colour_by names column 'nope'"):
         viz.plot_map(stores, colour_by="nope")
-    with pytest.raises(InvalidParameterError, match="fence_radius_m must be a positive number"):
+    with pytest.raises(
+        InvalidParameterError, match=r"fence_radius_m must be a finite number of metres > 0 or None; got -5$"
+    ):
         viz.plot_map(stores, fence_radius_m=-5)
     with pytest.raises(UnknownStoreError, match="store_id 'no-such-store' .* is not in this store set"):
         viz.plot_map(stores, decisions=[{"store_id": "no-such-store", "holdout": False}])

@@ -6,8 +6,9 @@ import argparse
 import time
 
 from .._scoring import OfferScorer
+from .._validate import KnownIds
 from ._common import about, counted, input_format, make_progress, need_pandas, output_format, say_summary
-from ._read import Ids, Source, coords_of, ids_of, load_events, load_offers, load_stores, need_columns, read_frame
+from ._read import Source, coords_of, ids_of, load_events, load_offers, load_stores, need_columns, read_frame
 from ._write import Sink
 
 
@@ -29,7 +30,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     with about(args.stores):
         scorer = OfferScorer(index, offers)
     if args.events:
-        for where, event in load_events(pd, args.events, offers, index, Ids(user_ids)):
+        for where, event in load_events(pd, args.events, offers, index, KnownIds(user_ids)):
             with about(where):
                 scorer.record(event)
     n = len(user_ids)

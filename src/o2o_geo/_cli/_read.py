@@ -18,15 +18,11 @@ from .._events import Event
 from .._frames import check_columns, coordinates, plain
 from .._index import StoreIndex, missing_values_message
 from .._offers import OfferSet
-from .._policy import Budget, PushPolicy
+from .._policy import PushPolicy
 from .._stores import StoreSet
+from .._validate import KnownIds
 from ..errors import O2OGeoError
 from ._common import Fail, about, data_error, input_format, need_pyarrow, parse_time, usage_error
-
-EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(Event))
-
-
-POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(PushPolicy))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,36 +270,6 @@ def times_of(df: Any, column: str, src: Source) -> np.ndarray:
     return out
 
 
-class Ids:
-    """Known ids (of offers, stores, merchants or users), to read an id typed differently in another file.
-
-    A CSV file reads ``17`` as an int where a JSON file has ``"17"``; an id
-    that is not known as given but whose text is, is read as the known one.
-    """
-
-    def __init__(self, values: Any) -> None:
-        self._known: dict[str, Any] = {}
-        for v in values:
-            v = plain(v)
-            if v is not None:
-                self._known.setdefault(id_text(v), v)
-
-    def __call__(self, value: Any) -> Any:
-        value = plain(value)
-        if value is None:
-            return None
-        return self._known.get(id_text(value), value)
-
-    def __contains__(self, value: Any) -> bool:
-        return id_text(plain(value)) in self._known
-
-
-def id_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 # ---------------------------------------------------------------- stores, offers, events, policy
 def load_stores(pd: Any, args: argparse.Namespace, src: Source) -> StoreIndex:
     sid, lat, lon = args.store_id, args.store_lat, args.store_lon
@@ -345,8 +311,8 @@ def read_records(pd: Any, path: str, role: str) -> tuple[Source, list[dict[str, 
 def load_offers(pd: Any, path: str, index: StoreIndex) -> OfferSet:
     src, rows = read_records(pd, path, "OFFERS")
     stores = index.stores
-    store_ids = Ids(stores.store_id.tolist())
-    merchants = Ids(stores["merchant_id"].tolist() if "merchant_id" in stores.columns else [])
+    store_ids = KnownIds(stores.store_id.tolist())
+    merchants = KnownIds(stores["merchant_id"].tolist() if "merchant_id" in stores.columns else [])
     records = []
     for i, rec in enumerate(rows):
         rec = {k: v for k, v in rec.items() if v is not None}
@@ -382,37 +348,43 @@ def id_list(value: Any, src: Source, i: int) -> list[Any]:
     return [value]
 
 
-def load_events(pd: Any, path: str, offers: OfferSet, index: StoreIndex, users: Ids | None) -> list[tuple[str, Event]]:
-    """Events of a file, in time order (ties in file order), each with where it was."""
+def load_events(
+    pd: Any, path: str, offers: OfferSet, index: StoreIndex, users: KnownIds | None
+) -> list[tuple[str, Event]]:
+    """Events of a file, in time order (ties in file order), each with where it was.
+
+    Cells are read as :meth:`Event.from_record` reads a record, after two
+    steps only a file needs: numeric text of ``ts`` is epoch seconds, and ids
+    typed differently than in the other files (``17`` in a CSV, ``"17"`` in
+    JSON) are read as the known ones.
+    """
     src, rows = read_records(pd, path, "EVENTS")
-    unknown = sorted({key for rec in rows for key in rec} - set(EVENT_FIELDS))
-    if unknown:
-        raise data_error(f"{src.path}: unknown event fields {unknown}; known: {list(EVENT_FIELDS)}")
-    offer_ids = Ids(offers.offer_id.tolist())
-    store_ids = Ids(index.stores.store_id.tolist())
-    merchants = Ids(offers.merchant_id.tolist())
+    offer_ids = KnownIds(offers.offer_id.tolist())
+    store_ids = KnownIds(index.stores.store_id.tolist())
+    merchants = KnownIds(offers.merchant_id.tolist())
     out = []
     for i, rec in enumerate(rows):
         rec = {k: v for k, v in rec.items() if v is not None}
-        for name in ("kind", "user_id", "ts"):
-            if name not in rec:
-                raise data_error(f"{src.row(i)}: the event has no {name!r}; events need kind, user_id and ts")
-        try:
-            rec["ts"] = parse_time(rec["ts"], "ts")
-        except ValueError as exc:
-            raise data_error(f"{src.row(i)}: {exc}") from None
-        if users is not None:
+        if isinstance(rec.get("ts"), str):
+            try:
+                rec["ts"] = parse_time(rec["ts"], "ts")
+            except ValueError as exc:
+                raise data_error(f"{src.row(i)}: {exc}") from None
+        if users is not None and "user_id" in rec:
             rec["user_id"] = users(rec["user_id"])
         for name, known in (("offer_id", offer_ids), ("store_id", store_ids), ("merchant_id", merchants)):
             if name in rec:
                 rec[name] = known(rec[name])
-        with about(src.row(i)):
-            out.append((src.row(i), Event(**rec)))
+        try:
+            out.append((src.row(i), Event.from_record(rec, where=src.row(i))))
+        except O2OGeoError as exc:
+            raise data_error(str(exc)) from exc
     out.sort(key=lambda item: item[1].ts)
     return out
 
 
 def load_policy(path: str, offers: OfferSet, index: StoreIndex) -> PushPolicy:
+    """``--policy FILE``: a JSON object of :class:`PushPolicy` arguments, read by :meth:`PushPolicy.from_dict`."""
     if os.path.splitext(path)[1].lower() != ".json":
         raise usage_error(f"--policy {path!r}: expected a .json file")
     if not os.path.isfile(path):
@@ -421,46 +393,15 @@ def load_policy(path: str, offers: OfferSet, index: StoreIndex) -> PushPolicy:
         obj = json.load(fh)
     if not isinstance(obj, dict):
         raise data_error(f"{path}: expected a JSON object of PushPolicy arguments; got a {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(POLICY_FIELDS))
-    if unknown:
-        raise data_error(f"{path}: unknown PushPolicy arguments {unknown}; known: {list(POLICY_FIELDS)}")
-    kw = dict(obj)
-    offer_ids = Ids(offers.offer_id.tolist())
-    merchants = Ids(
-        offers.merchant_id.tolist()
-        + (index.stores["merchant_id"].tolist() if "merchant_id" in index.stores.columns else [])
-    )
-    stores = Ids(index.stores.store_id.tolist())
-    for name in ("triggers", "quiet_hours"):
-        if isinstance(kw.get(name), list):
-            kw[name] = tuple(kw[name])
-    for name, known, what in (
-        ("offer_budgets", offer_ids, "offer"),
-        ("merchant_budgets", merchants, "merchant"),
-        ("offer_cost", offer_ids, "offer"),
-        ("store_daily_capacity", stores, "store"),
-    ):
-        value = kw.get(name)
-        if not isinstance(value, dict):
-            if name != "store_daily_capacity" and value is not None:
-                raise data_error(f"{path}: {name} must be an object keyed by {what} id; got {value!r}")
-            continue
-        mapped = {}
-        for key, item in value.items():
-            if key not in known:
-                raise data_error(f"{path}: {name} names {what} {key!r}, which is not among the {what}s")
-            if name.endswith("budgets"):
-                if not isinstance(item, dict) or set(item) - {"max_pushes", "max_cost"}:
-                    raise data_error(f"{path}: {name}[{key!r}] must be an object with max_pushes and/or max_cost")
-                with about(path):
-                    item = Budget(**item)
-            mapped[known(key)] = item
-        kw[name] = mapped
+    stores = index.stores
+    store_merchants = stores["merchant_id"].tolist() if "merchant_id" in stores.columns else []
     with about(path):
-        try:
-            return PushPolicy(**kw)
-        except TypeError as exc:  # e.g. a list where a number belongs
-            raise data_error(f"{path}: {exc}") from None
+        return PushPolicy.from_dict(
+            obj,
+            offer_ids=offers.offer_id.tolist(),
+            merchant_ids=offers.merchant_id.tolist() + store_merchants,
+            store_ids=stores.store_id.tolist(),
+        )
 
 
 # ---------------------------------------------------------------- nearest

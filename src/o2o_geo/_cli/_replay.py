@@ -19,6 +19,7 @@ from .._policy import PushPolicy
 from .._scoring import OfferScorer
 from .._state import MemoryState, SQLiteState
 from .._time import zone
+from .._validate import KnownIds
 from ._common import (
     about,
     counted,
@@ -31,7 +32,6 @@ from ._common import (
     usage_error,
 )
 from ._read import (
-    Ids,
     Source,
     coords_of,
     ids_of,
@@ -94,7 +94,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     zone(name)
     order = np.argsort(ts, kind="stable")
     cols = {name: values[order] for name, values in cols.items()}
-    events = load_events(pd, args.events, offers, index, Ids(users)) if args.events else []
+    events = load_events(pd, args.events, offers, index, KnownIds(users)) if args.events else []
     with about(args.stores):
         OfferScorer(index, offers)  # the stores fit the offers (a merchant_id column)
     # the run works on a copy of the --state file that replaces it only when the run and its outputs succeed

@@ -13,7 +13,7 @@ from .._policy import PushPolicy
 from .._state import DispatchState
 from .._time import to_epoch_s, zone
 from .._types import FloatArray
-from .._validate import as_point, check_id, did_you_mean
+from .._validate import as_point, check_id, check_metres, did_you_mean
 from ..errors import InvalidParameterError
 from ._stores import StoreFacts
 
@@ -48,9 +48,7 @@ PING_COLUMNS = ("user_id", "lat", "lon", "ts", "event_id", "accuracy_m", "tz")
 def ping_accuracy(a: Any) -> float:
     if a is None:
         return 0.0
-    if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) or not (math.isfinite(a) and a >= 0):
-        raise InvalidParameterError(f"accuracy_m must be a finite number of metres >= 0; got {a!r}")
-    return float(a)
+    return check_metres(a, "accuracy_m")
 
 
 def ping_accuracies(values: Any) -> FloatArray:

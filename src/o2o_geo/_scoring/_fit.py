@@ -6,7 +6,6 @@ would have seen them then; the solvers (``_model``) fit the weights.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -16,7 +15,7 @@ from .._events import Event, as_events
 from .._history import UserHistory, bind_resolver, empty_like
 from .._index import StoreIndex
 from .._offers import OfferSet
-from .._validate import check_choice
+from .._validate import check_choice, check_count, check_metres, check_quantity
 from ..errors import InvalidParameterError, UnknownOfferError
 from ._features import FEATURES, FeatureExtractor
 from ._model import fit_choice, fit_logistic
@@ -151,18 +150,11 @@ class FitMethods:
         (40, 40, 0)
         """
         check_choice(target, "target", ("redeem", "visit"))
-        for name, v in (("window_days", window_days), ("l2", l2)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
-                raise InvalidParameterError(f"{name} must be a finite number >= 0; got {v!r}")
+        check_quantity(window_days, "window_days", unit="days")
+        check_quantity(l2, "l2")
         radius = self.search_radius_m if choice_radius_m is None else choice_radius_m
-        if (
-            isinstance(radius, bool)
-            or not isinstance(radius, (int, float))
-            or not (radius > 0 and math.isfinite(radius))
-        ):
-            raise InvalidParameterError(f"choice_radius_m must be a positive number of metres; got {radius!r}")
-        if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 2:
-            raise InvalidParameterError(f"n_negatives must be an int >= 2; got {n_negatives!r}")
+        check_metres(radius, "choice_radius_m", positive=True)
+        check_count(n_negatives, "n_negatives", low=2)
         evs = sorted(as_events(events), key=lambda e: e.ts)
         if not evs:
             raise InvalidParameterError("fit needs events; got none")

@@ -32,7 +32,16 @@ from .._index import StoreIndex
 from .._offers import OfferSet
 from .._time import to_epoch_s, to_epoch_s_column
 from .._types import FloatArray, IntArray
-from .._validate import as_latlon, check_choice, check_flag, check_id, check_k, import_optional
+from .._validate import (
+    as_latlon,
+    check_choice,
+    check_count,
+    check_flag,
+    check_id,
+    check_k,
+    check_metres,
+    import_optional,
+)
 from ..errors import InvalidParameterError, InvalidRecordError, ShapeMismatchError, UnknownOfferError
 from ._arrays import argbest, expand, rank_within, row_sums
 from ._catalog import Catalog
@@ -132,11 +141,9 @@ class OfferScorer(FitMethods):
             raise InvalidParameterError(f"history must be a UserHistory or None; got {type(history).__name__}")
         check_choice(decay, "decay", ("power", "exponential", "logistic"))
         for name, v in (("distance_scale_m", distance_scale_m), ("search_radius_m", search_radius_m)):
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-                raise InvalidParameterError(f"{name} must be a positive number of metres; got {v!r}")
+            check_metres(v, name, positive=True)
         for name, cap in (("max_per_merchant", max_per_merchant), ("max_per_category", max_per_category)):
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-                raise InvalidParameterError(f"{name} must be a positive int or None; got {cap!r}")
+            check_count(cap, name, low=1, allow_none=True)
         w = dict(DEFAULT_WEIGHTS)
         if weights is not None and not isinstance(weights, Mapping):
             raise InvalidParameterError(f"weights must be a mapping of feature name to weight; got {weights!r}")

@@ -15,19 +15,15 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from ..errors import InvalidParameterError
+from .._validate import check_quantity
 from ._keys import DAY_S
 
 __all__ = ["Lifetimes", "ExpiryWheel"]
 
 
 def _seconds(name: str, v: object, *, allow_none: bool = False) -> float | None:
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        what = "a positive number or None" if allow_none else "a positive number"
-        raise InvalidParameterError(f"{name} must be {what}; got {v!r}")
-    return float(v)
+    unit = "days" if name.endswith("_days") else "seconds"
+    return check_quantity(v, name, unit=unit, positive=True, allow_none=allow_none)
 
 
 @dataclass(frozen=True)
@@ -52,7 +48,7 @@ class Lifetimes:
     >>> Lifetimes.of(7 * 86400, 30 * 86400, 0)
     Traceback (most recent call last):
     ...
-    o2o_geo.errors.InvalidParameterError: retention_days must be a positive number or None; got 0
+    o2o_geo.errors.InvalidParameterError: retention_days must be a finite number of days > 0 or None; got 0
     """
 
     idempotency_ttl_s: float

@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .._validate import check_number, import_optional
+from .._validate import check_count, check_number, import_optional
 from ..errors import InvalidParameterError, StateError
 from ._base import DispatchState, Transaction, latest_matching
 from ._expiry import Lifetimes
@@ -165,8 +165,7 @@ class RedisState(DispatchState):
         for name, v in (("idempotency_ttl_s", idempotency_ttl_s), ("user_ttl_s", user_ttl_s)):
             if v < 1:
                 raise InvalidParameterError(f"{name} must be at least 1 second; got {v!r}")
-        if not isinstance(retries, int) or retries < 1:
-            raise InvalidParameterError(f"retries must be a positive int; got {retries!r}")
+        check_count(retries, "retries", low=1)
         self._redis = redis
         self.r: Any
         if isinstance(url_or_client, str):

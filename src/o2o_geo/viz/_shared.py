@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,7 +12,7 @@ from .._geodesy import geodesic_distance_m
 from .._index import StoreIndex
 from .._stores import StoreSet
 from .._types import FloatArray
-from .._validate import as_items, as_latlon, check_number
+from .._validate import as_items, as_latlon, check_metres, check_number
 from ..errors import InvalidParameterError, InvalidRecordError
 
 __all__ = [
@@ -141,10 +140,7 @@ def metres_per_degree_lon(lat: float) -> float:
 
 
 def check_fence(fence_radius_m: Any) -> None:
-    if fence_radius_m is not None and not (
-        isinstance(fence_radius_m, (int, float)) and math.isfinite(fence_radius_m) and fence_radius_m > 0
-    ):
-        raise InvalidParameterError(f"fence_radius_m must be a positive number of metres; got {fence_radius_m!r}")
+    check_metres(fence_radius_m, "fence_radius_m", positive=True, allow_none=True)
 
 
 def reference_lon(lon: FloatArray) -> float:

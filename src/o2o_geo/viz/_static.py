@@ -11,7 +11,7 @@ import numpy as np
 from .._geodesy import geodesic_distance_m
 from .._index import StoreIndex
 from .._stores import StoreSet
-from .._validate import as_items, import_optional
+from .._validate import as_items, check_count, import_optional
 from ..errors import InvalidParameterError, InvalidRecordError
 from ._shared import (
     area_rings,
@@ -249,8 +249,7 @@ def plot_funnel(report: Any, *, max_groups: int = 8, title: str | None = None) -
     """
     plt = import_optional("matplotlib.pyplot", needed_by="viz.plot_funnel", extra="viz")
 
-    if not isinstance(max_groups, int) or max_groups < 1:
-        raise InvalidParameterError(f"max_groups must be an int >= 1; got {max_groups!r}")
+    check_count(max_groups, "max_groups", low=1)
     key, rows = _report_rows(report)
     rows = sorted(rows, key=lambda r: -float(r["pushed"]))[:max_groups]
     fig, (ax_f, ax_c) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})

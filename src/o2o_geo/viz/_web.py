@@ -15,7 +15,7 @@ import numpy as np
 
 from .._index import StoreIndex
 from .._stores import StoreSet
-from .._validate import check_choice, check_number, check_path, import_optional
+from .._validate import check_choice, check_number, check_path, check_quantity, import_optional
 from ..errors import BrowserError, InvalidParameterError
 from ._shared import (
     area_rings,
@@ -350,8 +350,7 @@ def html_to_png(
         raise InvalidParameterError(f"html_path {os.fspath(html_path)!r}: no such file")
     if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16_384 for v in (width_px, height_px)):
         raise InvalidParameterError(f"the window must be 1 to 16,384 pixels a side; got {width_px!r} x {height_px!r}")
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
-        raise InvalidParameterError(f"timeout_s must be a positive number of seconds; got {timeout_s!r}")
+    check_quantity(timeout_s, "timeout_s", unit="seconds", positive=True)
     if os.path.exists(out):
         os.remove(out)
     cmd = [*_chromium_command(browser), f"--window-size={width_px},{height_px}", f"--screenshot={out}"]
