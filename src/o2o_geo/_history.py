@@ -8,8 +8,7 @@ event never rescans the log and the result does not depend on arrival order.
 
 Visits and redemptions are also remembered per store (how often and how
 recently the user was there, at which local hours, where they went next) and,
-for all users together, per store and category (popularity, the hours of
-each category, the category that follows each category).  What comes next
+for all users, per store and category (popularity, hours, what follows).  What comes next
 depends on order: an event older than the user's latest visit or redemption
 updates the counts but not the "previous place" or the transitions.
 
@@ -18,15 +17,14 @@ most ``max_places_per_user`` places (when more are visited, the ones with the
 least recency-weighted visits go, with the moves to them), and a user with no
 event for ``max_idle_days`` (on the history's clock, its newest event) is
 dropped a few per event, never in one long sweep.  What remains per user is
-bounded by the catalogue (categories, merchants, 48 hour bins).  (Which places
-a full user forgets depends on arrival order; below the bound, nothing does.)
+bounded by the catalogue (categories, merchants, 48 hour bins).  Only which
+places a full user forgets depends on arrival order.
 
 Events that name only ``offer_id`` or ``store_id`` carry no merchant and no
 category; an :class:`~o2o_geo.OfferScorer` given the history fills them in
 from its offers and stores (for the events already added too), and reads the
 local hour in each store's time zone.  Without a scorer such events count
-everywhere except in the category and merchant affinities, and their hours
-are read in UTC.
+everywhere but in the category and merchant affinities, with hours in UTC.
 """
 
 from __future__ import annotations
@@ -48,15 +46,7 @@ from ._time import N_HOUR_BINS, SECONDS_PER_DAY, hour_bin
 from ._validate import check_id, check_number
 from .errors import InvalidParameterError, InvalidRecordError
 
-__all__ = [
-    "DEFAULT_KIND_WEIGHTS",
-    "HistoryTables",
-    "UserHistory",
-    "UserTables",
-    "bind_resolver",
-    "empty_like",
-    "reading",
-]
+__all__ = ["DEFAULT_KIND_WEIGHTS", "HistoryTables", "UserHistory", "bind_resolver", "empty_like", "reading"]
 
 
 @dataclass(slots=True)
