@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ._time import to_epoch_s
-from ._validate import check_id, did_you_mean
+from ._validate import check_id, check_metres, check_quantity, did_you_mean
 from .errors import InvalidParameterError, InvalidRecordError
 
 __all__ = ["EVENT_KINDS", "Event", "EventKind", "as_events", "checked_event", "hashable", "is_missing"]
@@ -84,10 +84,8 @@ class Event:
                 object.__setattr__(self, name, check_id(v, f"event {name}"))
         if self.category is not None and not isinstance(self.category, Hashable):
             raise InvalidRecordError(f"event category must be a str or another hashable; got {self.category!r:.80}")
-        for name in ("amount", "distance_m"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise InvalidRecordError(f"event {name} must be a finite number >= 0; got {v!r}")
+        check_quantity(self.amount, "event amount", allow_none=True, error=InvalidRecordError)
+        check_metres(self.distance_m, "event distance_m", allow_none=True, error=InvalidRecordError)
         d = self.discount_depth
         if d is not None and not (isinstance(d, (int, float)) and 0.0 <= d < 1.0):
             raise InvalidRecordError(f"event discount_depth must be in [0, 1); got {d!r}")

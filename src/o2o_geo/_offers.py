@@ -11,7 +11,7 @@ import numpy as np
 
 from ._time import to_epoch_s
 from ._types import FloatArray, IntArray
-from ._validate import as_items, check_id, rows_of
+from ._validate import as_items, check_id, check_metres, rows_of
 from .errors import DuplicateOfferError, InvalidRecordError, UnknownOfferError
 
 __all__ = ["AUDIENCES", "Offer", "OfferSet", "offer_rows"]
@@ -108,9 +108,8 @@ class Offer:
             if not ids:
                 raise InvalidRecordError(f"offer {oid!r} has an empty store_ids list; use None for all stores")
             object.__setattr__(self, "store_ids", ids)
-        md = self.max_distance_m
-        if md is not None and not (isinstance(md, (int, float)) and md >= 0 and not math.isnan(md)):
-            raise InvalidRecordError(f"offer {oid!r} has max_distance_m {md!r}; it must be >= 0 metres")
+        check_metres(self.max_distance_m, f"offer {oid!r} max_distance_m", allow_inf=True, allow_none=True,
+                     error=InvalidRecordError)  # fmt: skip
         if not isinstance(self.audience, str) or self.audience not in AUDIENCES:
             raise InvalidRecordError(f"offer {oid!r} has audience {self.audience!r:.80}; it must be one of {AUDIENCES}")
 

@@ -177,13 +177,15 @@ def check_quantity(
     positive: bool = False,
     allow_inf: bool = False,
     allow_none: bool = False,
+    error: type[O2OGeoError] = InvalidParameterError,
 ) -> Any:
     """A real number ``>= 0`` (``> 0`` with ``positive``), finite unless ``allow_inf``, as a float.
 
-    The one check of every distance, duration, money amount and rate parameter;
-    ``unit`` ("metres", "seconds") goes into the message.  Bools, NaN,
-    strings and arrays are refused; numpy scalars are taken; ``None`` is
-    returned as is with ``allow_none``.
+    The one check of every distance, duration, money amount and rate, of a
+    parameter or (``error=InvalidRecordError``) of a record's field; ``unit``
+    ("metres", "seconds") goes into the message.  Bools, NaN, strings and
+    arrays are refused; numpy scalars are taken; ``None`` is returned as is
+    with ``allow_none``.
 
     Examples
     --------
@@ -203,18 +205,20 @@ def check_quantity(
         bound = "> 0" if positive else ">= 0"
         or_none = " or None" if allow_none else ""
         of_unit = f" of {unit}" if unit else ""
-        raise InvalidParameterError(f"{name} must be {kind}{of_unit} {bound}{or_none}; got {value!r:.80}")
+        raise error(f"{name} must be {kind}{of_unit} {bound}{or_none}; got {value!r:.80}")
     return out
 
 
 def check_metres(value: Any, name: str, *, positive: bool = False, allow_inf: bool = False,
-                 allow_none: bool = False) -> Any:  # fmt: skip
+                 allow_none: bool = False, error: type[O2OGeoError] = InvalidParameterError) -> Any:  # fmt: skip
     """A distance in metres: :func:`check_quantity` with ``unit="metres"``.
 
     >>> check_metres(100, "radius_m", positive=True), check_metres(float("inf"), "max_distance_m", allow_inf=True)
     (100.0, inf)
     """
-    return check_quantity(value, name, unit="metres", positive=positive, allow_inf=allow_inf, allow_none=allow_none)
+    return check_quantity(
+        value, name, unit="metres", positive=positive, allow_inf=allow_inf, allow_none=allow_none, error=error
+    )
 
 
 def check_distance_m(value: Any, name: str, *, allow_none: bool = False) -> float | None:

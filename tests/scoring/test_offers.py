@@ -82,7 +82,9 @@ def test_bad_offers():
         og.Offer("o", "m", valid_from=datetime(2026, 1, 1))
     with pytest.raises(InvalidRecordError, match="offer_id must be a str or an int"):
         og.Offer(None, "m")
-    with pytest.raises(InvalidRecordError, match="max_distance_m"):
+    with pytest.raises(
+        InvalidRecordError, match=r"offer 'o' max_distance_m must be a number of metres >= 0 or None; got -1$"
+    ):
         og.Offer("o", "m", max_distance_m=-1)
     with pytest.raises(DuplicateOfferError, match="offer_id 'o' appears twice"):
         og.OfferSet([og.Offer("o", "m"), og.Offer("o", "n")])
