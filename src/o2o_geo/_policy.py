@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -300,12 +300,13 @@ class PushPolicy:
         for name in ("triggers", "quiet_hours"):
             if isinstance(kw.get(name), list):
                 kw[name] = tuple(kw[name])
-        known = {"offer": offer_ids, "merchant": merchant_ids, "store": store_ids}
+        given = {"offer": offer_ids, "merchant": merchant_ids, "store": store_ids}
+        known = {w: KnownIds(as_items(v, f"{w}_ids")) for w, v in given.items() if v is not None}
         for name, what in _ID_KEYED.items():
             value = kw.get(name)
             if not isinstance(value, Mapping):
                 continue  # the constructor names a wrong type
-            ids = None if known[what] is None else KnownIds(as_items(known[what], f"{what}_ids"))
+            ids = known.get(what)
             mapped = {}
             for key, item in value.items():
                 if ids is not None:
@@ -343,8 +344,7 @@ class PushPolicy:
             if isinstance(v, tuple):
                 v = list(v)
             elif isinstance(v, Mapping):
-                v = {k: ({"max_pushes": b.max_pushes, "max_cost": b.max_cost} if isinstance(b, Budget) else b)
-                     for k, b in v.items()}  # fmt: skip
+                v = {k: asdict(b) if isinstance(b, Budget) else b for k, b in v.items()}
             out[f.name] = v
         return out
 

@@ -196,17 +196,14 @@ def check_quantity(
     ...
     o2o_geo.errors.InvalidParameterError: radius_m must be a finite number of metres > 0; got inf
     """
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    out = float(value) if ok else math.nan
-    if not (out > 0.0 if positive else out >= 0.0) or (out == math.inf and not allow_inf):
+    try:
+        return check_number(value, name, low=0.0, low_open=positive, allow_none=allow_none, finite=not allow_inf)
+    except InvalidParameterError:
         kind = "a number" if allow_inf else "a finite number"
         bound = "> 0" if positive else ">= 0"
         or_none = " or None" if allow_none else ""
         of_unit = f" of {unit}" if unit else ""
-        raise error(f"{name} must be {kind}{of_unit} {bound}{or_none}; got {value!r:.80}")
-    return out
+        raise error(f"{name} must be {kind}{of_unit} {bound}{or_none}; got {value!r:.80}") from None
 
 
 def check_metres(value: Any, name: str, *, positive: bool = False, allow_inf: bool = False,
@@ -240,12 +237,11 @@ def check_count(value: Any, name: str, *, low: int = 0, allow_none: bool = False
     ...
     o2o_geo.errors.InvalidParameterError: max_per_ping must be an int >= 1; got 0
     """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+    try:
+        return check_number(value, name, low=low, allow_none=allow_none, integer=True)
+    except InvalidParameterError:
         or_none = " or None" if allow_none else ""
-        raise InvalidParameterError(f"{name} must be an int >= {low}{or_none}; got {value!r:.80}")
-    return int(value)
+        raise InvalidParameterError(f"{name} must be an int >= {low}{or_none}; got {value!r:.80}") from None
 
 
 def import_optional(module: str, *, needed_by: str, extra: str) -> Any:
@@ -297,12 +293,15 @@ def check_number(
     low_open: bool = False,
     allow_none: bool = False,
     integer: bool = False,
+    finite: bool = False,
 ) -> Any:
     """A real number in ``[low, high]`` (``(low, high]`` with ``low_open``) as a float, or an int with ``integer``.
 
-    Bools, NaN, strings, arrays and other objects are refused with
-    :class:`InvalidParameterError`; numpy scalars are taken.  ``None`` is
-    returned as is with ``allow_none``.
+    Bools, NaN (and infinities with ``finite``), strings, arrays and other
+    objects are refused with :class:`InvalidParameterError`; numpy scalars
+    are taken.  ``None`` is returned as is with ``allow_none``.  The one
+    decision behind :func:`check_quantity`, :func:`check_metres` and
+    :func:`check_count`, which phrase it per kind of value.
 
     Examples
     --------
@@ -320,7 +319,7 @@ def check_number(
         raise InvalidParameterError(f"{name} must be {'an integer' if integer else 'a number'}; got {value!r:.80}")
     out = int(value) if integer else float(value)
     too_low = low is not None and (out <= low if low_open else out < low)
-    if out != out or too_low or (high is not None and out > high):
+    if out != out or too_low or (high is not None and out > high) or (finite and math.isinf(out)):
         lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
         hi = "" if high is None else f"<= {high:g}"
         bounds = " and ".join(x for x in (lo, hi) if x) or "a number"
@@ -435,26 +434,27 @@ class KnownIds:
     def __init__(self, values: Iterable[Any]) -> None:
         self._known: dict[str, Any] = {}
         for v in values:
-            v = v.item() if isinstance(v, np.generic) else v
+            v = _plain(v)
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
-                self._known.setdefault(id_text(v), v)
+                self._known.setdefault(_loose_text(v), v)
 
     def __call__(self, value: Any) -> Any:
-        value = value.item() if isinstance(value, np.generic) else value
-        if value is None:
-            return None
-        return self._known.get(id_text(value), value)
+        value = _plain(value)
+        return None if value is None else self._known.get(_loose_text(value), value)
 
     def __contains__(self, value: Any) -> bool:
-        value = value.item() if isinstance(value, np.generic) else value
-        return id_text(value) in self._known
+        return _loose_text(_plain(value)) in self._known
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._known.values())
 
 
-def id_text(value: Any) -> str:
-    """An id's text: ``3.0`` reads as ``"3"`` (a CSV cell of an int column with gaps)."""
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _loose_text(value: Any) -> str:
+    """An id's text, types merged: ``17``, ``"17"`` and ``17.0`` (an int column with gaps) all read ``"17"``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

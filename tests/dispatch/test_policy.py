@@ -116,3 +116,11 @@ def test_bad_settings_are_typed_errors_that_name_them(data, match):
 def test_known_ids_must_be_a_collection():
     with pytest.raises(InvalidParameterError, match=r"offer_ids must be a list or an array of items; got 5"):
         og.PushPolicy.from_dict({"offer_cost": {"1": 1.0}}, offer_ids=5)
+
+
+def test_known_ids_may_be_a_generator():
+    """Each kind of id is read once, so a one-pass iterable serves every setting keyed by it."""
+    data = {"offer_budgets": {"17": {"max_pushes": 1}}, "offer_cost": {"18": 2.0}}
+    policy = og.PushPolicy.from_dict(data, offer_ids=(o for o in OFFERS))
+    assert policy.offer_budgets == {17: og.Budget(max_pushes=1)}
+    assert policy.offer_cost == {18: 2.0}

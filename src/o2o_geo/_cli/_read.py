@@ -364,7 +364,6 @@ def load_events(
     merchants = KnownIds(offers.merchant_id.tolist())
     out = []
     for i, rec in enumerate(rows):
-        rec = {k: v for k, v in rec.items() if v is not None}
         if isinstance(rec.get("ts"), str):
             try:
                 rec["ts"] = parse_time(rec["ts"], "ts")

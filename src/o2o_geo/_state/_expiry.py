@@ -21,11 +21,6 @@ from ._keys import DAY_S
 __all__ = ["Lifetimes", "ExpiryWheel"]
 
 
-def _seconds(name: str, v: object, *, allow_none: bool = False) -> float | None:
-    unit = "days" if name.endswith("_days") else "seconds"
-    return check_quantity(v, name, unit=unit, positive=True, allow_none=allow_none)
-
-
 @dataclass(frozen=True)
 class Lifetimes:
     """How long a state keeps what can still matter (the same rules on every backend).
@@ -58,10 +53,9 @@ class Lifetimes:
     @classmethod
     def of(cls, idempotency_ttl_s: object, user_ttl_s: object, retention_days: object) -> Lifetimes:
         """Validated lifetimes (:class:`~o2o_geo.errors.InvalidParameterError` for a bad one)."""
-        idem = _seconds("idempotency_ttl_s", idempotency_ttl_s)
-        user = _seconds("user_ttl_s", user_ttl_s)
-        days = _seconds("retention_days", retention_days, allow_none=True)
-        assert idem is not None and user is not None
+        idem = check_quantity(idempotency_ttl_s, "idempotency_ttl_s", unit="seconds", positive=True)
+        user = check_quantity(user_ttl_s, "user_ttl_s", unit="seconds", positive=True)
+        days = check_quantity(retention_days, "retention_days", unit="days", positive=True, allow_none=True)
         return cls(idem, user, days)
 
     @property
